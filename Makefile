@@ -1,0 +1,38 @@
+# Tether: `make run` starts the server, `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Claude Code version the tests drive (PROTOCOLS.md was observed with it).
+CLAUDE_CODE_VERSION ?= 2.1.328
+
+.PHONY: run test install install-test claude-code clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(PY) pyproject.toml
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet -e . --group test
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+run: install
+	@echo "Tether: starting on http://$${TETHER_HOST:-127.0.0.1}:$${TETHER_PORT:-8000}/ (agent: $${TETHER_AGENT:-local}); Ctrl-C stops it"
+	$(VENV)/bin/gunicorn -c gunicorn.conf.py
+
+test: install-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The pinned Claude Code CLI, for the tests that drive it (installed under .tools/).
+claude-code:
+	npm install --silent --no-audit --no-fund --prefix .tools @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache data

@@ -1,0 +1,82 @@
+"""The JSON HTTP API (DESIGN.md section 4): sessions, prompts, Stop, answers, agents, health."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from blueprints import current_core
+from blueprints.bodies import ApprovalAnswer, ClarifyAnswer, CreateSession, Prompt, json_body
+
+bp = Blueprint("api", __name__)
+
+
+def _client_label(given: str | None) -> str:
+    """Who answered, for ``approval_resolved.by``: the client's own label, else its address."""
+    return given or f"http {request.remote_addr or 'client'}"
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify(status="ok")
+
+
+@bp.get("/api/agents")
+def agents() -> Response:
+    return jsonify(agents=[{"name": a.name, "available": a.available,
+                            "description": a.description}
+                           for a in current_core().agents.describe()])
+
+
+@bp.post("/api/sessions")
+def create_session() -> tuple[Response, int]:
+    body = json_body(CreateSession, optional=True)
+    session = current_core().create(agent=body.agent, title=body.title)
+    return jsonify(session.to_dict()), 201
+
+
+@bp.get("/api/sessions")
+def list_sessions() -> Response:
+    return jsonify(sessions=[s.to_dict() for s in current_core().list()],
+                   epoch=current_core().epoch)
+
+
+@bp.get("/api/sessions/<session_id>")
+def get_session(session_id: str) -> Response:
+    return jsonify(current_core().get(session_id).to_dict())
+
+
+@bp.delete("/api/sessions/<session_id>")
+def delete_session(session_id: str) -> tuple[str, int]:
+    current_core().delete(session_id)
+    return "", 204
+
+
+@bp.post("/api/sessions/<session_id>/prompt")
+def prompt(session_id: str) -> tuple[Response, int]:
+    session = current_core().get(session_id)
+    body = json_body(Prompt)
+    return jsonify(turn=session.submit(body.text)), 202
+
+
+@bp.post("/api/sessions/<session_id>/cancel")
+def cancel(session_id: str) -> Response:
+    return jsonify(cancelled=current_core().get(session_id).cancel())
+
+
+@bp.post("/api/sessions/<session_id>/approvals/<request_id>")
+def answer_approval(session_id: str, request_id: str) -> Response:
+    session = current_core().get(session_id)
+    body = json_body(ApprovalAnswer)
+    request_ = session.prompts.answer_approval(
+        request_id, body.decision, by=_client_label(body.client), message=body.message,
+        updated_input=body.updated_input, updated_permissions=body.updated_permissions)
+    return jsonify(request_id=request_.request_id, resolved=True, decision=body.decision)
+
+
+@bp.post("/api/sessions/<session_id>/clarify/<request_id>")
+def answer_clarify(session_id: str, request_id: str) -> Response:
+    session = current_core().get(session_id)
+    body = json_body(ClarifyAnswer)
+    request_ = session.prompts.answer_clarify(request_id, body.answers,
+                                              by=_client_label(body.client))
+    return jsonify(request_id=request_.request_id, resolved=True, answers=body.answers)

@@ -1,0 +1,58 @@
+"""Every error as JSON: ``{"error": {"code": "...", "message": "..."}}`` (DESIGN.md section 4).
+
+:data:`HTTP_STATUS` is the one table from a Tether error code to an HTTP status; the
+WebSocket transport will keep its JSON-RPC codes next to it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from tether.errors import TetherError
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("errors", __name__)
+
+HTTP_STATUS = {
+    "bad_request": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "session_busy": 409,
+    "already_resolved": 409,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "request_header_fields_too_large": 431,
+    "internal_error": 500,
+}
+
+_CODE_FOR_STATUS = {status: code for code, status in HTTP_STATUS.items()
+                    if code not in ("session_busy", "already_resolved")}
+
+
+def error_response(code: str, message: str, status: int | None = None) -> tuple[Response, int]:
+    return jsonify(error={"code": code, "message": message}), status or HTTP_STATUS[code]
+
+
+@bp.app_errorhandler(TetherError)
+def tether_error(error: TetherError) -> tuple[Response, int]:
+    return error_response(error.code, error.message)
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(error: HTTPException) -> tuple[Response, int]:
+    status = error.code or 500
+    code = _CODE_FOR_STATUS.get(status, "bad_request" if status < 500 else "internal_error")
+    return error_response(code, error.description or error.name, status)
+
+
+@bp.app_errorhandler(Exception)
+def unexpected_error(error: Exception) -> tuple[Response, int]:
+    # A bug: log it with its traceback, answer without one.
+    logger.exception("unhandled error", exc_info=error)
+    return error_response("internal_error", "internal server error")

@@ -1,0 +1,15 @@
+"""The browser UI: one page; everything else is static files and the JSON API."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+
+from blueprints import current_core
+
+bp = Blueprint("ui", __name__)
+
+
+@bp.get("/")
+def index() -> str:
+    core = current_core()
+    return render_template("index.html", default_agent=core.settings.agent)

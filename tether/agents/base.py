@@ -1,0 +1,68 @@
+"""What Tether needs to know about an agent CLI: its argv, its environment, whether it exists.
+
+Every built-in agent speaks Claude Code's stream-json + control protocol (``claude.py``);
+a CLI with another protocol (codex, gemini) will bring its own driver next to the spec.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+from tether.errors import NotFound
+
+
+class AgentSpec(Protocol):
+    """An agent Tether can start.
+
+    ``argv`` gets the agent session id (a UUID) and whether the agent already has that
+    session (then it must resume it rather than start it).
+    """
+
+    name: str
+    description: str
+
+    def available(self) -> bool:
+        """True when the CLI can be started on this machine."""
+
+    def argv(self, agent_session_id: str, resume: bool) -> list[str]:
+        """The command line; a list, never shell text (DESIGN.md rule 8)."""
+
+    def env(self) -> dict[str, str]:
+        """The child's environment: the server's own, so API keys and base URLs reach it."""
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    name: str
+    available: bool
+    description: str
+
+
+class AgentCatalog:
+    """The agents this server offers, by name."""
+
+    def __init__(self, agents: list[AgentSpec]) -> None:
+        self._agents = {agent.name: agent for agent in agents}
+
+    def get(self, name: str) -> AgentSpec:
+        """:raises NotFound: no agent of that name."""
+        try:
+            return self._agents[name]
+        except KeyError:
+            raise NotFound(f"no agent named {name!r}; known: {sorted(self._agents)}") from None
+
+    def describe(self) -> list[AgentInfo]:
+        return [AgentInfo(a.name, a.available(), a.description) for a in self._agents.values()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._agents
+
+
+def inherited_env(**extra: str) -> dict[str, str]:
+    """``os.environ`` plus ``extra``, without ``CLAUDECODE`` (the SDK drops it, PROTOCOLS.md 1.1:
+    a CLI that sees it believes it runs nested inside another Claude Code)."""
+    env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
+    env.update(extra)
+    return env

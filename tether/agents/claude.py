@@ -1,0 +1,176 @@
+"""Claude Code's stream-json + control protocol: messages in, Tether events out.
+
+Facts are from PROTOCOLS.md (Claude Code 2.1.328): section 1.3 for stdout events, section 2
+for the control protocol. :func:`translate` is pure: one stdout message in, a list of
+``(kind, payload)`` pairs out (DESIGN.md section 3); anything Tether does not show is dropped.
+The builders produce the lines Tether writes to the CLI's stdin.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from tether.prompts import Resolution
+
+Translated = list[tuple[str, dict[str, Any]]]
+
+#: The flags every stream-json agent gets (PROTOCOLS.md 1.1; ``--verbose`` is required).
+STREAM_JSON_FLAGS = (
+    "-p", "--output-format", "stream-json", "--input-format", "stream-json", "--verbose",
+    "--permission-prompt-tool", "stdio", "--include-partial-messages",
+)
+
+#: The tool Claude Code uses to ask the user a question (PROTOCOLS.md 2.4).
+ASK_USER_QUESTION = "AskUserQuestion"
+
+_request_numbers = itertools.count(1)
+
+
+def session_flag(agent_session_id: str, resume: bool) -> str:
+    """``--session-id=<uuid>`` for a new agent session, ``--resume=<id>`` to continue one.
+
+    The equals form keeps an id that starts with ``-`` from becoming a flag (PROTOCOLS.md 1.1).
+    """
+    return f"--resume={agent_session_id}" if resume else f"--session-id={agent_session_id}"
+
+
+# -- stdout -> events ----------------------------------------------------------------------
+
+def translate(message: Mapping[str, Any], agent: str) -> Translated:
+    """Tether events for one stdout message (not for control messages).
+
+    :param agent: the agent's name, reported in ``agent_session``.
+    """
+    kind = message.get("type")
+    if kind == "system" and message.get("subtype") == "init":
+        return [("agent_session", {"agent": agent, "agent_session_id": message.get("session_id"),
+                                   "model": message.get("model"), "cwd": message.get("cwd")})]
+    if kind == "stream_event":
+        return _stream_event(message.get("event") or {})
+    if kind == "assistant":
+        return _assistant(message.get("message") or {})
+    if kind == "user":
+        return _tool_results(message.get("message") or {})
+    if kind == "result":
+        return [("result", _result(message))]
+    return []
+
+
+def _stream_event(event: Mapping[str, Any]) -> Translated:
+    delta = event.get("delta") or {}
+    if event.get("type") == "content_block_delta" and delta.get("type") == "text_delta":
+        return [("text_delta", {"text": str(delta.get("text", "")),
+                                "index": event.get("index", 0)})]
+    return []
+
+
+def _assistant(message: Mapping[str, Any]) -> Translated:
+    out: Translated = []
+    for block in _blocks(message.get("content")):
+        btype = block.get("type")
+        if btype == "text":
+            out.append(("text", {"text": str(block.get("text", ""))}))
+        elif btype == "thinking":
+            out.append(("thinking", {"text": str(block.get("thinking", ""))}))
+        elif btype == "tool_use":
+            out.append(("tool_use", {"tool_use_id": block.get("id"), "name": block.get("name"),
+                                     "input": block.get("input") or {}}))
+    return out
+
+
+def _tool_results(message: Mapping[str, Any]) -> Translated:
+    out: Translated = []
+    for block in _blocks(message.get("content")):
+        if block.get("type") == "tool_result":
+            out.append(("tool_result", {"tool_use_id": block.get("tool_use_id"),
+                                        "content": _flatten(block.get("content")),
+                                        "is_error": bool(block.get("is_error", False))}))
+    return out
+
+
+def _result(message: Mapping[str, Any]) -> dict[str, Any]:
+    # "success" may still carry is_error: true (an API error, PROTOCOLS.md 1.3).
+    return {"is_error": bool(message.get("is_error", False)),
+            "subtype": message.get("subtype"),
+            "text": message.get("result") if isinstance(message.get("result"), str) else "",
+            "duration_ms": message.get("duration_ms"),
+            "cost_usd": message.get("total_cost_usd"),
+            "usage": message.get("usage") or {},
+            "num_turns": message.get("num_turns"),
+            "terminal_reason": message.get("terminal_reason")}
+
+
+def _blocks(content: Any) -> list[Mapping[str, Any]]:
+    if isinstance(content, list):
+        return [b for b in content if isinstance(b, Mapping)]
+    return []
+
+
+def _flatten(content: Any) -> str:
+    """A tool_result's content as text: a string, or the text of its blocks."""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in _blocks(content):
+        if block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+        else:
+            parts.append(f"[{block.get('type', 'block')}]")
+    return "\n".join(parts)
+
+
+# -- host -> stdin ------------------------------------------------------------------------
+
+def new_request_id() -> str:
+    """An id for a request Tether sends, in the SDK's ``req_{n}_{8 hex}`` form (PROTOCOLS.md 2.1)."""
+    return f"req_{next(_request_numbers)}_{secrets.token_hex(4)}"
+
+
+def user_message(text: str) -> dict[str, Any]:
+    """One user turn (PROTOCOLS.md 1.2)."""
+    return {"type": "user", "message": {"role": "user", "content": text},
+            "parent_tool_use_id": None, "session_id": ""}
+
+
+def control_request(subtype: str, **fields: Any) -> dict[str, Any]:
+    """A host-to-CLI control request: ``initialize``, ``interrupt`` … (PROTOCOLS.md 2.2, 2.5)."""
+    return {"type": "control_request", "request_id": new_request_id(),
+            "request": {"subtype": subtype, **fields}}
+
+
+def control_success(request_id: str, response: Mapping[str, Any]) -> dict[str, Any]:
+    return {"type": "control_response",
+            "response": {"subtype": "success", "request_id": request_id,
+                         "response": dict(response)}}
+
+
+def control_error(request_id: str, error: str) -> dict[str, Any]:
+    return {"type": "control_response",
+            "response": {"subtype": "error", "request_id": request_id, "error": error,
+                         "error_code": "unsupported_request"}}
+
+
+def permission_response(request: Mapping[str, Any], resolution: Resolution) -> dict[str, Any]:
+    """The answer to a ``can_use_tool`` request (PROTOCOLS.md 2.3, 2.4).
+
+    ``allow`` always carries ``updatedInput`` (without it the CLI treats the answer as a deny,
+    PROTOCOLS.md section 6); for AskUserQuestion it is the original input plus ``answers``
+    keyed by question text. ``deny`` always carries a message.
+
+    :param request: the ``request`` object of the CLI's control request.
+    """
+    original = request.get("input") or {}
+    if resolution.decision == "allow":
+        if request.get("tool_name") == ASK_USER_QUESTION:
+            updated: dict[str, Any] = {**original, "answers": dict(resolution.answers or {})}
+        else:
+            updated = dict(resolution.updated_input or original)
+        body: dict[str, Any] = {"behavior": "allow", "updatedInput": updated}
+        if resolution.updated_permissions:
+            body["updatedPermissions"] = list(resolution.updated_permissions)
+        return body
+    message = resolution.message or "The user denied this from Tether."
+    return {"behavior": "deny", "message": message}

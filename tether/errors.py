@@ -1,0 +1,53 @@
+"""Tether's errors: small classes that carry a stable ``code`` and a human ``message``.
+
+Transports map ``code`` to an HTTP status or a JSON-RPC error code (``blueprints/errors.py``);
+the domain never knows about either.
+"""
+
+from __future__ import annotations
+
+
+class TetherError(Exception):
+    """Base class. ``code`` is the machine-readable name of DESIGN.md section 4."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(TetherError):
+    """The request is malformed: a bad cursor, a missing or wrong-typed field."""
+
+    code = "bad_request"
+
+
+class NotFound(TetherError):
+    """An unknown session, request id or agent."""
+
+    code = "not_found"
+
+
+class SessionBusy(TetherError):
+    """A prompt arrived while a turn is running (DESIGN.md rule 5: never queued silently)."""
+
+    code = "session_busy"
+
+
+class AlreadyResolved(TetherError):
+    """An answer arrived for an approval or question that another answer already settled."""
+
+    code = "already_resolved"
+
+
+class PayloadTooLarge(TetherError):
+    """A request body or prompt is over its documented limit."""
+
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(TetherError):
+    """A body that is not ``application/json``."""
+
+    code = "unsupported_media_type"

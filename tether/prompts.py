@@ -1,0 +1,242 @@
+"""The approval and clarify registry: requests that wait for a human (DESIGN.md rule 6).
+
+A request is appended to the session's log (``approval_request`` / ``clarify_request``) and
+held here until the first answer, a timeout or a cancel settles it; the settlement is appended
+(``approval_resolved`` / ``clarify_resolved``) *before* the waiting runner wakes, so the log
+always shows the answer ahead of whatever the agent does with it.
+
+One lock guards the registry: opening, first-answer-wins and the appends of the request and
+resolved events happen under it, so no answer can precede its request in the log and exactly
+one answer wins. Lock order is registry, then log; the log never calls back.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tether.errors import AlreadyResolved, BadRequest, NotFound
+from tether.stores.base import EventLog
+
+Kind = Literal["approval", "clarify"]
+Reason = Literal["user", "timeout", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """How a request was settled.
+
+    ``decision`` is ``allow``/``deny`` for approvals; for clarify it is ``allow`` when
+    ``answers`` came from a person and ``deny`` when the question went unanswered.
+    ``updated_input`` (edit-then-allow) and ``updated_permissions`` (Claude Code's
+    ``permission_suggestions``, "allow for this session") are passed back to the agent as is.
+    """
+
+    decision: Literal["allow", "deny"]
+    reason: Reason
+    by: str | None = None
+    message: str | None = None
+    answers: Mapping[str, str] | None = None
+    updated_input: Mapping[str, Any] | None = None
+    updated_permissions: list[Any] | None = None
+
+
+@dataclass(slots=True)
+class PendingRequest:
+    """One approval or clarify request. ``fields`` is what its request event carries."""
+
+    request_id: str
+    kind: Kind
+    fields: dict[str, Any]
+    key: str
+    created_at: float
+    expires_at: float | None
+    resolution: Resolution | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def summary(self) -> dict[str, Any]:
+        """The shape listed in the session object's ``pending`` (and later the inbox)."""
+        return {"request_id": self.request_id, "kind": self.kind, "created_at": self.created_at,
+                "expires_at": self.expires_at, **self.fields}
+
+
+class PromptRegistry:
+    """A session's pending approvals and clarify questions.
+
+    :param log: the session's event log; request and resolved events are appended to it.
+    :param timeout_seconds: how long a request may wait; 0 waits forever.
+    :param clock: Unix time in seconds (swappable in tests).
+    """
+
+    def __init__(self, log: EventLog, timeout_seconds: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._log = log
+        self._timeout = timeout_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[str, PendingRequest] = {}
+        self._settled: dict[str, PendingRequest] = {}
+
+    # -- opening -------------------------------------------------------------------------
+
+    def open_approval(self, tool_name: str, tool_input: Mapping[str, Any],
+                      tool_use_id: str | None, **extra: Any) -> tuple[PendingRequest, bool]:
+        """Hold a permission request for ``tool_name``; see :meth:`_open`."""
+        fields = {"tool_name": tool_name, "input": dict(tool_input), "tool_use_id": tool_use_id,
+                  **extra}
+        return self._open("approval", fields, _key(tool_name, tool_input))
+
+    def open_clarify(self, questions: list[Mapping[str, Any]],
+                     tool_use_id: str | None) -> tuple[PendingRequest, bool]:
+        """Hold a question for the user (Claude Code's ``AskUserQuestion``)."""
+        normalized = [_question(q) for q in questions]
+        fields = {"questions": normalized, "tool_use_id": tool_use_id}
+        return self._open("clarify", fields, _key("AskUserQuestion", normalized))
+
+    def _open(self, kind: Kind, fields: dict[str, Any], key: str) -> tuple[PendingRequest, bool]:
+        """Open a request, or return the identical one already pending (never stacked).
+
+        :returns: ``(request, created)``; ``created`` is False for a duplicate.
+        """
+        with self._lock:
+            for request in self._pending.values():
+                if request.kind == kind and request.key == key:
+                    return request, False
+            now = self._clock()
+            expires = round(now + self._timeout, 3) if self._timeout > 0 else None
+            request = PendingRequest(uuid.uuid4().hex, kind, fields, key, round(now, 3), expires)
+            self._pending[request.request_id] = request
+            self._log.append(f"{kind}_request",
+                             {"request_id": request.request_id, **fields, "expires_at": expires})
+            return request, True
+
+    # -- settling ------------------------------------------------------------------------
+
+    def answer_approval(self, request_id: str, decision: str, *, by: str | None = None,
+                        message: str | None = None,
+                        updated_input: Mapping[str, Any] | None = None,
+                        updated_permissions: list[Any] | None = None) -> PendingRequest:
+        """A person's decision on an approval.
+
+        :raises NotFound: no such approval in this session.
+        :raises AlreadyResolved: another answer, a timeout or a cancel got there first.
+        :raises BadRequest: ``decision`` is neither ``allow`` nor ``deny``.
+        """
+        if decision not in ("allow", "deny"):
+            raise BadRequest("decision must be 'allow' or 'deny'")
+        resolution = Resolution(decision, "user", by=by, message=message,  # type: ignore[arg-type]
+                                updated_input=updated_input,
+                                updated_permissions=updated_permissions)
+        return self._settle(request_id, "approval", resolution)
+
+    def answer_clarify(self, request_id: str, answers: Mapping[str, str], *,
+                       by: str | None = None) -> PendingRequest:
+        """A person's answers, keyed by question text (PROTOCOLS.md 2.4).
+
+        :raises NotFound: no such question in this session.
+        :raises AlreadyResolved: settled already.
+        :raises BadRequest: an answer names a question that was not asked.
+        """
+        with self._lock:
+            request = self._pending.get(request_id) or self._settled.get(request_id)
+        if request is not None and request.kind == "clarify":
+            asked = {q["question"] for q in request.fields["questions"]}
+            unknown = sorted(set(answers) - asked)
+            if unknown:
+                raise BadRequest(f"answers name questions that were not asked: {unknown}")
+        resolution = Resolution("allow", "user", by=by, answers=dict(answers))
+        return self._settle(request_id, "clarify", resolution)
+
+    def wait(self, request: PendingRequest) -> Resolution:
+        """Block until ``request`` is settled; past its ``expires_at`` settle it as a timeout.
+
+        A timeout resolves an approval as ``deny`` and a question as unanswered, both with
+        ``reason: "timeout"``; if a person answered at the same instant, the person wins.
+        """
+        remaining = None if request.expires_at is None else request.expires_at - self._clock()
+        if not request.done.wait(None if remaining is None else max(remaining, 0)):
+            message = f"No answer within {self._timeout:g} seconds; Tether denied it."
+            self._try_settle(request, Resolution("deny", "timeout", message=message))
+        request.done.wait()
+        assert request.resolution is not None
+        return request.resolution
+
+    def cancel(self, request_id: str, message: str = "The turn was cancelled.") -> bool:
+        """Settle one request as ``cancelled`` (the agent withdrew it). False if settled."""
+        with self._lock:
+            request = self._pending.get(request_id)
+        if request is None:
+            return False
+        return self._try_settle(request, Resolution("deny", "cancelled", message=message))
+
+    def cancel_all(self, message: str = "The turn was cancelled.") -> int:
+        """Settle every pending request as ``cancelled``; returns how many it settled."""
+        with self._lock:
+            requests = list(self._pending.values())
+        return sum(self._try_settle(r, Resolution("deny", "cancelled", message=message))
+                   for r in requests)
+
+    def pending(self) -> list[PendingRequest]:
+        """Requests still waiting, oldest first."""
+        with self._lock:
+            return sorted(self._pending.values(), key=lambda r: r.created_at)
+
+    def _settle(self, request_id: str, kind: Kind, resolution: Resolution) -> PendingRequest:
+        with self._lock:
+            request = self._pending.get(request_id)
+            if request is None or request.kind != kind:
+                settled = self._settled.get(request_id)
+                if settled is not None and settled.kind == kind:
+                    raise AlreadyResolved(f"{kind} {request_id} is already resolved "
+                                          f"({_describe(settled.resolution)})")
+                raise NotFound(f"no {kind} request {request_id} in this session")
+            self._finish(request, resolution)
+        request.done.set()
+        return request
+
+    def _try_settle(self, request: PendingRequest, resolution: Resolution) -> bool:
+        with self._lock:
+            if request.request_id not in self._pending:
+                return False
+            self._finish(request, resolution)
+        request.done.set()
+        return True
+
+    def _finish(self, request: PendingRequest, resolution: Resolution) -> None:
+        # Under self._lock: the resolved event is appended before any waiter wakes.
+        del self._pending[request.request_id]
+        self._settled[request.request_id] = request
+        request.resolution = resolution
+        payload: dict[str, Any] = {"request_id": request.request_id, "reason": resolution.reason,
+                                   "by": resolution.by}
+        if request.kind == "approval":
+            payload.update(decision=resolution.decision, message=resolution.message)
+        else:
+            payload.update(answers=dict(resolution.answers or {}), message=resolution.message)
+        self._log.append(f"{request.kind}_resolved", payload)
+
+
+def _key(name: str, value: Any) -> str:
+    """A dedupe key: the tool name and its canonical JSON input."""
+    return name + ":" + json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _question(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Normalize one AskUserQuestion question (``multiSelect`` becomes ``multi_select``)."""
+    options = [{"label": str(o.get("label", "")), "description": str(o.get("description", ""))}
+               for o in raw.get("options") or [] if isinstance(o, Mapping)]
+    return {"question": str(raw.get("question", "")), "header": str(raw.get("header", "")),
+            "options": options, "multi_select": bool(raw.get("multiSelect", False))}
+
+
+def _describe(resolution: Resolution | None) -> str:
+    if resolution is None:
+        return "unknown"
+    if resolution.reason == "user":
+        return f"answered by {resolution.by or 'another client'}"
+    return resolution.reason

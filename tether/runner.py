@@ -1,0 +1,295 @@
+"""The turn runner: one detached turn per session, from prompt to exactly one ``turn_end``.
+
+A :class:`Turn` runs on its own thread (a greenlet under gevent), never on a request's: it
+sends the prompt to the session's agent process, pumps stdout into the log, routes permission
+and question requests to the prompt registry, and enforces the turn timeout. :meth:`Turn.cancel`
+is Stop: a control ``interrupt``, then SIGTERM, then SIGKILL to the agent's process group, each
+after a grace period. :class:`AgentHost` keeps a session's agent process between turns (one
+process serves many turns, PROTOCOLS.md 1.1) and stops it when idle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tether.agents.base import AgentSpec
+from tether.agents.claude import (
+    ASK_USER_QUESTION,
+    control_error,
+    control_request,
+    control_success,
+    permission_response,
+    translate,
+    user_message,
+)
+from tether.config import Settings
+from tether.process import AgentProcess
+from tether.prompts import PendingRequest, PromptRegistry
+from tether.stores.base import EventLog
+
+logger = logging.getLogger(__name__)
+
+#: Fields of a ``can_use_tool`` request shown with an approval (PROTOCOLS.md 2.3).
+APPROVAL_EXTRAS = ("description", "decision_reason", "title", "blocked_path",
+                   "permission_suggestions", "agent_id")
+
+
+class AgentHost:
+    """A session's agent process, kept across turns.
+
+    The first process starts the agent session with ``--session-id``; once the agent has
+    reported it (``system/init``), every later process resumes it with ``--resume``.
+
+    :param idle_seconds: stop the process after this long without a turn; 0 stops it after
+        every turn.
+    """
+
+    def __init__(self, spec: AgentSpec, workspace: Path, settings: Settings) -> None:
+        self.spec = spec
+        self.workspace = workspace
+        self.agent_session_id = str(uuid.uuid4())
+        self.started = False
+        self._grace = settings.cancel_grace_seconds
+        self._idle_seconds = settings.agent_idle_seconds
+        self._process: AgentProcess | None = None
+        self._idle_timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def acquire(self) -> AgentProcess:
+        """The live process, or a new one that got the ``initialize`` request.
+
+        :raises OSError: the agent's executable cannot be started.
+        """
+        with self._lock:
+            self._cancel_idle_timer()
+            if self._process is not None and self._process.alive:
+                return self._process
+            stale, self._process = self._process, None
+        if stale is not None:
+            stale.stop(0)
+        argv = self.spec.argv(self.agent_session_id, resume=self.started)
+        process = AgentProcess(argv, self.workspace, self.spec.env())
+        logger.info("started agent %s pid %s", self.spec.name, process.pid)
+        # The SDK's first message (PROTOCOLS.md 2.2); answered before any user message.
+        process.send(control_request("initialize", hooks=None))
+        with self._lock:
+            self._process = process
+        return process
+
+    def idle(self) -> None:
+        """The turn is over: stop the process after ``idle_seconds`` unless a turn starts."""
+        with self._lock:
+            self._cancel_idle_timer()
+            if self._idle_seconds > 0 and self._process is not None:
+                self._idle_timer = threading.Timer(self._idle_seconds, self.stop)
+                self._idle_timer.daemon = True
+                self._idle_timer.start()
+                return
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the process and its group (idempotent)."""
+        with self._lock:
+            self._cancel_idle_timer()
+            process, self._process = self._process, None
+        if process is not None:
+            process.stop(self._grace)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+
+class Turn:
+    """One prompt's run. Create it, :meth:`start` it, and it ends by itself.
+
+    :param finish: called exactly once with ``(turn, reason)`` when the turn is over; it
+        appends ``turn_end`` (the session does so under its lock).
+    """
+
+    def __init__(self, number: int, text: str, host: AgentHost, log: EventLog,
+                 prompts: PromptRegistry, settings: Settings,
+                 finish: Callable[[Turn, str], None]) -> None:
+        self.number = number
+        self.text = text
+        self._host = host
+        self._log = log
+        self._prompts = prompts
+        self._settings = settings
+        self._finish = finish
+        self._lock = threading.Lock()
+        self._process: AgentProcess | None = None
+        self._cancel_reason: str | None = None
+        self._done = threading.Event()
+        self._cli_requests: dict[str, PendingRequest] = {}
+        self._got_result = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"turn-{number}")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the turn to end; True if it did within ``timeout`` seconds."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def cancel(self, reason: str = "cancelled") -> bool:
+        """Stop the turn: interrupt, then terminate, then kill after the grace period.
+
+        Open approvals and questions resolve with ``reason: "cancelled"``.
+
+        :param reason: the ``turn_end`` reason: ``cancelled``, ``timeout`` or ``interrupted``.
+        :returns: False when the turn is already over or already being cancelled.
+        """
+        with self._lock:
+            if self._done.is_set() or self._cancel_reason is not None:
+                return False
+            self._cancel_reason = reason
+            process = self._process
+        self._prompts.cancel_all("The turn was cancelled." if reason != "timeout"
+                                 else "The turn timed out.")
+        if process is not None:
+            process.send(control_request("interrupt"))
+            threading.Thread(target=self._escalate, args=(process,), daemon=True).start()
+        return True
+
+    def _escalate(self, process: AgentProcess) -> None:
+        if not self._done.wait(self._settings.cancel_grace_seconds):
+            process.stop(self._settings.cancel_grace_seconds)
+
+    # -- the turn ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        reason = "error"
+        timer = None
+        if self._settings.turn_timeout_seconds > 0:
+            timer = threading.Timer(self._settings.turn_timeout_seconds, self.cancel, ("timeout",))
+            timer.daemon = True
+            timer.start()
+        try:
+            reason = self._drive()
+        except OSError as exc:
+            self._error(f"could not start the {self._host.spec.name} agent: {exc}")
+        except Exception as exc:  # a bug must still end the turn with turn_end
+            logger.exception("turn %s failed", self.number)
+            self._error(f"internal error in the turn runner: {exc!r}")
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._done.set()
+            self._prompts.cancel_all()
+            if self._cancel_reason is not None:
+                reason = self._cancel_reason
+            if self._got_result and self._cancel_reason is None:
+                self._host.idle()
+            else:
+                self._host.stop()  # Stop leaves no process behind
+            self._finish(self, reason)
+
+    def _drive(self) -> str:
+        process = self._host.acquire()
+        with self._lock:
+            self._process = process
+            if self._cancel_reason is not None:
+                return self._cancel_reason
+        if not process.send(user_message(self.text)):
+            return self._ended_early(process)
+        return self._pump(process)
+
+    def _pump(self, process: AgentProcess) -> str:
+        for raw in process.lines():
+            message = _parse(raw)
+            if message is None:
+                continue
+            mtype = message.get("type")
+            if mtype == "control_request":
+                self._on_control_request(process, message)
+            elif mtype == "control_cancel_request":
+                entry = self._cli_requests.get(str(message.get("request_id")))
+                if entry is not None:
+                    self._prompts.cancel(entry.request_id, "The agent withdrew the request.")
+            elif mtype != "control_response":
+                if mtype == "system" and message.get("subtype") == "init":
+                    self._host.started = True
+                for kind, payload in translate(message, self._host.spec.name):
+                    self._log.append(kind, payload)
+                if mtype == "result":
+                    self._got_result = True
+                    return "error" if message.get("is_error") else "completed"
+        return self._ended_early(process)
+
+    def _ended_early(self, process: AgentProcess) -> str:
+        """stdout closed before a ``result``: report the exit and the stderr tail."""
+        if self._cancel_reason is not None:
+            return self._cancel_reason
+        code = process.wait(self._settings.cancel_grace_seconds)
+        tail = process.stderr_tail()[-2000:]
+        message = f"the {self._host.spec.name} agent exited (code {code}) before the turn ended"
+        self._error(message + (f": {tail}" if tail else ""))
+        return "error"
+
+    def _error(self, message: str) -> None:
+        try:
+            self._log.append("error", {"message": message})
+        except RuntimeError:  # the session was deleted meanwhile
+            pass
+
+    # -- control requests from the agent -------------------------------------------------
+
+    def _on_control_request(self, process: AgentProcess, message: Mapping[str, Any]) -> None:
+        cli_id = str(message.get("request_id"))
+        request = message.get("request") or {}
+        if request.get("subtype") != "can_use_tool":
+            subtype = request.get("subtype")
+            process.send(control_error(cli_id, f"Unsupported control request subtype: {subtype}"))
+            return
+        entry = self._open_prompt(request)
+        self._cli_requests[cli_id] = entry
+        threading.Thread(target=self._answer, args=(process, cli_id, request, entry),
+                         daemon=True).start()
+
+    def _open_prompt(self, request: Mapping[str, Any]) -> PendingRequest:
+        tool_input = request.get("input") or {}
+        tool_use_id = request.get("tool_use_id")
+        questions = tool_input.get("questions") if isinstance(tool_input, Mapping) else None
+        if request.get("tool_name") == ASK_USER_QUESTION and isinstance(questions, list):
+            entry, _ = self._prompts.open_clarify(questions, tool_use_id)
+            return entry
+        extras = {k: request[k] for k in APPROVAL_EXTRAS if k in request}
+        entry, _ = self._prompts.open_approval(str(request.get("tool_name")), tool_input,
+                                               tool_use_id, **extras)
+        return entry
+
+    def _answer(self, process: AgentProcess, cli_id: str, request: Mapping[str, Any],
+                entry: PendingRequest) -> None:
+        resolution = self._prompts.wait(entry)
+        if resolution.reason == "cancelled":
+            # Withdrawn by the agent, or the turn is being interrupted: the SDK writes no
+            # response in either case (PROTOCOLS.md 2.1, 2.3).
+            return
+        process.send(control_success(cli_id, permission_response(request, resolution)))
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """One stdout line as a JSON object, or None (logged) for anything else."""
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        if raw.strip():
+            logger.warning("agent printed a line that is not JSON: %.200r", raw)
+        return None
+    if not isinstance(message, dict):
+        logger.warning("agent printed JSON that is not an object: %.200r", raw)
+        return None
+    return message

@@ -1,0 +1,229 @@
+"""Sessions and the registry that owns them: Tether's core.
+
+A :class:`Session` owns its event log, its prompt registry and its agent process; turns run
+detached from every client (DESIGN.md rules 1, 4, 5). :class:`SessionRegistry` is what the
+transports call: create, get, list and delete sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from tether.agents.base import AgentCatalog, AgentSpec
+from tether.agents.catalog import default_catalog
+from tether.config import Settings
+from tether.errors import BadRequest, NotFound, PayloadTooLarge, SessionBusy
+from tether.prompts import PromptRegistry
+from tether.runner import AgentHost, Turn
+from tether.stores.base import EventLog, Store
+from tether.stores.memory import MemoryStore
+
+logger = logging.getLogger(__name__)
+
+State = Literal["idle", "running", "waiting", "ended"]
+
+#: Longest session title, in characters.
+MAX_TITLE_CHARS = 200
+
+
+class Session:
+    """One agent conversation: its log, its pending prompts, its turns.
+
+    :param agent_name: the :class:`AgentSpec` name (``local``, ``claude``).
+    :param workspace: the agent's working directory (created by the registry).
+    """
+
+    def __init__(self, session_id: str, agent: AgentSpec, title: str, workspace: Path,
+                 log: EventLog, settings: Settings, created_at: float) -> None:
+        self.id = session_id
+        self.agent = agent
+        self.title = title
+        self.workspace = workspace
+        self.created_at = created_at
+        self.log = log
+        self.prompts = PromptRegistry(log, settings.prompt_timeout_seconds)
+        self._settings = settings
+        self._host = AgentHost(agent, workspace, settings)
+        self._lock = threading.Lock()
+        self._turn: Turn | None = None
+        self._turns = 0
+        self._closed = False
+
+    @property
+    def agent_session_id(self) -> str:
+        return self._host.agent_session_id
+
+    @property
+    def turn_active(self) -> bool:
+        return self._turn is not None
+
+    @property
+    def turn(self) -> int:
+        """The number of the newest turn (0 before the first prompt)."""
+        return self._turns
+
+    @property
+    def state(self) -> State:
+        if self._closed:
+            return "ended"
+        if self._turn is None:
+            return "idle"
+        return "waiting" if self.prompts.pending() else "running"
+
+    def submit(self, text: str) -> int:
+        """Start a turn with ``text``; returns its number (1, 2, …).
+
+        The ``user`` event is in the log before this returns.
+
+        :raises SessionBusy: a turn is running (DESIGN.md rule 5: never queued).
+        :raises BadRequest: empty text, or the session was deleted.
+        :raises PayloadTooLarge: ``text`` is over ``TETHER_MAX_PROMPT_BYTES`` in UTF-8.
+        """
+        if not text.strip():
+            raise BadRequest("text must not be empty")
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > self._settings.max_prompt_bytes:
+            raise PayloadTooLarge(f"text is {size} bytes; the limit is "
+                                  f"{self._settings.max_prompt_bytes} (TETHER_MAX_PROMPT_BYTES)")
+        with self._lock:
+            if self._closed:
+                raise BadRequest("the session was deleted")
+            if self._turn is not None:
+                raise SessionBusy(f"turn {self._turns} is still running")
+            self._turns += 1
+            turn = Turn(self._turns, text, self._host, self.log, self.prompts, self._settings,
+                        self._turn_finished)
+            self._turn = turn
+            self.log.append("user", {"turn": turn.number, "text": text})
+        turn.start()
+        return turn.number
+
+    def cancel(self) -> bool:
+        """Stop the running turn (Stop in the UI). False when no turn is running."""
+        turn = self._turn
+        return turn.cancel("cancelled") if turn is not None else False
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no turn runs; True if idle within ``timeout`` seconds (for tests, shutdown)."""
+        turn = self._turn
+        return True if turn is None else turn.join(timeout)
+
+    def close(self, reason: str = "cancelled") -> None:
+        """End the session: cancel its turn, stop its agent, close its log."""
+        with self._lock:
+            self._closed = True
+            turn = self._turn
+        if turn is not None:
+            turn.cancel(reason)
+            turn.join(self._settings.cancel_grace_seconds * 3 + 5)
+        self._host.stop()
+        self.log.close()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The session object of DESIGN.md section 4."""
+        pending = self.prompts.pending()
+        return {
+            "id": self.id,
+            "agent": self.agent.name,
+            "title": self.title,
+            "created_at": self.created_at,
+            "state": self.state,
+            "turn_active": self.turn_active,
+            "turn": self._turns,
+            "last_event_id": self.log.last_id,
+            "agent_session_id": self.agent_session_id,
+            "pending": {
+                "approvals": [p.summary() for p in pending if p.kind == "approval"],
+                "clarify": [p.summary() for p in pending if p.kind == "clarify"],
+            },
+        }
+
+    def _turn_finished(self, turn: Turn, reason: str) -> None:
+        # Under the session lock: turn_end and the freed slot are one step, so a client that
+        # sees turn_end can prompt again at once, and no prompt slips in before turn_end.
+        with self._lock:
+            try:
+                self.log.append("turn_end", {"turn": turn.number, "reason": reason})
+            except RuntimeError:
+                logger.info("session %s closed before turn %s ended", self.id, turn.number)
+            if self._turn is turn:
+                self._turn = None
+
+
+class SessionRegistry:
+    """Every session of this server. Lock-guarded; the transports' one entry point.
+
+    :param store: where logs live; :class:`MemoryStore` by default (one process only).
+    :param agents: the agents offered; the built-ins by default.
+    """
+
+    def __init__(self, settings: Settings, store: Store | None = None,
+                 agents: AgentCatalog | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.store: Store = store if store is not None else MemoryStore(clock)
+        self.agents = agents if agents is not None else default_catalog(settings)
+        self._clock = clock
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def epoch(self) -> str:
+        return self.store.epoch
+
+    def create(self, agent: str | None = None, title: str | None = None) -> Session:
+        """A new idle session with its own workspace under ``TETHER_DATA_DIR``.
+
+        :raises NotFound: no agent of that name.
+        :raises BadRequest: the title is too long.
+        """
+        spec = self.agents.get(agent or self.settings.agent)
+        if title is not None and len(title) > MAX_TITLE_CHARS:
+            raise BadRequest(f"title is longer than {MAX_TITLE_CHARS} characters")
+        session_id = secrets.token_hex(16)  # 128 bits: unguessable
+        workspace = (self.settings.data_dir / "sessions" / session_id).resolve()
+        workspace.mkdir(parents=True, exist_ok=True)
+        created = round(self._clock(), 3)
+        session = Session(session_id, spec, title or f"{spec.name} session", workspace,
+                          self.store.create_log(session_id), self.settings, created)
+        with self._lock:
+            self._sessions[session_id] = session
+        logger.info("created session %s (agent %s)", session_id, spec.name)
+        return session
+
+    def get(self, session_id: str) -> Session:
+        """:raises NotFound: unknown (or deleted) session."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+        if session is None:
+            raise NotFound(f"no session {session_id[:80]!r}")
+        return session
+
+    def list(self) -> list[Session]:
+        """Every session, newest first."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        return sorted(sessions, key=lambda s: s.created_at, reverse=True)
+
+    def delete(self, session_id: str) -> None:
+        """Stop the session's turn and agent and forget it.
+
+        :raises NotFound: unknown session.
+        """
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+        if session is None:
+            raise NotFound(f"no session {session_id[:80]!r}")
+        session.close()
+        self.store.drop_log(session_id)
+
+    def shutdown(self) -> None:
+        """Stop every turn and agent process (server exit): turns end as ``interrupted``."""
+        for session in self.list():
+            session.close("interrupted")

@@ -1,0 +1,1 @@
+"""Event stores: where session logs live. ``memory`` is the default (one process only)."""

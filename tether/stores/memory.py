@@ -1,0 +1,86 @@
+"""The in-memory store: the default, and the fastest. **Single process only.**
+
+Logs vanish when the process exits and are invisible to other processes, so gunicorn must run
+exactly one worker with it (``gunicorn.conf.py`` refuses more).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tether.events import Event, make_event
+
+
+class MemoryEventLog:
+    """A list of events and one :class:`threading.Condition` (a gevent one once patched).
+
+    Wake-ups carry no data (DESIGN.md rule 2): waiters re-read the log by cursor.
+    """
+
+    def __init__(self, session_id: str, clock: Callable[[], float] = time.time) -> None:
+        self.session_id = session_id
+        self._clock = clock
+        self._events: list[Event] = []
+        self._cond = threading.Condition()
+        self._closed = False
+
+    @property
+    def last_id(self) -> int:
+        return len(self._events)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def append(self, kind: str, payload: Mapping[str, Any]) -> Event:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"log of session {self.session_id} is closed")
+            event = make_event(len(self._events) + 1, self.session_id, self._clock(), kind,
+                               payload)
+            self._events.append(event)
+            self._cond.notify_all()
+        return event
+
+    def read_after(self, after: int, limit: int | None = None) -> list[Event]:
+        start = max(after, 0)
+        with self._cond:
+            stop = len(self._events) if limit is None else start + max(limit, 0)
+            return self._events[start:stop]
+
+    def wait_for(self, after: int, timeout: float | None) -> bool:
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._closed or len(self._events) > after, timeout=timeout
+            )
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class MemoryStore:
+    """Logs in a dict, guarded by a lock. See the module docstring: one process only."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.epoch = secrets.token_hex(8)
+        self._clock = clock
+        self._logs: dict[str, MemoryEventLog] = {}
+        self._lock = threading.Lock()
+
+    def create_log(self, session_id: str) -> MemoryEventLog:
+        log = MemoryEventLog(session_id, self._clock)
+        with self._lock:
+            self._logs[session_id] = log
+        return log
+
+    def drop_log(self, session_id: str) -> None:
+        with self._lock:
+            log = self._logs.pop(session_id, None)
+        if log is not None:
+            log.close()
