@@ -1,0 +1,105 @@
+"""A real Tether server for end-to-end tests: gunicorn, one gevent worker, a free loopback port.
+
+``LiveServer`` starts ``gunicorn -c gunicorn.conf.py`` exactly as ``make run`` does (same config
+file, same worker class), waits for ``/healthz``, and on exit stops it and checks that no agent
+process it started outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """``with LiveServer(tmp_path, TETHER_AGENT="local") as server: server.url``."""
+
+    def __init__(self, workdir: Path, **env: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir
+        self.log_path = workdir / f"gunicorn-{self.port}.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+        self.env.update({"TETHER_HOST": "127.0.0.1", "TETHER_PORT": str(self.port),
+                         "TETHER_DATA_DIR": str(workdir / "data"),
+                         "TETHER_LOCAL_WORD_DELAY": "0", "TETHER_CANCEL_GRACE": "1"})
+        self.env.update({k: str(v) for k, v in env.items()})
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> LiveServer:
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen([str(gunicorn), "-c", "gunicorn.conf.py"], cwd=ROOT,
+                                        env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {self.log_text()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).ok:
+                    return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"gunicorn did not answer /healthz: {self.log_text()}")
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        self._log.close()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    # -- small API helpers -----------------------------------------------------------------
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 10)
+        return requests.request(method, self.url + path, **kwargs)
+
+    def create_session(self, **body: Any) -> dict[str, Any]:
+        response = self.api("POST", "/api/sessions", json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def events(self, session_id: str, after: int = 0, wait: float = 0) -> dict[str, Any]:
+        response = self.api("GET", f"/api/sessions/{session_id}/events",
+                            params={"after": after, "wait": wait}, timeout=wait + 10)
+        response.raise_for_status()
+        return response.json()
+
+    def wait_for_event(self, session_id: str, kind: str, timeout: float = 30,
+                       after: int = 0) -> dict[str, Any]:
+        """Long-poll until an event of ``kind`` after ``after`` arrives; returns it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            page = self.events(session_id, after, wait=min(5, deadline - time.monotonic()))
+            for event in page["events"]:
+                if event["kind"] == kind:
+                    return event
+            after = page["last_event_id"]
+        raise AssertionError(f"no {kind} event in {timeout} s")

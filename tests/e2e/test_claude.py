@@ -1,0 +1,228 @@
+"""The real Claude Code CLI (pinned in the Makefile), driven through Tether's HTTP API against a
+fake Messages API on loopback (PROTOCOLS.md 5.1). No network, no API key.
+
+The CLI comes from ``make claude-code`` (``.tools/``), ``TETHER_CLAUDE_BIN`` or ``PATH``. Without
+it these tests skip locally and fail in CI (``CI`` set), where ``.ci/run`` installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.live import ROOT, LiveServer
+from tests.fakes.anthropic_api import (
+    FakeAnthropic,
+    Reply,
+    all_user_texts,
+    ask_reply,
+    last_tool_result,
+    text_reply,
+    tool_reply,
+    tool_result_text,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.claude, pytest.mark.timeout(180)]
+
+QUESTION = {"question": "Which database should we use?", "header": "Database",
+            "multiSelect": False,
+            "options": [{"label": "PostgreSQL", "description": "Relational"},
+                        {"label": "SQLite", "description": "Embedded"}]}
+
+
+def claude_bin() -> str:
+    candidates = [os.environ.get("TETHER_CLAUDE_BIN"),
+                  str(ROOT / ".tools" / "node_modules" / ".bin" / "claude"),
+                  shutil.which("claude")]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    if os.environ.get("CI"):
+        pytest.fail("the claude CLI is missing in CI: .ci/run must run `make claude-code`")
+    pytest.skip("the claude CLI is not installed (make claude-code)")
+
+
+def script(body: dict[str, Any]) -> Reply:
+    """The fake model: acts on the newest tagged prompt, answers tool results."""
+    prompt = next((t for t in reversed(all_user_texts(body)) if t.startswith("[")), "")
+    result = last_tool_result(body)
+    if result is not None:
+        return text_reply("Tool said: " + tool_result_text(result))
+    tag = prompt.split("]", 1)[0] + "]"
+    if tag == "[bash]":
+        return tool_reply("I'll create the file.", "Bash",
+                          {"command": "touch created.txt && echo touched",
+                           "description": "Create a file"})
+    if tag == "[ask]":
+        return ask_reply([QUESTION], text="Let me ask.")
+    if tag == "[slow]":
+        return tool_reply("Sleeping.", "Bash",
+                          {"command": "python3 -c \"import time; time.sleep(30)\"",
+                           "description": "Sleep"})
+    if tag == "[recall]":
+        earlier = [t for t in all_user_texts(body) if t.startswith("[remember]")]
+        return text_reply("I remember: " + (earlier[0] if earlier else "nothing"))
+    return text_reply("Hello from the fake model, " + prompt)
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(script) as api:
+        yield api
+
+
+@pytest.fixture(scope="module")
+def server(api: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    workdir = tmp_path_factory.mktemp("claude-e2e")
+    home = workdir / "home"
+    home.mkdir()
+    with LiveServer(workdir, TETHER_AGENT="claude", TETHER_CLAUDE_BIN=claude_bin(),
+                    TETHER_AGENT_IDLE_TIMEOUT=0, ANTHROPIC_BASE_URL=api.base_url,
+                    ANTHROPIC_API_KEY="sk-ant-fake", HOME=str(home),
+                    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1") as server:
+        yield server
+
+
+def run_turn(server: LiveServer, sid: str, text: str, after: int = 0) -> int:
+    assert server.api("POST", f"/api/sessions/{sid}/prompt", json={"text": text}).status_code == 202
+    return after
+
+
+def events_until_turn_end(server: LiveServer, sid: str, after: int = 0,
+                          timeout: float = 60) -> list[dict[str, Any]]:
+    server.wait_for_event(sid, "turn_end", timeout=timeout, after=after)
+    return [e for e in server.events(sid, after)["events"]]
+
+
+def processes_in(workspace: Path) -> list[int]:
+    """Processes whose working directory is ``workspace`` (the agent and its tools)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/cwd") == str(workspace):
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def workspace_of(server: LiveServer, sid: str) -> Path:
+    return (server.workdir / "data" / "sessions" / sid).resolve()
+
+
+def test_agents_lists_claude_available(server: LiveServer) -> None:
+    agents = {a["name"]: a for a in server.api("GET", "/api/agents").json()["agents"]}
+    assert agents["claude"]["available"] is True
+
+
+def test_text_turn_streams_deltas_and_result(server: LiveServer) -> None:
+    sid = server.create_session()["id"]
+    assert server.create_session()["agent"] == "claude"
+    run_turn(server, sid, "[text] hi there")
+    events = events_until_turn_end(server, sid)
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "user" and kinds[-1] == "turn_end"
+    assert "agent_session" in kinds and "text_delta" in kinds and "result" in kinds
+    text = next(e["text"] for e in events if e["kind"] == "text")
+    assert text == "".join(e["text"] for e in events if e["kind"] == "text_delta")
+    assert "Hello from the fake model" in text
+    assert events[-1]["reason"] == "completed"
+    session = next(e for e in events if e["kind"] == "agent_session")
+    assert session["agent"] == "claude" and session["cwd"] == str(workspace_of(server, sid))
+
+
+def test_tool_allow_runs_the_command(server: LiveServer) -> None:
+    sid = server.create_session()["id"]
+    run_turn(server, sid, "[bash] please create the file")
+    request = server.wait_for_event(sid, "approval_request")
+    assert request["tool_name"] == "Bash"
+    assert request["input"]["command"] == "touch created.txt && echo touched"
+    assert server.api("GET", f"/api/sessions/{sid}").json()["state"] == "waiting"
+    answer = server.api("POST", f"/api/sessions/{sid}/approvals/{request['request_id']}",
+                        json={"decision": "allow", "client": "e2e"})
+    assert answer.status_code == 200
+    events = events_until_turn_end(server, sid)
+    result = next(e for e in events if e["kind"] == "tool_result")
+    assert result["is_error"] is False and "touched" in result["content"]
+    assert (workspace_of(server, sid) / "created.txt").exists()
+    assert events[-1]["reason"] == "completed"
+    assert any(e["kind"] == "text" and "Tool said: touched" in e["text"] for e in events)
+
+
+def test_tool_deny_sends_the_message_and_creates_nothing(server: LiveServer) -> None:
+    sid = server.create_session()["id"]
+    run_turn(server, sid, "[bash] please create the file")
+    request = server.wait_for_event(sid, "approval_request")
+    server.api("POST", f"/api/sessions/{sid}/approvals/{request['request_id']}",
+               json={"decision": "deny", "message": "not on this machine"})
+    events = events_until_turn_end(server, sid)
+    result = next(e for e in events if e["kind"] == "tool_result")
+    assert result["is_error"] is True and "not on this machine" in result["content"]
+    assert not (workspace_of(server, sid) / "created.txt").exists()
+    resolved = next(e for e in events if e["kind"] == "approval_resolved")
+    assert resolved["decision"] == "deny" and resolved["reason"] == "user"
+    assert events[-1]["reason"] == "completed"
+
+
+def test_ask_user_question_round_trip(server: LiveServer, api: FakeAnthropic) -> None:
+    sid = server.create_session()["id"]
+    run_turn(server, sid, "[ask] pick a database")
+    request = server.wait_for_event(sid, "clarify_request")
+    assert request["questions"][0]["question"] == QUESTION["question"]
+    assert [o["label"] for o in request["questions"][0]["options"]] == ["PostgreSQL", "SQLite"]
+    answer = server.api("POST", f"/api/sessions/{sid}/clarify/{request['request_id']}",
+                        json={"answers": {QUESTION["question"]: "SQLite"}})
+    assert answer.status_code == 200
+    events = events_until_turn_end(server, sid)
+    final = [e["text"] for e in events if e["kind"] == "text"][-1]
+    assert '"Which database should we use?"="SQLite"' in final
+    assert events[-1]["reason"] == "completed"
+
+
+def test_second_turn_resumes_the_conversation(server: LiveServer, api: FakeAnthropic) -> None:
+    # TETHER_AGENT_IDLE_TIMEOUT=0: each turn is a new process, so turn 2 runs with --resume.
+    sid = server.create_session()["id"]
+    run_turn(server, sid, "[remember] the password is swordfish")
+    first = events_until_turn_end(server, sid)
+    run_turn(server, sid, "[recall] what did I say?")
+    events = events_until_turn_end(server, sid, after=first[-1]["id"])
+    text = [e["text"] for e in events if e["kind"] == "text"][-1]
+    assert "I remember: [remember] the password is swordfish" in text
+    sessions = [e["agent_session_id"] for e in first + events if e["kind"] == "agent_session"]
+    assert len(set(sessions)) == 1
+
+
+def test_cancel_interrupts_and_leaves_no_process(server: LiveServer) -> None:
+    sid = server.create_session()["id"]
+    run_turn(server, sid, "[slow] sleep for a while")
+    request = server.wait_for_event(sid, "approval_request")
+    server.api("POST", f"/api/sessions/{sid}/approvals/{request['request_id']}",
+               json={"decision": "allow"})
+    workspace = workspace_of(server, sid)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # the tool is running once python3 sits in the workspace
+        if any(re.search(rb"time\.sleep", Path(f"/proc/{pid}/cmdline").read_bytes())
+               for pid in processes_in(workspace) if Path(f"/proc/{pid}").exists()):
+            break
+        time.sleep(0.1)
+    assert server.api("POST", f"/api/sessions/{sid}/cancel").json() == {"cancelled": True}
+    events = events_until_turn_end(server, sid, timeout=30)
+    assert events[-1]["reason"] == "cancelled"
+    assert [e["kind"] for e in events].count("turn_end") == 1
+    deadline = time.monotonic() + 10
+    while processes_in(workspace) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_in(workspace) == []
+    # And the session goes on.
+    after = events[-1]["id"]
+    run_turn(server, sid, "[text] still there?")
+    more = events_until_turn_end(server, sid, after=after)
+    assert more[-1]["reason"] == "completed"

@@ -1,0 +1,252 @@
+"""Turns end to end on plain threads: the local agent and scripted misbehaving agents."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.agents.base import AgentCatalog
+from tether.agents.catalog import LocalAgent
+from tether.config import Settings
+from tether.sessions import Session, SessionRegistry
+
+
+class ScriptAgent:
+    """An agent whose program is a Python snippet (for faults)."""
+
+    description = "test"
+
+    def __init__(self, name: str, code: str) -> None:
+        self.name = name
+        self.code = code
+        self.calls: list[list[str]] = []
+
+    def available(self) -> bool:
+        return True
+
+    def argv(self, agent_session_id: str, resume: bool) -> list[str]:
+        argv = [sys.executable, "-c", self.code, f"--resume={agent_session_id}" if resume
+                else f"--session-id={agent_session_id}"]
+        self.calls.append(argv)
+        return argv
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+
+def make_core(tmp_path: Path, *extra: Any, **settings: Any) -> SessionRegistry:
+    base = {"data_dir": tmp_path, "local_word_delay_seconds": 0, "cancel_grace_seconds": 1,
+            **settings}
+    config = Settings.from_env(base)
+    return SessionRegistry(config, agents=AgentCatalog([LocalAgent(config), *extra]))
+
+
+def kinds(session: Session) -> list[str]:
+    return [e.kind for e in session.log.read_after(0)]
+
+
+def last(session: Session, kind: str) -> dict[str, Any]:
+    return next(dict(e.payload) for e in reversed(session.log.read_after(0)) if e.kind == kind)
+
+
+def wait_pending(session: Session) -> Any:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pending = session.prompts.pending()
+        if pending:
+            return pending[0]
+        time.sleep(0.02)
+    raise AssertionError("nothing pending")
+
+
+def pids_of_group(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid:
+                    pids.append(int(entry))
+            except ProcessLookupError:
+                pass
+    return pids
+
+
+@pytest.fixture
+def core(tmp_path: Path):
+    core = make_core(tmp_path)
+    yield core
+    core.shutdown()
+
+
+def test_help_turn_streams_and_ends_once(core: SessionRegistry) -> None:
+    session = core.create()
+    assert session.submit("hello") == 1
+    assert session.wait_idle(10)
+    seen = kinds(session)
+    assert seen[0] == "user" and seen[1] == "agent_session"
+    assert "text_delta" in seen and "text" in seen and "result" in seen
+    assert seen.count("turn_end") == 1 and seen[-1] == "turn_end"
+    assert last(session, "turn_end") == {"turn": 1, "reason": "completed"}
+    assert session.state == "idle"
+
+
+def test_second_turn_reuses_the_agent_and_continues(core: SessionRegistry) -> None:
+    session = core.create()
+    session.submit("hello")
+    session.wait_idle(10)
+    first = last(session, "agent_session")["agent_session_id"]
+    session.submit("again")
+    session.wait_idle(10)
+    assert kinds(session).count("turn_end") == 2
+    assert last(session, "agent_session")["agent_session_id"] == first == session.agent_session_id
+
+
+def test_new_process_resumes_the_agent_session(tmp_path: Path) -> None:
+    agent = ScriptAgent("echoer", ECHO_AGENT)
+    core = make_core(tmp_path, agent, agent_idle_seconds=0)
+    try:
+        session = core.create(agent="echoer")
+        for text in ("one", "two"):
+            session.submit(text)
+            assert session.wait_idle(10)
+        assert agent.calls[0][-1] == f"--session-id={session.agent_session_id}"
+        assert agent.calls[1][-1] == f"--resume={session.agent_session_id}"
+        assert [e.payload["reason"] for e in session.log.read_after(0)
+                if e.kind == "turn_end"] == ["completed", "completed"]
+    finally:
+        core.shutdown()
+
+
+def test_prompt_timeout_denies_and_the_turn_goes_on(tmp_path: Path) -> None:
+    core = make_core(tmp_path, prompt_timeout_seconds=0.3)
+    try:
+        session = core.create()
+        session.submit("$ touch never.txt")
+        assert session.wait_idle(10)
+        resolved = last(session, "approval_resolved")
+        assert resolved["reason"] == "timeout" and resolved["decision"] == "deny"
+        assert last(session, "tool_result")["is_error"] is True
+        assert last(session, "turn_end")["reason"] == "completed"
+        assert not (session.workspace / "never.txt").exists()
+    finally:
+        core.shutdown()
+
+
+def test_turn_timeout_cancels_with_reason_timeout(tmp_path: Path) -> None:
+    core = make_core(tmp_path, turn_timeout_seconds=0.5)
+    try:
+        session = core.create()
+        session.submit("$ sleep 30")
+        request = wait_pending(session)
+        resolution = session.prompts.wait(request)
+        assert resolution.reason == "cancelled"
+        assert session.wait_idle(10)
+        assert last(session, "turn_end")["reason"] == "timeout"
+        assert kinds(session).count("turn_end") == 1
+    finally:
+        core.shutdown()
+
+
+def test_cancel_during_a_running_command_leaves_no_process(core: SessionRegistry) -> None:
+    session = core.create()
+    session.submit("$ sleep 30")
+    request = wait_pending(session)
+    session.prompts.answer_approval(request.request_id, "allow")
+    time.sleep(0.3)
+    process = session._host._process
+    assert process is not None
+    pgid = process.pid
+    assert session.cancel() is True
+    assert session.cancel() is False
+    assert session.wait_idle(10)
+    assert last(session, "turn_end")["reason"] == "cancelled"
+    assert pids_of_group(pgid) == []
+    session.submit("hello")
+    assert session.wait_idle(10)
+    assert last(session, "turn_end")["reason"] == "completed"
+
+
+def test_missing_executable_is_an_error_turn(tmp_path: Path) -> None:
+    agent = ScriptAgent("ghost", "")
+    agent.argv = lambda *_, **__: ["/nonexistent/agent-cli"]  # type: ignore[method-assign]
+    core = make_core(tmp_path, agent)
+    try:
+        session = core.create(agent="ghost")
+        session.submit("hi")
+        assert session.wait_idle(10)
+        assert "could not start" in last(session, "error")["message"]
+        assert last(session, "turn_end")["reason"] == "error"
+        session.submit("again")  # the session stays usable
+        assert session.wait_idle(10)
+        assert kinds(session).count("turn_end") == 2
+    finally:
+        core.shutdown()
+
+
+@pytest.mark.parametrize("code, needle", [
+    ("import sys; sys.stderr.write('boom: no key'); sys.exit(3)", "boom: no key"),
+    ("print('not json'); print('{\"half\": '); import sys; sys.exit(1)", "code 1"),
+    ("import sys; sys.stdin.readline(); print('[1, 2]'); sys.exit(0)", "code 0"),
+])
+def test_agent_that_dies_early_ends_the_turn_with_an_error(tmp_path: Path, code: str,
+                                                           needle: str) -> None:
+    core = make_core(tmp_path, ScriptAgent("bad", code))
+    try:
+        session = core.create(agent="bad")
+        session.submit("hi")
+        assert session.wait_idle(10)
+        assert needle in last(session, "error")["message"]
+        assert last(session, "turn_end")["reason"] == "error"
+        assert kinds(session).count("turn_end") == 1
+    finally:
+        core.shutdown()
+
+
+def test_agent_that_ignores_sigterm_is_killed_on_cancel(tmp_path: Path) -> None:
+    code = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "sys.stdin.readline(); time.sleep(60)")
+    core = make_core(tmp_path, ScriptAgent("stubborn", code), cancel_grace_seconds=0.3)
+    try:
+        session = core.create(agent="stubborn")
+        session.submit("hi")
+        time.sleep(0.5)
+        pgid = session._host._process.pid  # type: ignore[union-attr]
+        session.cancel()
+        assert session.wait_idle(10)
+        assert last(session, "turn_end")["reason"] == "cancelled"
+        assert pids_of_group(pgid) == []
+    finally:
+        core.shutdown()
+
+
+def test_delete_during_a_turn_stops_the_agent(core: SessionRegistry) -> None:
+    session = core.create()
+    session.submit("$ sleep 30")
+    wait_pending(session)
+    pgid = session._host._process.pid  # type: ignore[union-attr]
+    core.delete(session.id)
+    assert session.state == "ended" and session.log.closed
+    assert pids_of_group(pgid) == []
+
+
+ECHO_AGENT = r"""
+import json, sys
+sid = sys.argv[-1].split("=", 1)[1]
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("type") == "control_request":
+        print(json.dumps({"type": "control_response", "response": {"subtype": "success",
+              "request_id": msg["request_id"], "response": {}}}), flush=True)
+    elif msg.get("type") == "user":
+        print(json.dumps({"type": "system", "subtype": "init", "session_id": sid,
+              "model": "echo", "cwd": "."}), flush=True)
+        print(json.dumps({"type": "assistant", "message": {"content": [
+              {"type": "text", "text": msg["message"]["content"]}]}}), flush=True)
+        print(json.dumps({"type": "result", "subtype": "success", "is_error": False,
+              "result": "ok"}), flush=True)
+"""
