@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Claude Code version the tests drive (PROTOCOLS.md was observed with it).
 CLAUDE_CODE_VERSION ?= 2.1.328
 
-.PHONY: run test install install-test claude-code clean
+.PHONY: run test bench install install-test claude-code clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ run: install
 
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Benchmarks print figures and a ratio against a baseline measured in the same run;
+# they are never part of `make test`.
+bench: install-test
+	$(PY) -m bench.latency
 
 # The pinned Claude Code CLI, for the tests that drive it (installed under .tools/).
 claude-code:
