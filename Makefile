@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Claude Code version the tests drive (PROTOCOLS.md was observed with it).
 CLAUDE_CODE_VERSION ?= 2.1.328
 
-.PHONY: run test bench install install-test claude-code clean
+.PHONY: run test lint bench install install-test claude-code clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ run: install
 
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # Benchmarks print figures and a ratio against a baseline measured in the same run;
 # they are never part of `make test`.

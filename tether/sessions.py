@@ -110,7 +110,7 @@ class Session:
         return turn.cancel("cancelled") if turn is not None else False
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until no turn runs; True if idle within ``timeout`` seconds (for tests, shutdown)."""
+        """Block until no turn runs; True if idle within ``timeout`` seconds."""
         turn = self._turn
         return True if turn is None else turn.join(timeout)
 

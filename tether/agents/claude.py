@@ -125,7 +125,7 @@ def _flatten(content: Any) -> str:
 # -- host -> stdin ------------------------------------------------------------------------
 
 def new_request_id() -> str:
-    """An id for a request Tether sends, in the SDK's ``req_{n}_{8 hex}`` form (PROTOCOLS.md 2.1)."""
+    """An id for a request Tether sends: the SDK's ``req_{n}_{8 hex}`` (PROTOCOLS.md 2.1)."""
     return f"req_{next(_request_numbers)}_{secrets.token_hex(4)}"
 
 
