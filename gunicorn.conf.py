@@ -26,9 +26,9 @@ worker_connections = 10000
 timeout = 30
 # Streams end when the worker stops; clients resume from their cursor.
 graceful_timeout = 10
-# HTTP keep-alive between requests (long-poll clients reuse connections); above the
-# 60 s idle timeout of common proxies so the proxy closes first.
-keepalive = 75
+# Seconds an idle keep-alive connection stays open between requests: long enough for a
+# long-poll client's next request, short enough not to hold a stopping worker.
+keepalive = 5
 
 # No runtime control socket: it defaults to one shared path per user, which two Tether
 # servers on one machine (tests, a dev and a prod instance) would fight over.
@@ -55,8 +55,25 @@ def when_ready(server):
                     server.address[0][1] if server.address else _settings.port, _settings.agent)
 
 
-def worker_exit(server, worker):
-    # Stop every agent process (and its tools) with the worker: no orphans.
-    core = getattr(worker, "wsgi", None)
-    if core is not None and hasattr(core, "extensions"):
-        core.extensions["tether"].shutdown()
+def post_worker_init(worker):
+    # On SIGTERM (a graceful stop) end every turn and stop every agent process at once, in the
+    # worker, where the sessions live: closing the logs also ends open streams and long-polls,
+    # so the worker exits well within graceful_timeout. (worker_exit runs in the master.)
+    import signal
+
+    import gevent
+
+    core = worker.wsgi.extensions["tether"]
+    graceful_exit = worker.handle_exit
+
+    def handle_exit(sig, frame):
+        graceful_exit(sig, frame)
+        gevent.spawn(core.shutdown)
+
+    worker.handle_exit = handle_exit
+    signal.signal(signal.SIGTERM, handle_exit)
+
+
+def worker_int(worker):
+    # SIGINT / SIGQUIT (Ctrl-C on `make run`): the worker exits right after this hook.
+    worker.wsgi.extensions["tether"].shutdown()

@@ -12,7 +12,7 @@ import re
 from tether.errors import BadRequest
 
 _INTEGER = re.compile(r"(?:0|[1-9][0-9]{0,17})", re.ASCII)
-_DECIMAL = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6})?", re.ASCII)
+_DECIMAL = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,12})?", re.ASCII)
 
 
 def parse_cursor(value: str | None, name: str) -> int | None:

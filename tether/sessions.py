@@ -116,12 +116,23 @@ class Session:
 
     def close(self, reason: str = "cancelled") -> None:
         """End the session: cancel its turn, stop its agent, close its log."""
+        self.begin_close(reason)
+        self.finish_close(self._settings.cancel_grace_seconds * 3 + 5)
+
+    def begin_close(self, reason: str = "cancelled") -> None:
+        """Refuse new turns and cancel the running one, without waiting (``turn_end`` reason
+        ``reason``)."""
         with self._lock:
             self._closed = True
             turn = self._turn
         if turn is not None:
             turn.cancel(reason)
-            turn.join(self._settings.cancel_grace_seconds * 3 + 5)
+
+    def finish_close(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the turn to end, stop the agent, close the log."""
+        turn = self._turn
+        if turn is not None:
+            turn.join(timeout)
         self._host.stop()
         self.log.close()
 
@@ -224,6 +235,14 @@ class SessionRegistry:
         self.store.drop_log(session_id)
 
     def shutdown(self) -> None:
-        """Stop every turn and agent process (server exit): turns end as ``interrupted``."""
-        for session in self.list():
-            session.close("interrupted")
+        """Server exit: every turn ends as ``interrupted``, every agent process stops, every
+        log closes (so streams and long-polls end). Turns are cancelled all at once, then
+        awaited, so shutdown takes about one cancel grace period however many sessions run.
+        Safe to call twice.
+        """
+        sessions = self.list()
+        for session in sessions:
+            session.begin_close("interrupted")
+        deadline = time.monotonic() + self.settings.cancel_grace_seconds * 2 + 1
+        for session in sessions:
+            session.finish_close(max(deadline - time.monotonic(), 0))

@@ -63,6 +63,14 @@ class LiveServer:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        self.stop()
+        self._log.close()
+        leftovers = self.wait_no_agent_processes(10)
+        if leftovers and exc_type is None:
+            raise AssertionError(f"agent processes outlived the server: {leftovers}")
+
+    def stop(self) -> None:
+        """SIGTERM, as a process manager stops it; SIGKILL after 20 s."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -70,7 +78,26 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
-        self._log.close()
+
+    def agent_processes(self) -> list[int]:
+        """Processes working in this server's data dir: agents and the tools they run."""
+        data = str((self.workdir / "data").resolve())
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    cwd = os.readlink(f"/proc/{entry}/cwd")
+                except OSError:
+                    continue
+                if cwd == data or cwd.startswith(data + os.sep):
+                    found.append(int(entry))
+        return found
+
+    def wait_no_agent_processes(self, timeout: float) -> list[int]:
+        deadline = time.monotonic() + timeout
+        while (found := self.agent_processes()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return found
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
@@ -97,7 +124,8 @@ class LiveServer:
         """Long-poll until an event of ``kind`` after ``after`` arrives; returns it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            page = self.events(session_id, after, wait=min(5, deadline - time.monotonic()))
+            page = self.events(session_id, after,
+                               wait=round(max(min(5, deadline - time.monotonic()), 0), 3))
             for event in page["events"]:
                 if event["kind"] == kind:
                     return event

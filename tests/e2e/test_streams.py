@@ -227,3 +227,25 @@ def test_errors_are_json_on_the_live_server(server: LiveServer) -> None:
     plain = server.api("POST", f"/api/sessions/{sid}/prompt", data="hi",
                        headers={"Content-Type": "text/plain"})
     assert plain.status_code == 415
+
+
+def test_sigterm_ends_turns_streams_and_agents_before_the_graceful_timeout(
+        tmp_path: Path) -> None:
+    server = LiveServer(tmp_path)
+    with server:
+        sid = server.create_session()["id"]
+        response, events = sse(server, sid)
+        server.api("POST", f"/api/sessions/{sid}/prompt", json={"text": "$ sleep 60"})
+        approve_next(server, sid)
+        time.sleep(0.5)
+        assert server.agent_processes()  # the agent and its `sleep 60`
+        started = time.monotonic()
+        server.stop()
+        stopped = time.monotonic() - started
+        # The open stream got the interrupted turn_end, then ended.
+        tail = collect(events, "turn_end")
+        response.close()
+        assert tail[-1][1] == "turn_end"
+        assert server.wait_no_agent_processes(5) == []
+    assert stopped < 9, f"took {stopped:.1f} s: the stream held the worker to graceful_timeout"
+    assert "Worker graceful timeout" not in server.log_text()
