@@ -54,7 +54,8 @@ class AgentProcess:
 
     def send(self, message: Mapping[str, Any]) -> bool:
         """Write one JSON line to the agent's stdin; False if the pipe is closed."""
-        line = json.dumps(message, separators=(",", ":"), ensure_ascii=False) + "\n"
+        # ASCII-only: a lone surrogate in a prompt travels as an escape instead of failing.
+        line = json.dumps(message, separators=(",", ":"), ensure_ascii=True) + "\n"
         stdin = self._proc.stdin
         assert stdin is not None
         with self._write_lock:

@@ -250,3 +250,10 @@ for line in sys.stdin:
         print(json.dumps({"type": "result", "subtype": "success", "is_error": False,
               "result": "ok"}), flush=True)
 """
+
+
+def test_lone_surrogate_in_a_prompt_reaches_the_agent(core: SessionRegistry) -> None:
+    session = core.create()
+    session.submit("hello \ud800 there")
+    assert session.wait_idle(10)
+    assert last(session, "turn_end")["reason"] == "completed"
