@@ -27,7 +27,7 @@ run: install
 	@echo "Tether: starting on http://$${TETHER_HOST:-127.0.0.1}:$${TETHER_PORT:-8000}/ (agent: $${TETHER_AGENT:-local}); Ctrl-C stops it"
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py
 
-test: install-test
+test: install-test .tools/.claude-code-$(CLAUDE_CODE_VERSION)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-test
@@ -40,8 +40,11 @@ bench: install-test
 	$(PY) -m bench.latency
 
 # The pinned Claude Code CLI, for the tests that drive it (installed under .tools/).
-claude-code:
+claude-code: .tools/.claude-code-$(CLAUDE_CODE_VERSION)
+
+.tools/.claude-code-$(CLAUDE_CODE_VERSION):
 	npm install --silent --no-audit --no-fund --prefix .tools @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	touch $@
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache data

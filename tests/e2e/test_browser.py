@@ -36,8 +36,11 @@ expect.set_options(timeout=WAIT_MS)
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's Chromium "
-                    "(apt-get install chromium); they never download a browser.")
+        message = (f"{CHROMIUM} is missing: the browser tests need Debian's Chromium "
+                   "(apt-get install chromium); they never download a browser.")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
                                     timeout=20_000)
@@ -49,9 +52,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
-    # A 1 s keepalive: a stream whose browser has gone ends at the next ping, so the server
-    # stops at once instead of after its graceful timeout.
-    with LiveServer(tmp_path, TETHER_KEEPALIVE=1) as live:
+    with LiveServer(tmp_path) as live:
         yield live
 
 
