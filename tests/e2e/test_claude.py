@@ -90,15 +90,14 @@ def server(api: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield server
 
 
-def run_turn(server: LiveServer, sid: str, text: str, after: int = 0) -> int:
+def run_turn(server: LiveServer, sid: str, text: str) -> None:
     assert server.api("POST", f"/api/sessions/{sid}/prompt", json={"text": text}).status_code == 202
-    return after
 
 
 def events_until_turn_end(server: LiveServer, sid: str, after: int = 0,
                           timeout: float = 60) -> list[dict[str, Any]]:
     server.wait_for_event(sid, "turn_end", timeout=timeout, after=after)
-    return [e for e in server.events(sid, after)["events"]]
+    return list(server.events(sid, after)["events"])
 
 
 def processes_in(workspace: Path) -> list[int]:
