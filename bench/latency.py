@@ -89,10 +89,10 @@ def run(turns: int, word_delay: float) -> dict[str, Any]:
             thread.start()
         ready.wait(10)
         for _ in range(turns):
+            cursor = server.events(sid)["last_event_id"]
             session.post(f"{server.url}/api/sessions/{sid}/prompt", json={"text": "hello"},
                          timeout=5).raise_for_status()
-            while server.api("GET", f"/api/sessions/{sid}").json()["turn_active"]:
-                time.sleep(0.01)
+            server.wait_for_event(sid, "turn_end", after=cursor)
         for thread in threads:
             thread.join(60)
     return {"baseline_healthz_rtt": percentiles(baseline), "sse": percentiles(sse_ms),

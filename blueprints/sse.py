@@ -16,6 +16,7 @@ from flask import Blueprint, Response, request
 from blueprints import current_core
 from tether import sse
 from tether.cursor import parse_cursor
+from tether.events import Event
 from tether.stores.base import EventLog
 
 bp = Blueprint("sse", __name__)
@@ -54,15 +55,20 @@ def events(log: EventLog, cursor: int, epoch: str, keepalive_seconds: float, ret
         yield sse.named("reset", {"epoch": epoch, "last_event_id": log.last_id})
         cursor = 0
     while batch := log.read_after(cursor, BATCH):
-        yield b"".join(sse.frame(e.data, e.id) for e in batch)
+        yield _frames(batch)
         cursor = batch[-1].id
     yield sse.named("caught-up", {"last_event_id": cursor, "epoch": epoch})
     while not log.closed:
         if log.wait_for(cursor, keepalive_seconds):
             batch = log.read_after(cursor, BATCH)
             if batch:
-                yield b"".join(sse.frame(e.data, e.id) for e in batch)
+                yield _frames(batch)
                 cursor = batch[-1].id
         else:
             # A comment for proxies, and a ping that JavaScript can see (DESIGN.md).
             yield sse.comment("keepalive") + sse.named("ping", {"ts": round(time.time(), 3)})
+
+
+def _frames(batch: list[Event]) -> bytes:
+    """One write for a batch: the events' once-encoded JSON, each framed with its id."""
+    return b"".join(sse.frame(e.data, e.id) for e in batch)

@@ -29,6 +29,15 @@ def frames(response: Any) -> Iterator[str]:
             yield block
 
 
+def live(response: Any) -> Iterator[str]:
+    """The stream's blocks after ``caught-up``: the live tail."""
+    stream = frames(response)
+    for block in stream:
+        if "caught-up" in block:
+            return stream
+    raise AssertionError("stream ended before caught-up")
+
+
 def read_until(response: Any, marker: str) -> list[str]:
     out = []
     for block in frames(response):
@@ -80,10 +89,7 @@ def test_last_event_id_wins_over_after(client: FlaskClient, sid: str) -> None:
 
 def test_live_tail_after_caught_up(client: FlaskClient, sid: str, core) -> None:
     response = client.get(f"/api/sessions/{sid}/stream?after=5", buffered=False)
-    stream = frames(response)
-    for block in stream:
-        if "caught-up" in block:
-            break
+    stream = live(response)
     threading.Timer(0.05, fill, (core, sid, 1)).start()
     block = next(stream)
     response.close()
@@ -130,9 +136,6 @@ def test_bad_cursor_is_400_naming_it(client: FlaskClient, sid: str, query: str,
 
 def test_stream_ends_when_the_session_is_deleted(client: FlaskClient, sid: str, core) -> None:
     response = client.get(f"/api/sessions/{sid}/stream", buffered=False)
-    stream = frames(response)
-    for block in stream:
-        if "caught-up" in block:
-            break
+    stream = live(response)
     threading.Timer(0.05, core.delete, (sid,)).start()
     assert list(stream) == []
