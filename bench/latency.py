@@ -89,7 +89,7 @@ def run(turns: int, word_delay: float) -> dict[str, Any]:
             thread.start()
         ready.wait(10)
         for _ in range(turns):
-            cursor = server.events(sid)["last_event_id"]
+            cursor = server.api("GET", f"/api/sessions/{sid}").json()["last_event_id"]
             session.post(f"{server.url}/api/sessions/{sid}/prompt", json={"text": "hello"},
                          timeout=5).raise_for_status()
             server.wait_for_event(sid, "turn_end", after=cursor)
