@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask
 
 from blueprints import register_all
+from blueprints.ws import MAX_MESSAGE_BYTES
 from tether.config import Settings
 from tether.sessions import SessionRegistry
 
@@ -29,7 +30,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     # A JSON-escaped prompt may be longer than the prompt itself; the prompt limit proper is
     # checked on the decoded text (Session.submit).
-    app.config.from_mapping(MAX_CONTENT_LENGTH=2 * settings.max_prompt_bytes + 64 * 1024)
+    app.config.from_mapping(MAX_CONTENT_LENGTH=2 * settings.max_prompt_bytes + 64 * 1024,
+                            SOCK_SERVER_OPTIONS={"max_message_size": MAX_MESSAGE_BYTES})
     app.config.update({k: v for k, v in config.items() if not k.startswith("TETHER_")})
     app.extensions["tether"] = SessionRegistry(settings)
     register_all(app)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from blueprints import current_core
-from blueprints.bodies import ApprovalAnswer, ClarifyAnswer, CreateSession, Prompt, json_body
+from blueprints.bodies import (
+    ApprovalAnswer,
+    ClarifyAnswer,
+    CreateSession,
+    Prompt,
+    UpdateSession,
+    json_body,
+)
 
 bp = Blueprint("api", __name__)
 
@@ -43,6 +50,24 @@ def list_sessions() -> Response:
 @bp.get("/api/sessions/<session_id>")
 def get_session(session_id: str) -> Response:
     return jsonify(current_core().get(session_id).to_dict())
+
+
+@bp.patch("/api/sessions/<session_id>")
+def update_session(session_id: str) -> Response:
+    session = current_core().get(session_id)
+    body = json_body(UpdateSession)
+    session.update(title=body.title, auto_approve=body.auto_approve)
+    return jsonify(session.to_dict())
+
+
+@bp.get("/api/sessions/<session_id>/transcript.jsonl")
+def transcript(session_id: str) -> Response:
+    """The whole log as JSON Lines (https://jsonlines.org), one event per line, as a download."""
+    session = current_core().get(session_id)
+    body = b"".join(e.data + b"\n" for e in session.log.read_after(0))
+    disposition = f'attachment; filename="tether-{session.id[:12]}.jsonl"'
+    return Response(body, mimetype="application/jsonl",
+                    headers={"Content-Disposition": disposition, "Cache-Control": "no-store"})
 
 
 @bp.delete("/api/sessions/<session_id>")

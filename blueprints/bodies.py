@@ -25,6 +25,11 @@ class CreateSession(Body):
     title: str | None = None
 
 
+class UpdateSession(Body):
+    title: str | None = None
+    auto_approve: bool | None = None
+
+
 class Prompt(Body):
     text: str
 
@@ -64,9 +69,18 @@ def json_body(model: type[M], *, optional: bool = False) -> M:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
+    return validate(model, data, "body")
+
+
+def validate(model: type[M], data: dict[str, Any], what: str) -> M:
+    """``data`` parsed as ``model``.
+
+    :param what: how to name the whole object in an error (``body``, ``params``).
+    :raises BadRequest: a missing or wrong-typed field, named (``params.session_id: …``).
+    """
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
+        where = ".".join([what, *(str(p) for p in first["loc"])])
         raise BadRequest(f"{where}: {first['msg']}") from None

@@ -1,7 +1,7 @@
 """Every error as JSON: ``{"error": {"code": "...", "message": "..."}}`` (DESIGN.md section 4).
 
-:data:`HTTP_STATUS` is the one table from a Tether error code to an HTTP status; the
-WebSocket transport will keep its JSON-RPC codes next to it.
+:data:`HTTP_STATUS` is the one table from a Tether error code to an HTTP status;
+:data:`JSONRPC_CODE` the one table to a JSON-RPC 2.0 error code (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -29,6 +29,25 @@ HTTP_STATUS = {
     "unsupported_media_type": 415,
     "request_header_fields_too_large": 431,
     "internal_error": 500,
+}
+
+#: JSON-RPC 2.0 error codes (specification section 5.1) and Tether's own (-32001 to -32004).
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+JSONRPC_CODE = {
+    "bad_request": INVALID_PARAMS,
+    "payload_too_large": INVALID_PARAMS,
+    "unsupported_media_type": INVALID_PARAMS,
+    "not_found": -32001,
+    "session_busy": -32002,
+    "already_resolved": -32003,
+    "unauthorized": -32004,
+    "forbidden": -32004,
+    "internal_error": INTERNAL_ERROR,
 }
 
 _CODE_FOR_STATUS = {status: code for code, status in HTTP_STATUS.items()

@@ -1,10 +1,16 @@
-"""Long-poll and poll: ``GET /api/sessions/<id>/events?after=&wait=&limit=``.
+"""Long-poll and poll (DESIGN.md section 4; docs/protocol.md, the inbox).
 
-``wait`` = 0 (the default) answers at once; ``wait`` > 0 holds the request until one event
-exists after ``after`` (within a wake-up, not a poll interval) or ``wait`` seconds pass, then
-answers with an empty list. ``wait`` is clamped to :data:`MAX_WAIT_SECONDS`, ``limit`` to
-:data:`MAX_LIMIT`. A cursor beyond the end of the log answers from the start with
-``"reset": true``.
+- ``GET /api/sessions/<id>/events?after=&wait=&limit=&inbox=``: ``wait`` = 0 (the default)
+  answers at once; ``wait`` > 0 holds the request until one event exists after ``after``
+  (within a wake-up, not a poll interval) or ``wait`` seconds pass, then answers with an empty
+  list. With ``inbox=R`` (an inbox revision; 0 for "none yet") the wait also ends when the
+  inbox changes, and the answer carries ``"inbox": snapshot`` whenever its revision is not
+  ``R``: one connection per tab on the poll transport too.
+- ``GET /api/inbox?after=R&wait=S``: the inbox snapshot; with ``wait`` > 0, held until the
+  revision is not ``R``.
+
+``wait`` is clamped to :data:`MAX_WAIT_SECONDS`, ``limit`` to :data:`MAX_LIMIT`. A cursor
+beyond the end of the log answers from the start with ``"reset": true``.
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ from flask import Blueprint, Response, request
 
 from blueprints import current_core
 from tether.cursor import parse_cursor, parse_limit, parse_seconds
+from tether.feed import Feed
 
 bp = Blueprint("poll", __name__)
 
 MAX_WAIT_SECONDS = 60.0
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 1000
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 @bp.get("/api/sessions/<session_id>/events")
@@ -30,16 +38,41 @@ def events(session_id: str) -> Response:
     after = parse_cursor(request.args.get("after"), "after") or 0
     wait = parse_seconds(request.args.get("wait"), "wait", 0.0, MAX_WAIT_SECONDS)
     limit = parse_limit(request.args.get("limit"), "limit", DEFAULT_LIMIT, MAX_LIMIT)
-    log = session.log
+    inbox_seen = parse_cursor(request.args.get("inbox"), "inbox")
+    log, inbox = session.log, core.inbox
     reset = after > log.last_id
     if reset:
         after = 0
-    elif wait > 0:
+    elif wait > 0 and inbox_seen is None:
         log.wait_for(after, wait)
+    elif wait > 0 and inbox.revision == inbox_seen and log.last_id <= after:
+        # Wait on the log and the inbox at once (tether.feed: no read-then-wait race).
+        feed = Feed(core.epoch)
+        try:
+            feed.attach(log, after)
+            feed.subscribe_inbox(inbox)
+            feed.wait(0)  # the flag the subscriptions set; the check below re-reads
+            if log.last_id <= after and inbox.revision == inbox_seen:
+                feed.wait(wait)
+        finally:
+            feed.close()
     batch = log.read_after(after, limit)
     # The events' bytes were encoded once, at append; only the frame is built here.
     tail = {"last_event_id": batch[-1].id if batch else after, "turn_active": session.turn_active,
             "epoch": core.epoch, "reset": reset}
+    if inbox_seen is not None and inbox.revision != inbox_seen:
+        tail["inbox"] = inbox.snapshot()
     body = (b'{"events":[' + b",".join(e.data for e in batch) + b"],"
             + json.dumps(tail, separators=(",", ":")).encode()[1:])
-    return Response(body, mimetype="application/json", headers={"Cache-Control": "no-store"})
+    return Response(body, mimetype="application/json", headers=NO_STORE)
+
+
+@bp.get("/api/inbox")
+def inbox() -> Response:
+    inbox = current_core().inbox
+    after = parse_cursor(request.args.get("after"), "after")
+    wait = parse_seconds(request.args.get("wait"), "wait", 0.0, MAX_WAIT_SECONDS)
+    if wait > 0 and after is not None:
+        inbox.wait_for(after, wait)
+    return Response(json.dumps(inbox.snapshot(), separators=(",", ":")),
+                    mimetype="application/json", headers=NO_STORE)

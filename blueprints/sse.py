@@ -1,8 +1,12 @@
-"""Server-Sent Events: ``GET /api/sessions/<id>/stream`` (DESIGN.md, SSE framing).
+"""Server-Sent Events (DESIGN.md, SSE framing; docs/protocol.md, the inbox).
 
-``retry:``, then the replay after the cursor (``Last-Event-ID`` wins over ``?after=``), then
-``event: caught-up``, then the live tail, with a keepalive when nothing else went out for
-``TETHER_KEEPALIVE`` seconds. Delivery is by cursor from the log: a slow client is behind,
+- ``GET /api/sessions/<id>/stream``: ``retry:``, then the replay after the cursor
+  (``Last-Event-ID`` wins over ``?after=``), then ``event: caught-up``, then the live tail.
+  With ``?inbox=1`` it also carries ``event: inbox`` snapshots, so a tab needs one connection.
+- ``GET /api/inbox/stream``: ``event: inbox`` snapshots, now and on every change.
+
+Both send a keepalive when nothing else went out for ``TETHER_KEEPALIVE`` seconds, and both
+deliver from a :class:`~tether.feed.Feed`: by cursor from the log, so a slow client is behind,
 never a queue on the server (DESIGN.md rule 2).
 """
 
@@ -15,16 +19,12 @@ from flask import Blueprint, Response, request
 
 from blueprints import current_core
 from tether import sse
-from tether.cursor import parse_cursor
-from tether.events import Event
-from tether.stores.base import EventLog
+from tether.cursor import parse_cursor, parse_flag
+from tether.feed import Delivery, Feed
 
 bp = Blueprint("sse", __name__)
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-#: Events per write during replay and tail; several frames are coalesced into one write.
-BATCH = 500
 
 
 @bp.get("/api/sessions/<session_id>/stream")
@@ -36,39 +36,56 @@ def stream(session_id: str) -> Response:
         cursor = parse_cursor(header.strip(), "Last-Event-ID")
     else:
         cursor = parse_cursor(request.args.get("after"), "after")
-    epoch = request.args.get("epoch")
-    settings = core.settings
-    body = events(session.log, cursor or 0, core.epoch, settings.keepalive_seconds,
-                  settings.sse_retry_ms, reset=epoch not in (None, core.epoch))
+    with_inbox = parse_flag(request.args.get("inbox"), "inbox")
+    feed = Feed(core.epoch)
+    feed.attach(session.log, cursor or 0, request.args.get("epoch"))
+    if with_inbox:
+        feed.subscribe_inbox(core.inbox)
+    return _response(feed)
+
+
+@bp.get("/api/inbox/stream")
+def inbox_stream() -> Response:
+    feed = Feed(current_core().epoch)
+    feed.subscribe_inbox(current_core().inbox)
+    return _response(feed)
+
+
+def _response(feed: Feed) -> Response:
+    settings = current_core().settings
+    body = events(feed, settings.keepalive_seconds, settings.sse_retry_ms)
     return Response(body, mimetype="text/event-stream", headers=HEADERS)
 
 
-def events(log: EventLog, cursor: int, epoch: str, keepalive_seconds: float, retry_ms: int,
-           reset: bool = False) -> Iterator[bytes]:
+def events(feed: Feed, keepalive_seconds: float, retry_ms: int) -> Iterator[bytes]:
     """The stream body. Uses no request context: it outlives the view.
 
-    A cursor beyond the end of the log, or a stale ``epoch``, gets ``event: reset`` and the
-    full replay: never silence, never a guess.
+    The stream ends when a source it follows closes: the session was deleted, or the server
+    is stopping (which closes the inbox too).
     """
-    yield sse.retry(retry_ms)
-    if reset or cursor > log.last_id:
-        yield sse.named("reset", {"epoch": epoch, "last_event_id": log.last_id})
-        cursor = 0
-    while batch := log.read_after(cursor, BATCH):
-        yield _frames(batch)
-        cursor = batch[-1].id
-    yield sse.named("caught-up", {"last_event_id": cursor, "epoch": epoch})
-    while not log.closed:
-        if log.wait_for(cursor, keepalive_seconds):
-            batch = log.read_after(cursor, BATCH)
-            if batch:
-                yield _frames(batch)
-                cursor = batch[-1].id
-        else:
-            # A comment for proxies, and a ping that JavaScript can see (DESIGN.md).
-            yield sse.comment("keepalive") + sse.named("ping", {"ts": round(time.time(), 3)})
+    try:
+        yield sse.retry(retry_ms)
+        while True:
+            deliveries = feed.next(keepalive_seconds)
+            if deliveries:
+                yield b"".join(_frame(d, feed.epoch) for d in deliveries)
+                if any(d.kind == "detached" for d in deliveries):
+                    return
+            else:
+                # A comment for proxies, and a ping that JavaScript can see (DESIGN.md).
+                yield sse.comment("keepalive") + sse.named("ping", {"ts": round(time.time(), 3)})
+    finally:
+        feed.close()
 
 
-def _frames(batch: list[Event]) -> bytes:
-    """One write for a batch: the events' once-encoded JSON, each framed with its id."""
-    return b"".join(sse.frame(e.data, e.id) for e in batch)
+def _frame(delivery: Delivery, epoch: str) -> bytes:
+    if delivery.kind == "events":
+        # The events' once-encoded JSON, each framed with its id: one write per batch.
+        return b"".join(sse.frame(e.data, e.id) for e in delivery.events)
+    if delivery.kind == "caught_up":
+        return sse.named("caught-up", {"last_event_id": delivery.last_event_id, "epoch": epoch})
+    if delivery.kind == "reset":
+        return sse.named("reset", {"epoch": epoch, "last_event_id": delivery.last_event_id})
+    if delivery.kind == "inbox":
+        return sse.named("inbox", delivery.snapshot)
+    return b""  # detached: the stream ends

@@ -49,3 +49,15 @@ def parse_limit(value: str | None, name: str, default: int, maximum: int) -> int
     if not _INTEGER.fullmatch(value) or int(value) < 1:
         raise BadRequest(f"{name} must be a positive integer (at most {maximum})")
     return min(int(value), maximum)
+
+
+def parse_flag(value: str | None, name: str) -> bool:
+    """A boolean query parameter: ``1``/``true`` or ``0``/``false`` (absent or empty: false).
+
+    :raises BadRequest: anything else, naming ``name``.
+    """
+    if value is None or value in ("", "0", "false"):
+        return False
+    if value in ("1", "true"):
+        return True
+    raise BadRequest(f"{name} must be 1, true, 0 or false")

@@ -24,7 +24,10 @@ from tether.errors import AlreadyResolved, BadRequest, NotFound
 from tether.stores.base import EventLog
 
 Kind = Literal["approval", "clarify"]
-Reason = Literal["user", "timeout", "cancelled"]
+Reason = Literal["user", "timeout", "cancelled", "auto"]
+
+#: ``by`` on approvals that auto-approve settled (docs/protocol.md).
+AUTO_APPROVE = "auto-approve"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +74,20 @@ class PromptRegistry:
     :param log: the session's event log; request and resolved events are appended to it.
     :param timeout_seconds: how long a request may wait; 0 waits forever.
     :param clock: Unix time in seconds (swappable in tests).
+    :param on_change: called (outside the lock) after a request opens or settles; the
+        inbox's :meth:`~tether.inbox.Inbox.changed`.
     """
 
     def __init__(self, log: EventLog, timeout_seconds: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_change: Callable[[], None] | None = None) -> None:
         self._log = log
         self._timeout = timeout_seconds
         self._clock = clock
+        self._on_change = on_change or (lambda: None)
+        #: While True, approvals are allowed as they open (``reason: "auto"``). Clarify
+        #: questions still wait for a person.
+        self.auto_approve = False
         self._lock = threading.Lock()
         self._pending: dict[str, PendingRequest] = {}
         self._settled: dict[str, PendingRequest] = {}
@@ -101,6 +111,9 @@ class PromptRegistry:
     def _open(self, kind: Kind, fields: dict[str, Any], key: str) -> tuple[PendingRequest, bool]:
         """Open a request, or return the identical one already pending (never stacked).
 
+        With :attr:`auto_approve` on, an approval is settled as ``allow`` (reason ``auto``)
+        right after its request event, so the log still shows both.
+
         :returns: ``(request, created)``; ``created`` is False for a duplicate.
         """
         with self._lock:
@@ -113,7 +126,13 @@ class PromptRegistry:
             self._pending[request.request_id] = request
             self._log.append(f"{kind}_request",
                              {"request_id": request.request_id, **fields, "expires_at": expires})
-            return request, True
+            auto = kind == "approval" and self.auto_approve
+            if auto:
+                self._finish(request, Resolution("allow", "auto", by=AUTO_APPROVE))
+        if auto:
+            request.done.set()
+        self._on_change()
+        return request, True
 
     # -- settling ------------------------------------------------------------------------
 
@@ -197,6 +216,7 @@ class PromptRegistry:
                 raise NotFound(f"no {kind} request {request_id} in this session")
             self._finish(request, resolution)
         request.done.set()
+        self._on_change()
         return request
 
     def _try_settle(self, request: PendingRequest, resolution: Resolution) -> bool:
@@ -205,6 +225,7 @@ class PromptRegistry:
                 return False
             self._finish(request, resolution)
         request.done.set()
+        self._on_change()
         return True
 
     def _finish(self, request: PendingRequest, resolution: Resolution) -> None:
@@ -237,6 +258,6 @@ def _question(raw: Mapping[str, Any]) -> dict[str, Any]:
 def _describe(resolution: Resolution | None) -> str:
     if resolution is None:
         return "unknown"
-    if resolution.reason == "user":
+    if resolution.reason in ("user", "auto"):
         return f"answered by {resolution.by or 'another client'}"
     return resolution.reason

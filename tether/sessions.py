@@ -19,7 +19,8 @@ from tether.agents.base import AgentCatalog, AgentSpec
 from tether.agents.catalog import default_catalog
 from tether.config import Settings
 from tether.errors import BadRequest, NotFound, PayloadTooLarge, SessionBusy
-from tether.prompts import PromptRegistry
+from tether.inbox import Inbox
+from tether.prompts import PendingRequest, PromptRegistry
 from tether.runner import AgentHost, Turn
 from tether.stores.base import EventLog, Store
 from tether.stores.memory import MemoryStore
@@ -35,19 +36,23 @@ MAX_TITLE_CHARS = 200
 class Session:
     """One agent conversation: its log, its pending prompts, its turns.
 
-    :param agent_name: the :class:`AgentSpec` name (``local``, ``claude``).
+    :param agent: the agent this session runs (``local``, ``claude``).
     :param workspace: the agent's working directory (created by the registry).
+    :param on_prompts_changed: called when an approval or question opens or settles (the
+        inbox's :meth:`~tether.inbox.Inbox.changed`).
     """
 
     def __init__(self, session_id: str, agent: AgentSpec, title: str, workspace: Path,
-                 log: EventLog, settings: Settings, created_at: float) -> None:
+                 log: EventLog, settings: Settings, created_at: float,
+                 on_prompts_changed: Callable[[], None] | None = None) -> None:
         self.id = session_id
         self.agent = agent
         self.title = title
         self.workspace = workspace
         self.created_at = created_at
         self.log = log
-        self.prompts = PromptRegistry(log, settings.prompt_timeout_seconds)
+        self.prompts = PromptRegistry(log, settings.prompt_timeout_seconds,
+                                      on_change=on_prompts_changed)
         self._settings = settings
         self._host = AgentHost(agent, workspace, settings)
         self._lock = threading.Lock()
@@ -58,6 +63,10 @@ class Session:
     @property
     def agent_session_id(self) -> str:
         return self._host.agent_session_id
+
+    @property
+    def auto_approve(self) -> bool:
+        return self.prompts.auto_approve
 
     @property
     def turn_active(self) -> bool:
@@ -104,6 +113,19 @@ class Session:
         turn.start()
         return turn.number
 
+    def update(self, title: str | None = None, auto_approve: bool | None = None) -> None:
+        """Rename the session and/or switch auto-approve (None leaves a field as it is).
+
+        Switching auto-approve on does not settle approvals already pending: a person
+        answers those (the card is on screen).
+
+        :raises BadRequest: an empty or too long title.
+        """
+        if title is not None:
+            self.title = check_title(title)
+        if auto_approve is not None:
+            self.prompts.auto_approve = auto_approve
+
     def cancel(self) -> bool:
         """Stop the running turn (Stop in the UI). False when no turn is running."""
         turn = self._turn
@@ -149,6 +171,7 @@ class Session:
             "turn": self._turns,
             "last_event_id": self.log.last_id,
             "agent_session_id": self.agent_session_id,
+            "auto_approve": self.auto_approve,
             "pending": {
                 "approvals": [p.summary() for p in pending if p.kind == "approval"],
                 "clarify": [p.summary() for p in pending if p.kind == "clarify"],
@@ -167,6 +190,16 @@ class Session:
                 self._turn = None
 
 
+def check_title(title: str) -> str:
+    """A title, stripped. :raises BadRequest: empty, or over :data:`MAX_TITLE_CHARS`."""
+    title = title.strip()
+    if not title:
+        raise BadRequest("title must not be empty")
+    if len(title) > MAX_TITLE_CHARS:
+        raise BadRequest(f"title is longer than {MAX_TITLE_CHARS} characters")
+    return title
+
+
 class SessionRegistry:
     """Every session of this server. Lock-guarded; the transports' one entry point.
 
@@ -183,6 +216,8 @@ class SessionRegistry:
         self._clock = clock
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
+        #: Every session's pending approvals and questions (docs/protocol.md).
+        self.inbox = Inbox(self._pending_by_session, self.store.epoch)
 
     @property
     def epoch(self) -> str:
@@ -195,14 +230,14 @@ class SessionRegistry:
         :raises BadRequest: the title is too long.
         """
         spec = self.agents.get(agent or self.settings.agent)
-        if title is not None and len(title) > MAX_TITLE_CHARS:
-            raise BadRequest(f"title is longer than {MAX_TITLE_CHARS} characters")
+        title = check_title(title) if title is not None and title.strip() else None
         session_id = secrets.token_hex(16)  # 128 bits: unguessable
         workspace = (self.settings.data_dir / "sessions" / session_id).resolve()
         workspace.mkdir(parents=True, exist_ok=True)
         created = round(self._clock(), 3)
         session = Session(session_id, spec, title or f"{spec.name} session", workspace,
-                          self.store.create_log(session_id), self.settings, created)
+                          self.store.create_log(session_id), self.settings, created,
+                          on_prompts_changed=self.inbox.changed)
         with self._lock:
             self._sessions[session_id] = session
         logger.info("created session %s (agent %s)", session_id, spec.name)
@@ -233,6 +268,7 @@ class SessionRegistry:
             raise NotFound(f"no session {session_id[:80]!r}")
         session.close()
         self.store.drop_log(session_id)
+        self.inbox.changed()  # its entries are gone
 
     def shutdown(self) -> None:
         """Server exit: every turn ends as ``interrupted``, every agent process stops, every
@@ -246,3 +282,7 @@ class SessionRegistry:
         deadline = time.monotonic() + self.settings.cancel_grace_seconds * 2 + 1
         for session in sessions:
             session.finish_close(max(deadline - time.monotonic(), 0))
+        self.inbox.close()
+
+    def _pending_by_session(self) -> list[tuple[str, str, list[PendingRequest]]]:
+        return [(s.id, s.title, s.prompts.pending()) for s in self.list()]

@@ -8,6 +8,7 @@ default); ``sqlite`` and ``redis`` slot in behind the same protocol.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -48,8 +49,19 @@ class EventLog(Protocol):
             timeout.
         """
 
+    def watch(self, flag: threading.Event) -> None:
+        """Set ``flag`` on every append and on close, until :meth:`unwatch`.
+
+        How one client waits on several sources at once (a WebSocket with several sessions,
+        a stream that also carries the inbox): see :class:`tether.feed.Feed`. The flag carries
+        no data; the watcher re-reads by cursor.
+        """
+
+    def unwatch(self, flag: threading.Event) -> None:
+        """Stop setting ``flag``. Unknown flags are ignored."""
+
     def close(self) -> None:
-        """Refuse further appends and wake every waiter."""
+        """Refuse further appends and wake every waiter and watcher."""
 
 
 class Store(Protocol):

@@ -26,6 +26,7 @@ class MemoryEventLog:
         self._clock = clock
         self._events: list[Event] = []
         self._cond = threading.Condition()
+        self._watchers: set[threading.Event] = set()
         self._closed = False
 
     @property
@@ -44,6 +45,9 @@ class MemoryEventLog:
                                payload)
             self._events.append(event)
             self._cond.notify_all()
+            watchers = tuple(self._watchers)
+        for flag in watchers:
+            flag.set()
         return event
 
     def read_after(self, after: int, limit: int | None = None) -> list[Event]:
@@ -58,10 +62,21 @@ class MemoryEventLog:
                 lambda: self._closed or len(self._events) > after, timeout=timeout
             )
 
+    def watch(self, flag: threading.Event) -> None:
+        with self._cond:
+            self._watchers.add(flag)
+
+    def unwatch(self, flag: threading.Event) -> None:
+        with self._cond:
+            self._watchers.discard(flag)
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            watchers = tuple(self._watchers)
+        for flag in watchers:
+            flag.set()
 
 
 class MemoryStore:

@@ -1,0 +1,338 @@
+"""WebSocket transport: ``GET /api/ws``, JSON-RPC 2.0 over flask-sock (docs/protocol.md).
+
+One :class:`Connection` per socket, with two loops:
+
+- the **reader** (the request's own greenlet) receives frames, runs their requests and queues
+  the replies;
+- the **sender** (a thread, a greenlet once gevent has patched) is the only writer: it sends
+  queued replies first, then whatever the :class:`~tether.feed.Feed` has collected for the
+  attached sessions and the inbox, and a ``ping`` notification when nothing went out for
+  ``TETHER_KEEPALIVE`` seconds.
+
+Delivery is by cursor (DESIGN.md rule 2): a client that stops reading blocks its sender on
+the socket and the events wait in the log, so the server's memory does not grow. A write that
+cannot finish within :data:`SEND_TIMEOUT_SECONDS` closes the socket; the client resumes with
+``session.attach {after}``. Closing a socket detaches it and changes nothing else: turns keep
+running (DESIGN.md rule 4).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from flask import Blueprint, request
+from flask_sock import Sock
+from pydantic import Field
+from simple_websocket import ConnectionClosed
+
+from blueprints import current_core, jsonrpc
+from blueprints.bodies import (
+    ApprovalAnswer,
+    Body,
+    ClarifyAnswer,
+    CreateSession,
+    Prompt,
+    UpdateSession,
+    validate,
+)
+from tether.feed import Delivery, Feed
+from tether.sessions import Session, SessionRegistry
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("ws", __name__)
+sock = Sock()
+
+try:
+    VERSION = version("tether")
+except PackageNotFoundError:  # run from a checkout that was never installed
+    VERSION = "0+unknown"
+
+#: A write that takes longer than this (seconds) closes the socket (DESIGN.md, SSE framing).
+SEND_TIMEOUT_SECONDS = 10.0
+#: How often (seconds) the reader wakes to check the sender is not stuck.
+WATCHDOG_SECONDS = SEND_TIMEOUT_SECONDS / 2
+#: Replies waiting for the sender; a client that pipelines more without reading waits.
+OUTBOX_SIZE = 64
+#: Largest frame accepted, in bytes; a bigger one closes the socket with 1009.
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+# -- params ------------------------------------------------------------------------------
+
+class NoParams(Body):
+    pass
+
+
+class SessionRef(Body):
+    session_id: str = Field(max_length=200)
+
+
+class AttachParams(SessionRef):
+    after: int | None = Field(None, ge=0, le=10**18)
+    epoch: str | None = Field(None, max_length=100)
+
+
+class UpdateParams(SessionRef, UpdateSession):
+    pass
+
+
+class SubmitParams(SessionRef, Prompt):
+    pass
+
+
+class ApprovalParams(SessionRef, ApprovalAnswer):
+    request_id: str = Field(max_length=200)
+
+
+class ClarifyParams(SessionRef, ClarifyAnswer):
+    request_id: str = Field(max_length=200)
+
+
+# -- the socket --------------------------------------------------------------------------
+
+class _WholeSends:
+    """The connection's socket, with every ``send`` a ``sendall`` under one lock.
+
+    simple-websocket 1.1.0 writes frames with ``sock.send``, which may write only part of a
+    large frame (miguelgrinberg/simple-websocket#45); its reader thread also writes (pong,
+    close). This proxy makes each write whole and serializes them, and tells how long the
+    current write has been blocked (:meth:`stuck_for`, seconds) for the send timeout.
+    """
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._lock = threading.Lock()
+        self._since: float | None = None
+
+    def send(self, data: bytes, *flags: int) -> int:
+        with self._lock:
+            self._since = time.monotonic()
+            try:
+                self._raw.sendall(data, *flags)
+            finally:
+                self._since = None
+        return len(data)
+
+    def stuck_for(self) -> float:
+        since = self._since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def abort(self) -> None:
+        """Shut the socket down both ways: a blocked write fails, the reader stops."""
+        try:
+            self._raw.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+@sock.route("/api/ws", bp=bp)
+def websocket(ws: Any) -> None:
+    label = f"ws {request.remote_addr or 'client'}"
+    Connection(ws, current_core(), label).run()
+
+
+class Connection:
+    """One client socket: its feed, its reader and its sender."""
+
+    def __init__(self, ws: Any, core: SessionRegistry, label: str) -> None:
+        self.ws = ws
+        self.core = core
+        self.label = label
+        self.socket = _WholeSends(ws.sock)
+        ws.sock = self.socket
+        self.feed = Feed(core.epoch)
+        self.outbox: queue.Queue[str] = queue.Queue(OUTBOX_SIZE)
+        self.closed = threading.Event()
+        self._deferred: list[Callable[[], None]] = []
+        self._inbox_wanted = False
+        self._methods: dict[str, tuple[type[Body], Callable[[Any], Any]]] = {
+            "session.create": (CreateSession, self.session_create),
+            "session.list": (NoParams, self.session_list),
+            "session.get": (SessionRef, self.session_get),
+            "session.update": (UpdateParams, self.session_update),
+            "session.delete": (SessionRef, self.session_delete),
+            "session.attach": (AttachParams, self.session_attach),
+            "session.detach": (SessionRef, self.session_detach),
+            "prompt.submit": (SubmitParams, self.prompt_submit),
+            "turn.cancel": (SessionRef, self.turn_cancel),
+            "approval.respond": (ApprovalParams, self.approval_respond),
+            "clarify.respond": (ClarifyParams, self.clarify_respond),
+            "inbox.subscribe": (NoParams, self.inbox_subscribe),
+            "inbox.unsubscribe": (NoParams, self.inbox_unsubscribe),
+            "ping": (NoParams, self.ping),
+        }
+
+    # -- loops ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The reader loop; returns when the socket closes."""
+        settings = self.core.settings
+        # The inbox's close tells this socket the server is stopping.
+        self.feed.subscribe_inbox(self.core.inbox, snapshots=False)
+        self.ws.send(jsonrpc.notification("gateway.ready", {
+            "version": VERSION, "epoch": self.core.epoch,
+            "keepalive_seconds": settings.keepalive_seconds}))
+        sender = threading.Thread(target=self._sender, name="tether-ws-sender", daemon=True)
+        sender.start()
+        try:
+            while not self.closed.is_set():
+                frame = self.ws.receive(timeout=WATCHDOG_SECONDS)
+                if frame is None:
+                    if self.socket.stuck_for() > SEND_TIMEOUT_SECONDS:
+                        logger.info("closing a WebSocket: a write took over %gs",
+                                    SEND_TIMEOUT_SECONDS)
+                        break
+                    continue
+                self._deferred.clear()
+                reply = jsonrpc.handle(frame, self.call)
+                if reply is not None:
+                    self.outbox.put(reply, timeout=SEND_TIMEOUT_SECONDS)
+                    self.feed.wake()
+                for action in self._deferred:
+                    action()
+        except (ConnectionClosed, queue.Full):
+            pass
+        finally:
+            self.closed.set()
+            if self.socket.stuck_for() > 0:
+                self.socket.abort()
+            self.feed.close()
+            sender.join(SEND_TIMEOUT_SECONDS)
+
+    def _sender(self) -> None:
+        keepalive = self.core.settings.keepalive_seconds
+        last_send = time.monotonic()
+        try:
+            while not self.closed.is_set():
+                self.feed.wait(max(keepalive - (time.monotonic() - last_send), 0))
+                sent = False
+                while True:
+                    try:
+                        self.ws.send(self.outbox.get_nowait())
+                        sent = True
+                    except queue.Empty:
+                        break
+                for delivery in self.feed.collect():
+                    if delivery.kind == "detached" and delivery.session_id is None:
+                        self.ws.close(1001, "the server is stopping")
+                        return
+                    for frame in _frames(delivery, self.feed.epoch):
+                        self.ws.send(frame)
+                        sent = True
+                if sent:
+                    last_send = time.monotonic()
+                elif time.monotonic() - last_send >= keepalive:
+                    self.ws.send(jsonrpc.notification("ping", {"ts": round(time.time(), 3)}))
+                    last_send = time.monotonic()
+        except (ConnectionClosed, OSError):
+            pass
+        finally:
+            self.closed.set()
+            self.socket.abort()  # wakes the reader: this socket is done
+
+    def call(self, method: str, params: dict[str, Any]) -> Any:
+        """The JSON-RPC handler: validate ``params`` for ``method`` and run it."""
+        entry = self._methods.get(method)
+        if entry is None:
+            raise jsonrpc.method_not_found(method)
+        model, function = entry
+        return function(validate(model, params, "params"))
+
+    # -- methods -------------------------------------------------------------------------
+
+    def _session(self, params: SessionRef) -> Session:
+        return self.core.get(params.session_id)
+
+    def session_create(self, params: CreateSession) -> dict[str, Any]:
+        return self.core.create(agent=params.agent, title=params.title).to_dict()
+
+    def session_list(self, params: NoParams) -> dict[str, Any]:
+        return {"sessions": [s.to_dict() for s in self.core.list()], "epoch": self.core.epoch}
+
+    def session_get(self, params: SessionRef) -> dict[str, Any]:
+        return self._session(params).to_dict()
+
+    def session_update(self, params: UpdateParams) -> dict[str, Any]:
+        session = self._session(params)
+        session.update(title=params.title, auto_approve=params.auto_approve)
+        return session.to_dict()
+
+    def session_delete(self, params: SessionRef) -> dict[str, Any]:
+        self.core.delete(params.session_id)
+        return {"deleted": True}
+
+    def session_attach(self, params: AttachParams) -> dict[str, Any]:
+        session = self._session(params)
+        info = self.feed.attach(session.log, params.after or 0, params.epoch, paused=True)
+        # Replay only once the reply is queued: the reply goes out first.
+        self._deferred.append(lambda: self.feed.start(session.id))
+        return info
+
+    def session_detach(self, params: SessionRef) -> dict[str, Any]:
+        return {"detached": self.feed.detach(params.session_id)}
+
+    def prompt_submit(self, params: SubmitParams) -> dict[str, Any]:
+        return {"turn": self._session(params).submit(params.text)}
+
+    def turn_cancel(self, params: SessionRef) -> dict[str, Any]:
+        return {"cancelled": self._session(params).cancel()}
+
+    def approval_respond(self, params: ApprovalParams) -> dict[str, Any]:
+        request_ = self._session(params).prompts.answer_approval(
+            params.request_id, params.decision, by=params.client or self.label,
+            message=params.message, updated_input=params.updated_input,
+            updated_permissions=params.updated_permissions)
+        return {"request_id": request_.request_id, "resolved": True,
+                "decision": params.decision}
+
+    def clarify_respond(self, params: ClarifyParams) -> dict[str, Any]:
+        request_ = self._session(params).prompts.answer_clarify(
+            params.request_id, params.answers, by=params.client or self.label)
+        return {"request_id": request_.request_id, "resolved": True, "answers": params.answers}
+
+    def inbox_subscribe(self, params: NoParams) -> dict[str, Any]:
+        self._inbox_wanted = True
+        self.feed.subscribe_inbox(self.core.inbox, snapshots=False)
+        snapshot = self.core.inbox.snapshot()
+        # Notifications start after the reply, from the revision the reply carries.
+        self._deferred.append(lambda: self.feed.subscribe_inbox(
+            self.core.inbox, snapshots=True, seen=snapshot["revision"]))
+        return snapshot
+
+    def inbox_unsubscribe(self, params: NoParams) -> dict[str, Any]:
+        was, self._inbox_wanted = self._inbox_wanted, False
+        self.feed.subscribe_inbox(self.core.inbox, snapshots=False)
+        return {"unsubscribed": was}
+
+    def ping(self, params: NoParams) -> dict[str, Any]:
+        return {"ts": round(time.time(), 3)}
+
+
+def _frames(delivery: Delivery, epoch: str) -> list[str]:
+    """The notifications for one delivery. An event's JSON was encoded once, at append; it is
+    spliced in as is (it is ASCII)."""
+    sid = delivery.session_id
+    if delivery.kind == "events":
+        head = ('{"jsonrpc":"2.0","method":"event","params":{"session_id":'
+                + jsonrpc.dumps(sid) + ',"event":')
+        return [head + e.data.decode("ascii") + "}}" for e in delivery.events]
+    if delivery.kind == "caught_up":
+        return [jsonrpc.notification("caught_up", {
+            "session_id": sid, "last_event_id": delivery.last_event_id, "epoch": epoch})]
+    if delivery.kind == "reset":
+        return [jsonrpc.notification("reset", {
+            "session_id": sid, "epoch": epoch, "last_event_id": delivery.last_event_id})]
+    if delivery.kind == "detached":
+        return [jsonrpc.notification("detached", {"session_id": sid, "reason": "ended"})]
+    return [jsonrpc.notification("inbox", delivery.snapshot)]

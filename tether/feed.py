@@ -1,0 +1,242 @@
+"""A feed: one client's cursors over several sources, and one flag that wakes it.
+
+A WebSocket may attach several sessions and the inbox; an SSE stream carries one session and,
+on request, the inbox. Each source is read by cursor (DESIGN.md rule 2), so a client that
+stops reading costs no memory: it is only behind. Sources set the feed's flag when they change
+(:meth:`EventLog.watch`, :meth:`Inbox.watch`); the flag carries no data.
+
+The pattern, free of the read-then-wait race: clear the flag, collect, and wait on the flag
+only when nothing was collected. A change that lands after the clear sets the flag again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tether.events import Event
+from tether.inbox import Inbox
+from tether.stores.base import EventLog
+
+#: Events per source per :meth:`Feed.collect`: bounds one write and keeps sources fair.
+BATCH = 500
+
+DeliveryKind = Literal["reset", "events", "caught_up", "detached", "inbox"]
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One thing to send.
+
+    - ``reset``: the cursor was past the end of the log or the epoch was stale; a full replay
+      follows (``last_event_id`` is the log's).
+    - ``events``: ``events`` in id order, after the previous delivery's.
+    - ``caught_up``: the replay is done; ``last_event_id`` is the cursor.
+    - ``detached``: the session's log closed (deleted, or the server is stopping) and every
+      event was delivered; with ``session_id`` None, the inbox closed (server stopping).
+    - ``inbox``: ``snapshot`` (:meth:`Inbox.snapshot`).
+    """
+
+    kind: DeliveryKind
+    session_id: str | None = None
+    events: list[Event] = field(default_factory=list)
+    last_event_id: int = 0
+    snapshot: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class _Attachment:
+    log: EventLog
+    cursor: int
+    reset: bool
+    paused: bool = False
+    caught_up: bool = False
+
+
+class Feed:
+    """The sources one client follows. Thread-safe: a reader may attach and detach while a
+    sender collects.
+
+    :param epoch: the store's epoch; an ``attach`` naming another one gets a reset.
+    :param batch: events per source per collect.
+    """
+
+    def __init__(self, epoch: str, batch: int = BATCH) -> None:
+        self.epoch = epoch
+        self._batch = batch
+        self._flag = threading.Event()
+        self._lock = threading.Lock()
+        self._attachments: dict[str, _Attachment] = {}
+        self._inbox: Inbox | None = None
+        self._inbox_snapshots = True
+        self._inbox_seen = -1
+        self._closed = False
+
+    # -- sources -----------------------------------------------------------------------
+
+    def attach(self, log: EventLog, after: int = 0, epoch: str | None = None,
+               paused: bool = False) -> dict[str, Any]:
+        """Follow ``log`` from cursor ``after`` (an event id; 0 replays everything).
+
+        Attaching a session that is already attached moves its cursor. A cursor beyond the
+        end of the log, or an ``epoch`` that is not this store's, starts from 0 after a
+        ``reset`` delivery.
+
+        :param paused: deliver nothing for it until :meth:`start` (a WebSocket sends its
+            reply to ``session.attach`` first).
+
+        :returns: ``{"session_id", "after", "last_event_id", "epoch", "reset"}``.
+        """
+        last = log.last_id
+        reset = after > last or (epoch is not None and epoch != self.epoch)
+        cursor = 0 if reset else after
+        with self._lock:
+            old = self._attachments.get(log.session_id)
+            if old is not None and old.log is not log:
+                old.log.unwatch(self._flag)
+            self._attachments[log.session_id] = _Attachment(log, cursor, reset, paused)
+        log.watch(self._flag)
+        self._flag.set()
+        return {"session_id": log.session_id, "after": cursor, "last_event_id": last,
+                "epoch": self.epoch, "reset": reset}
+
+    def start(self, session_id: str) -> None:
+        """Begin delivering a session attached with ``paused=True``."""
+        with self._lock:
+            attachment = self._attachments.get(session_id)
+            if attachment is not None:
+                attachment.paused = False
+        self._flag.set()
+
+    def detach(self, session_id: str) -> bool:
+        """Stop following a session. False when it was not attached."""
+        with self._lock:
+            attachment = self._attachments.pop(session_id, None)
+        if attachment is None:
+            return False
+        attachment.log.unwatch(self._flag)
+        return True
+
+    def subscribe_inbox(self, inbox: Inbox, snapshots: bool = True, seen: int = -1) -> None:
+        """Follow the inbox: a snapshot now and after every change, and ``detached`` (with no
+        session id) when it closes. With ``snapshots`` False, only the close is delivered:
+        how a WebSocket hears that the server is stopping before its client asked for the
+        inbox.
+
+        :param seen: the revision the client already has; the first snapshot comes when the
+            inbox moves past it (-1: at once).
+        """
+        with self._lock:
+            if self._inbox is not None and self._inbox is not inbox:
+                self._inbox.unwatch(self._flag)
+            self._inbox = inbox
+            self._inbox_snapshots = snapshots
+            self._inbox_seen = seen
+        inbox.watch(self._flag)
+        self._flag.set()
+
+    def unsubscribe_inbox(self) -> bool:
+        """Stop following the inbox. False when it was not followed."""
+        with self._lock:
+            inbox, self._inbox = self._inbox, None
+        if inbox is None:
+            return False
+        inbox.unwatch(self._flag)
+        return True
+
+    def wake(self) -> None:
+        """Wake the waiter without a source change (the caller has something else to send)."""
+        self._flag.set()
+
+    @property
+    def attached(self) -> list[str]:
+        with self._lock:
+            return list(self._attachments)
+
+    def close(self) -> None:
+        """Stop following everything (the client went away). Idempotent."""
+        with self._lock:
+            attachments = list(self._attachments.values())
+            self._attachments.clear()
+            inbox, self._inbox = self._inbox, None
+            self._closed = True
+        for attachment in attachments:
+            attachment.log.unwatch(self._flag)
+        if inbox is not None:
+            inbox.unwatch(self._flag)
+        self._flag.set()
+
+    # -- delivery ----------------------------------------------------------------------
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until a source changed (or something is left to collect), then clear the
+        flag. :returns: False on timeout (``timeout`` in seconds; None waits forever)."""
+        woke = self._flag.wait(timeout)
+        self._flag.clear()
+        return woke
+
+    def collect(self) -> list[Delivery]:
+        """Everything due now, without blocking: per session a reset, up to one batch of
+        events, ``caught_up`` once the replay is done, ``detached`` once a closed log is
+        drained; then an inbox snapshot if the inbox changed. When a source has more than
+        one batch waiting, the flag stays set so the next :meth:`wait` returns at once.
+        """
+        out: list[Delivery] = []
+        more = False
+        with self._lock:
+            for session_id, attachment in list(self._attachments.items()):
+                if attachment.paused:
+                    continue
+                log = attachment.log
+                if attachment.reset:
+                    attachment.reset = False
+                    out.append(Delivery("reset", session_id, last_event_id=log.last_id))
+                closed = log.closed  # read before the batch: a close after it is seen next time
+                batch = log.read_after(attachment.cursor, self._batch)
+                if batch:
+                    attachment.cursor = batch[-1].id
+                    out.append(Delivery("events", session_id, events=batch))
+                if attachment.cursor < log.last_id:
+                    more = True
+                    continue
+                if not attachment.caught_up:
+                    attachment.caught_up = True
+                    out.append(Delivery("caught_up", session_id,
+                                        last_event_id=attachment.cursor))
+                if closed:
+                    del self._attachments[session_id]
+                    log.unwatch(self._flag)
+                    out.append(Delivery("detached", session_id,
+                                        last_event_id=attachment.cursor))
+            inbox = self._inbox
+            if inbox is not None and inbox.closed:
+                self._inbox = None
+                inbox.unwatch(self._flag)
+                out.append(Delivery("detached", None))
+            elif (inbox is not None and self._inbox_snapshots
+                  and inbox.revision != self._inbox_seen):
+                snapshot = inbox.snapshot()
+                self._inbox_seen = snapshot["revision"]
+                out.append(Delivery("inbox", snapshot=snapshot))
+        if more:
+            self._flag.set()
+        return out
+
+    def next(self, timeout: float) -> list[Delivery]:
+        """Collect, waiting up to ``timeout`` seconds for something to arrive.
+
+        :returns: the deliveries, or ``[]`` when ``timeout`` passed with nothing new (time for
+            a keepalive) or the feed was closed.
+        """
+        deadline = time.monotonic() + timeout
+        while not self._closed:
+            self._flag.clear()
+            out = self.collect()
+            if out:
+                return out
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._flag.wait(remaining):
+                return []
+        return []

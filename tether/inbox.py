@@ -1,0 +1,151 @@
+"""The inbox: every session's pending approvals and clarify questions, in one place.
+
+One open tab (or phone) hears about any session that needs a person. The inbox keeps no copy
+of the requests: a snapshot is built from the sessions' prompt registries when asked, and a
+``revision`` counter says when to ask again. Prompt registries call :meth:`Inbox.changed`
+after every open and settle; the session registry calls it when a session goes away.
+
+Wake-ups work as for event logs (DESIGN.md rule 2): :meth:`Inbox.wait_for` for one waiter,
+:meth:`Inbox.watch` for a :class:`tether.feed.Feed` that waits on several sources at once.
+Shapes: docs/protocol.md, "The inbox".
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from tether.prompts import PendingRequest
+
+#: Longest ``summary``, in characters.
+MAX_SUMMARY_CHARS = 200
+
+#: Which input field names an approval best, per Claude Code tool (PROTOCOLS.md, tool inputs).
+_SUMMARY_FIELDS = ("command", "file_path", "notebook_path", "path", "url", "pattern", "query",
+                   "description")
+
+#: ``(session_id, session_title, pending requests)`` for every session.
+Source = Callable[[], Iterable[tuple[str, str, list[PendingRequest]]]]
+
+
+class Inbox:
+    """Pending requests across sessions, with a revision that grows on every change.
+
+    :param source: yields each session's id, title and pending requests.
+    :param epoch: the store's epoch; revisions restart with it.
+    """
+
+    def __init__(self, source: Source, epoch: str) -> None:
+        self._source = source
+        self.epoch = epoch
+        self._revision = 0
+        self._cond = threading.Condition()
+        self._watchers: set[threading.Event] = set()
+        self._closed = False
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def changed(self) -> None:
+        """Something pending was opened, settled or dropped: bump the revision, wake waiters."""
+        with self._cond:
+            self._revision += 1
+            self._cond.notify_all()
+            watchers = tuple(self._watchers)
+        for flag in watchers:
+            flag.set()
+
+    def wait_for(self, after: int, timeout: float | None) -> bool:
+        """Block until the revision is not ``after`` (or the inbox closes).
+
+        :param timeout: seconds; None waits forever.
+        :returns: False on timeout.
+        """
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed or self._revision != after,
+                                       timeout=timeout)
+
+    def watch(self, flag: threading.Event) -> None:
+        """Set ``flag`` on every change until :meth:`unwatch` (see :class:`tether.feed.Feed`)."""
+        with self._cond:
+            self._watchers.add(flag)
+
+    def unwatch(self, flag: threading.Event) -> None:
+        with self._cond:
+            self._watchers.discard(flag)
+
+    def close(self) -> None:
+        """Server exit: wake every waiter for good."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            watchers = tuple(self._watchers)
+        for flag in watchers:
+            flag.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"revision", "epoch", "entries"}``, oldest entry first.
+
+        The revision is read before the entries, so a change that lands while they are
+        gathered bumps the revision past this one and the client asks again: a snapshot may
+        be newer than its revision says, never older.
+        """
+        revision = self._revision
+        entries = [entry(session_id, title, request)
+                   for session_id, title, pending in self._source()
+                   for request in pending]
+        entries.sort(key=lambda e: e["created_at"])
+        return {"revision": revision, "epoch": self.epoch, "entries": entries}
+
+
+def entry(session_id: str, session_title: str, request: PendingRequest) -> dict[str, Any]:
+    """One inbox entry (docs/protocol.md)."""
+    fields = request.fields
+    approval = request.kind == "approval"
+    return {
+        "session_id": session_id,
+        "session_title": session_title,
+        "kind": request.kind,
+        "request_id": request.request_id,
+        "summary": summary(request),
+        "created_at": request.created_at,
+        "expires_at": request.expires_at,
+        "tool_name": fields.get("tool_name") if approval else None,
+        "input": fields.get("input") if approval else None,
+        "questions": None if approval else fields.get("questions"),
+    }
+
+
+def summary(request: PendingRequest) -> str:
+    """One line: ``Bash: ls -la`` for an approval, the first question for a clarify."""
+    fields = request.fields
+    if request.kind == "clarify":
+        questions = fields.get("questions") or []
+        text = str(questions[0].get("question", "")) if questions else ""
+        return _one_line(text or "A question")
+    tool = str(fields.get("tool_name") or "tool")
+    tool_input = fields.get("input")
+    detail = ""
+    if isinstance(tool_input, Mapping):
+        for name in _SUMMARY_FIELDS:
+            value = tool_input.get(name)
+            if isinstance(value, str) and value.strip():
+                detail = value
+                break
+        else:
+            detail = json.dumps(tool_input, ensure_ascii=False, default=str) if tool_input else ""
+    return _one_line(f"{tool}: {detail}" if detail else tool)
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    if len(flat) <= MAX_SUMMARY_CHARS:
+        return flat
+    return flat[: MAX_SUMMARY_CHARS - 1] + "…"
