@@ -1,0 +1,166 @@
+"""The WebSocket connection on plain threads, with a fake socket whose writes can block: a
+client that stops reading costs no memory and is cut off after the send timeout, while its
+session's turn goes on. (Every method and error code over a real socket: tests/e2e/test_ws.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from simple_websocket import ConnectionClosed
+
+from blueprints import ws as ws_module
+from blueprints.ws import Connection
+from tether.sessions import SessionRegistry
+
+WAIT = 10  # seconds; every wait in these tests is bounded by it
+
+
+class StuckSocket:
+    """A raw socket whose ``sendall`` blocks while ``stuck`` is set, until ``shutdown``."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.stuck = threading.Event()
+        self.shut = threading.Event()
+        self.blocked = threading.Event()  # a write is waiting
+
+    def sendall(self, data: bytes) -> None:
+        if self.stuck.is_set():
+            self.blocked.set()
+            self.shut.wait(WAIT)
+        if self.shut.is_set():
+            raise OSError("socket shut down")
+        self.frames.append(data)
+
+    def shutdown(self, how: int) -> None:
+        self.shut.set()
+
+    @property
+    def shut_down(self) -> bool:
+        return self.shut.is_set()
+
+
+class FakeWebSocket:
+    """The part of ``simple_websocket.Server`` a :class:`Connection` uses."""
+
+    def __init__(self) -> None:
+        self.raw = StuckSocket()
+        self.sock: Any = self.raw  # the Connection wraps it
+        self.incoming: queue.Queue[str | None] = queue.Queue()
+        self.connected = True
+
+    def send(self, text: str) -> None:
+        if not self.connected:
+            raise ConnectionClosed(1000, "")
+        self.sock.send(text.encode())
+
+    def receive(self, timeout: float | None = None) -> str | None:
+        try:
+            frame = self.incoming.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if frame is None or self.raw.shut_down:
+            raise ConnectionClosed(1000, "")
+        return frame
+
+    def close(self, reason: int | None = None, message: str | None = None) -> None:
+        self.connected = False
+
+    def request(self, request_id: int, method: str, **params: Any) -> None:
+        self.incoming.put(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method,
+                                      "params": params}))
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [json.loads(f) for f in self.raw.frames]
+
+
+@pytest.fixture
+def fast_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ws_module, "SEND_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(ws_module, "WATCHDOG_SECONDS", 0.1)
+
+
+@pytest.fixture
+def running(core: SessionRegistry) -> Iterator[tuple[FakeWebSocket, Connection, threading.Thread]]:
+    fake = FakeWebSocket()
+    connection = Connection(fake, core, "ws test")
+    reader = threading.Thread(target=connection.run, daemon=True)
+    reader.start()
+    yield fake, connection, reader
+    fake.incoming.put(None)
+    reader.join(WAIT)
+
+
+def wait_until(predicate: Any, timeout: float = WAIT) -> bool:
+    done = threading.Event()
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return True
+        done.wait(0.02)
+    return predicate()
+
+
+def test_a_client_that_stops_reading_costs_no_memory_and_is_cut_off(
+        core: SessionRegistry, running: Any, fast_timeouts: None) -> None:
+    fake, connection, reader = running
+    session = core.create()
+    fake.request(1, "session.attach", session_id=session.id)
+    assert wait_until(lambda: any(m.get("method") == "caught_up" for m in fake.messages()))
+    fake.raw.stuck.set()  # the client stops reading
+    session.submit("help")  # a turn streams many events
+    assert fake.raw.blocked.wait(WAIT)
+    assert session.wait_idle(WAIT)
+    # Everything the turn wrote is in the log, and nothing per client grew: the feed holds a
+    # cursor, the outbox is bounded and empty.
+    assert session.log.last_id > 5
+    assert connection.outbox.qsize() == 0
+    # The write that blocked is cut off after the send timeout; the reader ends.
+    reader.join(WAIT)
+    assert not reader.is_alive()
+    assert connection.closed.is_set()
+    assert session.log.read_after(session.log.last_id - 1)[0].kind == "turn_end"
+
+
+def test_replies_queue_is_bounded_while_the_sender_is_stuck(
+        core: SessionRegistry, running: Any, fast_timeouts: None) -> None:
+    fake, connection, reader = running
+    fake.raw.stuck.set()
+    for i in range(ws_module.OUTBOX_SIZE * 3):
+        fake.request(i, "ping")
+    assert fake.raw.blocked.wait(WAIT)
+    assert wait_until(lambda: connection.outbox.full() or not reader.is_alive())
+    assert connection.outbox.qsize() <= ws_module.OUTBOX_SIZE
+
+
+def test_the_attach_reply_precedes_the_replay(core: SessionRegistry, running: Any) -> None:
+    fake, _, _ = running
+    session = core.create()
+    session.submit("help")
+    assert session.wait_idle(WAIT)
+    fake.request(7, "session.attach", session_id=session.id)
+    assert wait_until(lambda: any(m.get("method") == "caught_up" for m in fake.messages()))
+    messages = [m for m in fake.messages() if m.get("method") not in ("gateway.ready", "ping")]
+    assert messages[0]["id"] == 7 and messages[0]["result"]["last_event_id"] > 0
+    ids = [m["params"]["event"]["id"] for m in messages if m.get("method") == "event"]
+    assert ids == list(range(1, session.log.last_id + 1))
+
+
+def test_closing_the_socket_leaves_the_turn_running(core: SessionRegistry,
+                                                    running: Any) -> None:
+    fake, connection, reader = running
+    session = core.create()
+    fake.request(1, "session.attach", session_id=session.id)
+    fake.request(2, "prompt.submit", session_id=session.id, text="help")
+    assert wait_until(lambda: session.turn >= 1)
+    fake.incoming.put(None)  # the client goes away
+    reader.join(WAIT)
+    assert not reader.is_alive()
+    assert session.wait_idle(WAIT)
+    assert session.log.read_after(session.log.last_id - 1)[0].kind == "turn_end"
+    assert connection.feed.attached == []
