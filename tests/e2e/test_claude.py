@@ -53,9 +53,15 @@ def script(body: dict[str, Any]) -> Reply:
     """The fake model: acts on the newest tagged prompt, answers tool results."""
     prompt = next((t for t in reversed(all_user_texts(body)) if t.startswith("[")), "")
     result = last_tool_result(body)
+    tag = prompt.split("]", 1)[0] + "]"
+    if tag == "[twice]" and result is not None and "first run" in tool_result_text(result):
+        return tool_reply("Once more.", "Bash", {"command": "touch second.txt && echo second run",
+                                                 "description": "Echo"})
     if result is not None:
         return text_reply("Tool said: " + tool_result_text(result))
-    tag = prompt.split("]", 1)[0] + "]"
+    if tag == "[twice]":
+        return tool_reply("Twice.", "Bash", {"command": "touch first.txt && echo first run",
+                                          "description": "Create a file"})
     if tag == "[bash]":
         return tool_reply("I'll create the file.", "Bash",
                           {"command": "touch created.txt && echo touched",
@@ -169,6 +175,43 @@ def test_tool_deny_sends_the_message_and_creates_nothing(server: LiveServer) -> 
     resolved = next(e for e in events if e["kind"] == "approval_resolved")
     assert resolved["decision"] == "deny" and resolved["reason"] == "user"
     assert events[-1]["reason"] == "completed"
+
+
+def test_edit_then_allow_runs_the_edited_command(server: LiveServer) -> None:
+    sid = server.create_session()["id"]
+    run_turn(server, sid, "[bash] please create the file")
+    request = server.wait_for_event(sid, "approval_request")
+    edited = {**request["input"], "command": "touch edited.txt && echo edited"}
+    server.api("POST", f"/api/sessions/{sid}/approvals/{request['request_id']}",
+               json={"decision": "allow", "updated_input": edited})
+    events = events_until_turn_end(server, sid)
+    result = next(e for e in events if e["kind"] == "tool_result")
+    assert "edited" in result["content"] and "touched" not in result["content"]
+    workspace = workspace_of(server, sid)
+    assert (workspace / "edited.txt").exists() and not (workspace / "created.txt").exists()
+
+
+def test_allow_for_this_session_stops_asking(server: LiveServer) -> None:
+    """``permission_suggestions`` sent back as ``updatedPermissions`` with destination
+    ``session`` (what the UI's "Allow for this session" sends): a later Bash call that the
+    rule covers runs without a prompt. The rule lives in the CLI process, so the model makes
+    both calls in one turn (this module stops the process after every turn)."""
+    sid = server.create_session()["id"]
+    run_turn(server, sid, "[twice] echo two things")
+    request = server.wait_for_event(sid, "approval_request")
+    rules = [{**s, "destination": "session",
+              "rules": [{"toolName": "Bash", "ruleContent": "touch:*"}]}
+             for s in request["permission_suggestions"] if s.get("type") == "addRules"]
+    assert rules, request["permission_suggestions"]
+    server.api("POST", f"/api/sessions/{sid}/approvals/{request['request_id']}",
+               json={"decision": "allow", "updated_permissions": rules})
+    events = events_until_turn_end(server, sid)
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("approval_request") == 1 and kinds.count("tool_result") == 2
+    assert "second run" in [e for e in events if e["kind"] == "tool_result"][-1]["content"]
+    assert events[-1]["reason"] == "completed"
+    # Nothing was written to the workspace's settings: the rule lives in the CLI session.
+    assert not (workspace_of(server, sid) / ".claude" / "settings.local.json").exists()
 
 
 def test_ask_user_question_round_trip(server: LiveServer, api: FakeAnthropic) -> None:
