@@ -122,7 +122,7 @@ def _one(message: Any, handler: Handler) -> str | None:
         if not isinstance(params, dict):
             raise RpcError(INVALID_PARAMS, "params must be an object (by-name parameters)",
                            "bad_request")
-        value = handler(method, params)
+        reply = result(reply_id, handler(method, params))
     except RpcError as exc:
         return None if notify else error(reply_id, exc)
     except TetherError as exc:
@@ -131,7 +131,7 @@ def _one(message: Any, handler: Handler) -> str | None:
         logger.exception("JSON-RPC method %s failed", method[:100])
         return None if notify else error(reply_id, RpcError(INTERNAL_ERROR, "internal error",
                                                             "internal_error"))
-    return None if notify else result(reply_id, value)
+    return None if notify else reply
 
 
 def method_not_found(method: str) -> RpcError:

@@ -13,7 +13,7 @@ never a queue on the server (DESIGN.md rule 2).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from flask import Blueprint, Response, request
 
@@ -37,32 +37,39 @@ def stream(session_id: str) -> Response:
     else:
         cursor = parse_cursor(request.args.get("after"), "after")
     with_inbox = parse_flag(request.args.get("inbox"), "inbox")
-    feed = Feed(core.epoch)
-    feed.attach(session.log, cursor or 0, request.args.get("epoch"))
-    if with_inbox:
-        feed.subscribe_inbox(core.inbox)
-    return _response(feed)
+    epoch = request.args.get("epoch")
+
+    def follow(feed: Feed) -> None:
+        feed.attach(session.log, cursor or 0, epoch)
+        if with_inbox:
+            feed.subscribe_inbox(core.inbox)
+
+    return _response(follow)
 
 
 @bp.get("/api/inbox/stream")
 def inbox_stream() -> Response:
-    feed = Feed(current_core().epoch)
-    feed.subscribe_inbox(current_core().inbox)
-    return _response(feed)
+    inbox = current_core().inbox
+    return _response(lambda feed: feed.subscribe_inbox(inbox))
 
 
-def _response(feed: Feed) -> Response:
-    settings = current_core().settings
-    body = events(feed, settings.keepalive_seconds, settings.sse_retry_ms)
+def _response(follow: Callable[[Feed], None]) -> Response:
+    core = current_core()
+    body = events(Feed(core.epoch), follow, core.settings.keepalive_seconds,
+                  core.settings.sse_retry_ms)
     return Response(body, mimetype="text/event-stream", headers=HEADERS)
 
 
-def events(feed: Feed, keepalive_seconds: float, retry_ms: int) -> Iterator[bytes]:
+def events(feed: Feed, follow: Callable[[Feed], None], keepalive_seconds: float,
+           retry_ms: int) -> Iterator[bytes]:
     """The stream body. Uses no request context: it outlives the view.
 
-    The stream ends when a source it follows closes: the session was deleted, or the server
-    is stopping (which closes the inbox too).
+    ``follow(feed)`` subscribes the feed to its sources when the body starts, not in the
+    view: a response that is never iterated (a HEAD request, a client gone before the first
+    byte) never runs the ``finally`` that unsubscribes. The stream ends when a source closes:
+    the session was deleted, or the server is stopping (which closes the inbox too).
     """
+    follow(feed)
     try:
         yield sse.retry(retry_ms)
         while True:

@@ -180,8 +180,9 @@ class Feed:
     def collect(self) -> list[Delivery]:
         """Everything due now, without blocking: per session a reset, up to one batch of
         events, ``caught_up`` once the replay is done, ``detached`` once a closed log is
-        drained; then an inbox snapshot if the inbox changed. When a source has more than
-        one batch waiting, the flag stays set so the next :meth:`wait` returns at once.
+        drained; then, once no replay is under way, an inbox snapshot if the inbox changed.
+        When a source has more than one batch waiting, the flag stays set so the next
+        :meth:`wait` returns at once.
         """
         out: list[Delivery] = []
         more = False
@@ -211,7 +212,9 @@ class Feed:
                     out.append(Delivery("detached", session_id,
                                         last_event_id=attachment.cursor))
             inbox = self._inbox
-            if inbox is not None and inbox.closed:
+            if more:
+                pass  # a replay is still running: the inbox follows it (after caught_up)
+            elif inbox is not None and inbox.closed:
                 self._inbox = None
                 inbox.unwatch(self._flag)
                 out.append(Delivery("detached", None))
@@ -233,6 +236,8 @@ class Feed:
         deadline = time.monotonic() + timeout
         while not self._closed:
             self._flag.clear()
+            if self._closed:  # a close() between the check and the clear
+                break
             out = self.collect()
             if out:
                 return out

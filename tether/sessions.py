@@ -53,6 +53,7 @@ class Session:
         self.log = log
         self.prompts = PromptRegistry(log, settings.prompt_timeout_seconds,
                                       on_change=on_prompts_changed)
+        self._on_prompts_changed = on_prompts_changed or (lambda: None)
         self._settings = settings
         self._host = AgentHost(agent, workspace, settings)
         self._lock = threading.Lock()
@@ -123,6 +124,7 @@ class Session:
         """
         if title is not None:
             self.title = check_title(title)
+            self._on_prompts_changed()  # inbox entries carry the title
         if auto_approve is not None:
             self.prompts.auto_approve = auto_approve
 

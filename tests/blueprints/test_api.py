@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -180,3 +181,168 @@ def test_cancel(client: FlaskClient, core: SessionRegistry, sid: str) -> None:
     # The session is usable afterwards.
     assert client.post(f"/api/sessions/{sid}/prompt", json={"text": "hi"}).status_code == 202
     assert core.get(sid).wait_idle(10)
+
+
+# -- PATCH /api/sessions/<id> (docs/protocol.md, REST additions) ------------------------------
+
+def test_patch_renames_and_answers_the_session_object(client: FlaskClient, sid: str) -> None:
+    response = client.patch(f"/api/sessions/{sid}", json={"title": "  renamed  "})
+    assert response.status_code == 200
+    session = response.get_json()
+    assert session["id"] == sid and session["title"] == "renamed"
+    assert session["auto_approve"] is False
+    assert set(session) >= {"id", "agent", "title", "state", "pending", "last_event_id"}
+    assert client.get(f"/api/sessions/{sid}").get_json()["title"] == "renamed"
+
+
+def test_patch_switches_auto_approve(client: FlaskClient, core: SessionRegistry,
+                                     sid: str) -> None:
+    assert client.get(f"/api/sessions/{sid}").get_json()["auto_approve"] is False
+    on = client.patch(f"/api/sessions/{sid}", json={"auto_approve": True}).get_json()
+    assert on["auto_approve"] is True and on["title"] == "t"
+    assert core.get(sid).prompts.auto_approve is True
+    listed = client.get("/api/sessions").get_json()["sessions"]
+    assert listed[0]["auto_approve"] is True
+    off = client.patch(f"/api/sessions/{sid}", json={"auto_approve": False}).get_json()
+    assert off["auto_approve"] is False and core.get(sid).prompts.auto_approve is False
+
+
+def test_patch_both_fields_at_once(client: FlaskClient, sid: str) -> None:
+    body = client.patch(f"/api/sessions/{sid}",
+                        json={"title": "both", "auto_approve": True}).get_json()
+    assert (body["title"], body["auto_approve"]) == ("both", True)
+
+
+@pytest.mark.parametrize("body", [{}, {"title": None}, {"auto_approve": None},
+                                  {"unknown": 1, "id": "other", "state": "ended"}])
+def test_patch_without_known_fields_changes_nothing(client: FlaskClient, sid: str,
+                                                    body: dict[str, Any]) -> None:
+    before = client.get(f"/api/sessions/{sid}").get_json()
+    response = client.patch(f"/api/sessions/{sid}", json=body)
+    assert response.status_code == 200
+    assert response.get_json() == before
+
+
+def test_patch_ignores_unknown_fields_next_to_known_ones(client: FlaskClient, sid: str) -> None:
+    body = client.patch(f"/api/sessions/{sid}",
+                        json={"title": "ok", "colour": "red"}).get_json()
+    assert body["title"] == "ok" and "colour" not in body
+
+
+@pytest.mark.parametrize("title, needle", [("", "empty"), ("   ", "empty"),
+                                           ("x" * 201, "longer than 200")])
+def test_patch_bad_title_is_400_and_changes_nothing(client: FlaskClient, sid: str,
+                                                    title: str, needle: str) -> None:
+    response = client.patch(f"/api/sessions/{sid}", json={"title": title,
+                                                          "auto_approve": True})
+    assert response.status_code == 400 and error_code(response) == "bad_request"
+    assert needle in response.get_json()["error"]["message"]
+    session = client.get(f"/api/sessions/{sid}").get_json()
+    assert session["title"] == "t" and session["auto_approve"] is False
+
+
+def test_patch_title_of_exactly_200_characters_is_fine(client: FlaskClient, sid: str) -> None:
+    response = client.patch(f"/api/sessions/{sid}", json={"title": "é" * 200})
+    assert response.status_code == 200 and response.get_json()["title"] == "é" * 200
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"title": 5}, "title"), ({"title": ["a"]}, "title"), ({"title": True}, "title"),
+    ({"auto_approve": "yes"}, "auto_approve"), ({"auto_approve": 1}, "auto_approve"),
+    ({"auto_approve": "true"}, "auto_approve"), ({"auto_approve": 0}, "auto_approve"),
+    ({"auto_approve": {}}, "auto_approve"),
+])
+def test_patch_wrong_types_are_400_naming_the_field(client: FlaskClient, sid: str,
+                                                    body: dict[str, Any], field: str) -> None:
+    response = client.patch(f"/api/sessions/{sid}", json=body)
+    assert response.status_code == 400 and error_code(response) == "bad_request"
+    assert f"body.{field}" in response.get_json()["error"]["message"]
+    assert client.get(f"/api/sessions/{sid}").get_json()["auto_approve"] is False
+
+
+@pytest.mark.parametrize("kwargs, status, code", [
+    ({"data": "{", "content_type": "application/json"}, 400, "bad_request"),
+    ({"data": "[]", "content_type": "application/json"}, 400, "bad_request"),
+    ({"data": "", "content_type": "application/json"}, 400, "bad_request"),
+    ({"data": '{"title": "x"}', "content_type": "text/plain"}, 415, "unsupported_media_type"),
+    ({}, 415, "unsupported_media_type"),
+])
+def test_patch_bad_bodies(client: FlaskClient, sid: str, kwargs: dict[str, Any], status: int,
+                          code: str) -> None:
+    response = client.patch(f"/api/sessions/{sid}", **kwargs)
+    assert response.status_code == status and error_code(response) == code
+
+
+def test_patch_unknown_session_is_404(client: FlaskClient) -> None:
+    response = client.patch("/api/sessions/nope", json={"title": "x"})
+    assert response.status_code == 404 and error_code(response) == "not_found"
+    # The session is looked up first: a bad body on an unknown session is still 404.
+    assert client.patch("/api/sessions/nope", json={"title": 5}).status_code == 404
+
+
+def test_patch_deleted_session_is_404(client: FlaskClient, sid: str) -> None:
+    client.delete(f"/api/sessions/{sid}")
+    assert client.patch(f"/api/sessions/{sid}", json={"title": "x"}).status_code == 404
+
+
+def test_auto_approve_over_http_lets_a_turn_finish_alone(client: FlaskClient,
+                                                         core: SessionRegistry,
+                                                         sid: str) -> None:
+    client.patch(f"/api/sessions/{sid}", json={"auto_approve": True})
+    assert client.post(f"/api/sessions/{sid}/prompt",
+                       json={"text": "$ echo hi"}).status_code == 202
+    assert core.get(sid).wait_idle(30)
+    events = core.get(sid).log.read_after(0)
+    resolved = [e.payload for e in events if e.kind == "approval_resolved"]
+    assert len(resolved) == 1
+    assert (resolved[0]["reason"], resolved[0]["by"], resolved[0]["decision"]) == (
+        "auto", "auto-approve", "allow")
+    assert events[-1].kind == "turn_end" and events[-1].payload["reason"] == "completed"
+    assert client.get(f"/api/sessions/{sid}").get_json()["pending"] == {"approvals": [],
+                                                                        "clarify": []}
+
+
+# -- GET /api/sessions/<id>/transcript.jsonl --------------------------------------------------
+
+def test_transcript_is_json_lines_as_a_download(client: FlaskClient, core: SessionRegistry,
+                                                sid: str) -> None:
+    log = core.get(sid).log
+    log.append("user", {"turn": 1, "text": "multi\nline \u2028 é"})
+    for i in range(4):
+        log.append("text", {"text": f"line {i}"})
+    response = client.get(f"/api/sessions/{sid}/transcript.jsonl")
+    assert response.status_code == 200
+    assert response.mimetype == "application/jsonl"
+    assert response.headers["Content-Disposition"] == (
+        f'attachment; filename="tether-{sid[:12]}.jsonl"')
+    assert response.headers["Cache-Control"] == "no-store"
+    raw = response.get_data()
+    assert raw.endswith(b"\n")
+    lines = raw.split(b"\n")[:-1]
+    assert len(lines) == 5
+    events = [json.loads(line) for line in lines]
+    assert all(isinstance(e, dict) for e in events)
+    assert [e["id"] for e in events] == [1, 2, 3, 4, 5]
+    assert all(e["session_id"] == sid for e in events)
+    assert events[0]["kind"] == "user" and events[0]["text"] == "multi\nline \u2028 é"
+    assert lines == [e.data for e in log.read_after(0)]
+
+
+def test_transcript_of_an_empty_log_is_empty(client: FlaskClient, sid: str) -> None:
+    response = client.get(f"/api/sessions/{sid}/transcript.jsonl")
+    assert response.status_code == 200 and response.get_data() == b""
+
+
+def test_transcript_of_a_real_turn(client: FlaskClient, core: SessionRegistry,
+                                   sid: str) -> None:
+    client.post(f"/api/sessions/{sid}/prompt", json={"text": "hello"})
+    assert core.get(sid).wait_idle(30)
+    lines = client.get(f"/api/sessions/{sid}/transcript.jsonl").get_data().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    assert events[0]["kind"] == "user" and events[-1]["kind"] == "turn_end"
+
+
+def test_transcript_of_an_unknown_session_is_404(client: FlaskClient) -> None:
+    response = client.get("/api/sessions/nope/transcript.jsonl")
+    assert response.status_code == 404 and error_code(response) == "not_found"

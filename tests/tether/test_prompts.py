@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -174,3 +175,189 @@ def test_answer_beats_a_simultaneous_timeout_only_once(log) -> None:
             pass
         registry.wait(request)
     assert kinds(log).count("approval_resolved") == 50
+
+
+# -- auto-approve (docs/protocol.md, REST additions) -----------------------------------------
+
+def test_auto_approve_is_off_by_default(registry) -> None:
+    assert registry.auto_approve is False
+    registry.open_approval("Bash", {"command": "ls"}, "t")
+    assert len(registry.pending()) == 1
+
+
+def test_auto_approve_allows_at_once_and_logs_request_then_resolved(log, registry) -> None:
+    registry.auto_approve = True
+    request, created = registry.open_approval("Bash", {"command": "rm -rf build"}, "t")
+    assert created
+    assert request.done.is_set()
+    assert registry.pending() == []
+    assert kinds(log) == ["approval_request", "approval_resolved"]
+    opened, resolved = log.read_after(0)
+    assert opened.payload["request_id"] == resolved.payload["request_id"] == request.request_id
+    assert resolved.payload == {"request_id": request.request_id, "reason": "auto",
+                                "by": "auto-approve", "decision": "allow", "message": None}
+    resolution = registry.wait(request)  # returns at once
+    assert (resolution.decision, resolution.reason, resolution.by) == ("allow", "auto",
+                                                                       "auto-approve")
+
+
+def test_auto_approved_request_cannot_be_answered_again(registry) -> None:
+    registry.auto_approve = True
+    request, _ = registry.open_approval("Bash", {"command": "ls"}, "t")
+    with pytest.raises(AlreadyResolved, match="answered by auto-approve"):
+        registry.answer_approval(request.request_id, "deny", by="phone")
+    assert registry.cancel(request.request_id) is False
+
+
+def test_auto_approve_never_answers_clarify(log, registry) -> None:
+    registry.auto_approve = True
+    request, created = registry.open_clarify([QUESTION], "t")
+    assert created and not request.done.is_set()
+    assert [p.request_id for p in registry.pending()] == [request.request_id]
+    assert kinds(log) == ["clarify_request"]
+
+
+def test_auto_approve_does_not_stack_dedupe_on_settled_requests(log, registry) -> None:
+    registry.auto_approve = True
+    first, _ = registry.open_approval("Bash", {"command": "ls"}, "t1")
+    again, created = registry.open_approval("Bash", {"command": "ls"}, "t2")
+    assert created and again is not first
+    assert kinds(log) == ["approval_request", "approval_resolved"] * 2
+
+
+def test_switching_auto_approve_on_leaves_pending_approvals_for_a_person(log, registry) -> None:
+    request, _ = registry.open_approval("Bash", {"command": "ls"}, "t1")
+    registry.auto_approve = True
+    assert [p.request_id for p in registry.pending()] == [request.request_id]
+    assert not request.done.is_set()
+    registry.open_approval("Bash", {"command": "pwd"}, "t2")  # the new one is auto-approved
+    assert [p.request_id for p in registry.pending()] == [request.request_id]
+    registry.auto_approve = False
+    later, _ = registry.open_approval("Bash", {"command": "whoami"}, "t3")
+    assert not later.done.is_set() and len(registry.pending()) == 2
+
+
+def test_auto_approve_waiter_in_another_thread_sees_allow(log) -> None:
+    registry = PromptRegistry(log, timeout_seconds=0)
+    registry.auto_approve = True
+    request, _ = registry.open_approval("Bash", {"command": "ls"}, "t")
+    box: list[Any] = []
+    thread = threading.Thread(target=lambda: box.append(registry.wait(request)), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive() and box[0].reason == "auto"
+
+
+# -- on_change (the inbox's changed) -----------------------------------------------------------
+
+class Changes:
+    """An on_change that counts calls and records what the registry looked like then."""
+
+    def __init__(self, log: MemoryEventLog) -> None:
+        self.log = log
+        self.registry: PromptRegistry | None = None
+        self.calls: list[tuple[int, list[str]]] = []
+
+    def __call__(self) -> None:
+        assert self.registry is not None
+        # pending() takes the registry's lock: this deadlocks if called under it.
+        pending = [p.request_id for p in self.registry.pending()]
+        self.calls.append((self.log.last_id, pending))
+
+
+@pytest.fixture
+def changes(log: MemoryEventLog) -> Changes:
+    return Changes(log)
+
+
+@pytest.fixture
+def watched(log: MemoryEventLog, changes: Changes) -> PromptRegistry:
+    registry = PromptRegistry(log, timeout_seconds=600, on_change=changes)
+    changes.registry = registry
+    return registry
+
+
+def in_thread(function: Any, *args: Any) -> Any:
+    """Run in a daemon thread, bounded: a deadlock fails the test instead of hanging it."""
+    box: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(function(*args))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "deadlock: on_change ran under the registry lock"
+    if errors:
+        raise errors[0]
+    return box[0]
+
+
+def test_on_change_after_open_outside_the_lock_with_the_event_logged(watched, changes) -> None:
+    request, _ = in_thread(watched.open_approval, "Bash", {"command": "ls"}, "t")
+    assert changes.calls == [(1, [request.request_id])]
+
+
+def test_on_change_after_an_answer(watched, changes) -> None:
+    request, _ = watched.open_approval("Bash", {"command": "ls"}, "t")
+    in_thread(lambda: watched.answer_approval(request.request_id, "allow"))
+    assert changes.calls[-1] == (2, [])
+    assert len(changes.calls) == 2
+
+
+def test_on_change_after_a_clarify_answer(watched, changes) -> None:
+    request, _ = watched.open_clarify([QUESTION], "t")
+    in_thread(lambda: watched.answer_clarify(request.request_id,
+                                             {"Which database?": "SQLite"}))
+    assert changes.calls == [(1, [request.request_id]), (2, [])]
+
+
+def test_on_change_once_for_an_auto_approved_request(watched, changes) -> None:
+    watched.auto_approve = True
+    in_thread(watched.open_approval, "Bash", {"command": "ls"}, "t")
+    assert changes.calls == [(2, [])]  # request and resolved both logged, nothing pending
+
+
+def test_on_change_on_cancel_cancel_all_and_timeout(log, changes) -> None:
+    registry = PromptRegistry(log, timeout_seconds=0.05, on_change=changes)
+    changes.registry = registry
+    first, _ = registry.open_approval("Bash", {"command": "a"}, "t")
+    assert in_thread(registry.cancel, first.request_id) is True
+    assert len(changes.calls) == 2
+    registry.open_approval("Bash", {"command": "b"}, "t")
+    registry.open_clarify([QUESTION], "t")
+    assert in_thread(registry.cancel_all) == 2
+    assert len(changes.calls) == 6 and changes.calls[-1][1] == []
+    timed, _ = registry.open_approval("Bash", {"command": "c"}, "t")
+    assert in_thread(registry.wait, timed).reason == "timeout"
+    assert len(changes.calls) == 8 and changes.calls[-1] == (log.last_id, [])
+
+
+def test_no_on_change_when_nothing_changed(watched, changes) -> None:
+    request, _ = watched.open_approval("Bash", {"command": "ls"}, "t")
+    assert len(changes.calls) == 1
+    _, created = watched.open_approval("Bash", {"command": "ls"}, "t2")  # a duplicate
+    assert not created
+    with pytest.raises(NotFound):
+        watched.answer_approval("unknown", "allow")
+    with pytest.raises(BadRequest):
+        watched.answer_approval(request.request_id, "maybe")
+    assert watched.cancel("unknown") is False
+    assert len(changes.calls) == 1
+    watched.answer_approval(request.request_id, "allow")
+    with pytest.raises(AlreadyResolved):
+        watched.answer_approval(request.request_id, "deny")
+    assert watched.cancel(request.request_id) is False
+    assert watched.cancel_all() == 0
+    assert len(changes.calls) == 2
+
+
+def test_without_on_change_nothing_breaks(log) -> None:
+    registry = PromptRegistry(log, timeout_seconds=600, on_change=None)
+    request, _ = registry.open_approval("Bash", {"command": "ls"}, "t")
+    registry.answer_approval(request.request_id, "allow")
+    assert kinds(log) == ["approval_request", "approval_resolved"]
