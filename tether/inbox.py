@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tether.prompts import PendingRequest
+from tether.wakeup import Wakeup
 
 #: Longest ``summary``, in characters.
 MAX_SUMMARY_CHARS = 200
@@ -41,8 +42,7 @@ class Inbox:
         self._source = source
         self.epoch = epoch
         self._revision = 0
-        self._cond = threading.Condition()
-        self._watchers: set[threading.Event] = set()
+        self._wakeup = Wakeup()
         self._closed = False
 
     @property
@@ -55,12 +55,9 @@ class Inbox:
 
     def changed(self) -> None:
         """Something pending was opened, settled or dropped: bump the revision, wake waiters."""
-        with self._cond:
+        with self._wakeup.lock:
             self._revision += 1
-            self._cond.notify_all()
-            watchers = tuple(self._watchers)
-        for flag in watchers:
-            flag.set()
+            self._wakeup.notify()
 
     def wait_for(self, after: int, timeout: float | None) -> bool:
         """Block until the revision is not ``after`` (or the inbox closes).
@@ -68,27 +65,20 @@ class Inbox:
         :param timeout: seconds; None waits forever.
         :returns: False on timeout.
         """
-        with self._cond:
-            return self._cond.wait_for(lambda: self._closed or self._revision != after,
-                                       timeout=timeout)
+        return self._wakeup.wait_for(lambda: self._closed or self._revision != after, timeout)
 
     def watch(self, flag: threading.Event) -> None:
         """Set ``flag`` on every change until :meth:`unwatch` (see :class:`tether.feed.Feed`)."""
-        with self._cond:
-            self._watchers.add(flag)
+        self._wakeup.watch(flag)
 
     def unwatch(self, flag: threading.Event) -> None:
-        with self._cond:
-            self._watchers.discard(flag)
+        self._wakeup.unwatch(flag)
 
     def close(self) -> None:
         """Server exit: wake every waiter for good."""
-        with self._cond:
+        with self._wakeup.lock:
             self._closed = True
-            self._cond.notify_all()
-            watchers = tuple(self._watchers)
-        for flag in watchers:
-            flag.set()
+            self._wakeup.notify()
 
     def snapshot(self) -> dict[str, Any]:
         """``{"revision", "epoch", "entries"}``, oldest entry first.

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from tests.blueprints.test_sse import frames
 from tether.sessions import SessionRegistry
 
 ENTRY_KEYS = {"session_id", "session_title", "kind", "request_id", "summary", "created_at",
@@ -50,16 +51,6 @@ def error(response: Any) -> dict[str, Any]:
 
 
 # -- SSE helpers -----------------------------------------------------------------------------
-
-def frames(response: Any) -> Iterator[str]:
-    """SSE blocks (separated by a blank line) as text."""
-    buffer = ""
-    for chunk in response.response:
-        buffer += chunk.decode()
-        while "\n\n" in buffer:
-            block, buffer = buffer.split("\n\n", 1)
-            yield block
-
 
 def next_named(stream: Iterator[str], name: str) -> tuple[list[str], dict[str, Any]]:
     """Blocks up to the next ``event: <name>``; its JSON data."""
@@ -265,7 +256,7 @@ def test_long_poll_with_inbox_leaves_no_watchers_behind(client: FlaskClient,
     later(0.05, log.append, "text", {"text": "new"})
     client.get(f"/api/sessions/{sid}/events?after=3&wait=10&inbox={core.inbox.revision}")
     # A small private peek: the flags each source sets on change.
-    assert log._watchers == set() and core.inbox._watchers == set()
+    assert log._wakeup._flags == set() and core.inbox._wakeup._flags == set()
 
 
 def test_reset_long_poll_also_carries_the_inbox(client: FlaskClient, core: SessionRegistry,
@@ -371,9 +362,9 @@ def test_closing_a_session_stream_releases_its_watchers(client: FlaskClient,
     log = core.get(sid).log
     response = client.get(f"/api/sessions/{sid}/stream?inbox=1", buffered=False)
     next_named(frames(response), "inbox")
-    assert len(log._watchers) == 1 and len(core.inbox._watchers) == 1
+    assert len(log._wakeup._flags) == 1 and len(core.inbox._wakeup._flags) == 1
     response.close()
-    assert log._watchers == set() and core.inbox._watchers == set()
+    assert log._wakeup._flags == set() and core.inbox._wakeup._flags == set()
 
 
 # -- GET /api/inbox/stream -------------------------------------------------------------------
@@ -416,16 +407,16 @@ def test_inbox_stream_ends_when_the_server_stops(client: FlaskClient,
     next_named(stream, "inbox")
     later(0.05, core.shutdown)
     assert list(stream) == []
-    assert core.inbox._watchers == set()
+    assert core.inbox._wakeup._flags == set()
 
 
 def test_closing_the_inbox_stream_releases_its_watcher(client: FlaskClient,
                                                        core: SessionRegistry) -> None:
     response = client.get("/api/inbox/stream", buffered=False)
     next_named(frames(response), "inbox")
-    assert len(core.inbox._watchers) == 1
+    assert len(core.inbox._wakeup._flags) == 1
     response.close()
-    assert core.inbox._watchers == set()
+    assert core.inbox._wakeup._flags == set()
 
 
 def test_a_stream_that_is_never_read_subscribes_nothing(client: FlaskClient,
@@ -438,4 +429,4 @@ def test_a_stream_that_is_never_read_subscribes_nothing(client: FlaskClient,
         response = client.head(url)
         assert response.status_code == 200
         response.close()
-    assert log._watchers == set() and core.inbox._watchers == set()
+    assert log._wakeup._flags == set() and core.inbox._wakeup._flags == set()

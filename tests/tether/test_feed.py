@@ -44,7 +44,7 @@ def summary(deliveries: list[Delivery]) -> list[tuple[Any, ...]]:
 
 def watchers(source: MemoryEventLog | Inbox) -> set[threading.Event]:
     # A small private peek: the set of flags a source sets on change.
-    return source._watchers
+    return source._wakeup._flags
 
 
 def run_in_thread(target: Any, *args: Any) -> tuple[threading.Thread, list[Any]]:

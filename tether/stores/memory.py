@@ -13,10 +13,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tether.events import Event, make_event
+from tether.wakeup import Wakeup
 
 
 class MemoryEventLog:
-    """A list of events and one :class:`threading.Condition` (a gevent one once patched).
+    """A list of events and one :class:`~tether.wakeup.Wakeup` (gevent's once patched).
 
     Wake-ups carry no data (DESIGN.md rule 2): waiters re-read the log by cursor.
     """
@@ -25,8 +26,7 @@ class MemoryEventLog:
         self.session_id = session_id
         self._clock = clock
         self._events: list[Event] = []
-        self._cond = threading.Condition()
-        self._watchers: set[threading.Event] = set()
+        self._wakeup = Wakeup()
         self._closed = False
 
     @property
@@ -38,45 +38,35 @@ class MemoryEventLog:
         return self._closed
 
     def append(self, kind: str, payload: Mapping[str, Any]) -> Event:
-        with self._cond:
+        with self._wakeup.lock:
             if self._closed:
                 raise RuntimeError(f"log of session {self.session_id} is closed")
             event = make_event(len(self._events) + 1, self.session_id, self._clock(), kind,
                                payload)
             self._events.append(event)
-            self._cond.notify_all()
-            watchers = tuple(self._watchers)
-        for flag in watchers:
-            flag.set()
+            self._wakeup.notify()
         return event
 
     def read_after(self, after: int, limit: int | None = None) -> list[Event]:
         start = max(after, 0)
-        with self._cond:
+        with self._wakeup.lock:
             stop = len(self._events) if limit is None else start + max(limit, 0)
             return self._events[start:stop]
 
     def wait_for(self, after: int, timeout: float | None) -> bool:
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: self._closed or len(self._events) > after, timeout=timeout
-            )
+        return self._wakeup.wait_for(lambda: self._closed or len(self._events) > after,
+                                     timeout)
 
     def watch(self, flag: threading.Event) -> None:
-        with self._cond:
-            self._watchers.add(flag)
+        self._wakeup.watch(flag)
 
     def unwatch(self, flag: threading.Event) -> None:
-        with self._cond:
-            self._watchers.discard(flag)
+        self._wakeup.unwatch(flag)
 
     def close(self) -> None:
-        with self._cond:
+        with self._wakeup.lock:
             self._closed = True
-            self._cond.notify_all()
-            watchers = tuple(self._watchers)
-        for flag in watchers:
-            flag.set()
+            self._wakeup.notify()
 
 
 class MemoryStore:
