@@ -3,7 +3,7 @@
 Starts gunicorn (one gevent worker, as ``make run``) on a free loopback port, runs ``--turns``
 turns of the ``local`` agent (help text streamed word by word, ``--word-delay`` apart), and
 measures, for every event, client receipt time minus the event's ``ts`` (its append time on
-the server, same clock) on an SSE client and on a long-poll client attached at once. The
+the server, same clock) on an SSE, a WebSocket and a long-poll client attached at once. The
 baseline, measured in the same sitting, is the round trip of ``GET /healthz``.
 
     .venv/bin/python -m bench.latency [--turns 20] [--word-delay 0.01]
@@ -26,6 +26,7 @@ import requests
 import sseclient
 
 from tests.e2e.live import LiveServer
+from tests.e2e.wsclient import WsClient
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -59,6 +60,16 @@ def sse_client(server: LiveServer, sid: str, turns: int, out: list[float],
     response.close()
 
 
+def ws_client(client: WsClient, sid: str, turns: int, out: list[float]) -> None:
+    ends = 0
+    while ends < turns:
+        note = client.notification("event", timeout=60)
+        now = time.time()
+        out.append((now - note["event"]["ts"]) * 1000)
+        ends += note["event"]["kind"] == "turn_end"
+    client.close()
+
+
 def poll_client(server: LiveServer, sid: str, turns: int, out: list[float]) -> None:
     after, ends = 0, 0
     while ends < turns:
@@ -82,8 +93,13 @@ def run(turns: int, word_delay: float) -> dict[str, Any]:
         sid = server.create_session()["id"]
         sse_ms: list[float] = []
         poll_ms: list[float] = []
+        ws_ms: list[float] = []
         ready = threading.Event()
+        ws = WsClient(server.url, timeout=60)
+        ws.call("session.attach", session_id=sid)
+        ws.notification("caught_up")
         threads = [threading.Thread(target=sse_client, args=(server, sid, turns, sse_ms, ready)),
+                   threading.Thread(target=ws_client, args=(ws, sid, turns, ws_ms)),
                    threading.Thread(target=poll_client, args=(server, sid, turns, poll_ms))]
         for thread in threads:
             thread.start()
@@ -96,7 +112,7 @@ def run(turns: int, word_delay: float) -> dict[str, Any]:
         for thread in threads:
             thread.join(60)
     return {"baseline_healthz_rtt": percentiles(baseline), "sse": percentiles(sse_ms),
-            "long_poll": percentiles(poll_ms)}
+            "websocket": percentiles(ws_ms), "long_poll": percentiles(poll_ms)}
 
 
 def main() -> None:
