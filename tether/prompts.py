@@ -123,9 +123,10 @@ class PromptRegistry:
             now = self._clock()
             expires = round(now + self._timeout, 3) if self._timeout > 0 else None
             request = PendingRequest(uuid.uuid4().hex, kind, fields, key, round(now, 3), expires)
-            self._pending[request.request_id] = request
+            # Appended first: an input the log refuses (NaN, say) leaves nothing pending.
             self._log.append(f"{kind}_request",
                              {"request_id": request.request_id, **fields, "expires_at": expires})
+            self._pending[request.request_id] = request
             auto = kind == "approval" and self.auto_approve
             if auto:
                 self._finish(request, Resolution("allow", "auto", by=AUTO_APPROVE))
@@ -236,10 +237,17 @@ class PromptRegistry:
         payload: dict[str, Any] = {"request_id": request.request_id, "reason": resolution.reason,
                                    "by": resolution.by}
         if request.kind == "approval":
-            payload.update(decision=resolution.decision, message=resolution.message)
+            # What the agent was actually allowed to do: an edited input, session-wide rules.
+            payload.update(decision=resolution.decision, message=resolution.message,
+                           updated_input=_plain(resolution.updated_input),
+                           updated_permissions=resolution.updated_permissions)
         else:
             payload.update(answers=dict(resolution.answers or {}), message=resolution.message)
         self._log.append(f"{request.kind}_resolved", payload)
+
+
+def _plain(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if value is None else dict(value)
 
 
 def _key(name: str, value: Any) -> str:

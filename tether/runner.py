@@ -281,11 +281,16 @@ class Turn:
         process.send(control_success(cli_id, permission_response(request, resolution)))
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse(raw: bytes) -> dict[str, Any] | None:
     """One stdout line as a JSON object, or None (logged) for anything else."""
     try:
-        message = json.loads(raw)
-    except ValueError:
+        # NaN and Infinity are not JSON (RFC 8259 section 6): such a line is garbage too.
+        message = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
         if raw.strip():
             logger.warning("agent printed a line that is not JSON: %.200r", raw)
         return None

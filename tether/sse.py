@@ -35,8 +35,13 @@ def frame(data: bytes, event_id: int | str | None = None, event: str | None = No
 
 
 def named(event: str, payload: Any) -> bytes:
-    """A named event (``caught-up``, ``reset``, ``ping``) with a JSON payload and no id."""
-    return frame(json.dumps(payload, separators=(",", ":")).encode(), event=event)
+    """A named event (``caught-up``, ``reset``, ``ping``) with a JSON payload and no id.
+
+    :raises ValueError: NaN or infinity in ``payload`` (not JSON; a browser's ``JSON.parse``
+        refuses them).
+    """
+    return frame(json.dumps(payload, separators=(",", ":"), allow_nan=False).encode(),
+                 event=event)
 
 
 def retry(milliseconds: int) -> bytes:

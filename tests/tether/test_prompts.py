@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -195,7 +196,8 @@ def test_auto_approve_allows_at_once_and_logs_request_then_resolved(log, registr
     opened, resolved = log.read_after(0)
     assert opened.payload["request_id"] == resolved.payload["request_id"] == request.request_id
     assert resolved.payload == {"request_id": request.request_id, "reason": "auto",
-                                "by": "auto-approve", "decision": "allow", "message": None}
+                                "by": "auto-approve", "decision": "allow", "message": None,
+                                "updated_input": None, "updated_permissions": None}
     resolution = registry.wait(request)  # returns at once
     assert (resolution.decision, resolution.reason, resolution.by) == ("allow", "auto",
                                                                        "auto-approve")
@@ -361,3 +363,25 @@ def test_without_on_change_nothing_breaks(log) -> None:
     request, _ = registry.open_approval("Bash", {"command": "ls"}, "t")
     registry.answer_approval(request.request_id, "allow")
     assert kinds(log) == ["approval_request", "approval_resolved"]
+
+
+def test_the_resolved_event_records_an_edited_input_and_session_rules() -> None:
+    log = MemoryEventLog("s")
+    registry = PromptRegistry(log, 0)
+    request, _ = registry.open_approval("Bash", {"command": "rm -rf build"}, "toolu_1")
+    rules = [{"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "ls:*"}],
+              "behavior": "allow", "destination": "session"}]
+    registry.answer_approval(request.request_id, "allow", by="tab",
+                             updated_input={"command": "rm -rf build/tmp"},
+                             updated_permissions=rules)
+    resolved = json.loads(log.read_after(1)[0].data)
+    assert resolved["updated_input"] == {"command": "rm -rf build/tmp"}
+    assert resolved["updated_permissions"] == rules
+
+
+def test_a_request_the_log_refuses_leaves_nothing_pending() -> None:
+    log = MemoryEventLog("s")
+    registry = PromptRegistry(log, 0)
+    with pytest.raises(ValueError):
+        registry.open_approval("Bash", {"x": float("nan")}, "toolu_1")
+    assert registry.pending() == [] and log.last_id == 0
