@@ -4,8 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Claude Code version the tests drive (PROTOCOLS.md was observed with it).
 CLAUDE_CODE_VERSION ?= 2.1.328
+# axe-core version the browser tests inject into the page (accessibility check).
+AXE_CORE_VERSION ?= 4.14.1
 
-.PHONY: run test lint bench install install-test claude-code clean
+.PHONY: run test lint bench install install-test claude-code axe-core clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +29,7 @@ run: install
 	@echo "Tether: starting on http://$${TETHER_HOST:-127.0.0.1}:$${TETHER_PORT:-8000}/ (agent: $${TETHER_AGENT:-local}); Ctrl-C stops it"
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py
 
-test: install-test .tools/.claude-code-$(CLAUDE_CODE_VERSION)
+test: install-test .tools/.claude-code-$(CLAUDE_CODE_VERSION) .tools/.axe-core-$(AXE_CORE_VERSION)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-test
@@ -44,6 +46,13 @@ claude-code: .tools/.claude-code-$(CLAUDE_CODE_VERSION)
 
 .tools/.claude-code-$(CLAUDE_CODE_VERSION):
 	npm install --silent --no-audit --no-fund --prefix .tools @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	touch $@
+
+# The pinned axe-core, injected into pages by the browser tests (installed under .tools/).
+axe-core: .tools/.axe-core-$(AXE_CORE_VERSION)
+
+.tools/.axe-core-$(AXE_CORE_VERSION):
+	npm install --silent --no-audit --no-fund --prefix .tools axe-core@$(AXE_CORE_VERSION)
 	touch $@
 
 clean:

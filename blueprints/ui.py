@@ -12,4 +12,5 @@ bp = Blueprint("ui", __name__)
 @bp.get("/")
 def index() -> str:
     core = current_core()
-    return render_template("index.html", default_agent=core.settings.agent)
+    return render_template("index.html", default_agent=core.settings.agent,
+                           keepalive_seconds=core.settings.keepalive_seconds)

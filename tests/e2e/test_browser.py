@@ -104,10 +104,10 @@ def wait_for_event(server: LiveServer, session_id: str, kind: str, after: int = 
 # ---------------------------------------------------------------- UI steps
 
 
-def start_session(page: Any, server: LiveServer) -> str:
-    """Open the UI and start a `local` session through the drawer; returns its id."""
-    page.goto(server.url + "/")
-    expect(page.locator("#conn")).to_have_attribute("data-state", "idle")
+def start_session(page: Any, server: LiveServer, query: str = "") -> str:
+    """Open the UI (``query``: e.g. ``?transport=ws``) and start a `local` session through the
+    drawer; returns its id."""
+    page.goto(server.url + "/" + query)
     menu = page.get_by_role("button", name="Open the session list")
     narrow = menu.is_visible()
     if narrow:
@@ -154,11 +154,14 @@ def assert_rendered_once(page: Any) -> list[int]:
 
 
 def assert_phone_friendly(page: Any) -> None:
-    """Tap targets of 44 px, a 16 px composer, no sideways scrolling at 390 px."""
+    """Tap targets of 44 px, a 16 px composer, no sideways scrolling at 390 px. A radio button's
+    target is its whole label."""
     small = page.evaluate("""() => [...document.querySelectorAll(
-        'button, .session-item, select, textarea, input')]
-      .filter(n => n.offsetParent !== null)
-      .map(n => [n.id || n.className || n.tagName, n.getBoundingClientRect()])
+        'button, .session-item, select, textarea, input, a[href]')]
+      .filter(n => n.offsetParent !== null && !n.classList.contains('skip-link'))
+      .map(n => [n.id || n.className || n.tagName,
+                 (n.matches('input[type=radio], input[type=checkbox]') && n.closest('label')
+                  || n).getBoundingClientRect()])
       .filter(([, r]) => r.width > 0 && (r.height < 44 || r.width < 44))
       .map(([name, r]) => `${name} ${Math.round(r.width)}x${Math.round(r.height)}`)""")
     assert not small, f"tap targets under 44 px: {small}"
@@ -168,15 +171,15 @@ def assert_phone_friendly(page: Any) -> None:
     assert overflow <= 0, f"the page scrolls sideways by {overflow} px"
 
 
-def echo_hello_flow(page: Any, server: LiveServer) -> str:
-    session_id = start_session(page, server)
+def echo_hello_flow(page: Any, server: LiveServer, query: str = "") -> str:
+    session_id = start_session(page, server, query)
     send(page, "$ echo hello")
     card = pending_card(page)
     expect(card).to_contain_text("Allow Bash?")
     expect(page.locator('[data-kind="tool_use"] .tool-input')).to_have_text("$ echo hello")
     expect(page.locator("#turn-status")).to_contain_text("Waiting for your answer")
     assert_phone_friendly(page)
-    card.get_by_role("button", name="Allow").click()
+    card.get_by_role("button", name="Allow", exact=True).click()
     expect(page.locator(".tool-output").filter(has_text="hello")).to_have_count(1)
     expect(card).to_have_attribute("data-state", "allowed")
     expect(card.locator(".card-outcome")).to_contain_text("Allowed by you")
@@ -277,7 +280,7 @@ def test_falls_back_to_long_poll_when_sse_keeps_failing(page: Any, server: LiveS
 def test_resumes_after_a_network_drop_without_duplicates(page: Any, server: LiveServer) -> None:
     session_id = start_session(page, server)
     send(page, "$ echo before")
-    pending_card(page).get_by_role("button", name="Allow").click()
+    pending_card(page).get_by_role("button", name="Allow", exact=True).click()
     wait_turn_finished(page)
     seen = max(event_ids(page))
     page.context.set_offline(True)
@@ -352,7 +355,7 @@ def test_approval_answered_by_another_client(page: Any, server: LiveServer) -> N
     assert answer.status_code == 200
     expect(card).to_have_attribute("data-state", "allowed")
     expect(card.locator(".card-outcome")).to_have_text("Allowed by Pixel · tab 9")
-    expect(card.get_by_role("button", name="Allow")).to_have_count(0)
+    expect(card.get_by_role("button", name="Allow", exact=True)).to_have_count(0)
     wait_turn_finished(page)
 
     # A click that loses the race: another client answers while our POST is on its way.
@@ -367,7 +370,7 @@ def test_approval_answered_by_another_client(page: Any, server: LiveServer) -> N
 
     page.route("**/approvals/**", other_client_first)
     with page.expect_response("**/approvals/**") as response:
-        card.get_by_role("button", name="Allow").click()
+        card.get_by_role("button", name="Allow", exact=True).click()
     assert response.value.status == 409
     expect(card).to_have_attribute("data-state", "denied")
     expect(card.locator(".card-outcome")).to_have_text("Denied by Pixel · tab 9: too late")
@@ -383,7 +386,7 @@ def test_approval_answered_by_another_client(page: Any, server: LiveServer) -> N
     card.get_by_role("button", name="Deny").click()
     expect(card).to_have_attribute("data-state", "elsewhere")
     expect(card.locator(".card-outcome")).to_have_text("Already answered elsewhere")
-    expect(card.get_by_role("button", name="Allow")).to_have_count(0)
+    expect(card.get_by_role("button", name="Allow", exact=True)).to_have_count(0)
     server.api("POST", f"/api/sessions/{session_id}/approvals/{request_id}",
                json={"decision": "allow", "client": "Pixel · tab 9"})
     expect(card.locator(".card-outcome")).to_have_text("Allowed by Pixel · tab 9")
@@ -396,8 +399,8 @@ def test_approval_answered_by_another_client(page: Any, server: LiveServer) -> N
 def test_stop_a_running_command(page: Any, server: LiveServer) -> None:
     start_session(page, server)
     send(page, "$ sleep 30")
-    pending_card(page).get_by_role("button", name="Allow").click()
-    expect(page.locator("#turn-status")).to_have_text("Working…")
+    pending_card(page).get_by_role("button", name="Allow", exact=True).click()
+    expect(page.locator("#turn-status-text")).to_have_text("Working…")
     page.get_by_role("button", name="Stop the running turn").click()
     expect(page.locator('[data-kind="turn_end"]')).to_have_text("Stopped")
     wait_turn_finished(page)
@@ -412,7 +415,7 @@ def test_triage_preset(page: Any, server: LiveServer) -> None:
     page.get_by_role("button", name="triage").click()
     for _ in range(4):
         card = pending_card(page)
-        card.get_by_role("button", name="Allow").click()
+        card.get_by_role("button", name="Allow", exact=True).click()
         expect(card).to_have_attribute("data-state", "allowed")
     expect(page.locator('[data-kind="text"]')).to_contain_text("Triage: ran 4 of 4 commands.")
     wait_turn_finished(page)
@@ -432,7 +435,7 @@ def test_docs_screenshot(browser: Any, server: LiveServer) -> None:
     try:
         session_id = start_session(page, server)
         send(page, "$ python3 --version")
-        pending_card(page).get_by_role("button", name="Allow").click()
+        pending_card(page).get_by_role("button", name="Allow", exact=True).click()
         wait_turn_finished(page)
         send(page, "$ git init -q && git status --short")
         pending_card(page)

@@ -1,0 +1,683 @@
+/* Tether browser UI, part 4 of 4: composer, sessions, inbox, settings, drawer, start-up. */
+"use strict";
+
+// ------------------------------------------------------------------ Composer
+
+const Composer = {
+  sending: false,
+  stopping: false,
+  timer: null,
+
+  init() {
+    this.form = $("composer");
+    this.input = $("prompt");
+    this.send = $("send-btn");
+    this.stop = $("stop-btn");
+    this.error = $("composer-error");
+    this.form.addEventListener("submit", (e) => { e.preventDefault(); this.submit(this.input.value); });
+    this.input.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        this.submit(this.input.value);
+      }
+    });
+    this.input.addEventListener("input", () => this.grow());
+    this.stop.addEventListener("click", () => this.cancel());
+    document.querySelectorAll("[data-preset]").forEach((b) => {
+      b.addEventListener("click", () => this.submit(b.dataset.preset, true));
+    });
+  },
+
+  grow() {
+    this.input.style.height = "auto";
+    this.input.style.height = `${Math.min(this.input.scrollHeight, 200)}px`;
+  },
+
+  showError(text) {
+    this.error.textContent = text || "";
+    this.error.hidden = !text;
+  },
+
+  async submit(raw, preset = false) {
+    const text = raw.trim();
+    const id = Sessions.currentId;
+    if (!text || !id || this.sending) return;
+    if (Transcript.turnActive) return this.showError("The agent is still working: wait, or Stop it first.");
+    this.sending = true;
+    this.showError("");
+    this.update();
+    try {
+      await Api.prompt(id, text);
+      if (!preset) {
+        this.input.value = "";
+        this.grow();
+      }
+      Transcript.pinned = true;
+    } catch (err) {
+      this.showError(err.code === "session_busy" ? "The agent is still working on the previous turn." : `Could not send: ${err.message}`);
+    } finally {
+      this.sending = false;
+      this.update();
+    }
+  },
+
+  async cancel() {
+    if (!Sessions.currentId || this.stopping) return;
+    this.stopping = true;
+    this.update();
+    try {
+      await Api.cancel(Sessions.currentId);
+    } catch (err) {
+      this.showError(`Could not stop: ${err.message}`);
+    } finally {
+      this.stopping = false;
+      this.update();
+    }
+  },
+
+  /** Reflect the turn state: running indicator and its timer, Stop only while a turn runs. */
+  update() {
+    if (!this.form) return;
+    const running = Transcript.turnActive;
+    const waiting = running ? Cards.pendingCount() : 0;
+    this.stop.hidden = !running;
+    this.stop.disabled = this.stopping;
+    this.send.disabled = running || this.sending;
+    document.querySelectorAll("[data-preset]").forEach((b) => { b.disabled = running || this.sending; });
+    $("turn-status").hidden = !running;
+    $("turn-status").dataset.waiting = waiting ? "true" : "false";
+    $("turn-status-text").textContent = waiting ? "Waiting for your answer" : this.stopping ? "Stopping…" : "Working…";
+    if (running && !this.timer) this.timer = setInterval(() => this.tick(), 1000);
+    if (!running && this.timer) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+    this.tick();
+    Sessions.renderState();
+  },
+
+  tick() {
+    const started = Transcript.turnStarted;
+    const elapsed = started ? Date.now() - started : 0;
+    $("turn-timer").textContent = Transcript.turnActive && elapsed >= 1000 ? formatDuration(elapsed) : "";
+  },
+};
+
+// ------------------------------------------------------------------ Drawer
+
+const Drawer = {
+  init() {
+    this.node = $("drawer");
+    this.scrim = $("scrim");
+    this.button = $("menu-btn");
+    this.narrow = window.matchMedia("(max-width: 899px)");
+    this.button.addEventListener("click", () => this.open());
+    $("drawer-close").addEventListener("click", () => this.close());
+    this.scrim.addEventListener("click", () => this.close());
+  },
+  isOpen: () => document.body.classList.contains("drawer-open"),
+  open() {
+    Popovers.closeAll();
+    document.body.classList.add("drawer-open");
+    this.scrim.hidden = false;
+    this.button.setAttribute("aria-expanded", "true");
+    $("agent-select").focus();
+  },
+  close() {
+    if (!this.isOpen()) return false;
+    document.body.classList.remove("drawer-open");
+    this.scrim.hidden = true;
+    this.button.setAttribute("aria-expanded", "false");
+    if (this.narrow.matches) this.button.focus();
+    return true;
+  },
+};
+
+// ------------------------------------------------------------------ Popovers
+
+/** The inbox panel and the session menu: one open at a time, Escape or a click outside closes. */
+const Popovers = {
+  pairs: [],
+  init() {
+    this.pairs = [[$("inbox-btn"), $("inbox-panel")], [$("session-menu-btn"), $("session-menu")]];
+    for (const [button, panel] of this.pairs) {
+      button.addEventListener("click", () => (panel.hidden ? this.open(button, panel) : this.close(button, panel)));
+    }
+    $("inbox-close").addEventListener("click", () => this.closeAll(true));
+    document.addEventListener("click", (e) => {
+      for (const [button, panel] of this.pairs) {
+        if (!panel.hidden && !panel.contains(e.target) && !button.contains(e.target)) this.close(button, panel);
+      }
+    });
+    document.addEventListener("keydown", (e) => {
+      if (e.key !== "Escape") return;
+      if (this.closeAll(true)) return;
+      Drawer.close();
+    });
+  },
+  open(button, panel) {
+    this.closeAll();
+    panel.hidden = false;
+    button.setAttribute("aria-expanded", "true");
+    if (panel.id === "inbox-panel") Inbox.onOpen();
+    const first = panel.querySelector("button:not([hidden]):not(:disabled), a[href]");
+    if (first) first.focus();
+  },
+  close(button, panel, refocus = false) {
+    if (panel.hidden) return false;
+    panel.hidden = true;
+    button.setAttribute("aria-expanded", "false");
+    if (refocus) button.focus();
+    return true;
+  },
+  closeAll(refocus = false) {
+    let closed = false;
+    for (const [button, panel] of this.pairs) closed = this.close(button, panel, refocus) || closed;
+    return closed;
+  },
+};
+
+// ------------------------------------------------------------------ Dialog
+
+/** A modal question: ask({title, text, field?, ok, danger}) resolves to the value, or null. */
+const Dialog = {
+  ask({title, text = "", field = null, value = "", ok = "OK", danger = false}) {
+    const dialog = $("dialog");
+    $("dialog-title").textContent = title;
+    $("dialog-text").textContent = text;
+    $("dialog-text").hidden = !text;
+    $("dialog-field").hidden = !field;
+    $("dialog-label").textContent = field || "";
+    $("dialog-input").value = value;
+    $("dialog-ok").textContent = ok;
+    $("dialog-ok").classList.toggle("btn-danger", danger);
+    $("dialog-ok").classList.toggle("btn-primary", !danger);
+    return new Promise((resolve) => {
+      const done = (result) => {
+        $("dialog-form").onsubmit = null;
+        $("dialog-cancel").onclick = null;
+        dialog.onclose = null;
+        if (dialog.open) dialog.close();
+        resolve(result);
+      };
+      $("dialog-form").onsubmit = (e) => {
+        e.preventDefault();
+        done(field ? $("dialog-input").value : true);
+      };
+      $("dialog-cancel").onclick = () => done(null);
+      dialog.onclose = () => done(null);
+      dialog.showModal();
+      if (field) $("dialog-input").select();
+      else $("dialog-cancel").focus();
+    });
+  },
+};
+
+// ------------------------------------------------------------------ Sessions
+
+const Sessions = {
+  list: [],
+  currentId: null,
+  current: null,
+  revealRequest: null,
+
+  async init() {
+    this.listNode = $("session-list");
+    this.select = $("agent-select");
+    $("new-session").addEventListener("submit", (e) => { e.preventDefault(); this.create(); });
+    $("empty-new").addEventListener("click", () => this.create());
+    $("rename-btn").addEventListener("click", () => this.rename());
+    $("delete-btn").addEventListener("click", () => this.remove());
+    $("auto-approve-btn").addEventListener("click", () => this.setAutoApprove(!(this.current && this.current.auto_approve)));
+    $("auto-off-btn").addEventListener("click", () => this.setAutoApprove(false));
+    window.addEventListener("hashchange", () => this.show(this.fromHash()));
+    this.loadAgents();
+    const first = this.refresh();
+    this.show(this.fromHash());
+    await first;
+    this.renderList();
+    setInterval(() => { if (!document.hidden) this.refresh(); }, 15000);
+  },
+
+  fromHash() {
+    const match = /(?:^#|&)s=([^&]+)/.exec(location.hash);
+    return match ? decodeURIComponent(match[1]) : null;
+  },
+
+  async loadAgents() {
+    try {
+      const {agents} = await Api.agents();
+      const preferred = document.body.dataset.defaultAgent;
+      this.select.replaceChildren(...agents.map((a) => el("option", {
+        text: a.available ? a.name : `${a.name} (unavailable)`,
+        attrs: {value: a.name, disabled: !a.available, title: a.description},
+      })));
+      const pick = agents.find((a) => a.available && a.name === preferred) || agents.find((a) => a.available);
+      if (pick) this.select.value = pick.name;
+      $("new-session-btn").disabled = !pick;
+    } catch (err) {
+      this.select.replaceChildren(el("option", {text: "agents unavailable", attrs: {value: ""}}));
+    }
+  },
+
+  async refresh() {
+    try {
+      const {sessions} = await Api.sessions();
+      this.list = sessions.sort((a, b) => b.created_at - a.created_at);
+      const fresh = this.list.find((s) => s.id === this.currentId);
+      if (fresh) {
+        this.current = fresh;
+        this.renderHeader();
+      }
+      this.renderList();
+    } catch (err) {
+      /* the list is refreshed again later; the indicator reports connection trouble */
+    }
+  },
+
+  title: (s) => s.title || `${s.agent} session`,
+
+  renderList() {
+    const pending = Inbox.countBySession();
+    const items = this.list.map((s) => {
+      const waiting = pending.get(s.id) || 0;
+      const state = s.id === this.currentId ? this.liveState() : waiting ? "waiting" : s.state;
+      const btn = el("button", {className: "session-item", attrs: {type: "button",
+        "aria-current": s.id === this.currentId ? "true" : undefined}}, [
+        el("span", {className: "session-name", text: this.title(s)}),
+        el("span", {className: "session-sub", text: `${s.agent} · ${relativeTime(s.created_at)}${s.auto_approve ? " · auto-approve" : ""}`}),
+      ]);
+      // One pill: how many requests wait for you, else whether it is running.
+      if (waiting) {
+        btn.append(el("span", {className: "badge badge-waiting", text: `${waiting} waiting`,
+          attrs: {title: `${waiting} waiting for you`}}));
+      } else if (state === "running" || state === "waiting") {
+        btn.append(el("span", {className: `badge badge-${state}`, text: state === "waiting" ? "waiting" : "running"}));
+      }
+      btn.addEventListener("click", () => this.open(s.id));
+      return el("li", {}, [btn]);
+    });
+    this.listNode.replaceChildren(...items);
+    $("session-list-empty").hidden = items.length > 0;
+  },
+
+  open(id, requestId = null) {
+    Drawer.close();
+    Popovers.closeAll();
+    this.revealRequest = requestId;
+    if (this.fromHash() === id) this.show(id);
+    else location.hash = `s=${encodeURIComponent(id)}`;
+    if (requestId && id === this.currentId) this.tryReveal();
+  },
+
+  tryReveal() {
+    if (this.revealRequest && Transcript.reveal(this.revealRequest)) this.revealRequest = null;
+  },
+
+  async create() {
+    const agent = this.select.value || undefined;
+    const button = $("new-session-btn");
+    button.disabled = true;
+    try {
+      const session = await Api.create(agent);
+      this.list.unshift(session);
+      this.open(session.id);
+      $("prompt").focus();
+    } catch (err) {
+      Composer.showError(`Could not start a session: ${err.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  },
+
+  /** Show a session: clear, then replay it from id 0 and follow it live. */
+  show(id) {
+    if (id === this.currentId) return;
+    this.currentId = id;
+    Transcript.clear();
+    Composer.showError("");
+    const has = Boolean(id);
+    $("empty-state").hidden = has;
+    $("transcript").hidden = !has;
+    $("dock").hidden = !has;
+    $("session-menu-btn").hidden = !has;
+    $("session-meta").textContent = "";
+    this.current = this.list.find((s) => s.id === id) || null;
+    this.renderHeader();
+    this.renderList();
+    Feeder.show(id, {
+      cursor: () => Transcript.lastId,
+      apply: (event) => {
+        Transcript.apply(event);
+        if (this.revealRequest && event.request_id === this.revealRequest) this.tryReveal();
+      },
+      reset: () => Transcript.clear(),
+      gone: () => this.showGone(id),
+    });
+    Link.want(id);
+    if (!has) return;
+    $("download-link").href = Api.transcriptUrl(id);
+    $("download-link").setAttribute("download", `tether-${id.slice(0, 8)}.jsonl`);
+    Api.session(id).then((s) => {
+      if (this.currentId !== id) return;
+      this.current = s;
+      this.renderHeader();
+    }).catch((err) => {
+      if (err instanceof ApiError && err.status === 404 && this.currentId === id) this.showGone(id);
+    });
+  },
+
+  renderHeader() {
+    const s = this.current;
+    $("session-title").textContent = s ? this.title(s) : this.currentId ? "Loading…" : "Tether";
+    $("presets").hidden = !(s && s.agent === "local");
+    document.title = `${Inbox.count ? `(${Inbox.count}) ` : ""}${s ? `${this.title(s)} · Tether` : "Tether"}`;
+    const auto = Boolean(s && s.auto_approve);
+    $("auto-banner").hidden = !auto;
+    $("auto-approve-btn").setAttribute("aria-checked", String(auto));
+    this.renderState();
+  },
+
+  /** The shown session's state, as the transcript knows it (fresher than the list). */
+  liveState() {
+    if (!this.currentId) return "idle";
+    if (Transcript.turnActive) return Cards.pendingCount() ? "waiting" : "running";
+    return Transcript.lastState === "stopped" ? "stopped" : "idle";
+  },
+
+  /** The state pill, and the honest banner while this page cannot hear the server. */
+  renderState() {
+    const pill = $("state-pill");
+    const banner = $("away-banner");
+    if (!this.currentId || !pill) {
+      if (pill) pill.hidden = true;
+      if (banner) banner.hidden = true;
+      return;
+    }
+    const state = this.liveState();
+    const labels = {idle: "idle", running: "running", waiting: "waiting for you", stopped: "agent stopped"};
+    pill.hidden = false;
+    pill.dataset.state = state;
+    pill.textContent = labels[state];
+    const away = Status.away;
+    banner.hidden = !away;
+    if (away) {
+      banner.textContent = Transcript.turnActive
+        ? "You are offline: the agent keeps working on the server. This page catches up when the connection is back."
+        : "You are offline. Nothing is lost: this page catches up when the connection is back.";
+    }
+    const s = this.list.find((x) => x.id === this.currentId);
+    if (s && s.state !== (state === "stopped" ? "idle" : state)) {
+      s.state = state === "stopped" ? "idle" : state;
+      this.renderList();
+    }
+  },
+
+  showGone(id) {
+    if (id !== this.currentId) return;
+    $("session-title").textContent = "Session not found";
+    $("session-meta").textContent = "";
+    $("dock").hidden = true;
+    $("session-menu-btn").hidden = true;
+    $("state-pill").hidden = true;
+    $("auto-banner").hidden = true;
+    Transcript.root.replaceChildren(el("li", {className: "item notice notice-warn",
+      text: "This session no longer exists (it was deleted, or the server restarted without a durable store)."}));
+    this.list = this.list.filter((s) => s.id !== id);
+    this.renderList();
+    Status.set("gone");
+  },
+
+  /** The shown session's events keep its list entry current without refetching. */
+  noteEvent() {
+    // renderState (called from Composer.update) reconciles the list entry.
+  },
+
+  async rename() {
+    Popovers.closeAll();
+    const s = this.current;
+    if (!s) return;
+    const title = await Dialog.ask({title: "Rename session", field: "Title", value: this.title(s), ok: "Rename"});
+    if (title === null || !title.trim()) return $("session-menu-btn").focus();
+    try {
+      this.current = await Api.update(s.id, {title: title.trim()});
+      this.mergeCurrent();
+    } catch (err) {
+      Composer.showError(`Could not rename: ${err.message}`);
+    }
+    $("session-menu-btn").focus();
+  },
+
+  async remove() {
+    Popovers.closeAll();
+    const s = this.current;
+    if (!s) return;
+    const ok = await Dialog.ask({title: `Delete “${this.title(s)}”?`,
+      text: "Its running turn is stopped and its transcript is gone for good.", ok: "Delete", danger: true});
+    if (!ok) return $("session-menu-btn").focus();
+    try {
+      await Api.remove(s.id);
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 404)) return Composer.showError(`Could not delete: ${err.message}`);
+    }
+    this.list = this.list.filter((x) => x.id !== s.id);
+    history.replaceState(null, "", location.pathname + location.search);
+    this.show(null);
+  },
+
+  async setAutoApprove(on) {
+    Popovers.closeAll();
+    const s = this.current;
+    if (!s) return;
+    try {
+      this.current = await Api.update(s.id, {auto_approve: on});
+      this.mergeCurrent();
+    } catch (err) {
+      Composer.showError(`Could not change auto-approve: ${err.message}`);
+    }
+  },
+
+  mergeCurrent() {
+    const i = this.list.findIndex((x) => x.id === this.current.id);
+    if (i >= 0) this.list[i] = {...this.list[i], ...this.current};
+    this.renderHeader();
+    this.renderList();
+  },
+};
+
+// ------------------------------------------------------------------ Inbox
+
+/** Every session's pending approvals and questions: the badge, the list, notifications. */
+const Inbox = {
+  entries: [],
+  revision: null,
+  known: null, // request ids seen so far (null until the first snapshot)
+  count: 0,
+
+  init() {
+    $("notify-yes").addEventListener("click", () => Notify.ask());
+    $("notify-no").addEventListener("click", () => {
+      Notify.dismiss();
+      this.render();
+    });
+  },
+
+  update(snapshot) {
+    if (!snapshot || !Array.isArray(snapshot.entries)) return;
+    if (this.revision !== null && snapshot.revision === this.revision && snapshot.epoch === this.epoch) return;
+    const changed = this.revision !== snapshot.revision;
+    this.revision = snapshot.revision;
+    this.epoch = snapshot.epoch;
+    this.entries = snapshot.entries;
+    const fresh = this.known ? this.entries.filter((e) => !this.known.has(e.request_id)) : [];
+    this.known = new Set(this.entries.map((e) => e.request_id));
+    this.count = this.entries.length;
+    this.render();
+    Sessions.renderList();
+    Sessions.renderHeader();
+    if (fresh.length) Notify.announce(fresh);
+    // Sessions changed state (a request opened or settled): refresh the list's pills.
+    if (changed) Sessions.refresh();
+  },
+
+  countBySession() {
+    const counts = new Map();
+    for (const e of this.entries) counts.set(e.session_id, (counts.get(e.session_id) || 0) + 1);
+    return counts;
+  },
+
+  render() {
+    const n = this.count;
+    const badge = $("inbox-count");
+    badge.hidden = n === 0;
+    badge.textContent = n > 99 ? "99+" : String(n);
+    $("inbox-btn").setAttribute("aria-label", n ? `Inbox: ${n} waiting for you` : "Inbox: nothing waiting");
+    $("inbox-btn").dataset.count = String(n);
+    $("inbox-empty").hidden = n > 0;
+    const now = Date.now() / 1000;
+    $("inbox-list").replaceChildren(...this.entries.map((e) => {
+      const kind = e.kind === "clarify" ? "Question" : "Approval";
+      const left = typeof e.expires_at === "number" ? Math.max(0, e.expires_at - now) : null;
+      const when = left === null ? relativeTime(e.created_at) : `${relativeTime(e.created_at)} · ${formatDuration(left * 1000)} left`;
+      const btn = el("button", {className: "inbox-item", attrs: {type: "button", "data-request-id": e.request_id,
+        "data-session-id": e.session_id}}, [
+        el("span", {className: `inbox-kind inbox-kind-${e.kind}`, text: kind}),
+        el("span", {className: "inbox-summary", text: e.summary || kind}),
+        el("span", {className: "inbox-where", text: `${e.session_title || "session"} · ${when}`}),
+      ]);
+      btn.addEventListener("click", () => Sessions.open(e.session_id, e.request_id));
+      return el("li", {}, [btn]);
+    }));
+    $("notify-ask").hidden = !(n > 0 && Notify.shouldAsk());
+  },
+
+  onOpen() {
+    this.render();
+  },
+};
+
+// ------------------------------------------------------------------ Notify
+
+/** Browser notifications: asked for only from a click, never on load; shown only when no
+ *  Tether tab is visible, and by one tab (the leader). */
+const Notify = {
+  supported: typeof window.Notification === "function",
+  get permission() {
+    return this.supported ? Notification.permission : "unsupported";
+  },
+  shouldAsk() {
+    let dismissed = false;
+    try {
+      dismissed = localStorage.getItem("tether-notify-dismissed") === "1";
+    } catch (err) { /* ignore */ }
+    return this.permission === "default" && !dismissed;
+  },
+  dismiss() {
+    try {
+      localStorage.setItem("tether-notify-dismissed", "1");
+    } catch (err) { /* ignore */ }
+  },
+  async ask() {
+    if (!this.supported) return;
+    try {
+      await Notification.requestPermission();
+    } catch (err) { /* old callback-style API, or refused */ }
+    Settings.render();
+    Inbox.render();
+  },
+  announce(entries) {
+    if (this.permission !== "granted" || Link.role === "follower" || !document.hidden) return;
+    if (Link.role === "leader" && [...Link.tabs.values()].some((t) => t.visible)) return;
+    for (const e of entries.slice(0, 3)) {
+      try {
+        const n = new Notification(e.kind === "clarify" ? "A question for you" : "Approval needed", {
+          body: `${e.session_title || "session"}: ${e.summary || ""}`, tag: e.request_id, icon: "/static/icons/icon-192.png",
+        });
+        n.onclick = () => {
+          window.focus();
+          Sessions.open(e.session_id, e.request_id);
+          n.close();
+        };
+      } catch (err) {
+        console.warn("tether: notification", err);
+      }
+    }
+  },
+};
+
+// ------------------------------------------------------------------ Settings
+
+const Settings = {
+  init() {
+    for (const radio of document.querySelectorAll('input[name="transport"]')) {
+      radio.addEventListener("change", () => {
+        Prefs.savedTransport = radio.value;
+        this.render();
+      });
+    }
+    $("notify-btn").addEventListener("click", () => Notify.ask());
+    this.render();
+  },
+  render() {
+    const saved = Prefs.savedTransport;
+    for (const radio of document.querySelectorAll('input[name="transport"]')) radio.checked = radio.value === saved;
+    const url = Prefs.urlTransport;
+    const active = Link.conn ? Link.conn.mode : Link.lastStatus && Link.lastStatus.mode;
+    const notes = [];
+    if (url) notes.push(`This page was opened with ?transport=${url}, which wins over the setting.`);
+    if (active && active !== (url || saved)) notes.push("Changes apply when the page is reloaded.");
+    else if (!url) notes.push("Applies on the next reload. Tether falls back by itself when a transport fails.");
+    $("transport-note").textContent = notes.join(" ");
+    const p = Notify.permission;
+    $("notify-state").textContent = {granted: "On: you are told when an agent needs you while Tether is in the background.",
+      denied: "Blocked in this browser's site settings.", unsupported: "This browser cannot show notifications.",
+      default: "Off."}[p];
+    $("notify-btn").hidden = p !== "default";
+  },
+};
+
+// ------------------------------------------------------------------ start
+
+function start() {
+  Markdown.init();
+  Transcript.init();
+  Composer.init();
+  Drawer.init();
+  Popovers.init();
+  Inbox.init();
+  Settings.init();
+  Status.listeners.push(() => Sessions.renderState());
+  Link.init({
+    cursor: () => Transcript.lastId,
+    event: (sid, events) => Feeder.ingest(sid, events),
+    reset: (sid) => {
+      if (sid && sid === Sessions.currentId) {
+        Feeder.show(sid, Feeder.handlers);
+        Transcript.clear();
+        Feeder.fill();
+      }
+    },
+    inbox: (snapshot) => Inbox.update(snapshot),
+    gone: (sid) => Sessions.showGone(sid),
+    status: (state, mode) => {
+      Status.set(state, mode);
+      Settings.render();
+    },
+  });
+  const nudge = (reason) => () => Link.nudge(reason);
+  window.addEventListener("online", nudge("online"));
+  window.addEventListener("offline", () => Link.offline());
+  window.addEventListener("focus", nudge("focus"));
+  window.addEventListener("pageshow", nudge("pageshow"));
+  window.addEventListener("pagehide", () => Link.bye());
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) Link.nudge("visible");
+    else Link.announce();
+  });
+  // The first inbox snapshot, directly: a follower tab may wait a moment for its leader.
+  Api.inbox().then((snapshot) => { if (Inbox.revision === null) Inbox.update(snapshot); }).catch(() => {});
+  Sessions.init();
+}
+
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+else start();

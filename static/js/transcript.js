@@ -1,0 +1,646 @@
+/* Tether browser UI, part 3 of 4: the transcript.
+ *
+ *   Markdown    assistant text through marked, then DOMPurify (both vendored in static/vendor)
+ *   Transcript  renders events in id order, each exactly once (the Feeder guarantees order)
+ *   Tools       tool calls by kind: Bash (command and output), Edit/Write (a diff), Read (a
+ *               file name), anything else as JSON; long outputs folded
+ *   Cards       approval and clarify cards: pending, sent, settled (by whom / timed out)
+ */
+"use strict";
+
+const FOLD_LINES = 12;
+const FOLD_CHARS = 1200; // a few very long lines fold too
+const lineCount = (text) => (text.match(/\n/g) || []).length + 1;
+
+/** A <pre>, wrapped in a closed <details> past FOLD_LINES lines, or FOLD_CHARS when the
+ *  text wraps (inputs wrap; command output keeps its columns and scrolls sideways). */
+function foldable(text, label, className, wraps = true, alwaysFold = false) {
+  const pre = el("pre", {className, text});
+  const lines = lineCount(text);
+  if (!alwaysFold && lines <= FOLD_LINES && (!wraps || text.length <= FOLD_CHARS)) return pre;
+  return el("details", {className: "fold"}, [el("summary", {text: `${label} · ${lines} line${lines === 1 ? "" : "s"}`}), pre]);
+}
+
+/** Copy text to the clipboard; says so on the button. */
+async function copyText(button, text) {
+  const label = button.textContent;
+  try {
+    if (navigator.clipboard && window.isSecureContext) await navigator.clipboard.writeText(text);
+    else {
+      const area = el("textarea", {attrs: {"aria-hidden": "true", readonly: ""}});
+      area.value = text;
+      area.style.position = "fixed";
+      area.style.opacity = "0";
+      document.body.append(area);
+      area.select();
+      document.execCommand("copy");
+      area.remove();
+    }
+    button.textContent = "Copied";
+  } catch (err) {
+    button.textContent = "Copy failed";
+  }
+  setTimeout(() => { button.textContent = label; }, 1500);
+}
+
+/** A copy button for every code block under `root`. */
+function addCopyButtons(root) {
+  for (const pre of root.querySelectorAll("pre")) {
+    if (pre.parentElement && pre.parentElement.classList.contains("code-wrap")) continue;
+    const button = el("button", {className: "copy-btn", text: "Copy",
+      attrs: {type: "button", "aria-label": "Copy code"}});
+    button.addEventListener("click", () => copyText(button, pre.textContent.replace(/\n$/, "")));
+    const wrap = el("div", {className: "code-wrap"});
+    pre.replaceWith(wrap);
+    wrap.append(pre, button);
+  }
+}
+
+// ------------------------------------------------------------------ Markdown
+
+const Markdown = {
+  ready: null,
+  init() {
+    this.ready = typeof window.marked === "object" && typeof window.DOMPurify === "function"
+      && DOMPurify.isSupported;
+    if (!this.ready) return;
+    // Links open elsewhere and leak nothing; images are dropped (no remote fetches from
+    // untrusted text), and so is anything DOMPurify does not consider plain content.
+    DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+      if (node.tagName === "A") {
+        const href = node.getAttribute("href") || "";
+        if (!/^(https?:|mailto:|#)/i.test(href)) node.removeAttribute("href");
+        node.setAttribute("target", "_blank");
+        node.setAttribute("rel", "noopener noreferrer nofollow");
+      }
+    });
+  },
+
+  /** Render untrusted Markdown into `container` (safe: sanitized DOM, never raw HTML). */
+  render(container, text) {
+    container.replaceChildren();
+    if (!this.ready) return this.plain(container, text);
+    let fragment;
+    try {
+      const html = marked.parse(text, {gfm: true, breaks: false, async: false});
+      fragment = DOMPurify.sanitize(html, {RETURN_DOM_FRAGMENT: true,
+        FORBID_TAGS: ["img", "style", "form", "input", "button", "textarea", "select", "iframe", "video", "audio", "svg", "math"],
+        FORBID_ATTR: ["style", "class", "id"]});
+    } catch (err) {
+      console.error("tether: markdown", err);
+      return this.plain(container, text);
+    }
+    container.append(fragment);
+    container.classList.add("md");
+    addCopyButtons(container);
+  },
+
+  plain(container, text) {
+    container.append(document.createTextNode(text));
+  },
+};
+
+// ------------------------------------------------------------------ line diff
+
+/** A line diff: [["=", line] | ["-", line] | ["+", line]], LCS up to a size, else a
+ *  plain "all removed, all added". */
+function lineDiff(before, after) {
+  const a = before === "" ? [] : before.split("\n");
+  const b = after === "" ? [] : after.split("\n");
+  let start = 0;
+  while (start < a.length && start < b.length && a[start] === b[start]) start++;
+  let endA = a.length, endB = b.length;
+  while (endA > start && endB > start && a[endA - 1] === b[endB - 1]) { endA--; endB--; }
+  const head = a.slice(0, start).map((l) => ["=", l]);
+  const tail = a.slice(endA).map((l) => ["=", l]);
+  const x = a.slice(start, endA), y = b.slice(start, endB);
+  let middle;
+  if (x.length * y.length > 250000) {
+    middle = [...x.map((l) => ["-", l]), ...y.map((l) => ["+", l])];
+  } else {
+    const n = x.length, m = y.length;
+    const dp = Array.from({length: n + 1}, () => new Uint32Array(m + 1));
+    for (let i = n - 1; i >= 0; i--) {
+      for (let j = m - 1; j >= 0; j--) {
+        dp[i][j] = x[i] === y[j] ? dp[i + 1][j + 1] + 1 : Math.max(dp[i + 1][j], dp[i][j + 1]);
+      }
+    }
+    middle = [];
+    let i = 0, j = 0;
+    while (i < n && j < m) {
+      if (x[i] === y[j]) { middle.push(["=", x[i]]); i++; j++; }
+      else if (dp[i + 1][j] >= dp[i][j + 1]) middle.push(["-", x[i++]]);
+      else middle.push(["+", y[j++]]);
+    }
+    while (i < n) middle.push(["-", x[i++]]);
+    while (j < m) middle.push(["+", y[j++]]);
+  }
+  // Keep 3 lines of context around the changes.
+  const all = [...head, ...middle, ...tail];
+  const keep = all.map(() => false);
+  all.forEach(([op], k) => {
+    if (op !== "=") for (let d = -3; d <= 3; d++) if (all[k + d]) keep[k + d] = true;
+  });
+  const out = [];
+  let skipped = 0;
+  all.forEach((line, k) => {
+    if (keep[k]) {
+      if (skipped) out.push(["…", `${skipped} unchanged line${skipped === 1 ? "" : "s"}`]);
+      skipped = 0;
+      out.push(line);
+    } else skipped++;
+  });
+  if (skipped && out.length) out.push(["…", `${skipped} unchanged line${skipped === 1 ? "" : "s"}`]);
+  return out;
+}
+
+function diffView(before, after, label) {
+  const rows = lineDiff(before || "", after || "");
+  const pre = el("pre", {className: "diff", attrs: {"aria-label": label}});
+  const names = {"+": "diff-add", "-": "diff-del", "=": "diff-ctx", "…": "diff-skip"};
+  const marks = {"+": "+ ", "-": "- ", "=": "  ", "…": "⋯ "};
+  for (const [op, line] of rows) pre.append(el("span", {className: names[op], text: `${marks[op]}${line}\n`}));
+  const adds = rows.filter(([op]) => op === "+").length;
+  const dels = rows.filter(([op]) => op === "-").length;
+  if (rows.length <= FOLD_LINES * 2) return pre;
+  return el("details", {className: "fold"}, [el("summary", {text: `Diff · +${adds} −${dels}`}), pre]);
+}
+
+// ------------------------------------------------------------------ Transcript
+
+const Transcript = {
+  root: null,
+  scroller: null,
+  lastId: 0,
+  streaming: null,
+  tools: new Map(),
+  cards: new Map(),
+  turnActive: false,
+  turnStarted: null,
+  lastState: "idle", // idle | running | waiting | stopped
+  pinned: true,
+
+  init() {
+    this.root = $("transcript");
+    this.scroller = $("transcript-wrap");
+    this.scroller.addEventListener("scroll", () => this.onScroll(), {passive: true});
+  },
+
+  clear() {
+    this.root.replaceChildren();
+    this.root.dataset.lastEventId = "0";
+    Object.assign(this, {lastId: 0, streaming: null, turnActive: false, turnStarted: null,
+      lastState: "idle", pinned: true});
+    this.tools.clear();
+    this.cards.clear();
+    Composer.update();
+  },
+
+  /** Apply one event; the Feeder hands them over in order, exactly once. */
+  apply(event) {
+    if (typeof event.id !== "number" || event.id <= this.lastId) return;
+    this.lastId = event.id;
+    this.root.dataset.lastEventId = String(event.id);
+    const render = this.renderers[event.kind];
+    try {
+      if (render) render.call(this, event);
+    } catch (err) {
+      console.error("tether: cannot render event", event, err);
+    }
+    Sessions.noteEvent(event);
+    Composer.update();
+    this.stickToBottom();
+  },
+
+  add(node, event) {
+    node.dataset.eventId = String(event.id);
+    node.dataset.kind = event.kind;
+    this.root.append(node);
+    return node;
+  },
+
+  endStreaming() {
+    if (this.streaming) this.streaming.classList.remove("streaming");
+    this.streaming = null;
+  },
+
+  stickToBottom() {
+    if (!this.pinned || this.scrollQueued) return;
+    this.scrollQueued = true;
+    requestAnimationFrame(() => {
+      this.scrollQueued = false;
+      this.scroller.scrollTop = this.scroller.scrollHeight;
+    });
+  },
+
+  onScroll() {
+    const s = this.scroller;
+    this.pinned = s.scrollHeight - s.scrollTop - s.clientHeight < 80;
+  },
+
+  notice(event, text, tone) {
+    return this.add(el("li", {className: `item notice notice-${tone}`, text}), event);
+  },
+
+  /** Scroll a card into view and focus its first control (the inbox jumps here). */
+  reveal(requestId) {
+    const card = this.cards.get(requestId);
+    if (!card) return false;
+    card.scrollIntoView({block: "center", behavior: "smooth"});
+    const target = card.querySelector(".btn-allow:not(:disabled), .btn-option:not(:disabled), button:not(:disabled)") || card;
+    if (target === card) card.setAttribute("tabindex", "-1");
+    target.focus({preventScroll: true});
+    card.classList.add("flash");
+    setTimeout(() => card.classList.remove("flash"), 1600);
+    return true;
+  },
+
+  renderers: {
+    user(event) {
+      this.endStreaming();
+      this.turnActive = true;
+      this.turnStarted = typeof event.ts === "number" ? event.ts * 1000 : Date.now();
+      this.lastState = "running";
+      this.add(el("li", {className: "item msg msg-user"}, [el("div", {className: "bubble", text: event.text})]), event);
+    },
+    agent_session(event) {
+      const model = event.model && event.model !== event.agent ? ` · ${event.model}` : "";
+      $("session-meta").textContent = `${event.agent} agent${model}`;
+    },
+    text_delta(event) {
+      if (!this.streaming) {
+        const body = el("div", {className: "bubble"});
+        this.streaming = this.add(el("li", {className: "item msg msg-agent streaming"}, [body]), event);
+      }
+      this.streaming.firstChild.append(document.createTextNode(event.text));
+    },
+    text(event) {
+      // The full text of the block whose deltas just streamed: it replaces them in place.
+      let item = this.streaming;
+      if (!item) item = this.add(el("li", {className: "item msg msg-agent"}, [el("div", {className: "bubble"})]), event);
+      item.dataset.eventId = String(event.id);
+      item.dataset.kind = "text";
+      Markdown.render(item.firstChild, event.text || "");
+      this.endStreaming();
+    },
+    thinking(event) {
+      this.endStreaming();
+      const box = el("details", {className: "thinking"}, [el("summary", {text: "Thinking"}),
+        el("p", {text: event.text})]);
+      this.add(el("li", {className: "item"}, [box]), event);
+    },
+    tool_use(event) {
+      this.endStreaming();
+      this.add(Tools.block(event), event);
+    },
+    tool_result(event) {
+      Tools.result(event);
+    },
+    approval_request(event) {
+      this.endStreaming();
+      this.lastState = "waiting";
+      Cards.place(Cards.approval(event), event);
+    },
+    approval_resolved(event) {
+      Cards.resolved(event);
+      if (this.turnActive) this.lastState = "running";
+    },
+    clarify_request(event) {
+      this.endStreaming();
+      this.lastState = "waiting";
+      Cards.place(Cards.clarify(event), event);
+    },
+    clarify_resolved(event) {
+      Cards.resolved(event);
+      if (this.turnActive) this.lastState = "running";
+    },
+    result(event) {
+      this.endStreaming();
+      const parts = [];
+      if (typeof event.duration_ms === "number") parts.push(`${(event.duration_ms / 1000).toFixed(1)} s`);
+      if (typeof event.cost_usd === "number") {
+        parts.push(`$${event.cost_usd.toFixed(event.cost_usd && event.cost_usd < 0.01 ? 4 : 2)}`);
+      }
+      const usage = event.usage || {};
+      const fmt = (n) => Number(n).toLocaleString("en-US");
+      const tokens = [];
+      if (typeof usage.input_tokens === "number") tokens.push(`${fmt(usage.input_tokens)} in`);
+      if (typeof usage.output_tokens === "number") tokens.push(`${fmt(usage.output_tokens)} out`);
+      const cached = usage.cache_read_input_tokens;
+      if (typeof cached === "number" && cached > 0) tokens.push(`${fmt(cached)} cached`);
+      if (tokens.length) parts.push(`${tokens.join(" / ")} tokens`);
+      const head = event.is_error ? "Error" : "Done";
+      const line = el("li", {className: `item result${event.is_error ? " result-error" : ""}`,
+        text: [head, ...parts].join(" · ")});
+      if (event.is_error && event.text) line.append(el("span", {className: "result-text", text: event.text}));
+      this.add(line, event);
+    },
+    error(event) {
+      this.endStreaming();
+      const item = el("li", {className: "item notice notice-error", attrs: {role: "alert"}},
+        [el("strong", {text: "Error: "}), document.createTextNode(event.message || "unknown error")]);
+      this.add(item, event);
+    },
+    turn_end(event) {
+      this.endStreaming();
+      this.turnActive = false;
+      this.turnStarted = null;
+      this.lastState = event.reason === "completed" ? "idle" : "stopped";
+      const labels = {cancelled: "Stopped", timeout: "Timed out", error: "Ended by an error",
+        interrupted: "Interrupted: the server restarted"};
+      if (labels[event.reason]) this.notice(event, labels[event.reason], "warn");
+      else this.add(el("li", {className: "item turn-rule", attrs: {"aria-hidden": "true"}}), event);
+    },
+  },
+};
+
+// ------------------------------------------------------------------ Tools
+
+const Tools = {
+  summary(name, input) {
+    if (!input || typeof input !== "object" || name === "AskUserQuestion") return "";
+    return input.description || input.file_path || input.notebook_path || input.path || input.pattern || input.url || "";
+  },
+
+  /** What a tool call looks like, by kind. */
+  body(name, input) {
+    if (name === "Bash" && typeof input.command === "string") {
+      return [foldable(`$ ${input.command}`, "Command", "tool-input")];
+    }
+    if ((name === "Edit" || name === "MultiEdit") && typeof input.file_path === "string") {
+      const edits = name === "MultiEdit" && Array.isArray(input.edits) ? input.edits : [input];
+      return edits.map((e) => diffView(String(e.old_string ?? ""), String(e.new_string ?? ""), `Changes to ${input.file_path}`));
+    }
+    if (name === "Write" && typeof input.file_path === "string") {
+      return [diffView("", String(input.content ?? ""), `New content of ${input.file_path}`)];
+    }
+    if (name === "Read" && typeof input.file_path === "string") {
+      const range = input.offset || input.limit ? ` (lines ${input.offset || 1}${input.limit ? `–${(input.offset || 1) + input.limit - 1}` : "+"})` : "";
+      return [el("p", {className: "tool-file", text: `${input.file_path}${range}`})];
+    }
+    if (name === "AskUserQuestion") return [];
+    return [foldable(JSON.stringify(input, null, 2), "Input", "tool-input")];
+  },
+
+  block(event) {
+    const input = event.input || {};
+    const name = event.name || "tool";
+    const summary = name === "Read" ? "" : this.summary(name, input);
+    const head = el("div", {className: "tool-head"}, [
+      el("span", {className: "tool-name", text: name === "AskUserQuestion" ? "Question" : name}),
+      el("span", {className: "tool-summary", text: summary}),
+    ]);
+    const box = el("li", {className: `item tool tool-${name.toLowerCase().replace(/[^a-z0-9]/g, "")}`,
+      attrs: {"data-tool-use-id": event.tool_use_id, "data-tool-name": name}}, [head]);
+    box.append(...this.body(name, input));
+    Transcript.tools.set(event.tool_use_id, box);
+    return box;
+  },
+
+  result(event) {
+    const text = stringify(event.content) || "(no output)";
+    const box = Transcript.tools.get(event.tool_use_id);
+    const name = box ? box.dataset.toolName : "";
+    // Shell output keeps its columns (scrolls sideways, like a terminal); other results wrap.
+    const terminal = name === "Bash" && !event.is_error;
+    // A file's contents, or an edit's confirmation, are folded away: the call says it all.
+    const quiet = !event.is_error && ["Read", "Edit", "MultiEdit", "Write"].includes(name);
+    const out = el("div", {className: `tool-output${event.is_error ? " is-error" : ""}`},
+      [foldable(text, event.is_error ? "Error output" : "Output",
+        `tool-output-text${terminal ? " terminal" : ""}`, !terminal, quiet)]);
+    out.dataset.eventId = String(event.id);
+    out.dataset.kind = event.kind;
+    if (box) box.append(out);
+    else Transcript.root.append(el("li", {className: "item tool"}, [out]));
+  },
+};
+
+// ------------------------------------------------------------------ Cards
+
+const Cards = {
+  /** Cards sit inside their tool call's block when there is one, else on their own. */
+  place(card, event) {
+    card.dataset.eventId = String(event.id);
+    card.dataset.kind = event.kind;
+    Transcript.cards.set(event.request_id, card);
+    const box = event.tool_use_id && Transcript.tools.get(event.tool_use_id);
+    if (box) box.append(card);
+    else Transcript.root.append(el("li", {className: "item"}, [card]));
+  },
+
+  shell(event, kicker, title) {
+    return el("div", {className: "card", attrs: {"data-request-id": event.request_id, "data-state": "pending",
+      role: "group", "aria-label": `${kicker}: ${title}`}},
+      [el("div", {className: "card-head"}, [el("span", {className: "card-kicker", text: kicker}),
+        el("p", {className: "card-title", text: title})])]);
+  },
+
+  approval(event) {
+    const sid = event.session_id || Sessions.currentId;
+    const nested = event.tool_use_id && Transcript.tools.has(event.tool_use_id);
+    const name = event.tool_name || "tool";
+    const card = this.shell(event, "Needs your approval", `Allow ${name}?`);
+    card.classList.add("card-approval");
+    if (event.description && !nested) card.append(el("p", {className: "card-desc", text: event.description}));
+    const input = event.input || {};
+    const isBash = name === "Bash" && typeof input.command === "string";
+    // Nested in its tool call's block, the input is shown right above the card.
+    if (!nested) card.append(...(isBash ? [foldable(`$ ${input.command}`, "Input", "card-input")] : Tools.body(name, input)));
+    const message = el("input", {className: "card-message", attrs: {type: "text", maxlength: "2000",
+      placeholder: "Message for the agent (optional)", "aria-label": `Message with your answer to ${name}`}});
+    const send = (body) => this.submit(card, () => Api.approve(sid, event.request_id,
+      {...body, message: message.value.trim() || undefined}));
+    const button = (text, className, onClick, label) => {
+      const b = el("button", {className: `btn ${className}`, text, attrs: {type: "button", "aria-label": label}});
+      b.addEventListener("click", onClick);
+      return b;
+    };
+    const row = el("div", {className: "btn-row"}, [
+      button("Allow", "btn-allow", () => send({decision: "allow"})),
+      button("Deny", "btn-deny", () => send({decision: "deny"})),
+    ]);
+    // "Allow for this session": the agent's suggested allow rules (Claude Code's
+    // permission_suggestions, type addRules), kept for the agent's session only. Claude Code
+    // suggests destination "localSettings" (a file in the workspace, for good) and other
+    // updates (setMode acceptEdits, addDirectories) that reach further than this button says.
+    const suggestions = (Array.isArray(event.permission_suggestions) ? event.permission_suggestions : [])
+      .filter((s) => s && s.type === "addRules")
+      .map((s) => ({...s, destination: "session"}));
+    if (suggestions.length) {
+      row.append(button("Allow for this session", "btn-allow-session",
+        () => send({decision: "allow", updated_permissions: suggestions})));
+    }
+    const actions = el("div", {className: "card-actions"}, [message, row]);
+    if (isBash) {
+      // Edit-then-allow: the command, editable; allowed with `updated_input`.
+      const editor = el("div", {className: "card-editor", attrs: {hidden: ""}});
+      const areaId = `edit-${event.request_id}`;
+      const area = el("textarea", {className: "card-edit", attrs: {id: areaId, rows: "3", spellcheck: "false",
+        autocapitalize: "off", autocomplete: "off"}});
+      area.value = input.command;
+      const runEdited = button("Allow edited command", "btn-allow", () => {
+        const command = area.value.trim();
+        if (!command) return this.outcome(card, "The command is empty.");
+        send({decision: "allow", updated_input: {...input, command}});
+      });
+      const cancelEdit = button("Cancel edit", "", () => {
+        editor.hidden = true;
+        row.hidden = false;
+        edit.focus();
+      });
+      editor.append(el("label", {className: "card-edit-label", text: "Command to run", attrs: {for: areaId}}), area,
+        el("div", {className: "btn-row"}, [runEdited, cancelEdit]));
+      const edit = button("Edit", "btn-edit", () => {
+        editor.hidden = false;
+        row.hidden = true;
+        area.focus();
+      }, "Edit the command, then allow");
+      row.append(edit);
+      actions.append(editor);
+    }
+    card.append(actions, el("p", {className: "card-outcome", attrs: {role: "status"}}));
+    return card;
+  },
+
+  clarify(event) {
+    const sid = event.session_id || Sessions.currentId;
+    const questions = event.questions || [];
+    const card = this.shell(event, "Question for you", questions.length === 1 ? questions[0].question : `${questions.length} questions`);
+    card.classList.add("card-clarify");
+    const direct = questions.length === 1 && !questions[0].multi_select; // one tap answers
+    const state = questions.map(() => ({picked: new Set(), other: null}));
+    const collect = () => {
+      const answers = {};
+      questions.forEach((q, i) => {
+        const parts = [...state[i].picked];
+        const other = state[i].other.value.trim();
+        if (other) parts.push(other);
+        if (parts.length) answers[q.question] = parts.join(", ");
+      });
+      return answers;
+    };
+    const send = (answers) => {
+      if (Object.keys(answers).length) this.submit(card, () => Api.clarify(sid, event.request_id, answers));
+      else this.outcome(card, "Pick an option or type an answer first.");
+    };
+    questions.forEach((q, i) => {
+      const group = el("div", {className: "question", attrs: {role: "group", "aria-label": q.question}});
+      if (questions.length > 1) group.append(el("p", {className: "question-text", text: q.question}));
+      else if (q.header && q.header !== q.question) group.append(el("span", {className: "chip", text: q.header}));
+      const options = el("div", {className: "options"});
+      for (const opt of q.options || []) {
+        const btn = el("button", {className: "btn btn-option", attrs: {type: "button", "aria-pressed": direct ? undefined : "false"}},
+          [el("span", {className: "option-label", text: opt.label})]);
+        if (opt.description) btn.append(el("span", {className: "option-desc", text: opt.description}));
+        btn.addEventListener("click", () => {
+          if (direct) return send({[q.question]: opt.label});
+          const picked = state[i].picked;
+          if (!q.multi_select) {
+            picked.clear();
+            options.querySelectorAll("[aria-pressed]").forEach((b) => b.setAttribute("aria-pressed", "false"));
+          }
+          if (picked.has(opt.label)) picked.delete(opt.label); else picked.add(opt.label);
+          btn.setAttribute("aria-pressed", String(picked.has(opt.label)));
+        });
+        options.append(btn);
+      }
+      const other = el("input", {className: "card-message", attrs: {type: "text", maxlength: "2000",
+        placeholder: "Or type your own answer", "aria-label": `Your own answer to: ${q.question}`}});
+      state[i].other = other;
+      other.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); send(collect()); } });
+      group.append(options, other);
+      card.append(group);
+    });
+    const submit = el("button", {className: "btn btn-primary", text: direct ? "Answer" : "Send answers", attrs: {type: "button"}});
+    submit.addEventListener("click", () => send(collect()));
+    card.append(el("div", {className: "card-actions"}, [el("div", {className: "btn-row"}, [submit])]),
+      el("p", {className: "card-outcome", attrs: {role: "status"}}));
+    return card;
+  },
+
+  /** POST an answer, straight from this tab. A 409 means another client answered first: say
+   *  so, never drop the click. */
+  async submit(card, call) {
+    if (card.dataset.state !== "pending") {
+      if (card.dataset.state !== "busy") this.explain(card);
+      return;
+    }
+    this.setBusy(card, true);
+    try {
+      await call();
+      if (card.dataset.state === "busy") this.outcome(card, "Sent…");
+    } catch (err) {
+      if (card.dataset.state !== "busy") return; // the resolved event already said it all
+      if (err instanceof ApiError && err.status === 409) this.finish(card, "elsewhere", "Already answered elsewhere");
+      else if (err instanceof ApiError && err.status === 404) this.finish(card, "elsewhere", "No longer waiting for an answer (timed out or cancelled)");
+      else {
+        this.setBusy(card, false);
+        this.outcome(card, `Could not send: ${err.message}`);
+      }
+    }
+  },
+
+  /** A click that reached a settled card: point at why it is settled. */
+  explain(card) {
+    const outcome = card.querySelector(".card-outcome");
+    outcome.classList.remove("flash");
+    void outcome.offsetWidth;
+    outcome.classList.add("flash");
+  },
+
+  setBusy(card, busy) {
+    card.dataset.state = busy ? "busy" : "pending";
+    card.querySelectorAll("button, input, textarea").forEach((n) => { n.disabled = busy; });
+    Composer.update();
+  },
+
+  outcome(card, text) {
+    card.querySelector(".card-outcome").textContent = text;
+  },
+
+  /** Read-only from now on: drop the controls, keep the question and the outcome. */
+  finish(card, state, text) {
+    card.dataset.state = state;
+    const actions = card.querySelector(".card-actions");
+    if (actions) actions.remove();
+    card.querySelectorAll("button, input, textarea").forEach((n) => { n.disabled = true; });
+    card.querySelectorAll(".question .card-message").forEach((n) => n.remove());
+    this.outcome(card, text);
+    Composer.update();
+  },
+
+  resolved(event) {
+    const card = Transcript.cards.get(event.request_id);
+    if (!card) return;
+    const by = event.by === Client.label ? "you" : event.by || "someone";
+    let state, text;
+    if (event.reason === "timeout") [state, text] = ["timeout", event.kind === "clarify_resolved" ? "Timed out: no answer" : "Timed out: denied"];
+    else if (event.reason === "cancelled") [state, text] = ["cancelled", "Cancelled"];
+    else if (event.reason === "auto") [state, text] = ["allowed", "Allowed by auto-approve"];
+    else if (event.kind === "clarify_resolved") {
+      const answers = Object.entries(event.answers || {}).map(([q, a]) => `${q} → ${a}`).join("; ");
+      [state, text] = ["answered", `Answered by ${by}${answers ? ": " + answers : ""}`];
+    } else if (event.decision === "allow") {
+      state = "allowed";
+      text = `Allowed${event.updated_permissions ? " for this session" : ""} by ${by}`;
+      const edited = event.updated_input;
+      if (edited) text += ` (edited: ${edited.command ?? JSON.stringify(edited)})`;
+    }
+    else [state, text] = ["denied", `Denied by ${by}${event.message ? ": " + event.message : ""}`];
+    if (event.kind === "clarify_resolved" && event.answers) this.markPicked(card, event.answers);
+    this.finish(card, state, text);
+  },
+
+  markPicked(card, answers) {
+    const chosen = new Set(Object.values(answers).flatMap((a) => String(a).split(", ")));
+    card.querySelectorAll(".btn-option").forEach((b) => {
+      b.classList.toggle("picked", chosen.has(b.querySelector(".option-label").textContent));
+    });
+  },
+
+  pendingCount() {
+    let n = 0;
+    for (const card of Transcript.cards.values()) if (["pending", "busy"].includes(card.dataset.state)) n += 1;
+    return n;
+  },
+};

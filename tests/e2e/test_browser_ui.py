@@ -1,0 +1,371 @@
+"""The browser UI's cards, transcript and sessions (issue 3), end to end, plus accessibility.
+
+axe-core comes from npm (``make test`` installs the pinned version into .tools/) and is
+served to the page by the test itself; it is never part of the app.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.e2e import test_browser as base
+from tests.e2e.live import ROOT, LiveServer
+from tests.e2e.test_browser import (
+    assert_phone_friendly,
+    assert_rendered_once,
+    new_page,
+    pending_card,
+    screenshot,
+    send,
+    start_session,
+    wait_for_event,
+    wait_turn_finished,
+)
+
+# The shared fixtures (Debian's Chromium, a live server per test, a phone-sized page).
+browser = base.browser
+server = base.server
+page = base.page
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+AXE = ROOT / ".tools" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def test_edit_then_allow_and_allow_for_session(page: Any, server: LiveServer) -> None:
+    session_id = start_session(page, server)
+    send(page, "$ echo original")
+    card = pending_card(page)
+    card.get_by_role("button", name="Edit the command, then allow").click()
+    editor = card.get_by_label("Command to run")
+    expect(editor).to_be_focused()
+    expect(editor).to_have_value("echo original")
+    assert_phone_friendly(page)
+    screenshot(page, "edit-then-allow")
+    editor.fill("echo edited")
+    with page.expect_request("**/approvals/**") as request:
+        card.get_by_role("button", name="Allow edited command").click()
+    body = request.value.post_data_json
+    assert body["decision"] == "allow"
+    assert body["updated_input"]["command"] == "echo edited"
+    assert body["updated_input"]["description"]  # the rest of the input is kept
+    expect(card).to_have_attribute("data-state", "allowed")
+    expect(card.locator(".card-outcome")).to_have_text("Allowed by you (edited: echo edited)")
+    wait_turn_finished(page)
+    expect(page.locator(".tool-output")).to_contain_text("edited")
+    expect(page.locator(".tool-output")).not_to_contain_text("original")
+
+    send(page, "$ echo twice")
+    card = pending_card(page)
+    request_event = wait_for_event(server, session_id, "approval_request",
+                                   after=int(card.get_attribute("data-event-id")) - 1)
+    with page.expect_request("**/approvals/**") as request:
+        card.get_by_role("button", name="Allow for this session").click()
+    body = request.value.post_data_json
+    assert body["decision"] == "allow"
+    assert body["updated_permissions"] == [
+        {**s, "destination": "session"} for s in request_event["permission_suggestions"]
+        if s["type"] == "addRules"]
+    expect(card).to_have_attribute("data-state", "allowed")
+    expect(card.locator(".card-outcome")).to_have_text("Allowed for this session by you")
+    wait_turn_finished(page, turns=2)
+    assert_rendered_once(page)
+    assert not page.js_errors
+
+
+def test_auto_approve_rename_download_delete(page: Any, server: LiveServer) -> None:
+    session_id = start_session(page, server)
+    actions = page.get_by_role("button", name="Session actions")
+    actions.click()
+    toggle = page.get_by_role("switch", name="Auto-approve tool calls")
+    expect(toggle).to_have_attribute("aria-checked", "false")
+    with page.expect_response(lambda r: r.request.method == "PATCH") as response:
+        toggle.click()
+    assert response.value.request.post_data_json == {"auto_approve": True}
+    banner = page.locator("#auto-banner")
+    expect(banner).to_contain_text("Auto-approve is on")
+    assert server.api("GET", f"/api/sessions/{session_id}").json()["auto_approve"] is True
+    send(page, "$ echo automatic")
+    wait_turn_finished(page)
+    expect(page.locator(".card-outcome")).to_have_text("Allowed by auto-approve")
+    expect(page.locator(".tool-output")).to_contain_text("automatic")
+    screenshot(page, "auto-approve")
+    banner.get_by_role("button", name="Turn off").click()
+    expect(banner).to_be_hidden()
+    assert server.api("GET", f"/api/sessions/{session_id}").json()["auto_approve"] is False
+
+    # Rename, through a dialog.
+    actions.click()
+    page.get_by_role("button", name="Rename…").click()
+    dialog = page.get_by_role("dialog", name="Rename session")
+    dialog.get_by_label("Title").fill("Nightly build")
+    dialog.get_by_role("button", name="Rename").click()
+    expect(page.locator("#session-title")).to_have_text("Nightly build")
+    assert server.api("GET", f"/api/sessions/{session_id}").json()["title"] == "Nightly build"
+    expect(page.locator(".session-item[aria-current=true]")).to_contain_text("Nightly build")
+
+    # Download the transcript as JSON Lines: one event per line, the whole log.
+    actions.click()
+    link = page.get_by_role("link", name="Download transcript (JSONL)")
+    with page.expect_download() as download:
+        link.click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["kind"] == "turn_end"
+    assert any(e["kind"] == "approval_resolved" and e["reason"] == "auto" for e in events)
+
+    # Delete, after a confirmation; cancelling keeps it.
+    page.keyboard.press("Escape")
+    actions.click()
+    page.get_by_role("button", name="Delete session…").click()
+    dialog = page.get_by_role("dialog", name=re.compile("Delete"))
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    assert server.api("GET", f"/api/sessions/{session_id}").status_code == 200
+    actions.click()
+    page.get_by_role("button", name="Delete session…").click()
+    dialog.get_by_role("button", name="Delete").click()
+    expect(page.locator("#empty-state")).to_be_visible()
+    assert server.api("GET", f"/api/sessions/{session_id}").status_code == 404
+    expect(page.locator(".session-item")).to_have_count(0)
+    assert not page.js_errors
+
+
+def test_markdown_is_sanitized_and_code_can_be_copied(page: Any, server: LiveServer) -> None:
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    start_session(page, server)
+    # The local agent repeats the command in its reply: Markdown with HTML in it.
+    send(page, "$ true '<img src=x onerror=window.pwned=1>' "
+               "'<script>window.pwned=2</script>' **bold**")
+    pending_card(page).get_by_role("button", name="Allow", exact=True).click()
+    wait_turn_finished(page)
+    reply = page.locator('[data-kind="text"]')
+    expect(reply).to_contain_text("finished with exit code 0")
+    assert page.evaluate("window.pwned") is None
+    assert reply.locator("img, script, [onerror]").count() == 0
+    # Markdown, rendered: a fenced block with a copy button.
+    page.evaluate("""() => Transcript.apply({id: Transcript.lastId + 1, kind: "text",
+        text: "Run **this**:\\n\\n```sh\\nmake test\\n```\\n\\n"
+              + "<a href='javascript:alert(1)'>x</a>"})""")
+    last = page.locator('[data-kind="text"]').last
+    expect(last.locator("strong")).to_have_text("this")
+    expect(last.locator("pre")).to_have_text("make test")
+    assert last.locator("a[href^=javascript]").count() == 0
+    last.get_by_role("button", name="Copy code").click()
+    expect(last.get_by_role("button", name="Copy code")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == "make test"
+    assert not page.js_errors
+
+
+def test_tool_calls_by_kind(page: Any, server: LiveServer) -> None:
+    """Edit and Write as diffs, Read as a file name, long output folded (rendered from
+    Claude-shaped events; the local agent only runs Bash)."""
+    start_session(page, server)
+    page.evaluate("""() => {
+      let id = Transcript.lastId;
+      const apply = (e) => Transcript.apply({id: ++id, ...e});
+      apply({kind: "user", text: "refactor", turn: 1, ts: Date.now() / 1000});
+      apply({kind: "tool_use", tool_use_id: "t1", name: "Edit",
+             input: {file_path: "app.py", old_string: "a = 1\\nb = 2\\nc = 3",
+                     new_string: "a = 1\\nb = 20\\nc = 3"}});
+      apply({kind: "tool_result", tool_use_id: "t1", content: "ok", is_error: false});
+      apply({kind: "tool_use", tool_use_id: "t2", name: "Write",
+             input: {file_path: "new.txt", content: "hello\\nworld"}});
+      apply({kind: "tool_use", tool_use_id: "t3", name: "Read", input: {file_path: "/etc/hosts"}});
+      apply({kind: "tool_result", tool_use_id: "t3", content: "127.0.0.1 localhost",
+             is_error: false});
+      apply({kind: "tool_use", tool_use_id: "t4", name: "Bash", input: {command: "seq 100"}});
+      const lines = Array.from({length: 100}, (_, i) => i + 1).join("\\n");
+      apply({kind: "tool_result", tool_use_id: "t4", content: lines, is_error: false});
+      apply({kind: "result", is_error: false, duration_ms: 4200, cost_usd: 0.0123,
+             usage: {input_tokens: 1200, output_tokens: 345, cache_read_input_tokens: 800}});
+      apply({kind: "turn_end", turn: 1, reason: "completed"});
+    }""")
+    edit = page.locator('[data-tool-name="Edit"]')
+    expect(edit.locator(".diff-del")).to_have_text("- b = 2\n")
+    expect(edit.locator(".diff-add")).to_have_text("+ b = 20\n")
+    write = page.locator('[data-tool-name="Write"]')
+    expect(write.locator(".diff-add")).to_have_count(2)
+    read = page.locator('[data-tool-name="Read"]')
+    expect(read.locator(".tool-file")).to_have_text("/etc/hosts")
+    expect(read.locator("details.fold")).not_to_have_attribute("open", "")
+    bash = page.locator('[data-tool-name="Bash"]')
+    expect(bash.locator("details.fold summary")).to_have_text("Output · 100 lines")
+    expect(page.locator('[data-kind="result"]').last).to_have_text(
+        "Done · 4.2 s · $0.01 · 1,200 in / 345 out / 800 cached tokens")
+    screenshot(page, "tool-kinds")
+    assert not page.js_errors
+
+
+def test_turn_timer_and_state_pill(page: Any, server: LiveServer) -> None:
+    start_session(page, server)
+    send(page, "$ sleep 3")
+    expect(page.locator("#state-pill")).to_have_text("waiting for you")
+    pending_card(page).get_by_role("button", name="Allow", exact=True).click()
+    expect(page.locator("#state-pill")).to_have_text("running")
+    expect(page.locator("#turn-timer")).to_have_text(re.compile(r"^[1-9]\d* s$"))
+    wait_turn_finished(page)
+    expect(page.locator("#state-pill")).to_have_text("idle")
+    expect(page.locator("#turn-timer")).to_have_text("")
+    assert not page.js_errors
+
+
+# ---------------------------------------------------------------- accessibility
+
+
+def axe_violations(page: Any) -> list[str]:
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("""async () => {
+      const r = await axe.run(document, {resultTypes: ['violations']});
+      return r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+        .map(v => `${v.id} (${v.impact}): `
+               + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', ')
+               + ` ${v.nodes[0] && v.nodes[0].failureSummary || ''}`);
+    }""")
+    return list(result)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_accessibility(browser: Any, server: LiveServer, scheme: str) -> None:
+    if not AXE.exists():
+        message = f"{AXE} is missing: run `make axe-core` (make test installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    page = new_page(browser, color_scheme=scheme)
+    try:
+        other = server.create_session(agent="local", title="Build box")
+        server.api("POST", f"/api/sessions/{other['id']}/prompt",
+                   json={"text": "ask Ship it? yes | no"})
+        start_session(page, server)
+        send(page, "$ echo checked")
+        pending_card(page).get_by_role("button", name="Allow", exact=True).click()
+        wait_turn_finished(page)
+        send(page, "$ ls")
+        pending_card(page)
+        expect(page.locator("#inbox-count")).to_have_text("2")
+        problems = {"session": axe_violations(page)}
+        screenshot(page, f"a11y-{scheme}-session")
+        page.get_by_role("button", name=re.compile("^Inbox")).click()
+        problems["inbox"] = axe_violations(page)
+        screenshot(page, f"a11y-{scheme}-inbox")
+        page.keyboard.press("Escape")
+        page.get_by_role("button", name="Session actions").click()
+        problems["menu"] = axe_violations(page)
+        screenshot(page, f"a11y-{scheme}-menu")
+        page.keyboard.press("Escape")
+        page.get_by_role("button", name="Open the session list").click()
+        page.locator("#settings summary").click()
+        problems["drawer"] = axe_violations(page)
+        screenshot(page, f"a11y-{scheme}-drawer")
+        page.keyboard.press("Escape")
+        page.goto(f"{server.url}/#s={other['id']}")
+        pending_card(page)
+        problems["clarify"] = axe_violations(page)
+        screenshot(page, f"a11y-{scheme}-clarify")
+        bad = {k: v for k, v in problems.items() if v}
+        assert not bad, f"serious or critical accessibility violations: {bad}"
+        assert not page.js_errors
+    finally:
+        page.context.close()
+
+
+def test_keyboard_only(page: Any, server: LiveServer) -> None:
+    """Tab to the composer, send with Enter, answer the card with the keyboard."""
+    start_session(page, server)
+    page.locator("#prompt").focus()
+    page.keyboard.type("$ echo keys")
+    page.keyboard.press("Enter")
+    card = pending_card(page)
+    allow = card.get_by_role("button", name="Allow", exact=True)
+    allow.focus()
+    page.keyboard.press("Enter")
+    expect(card).to_have_attribute("data-state", "allowed")
+    wait_turn_finished(page)
+    # The inbox opens and closes from the keyboard, and focus goes back to its button.
+    inbox = page.get_by_role("button", name=re.compile("^Inbox"))
+    inbox.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#inbox-panel")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("#inbox-panel")).to_be_hidden()
+    expect(inbox).to_be_focused()
+    assert not page.js_errors
+
+
+def test_installable_and_phone_ready(page: Any, server: LiveServer) -> None:
+    """A web app manifest with 192 and 512 px icons (one maskable), safe-area aware layout."""
+    start_session(page, server)
+    href = page.locator('link[rel="manifest"]').get_attribute("href")
+    manifest = server.api("GET", href)
+    assert manifest.status_code == 200
+    assert manifest.headers["content-type"].startswith("application/manifest+json")
+    data = manifest.json()
+    assert data["display"] == "standalone" and data["start_url"] == "/"
+    sizes = {(icon["sizes"], icon.get("purpose", "any")) for icon in data["icons"]}
+    assert {("192x192", "any"), ("512x512", "any"), ("512x512", "maskable")} <= sizes
+    base = href.rsplit("/", 1)[0]
+    for icon in data["icons"]:
+        got = server.api("GET", f"{base}/{icon['src']}")
+        assert got.status_code == 200, icon
+        if icon["type"] == "image/png":
+            assert got.content[:8] == b"\x89PNG\r\n\x1a\n"
+            width = int.from_bytes(got.content[16:20], "big")
+            height = int.from_bytes(got.content[20:24], "big")
+            assert f"{width}x{height}" == icon["sizes"]
+    viewport = page.locator('meta[name="viewport"]').get_attribute("content")
+    assert "viewport-fit=cover" in viewport
+    heights = page.evaluate("""() => [getComputedStyle(document.querySelector('.main')).height,
+                                      String(window.innerHeight) + 'px']""")
+    assert heights[0] == heights[1]  # 100dvh: the dock sits at the bottom of the screen
+    css = server.api("GET", "/static/style.css").text
+    assert "env(safe-area-inset-bottom)" in css and "100dvh" in css
+    assert_phone_friendly(page)
+
+
+def test_transport_setting_is_saved(page: Any, server: LiveServer) -> None:
+    session_id = start_session(page, server)
+    expect(page.locator("#conn")).to_have_text("Connected · SSE")
+    page.get_by_role("button", name="Open the session list").click()
+    page.locator("#settings summary").click()
+    page.get_by_label("WebSocket").check()
+    page.reload()
+    expect(page.locator("#conn")).to_have_text("Connected · WebSocket")
+    # ?transport= in the URL wins over the setting.
+    page.goto(f"{server.url}/?transport=poll#s={session_id}")
+    expect(page.locator("#conn")).to_have_text("Connected · long-poll")
+    page.goto(f"{server.url}/#s={session_id}")
+    expect(page.locator("#conn")).to_have_text("Connected · WebSocket")
+    page.get_by_role("button", name="Open the session list").click()
+    page.locator("#settings summary").click()
+    page.get_by_label("Server-Sent Events (default)").check()
+    page.reload()
+    expect(page.locator("#conn")).to_have_text("Connected · SSE")
+    assert not page.js_errors
+
+
+def test_card_that_timed_out_is_read_only(browser: Any, tmp_path: Path) -> None:
+    with LiveServer(tmp_path, TETHER_PROMPT_TIMEOUT="2") as server:
+        page = new_page(browser)
+        try:
+            start_session(page, server)
+            send(page, "$ echo too-late")
+            card = pending_card(page)
+            expect(page.locator("#inbox-count")).to_have_text("1")
+            expect(card).to_have_attribute("data-state", "timeout")
+            expect(card.locator(".card-outcome")).to_have_text("Timed out: denied")
+            expect(card.get_by_role("button")).to_have_count(0)
+            expect(page.locator("#inbox-count")).to_be_hidden()
+            wait_turn_finished(page)
+            screenshot(page, "timed-out")
+            assert not page.js_errors
+        finally:
+            page.context.close()
