@@ -11,81 +11,16 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
+from tests.e2e.browser import new_page, screenshot
 from tests.e2e.live import ROOT, LiveServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-ARTIFACTS = ROOT / "test-artifacts"
-PHONE = {"width": 390, "height": 844}
-WAIT_MS = 15_000  # every Playwright wait is bounded by this
-
-expect.set_options(timeout=WAIT_MS)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        message = (f"{CHROMIUM} is missing: the browser tests need Debian's Chromium "
-                   "(apt-get install chromium); they never download a browser.")
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                    timeout=20_000)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[LiveServer]:
-    with LiveServer(tmp_path) as live:
-        yield live
-
-
-def new_page(browser: Any, viewport: dict[str, int] = PHONE, no_event_source: bool = False,
-             **options: Any) -> Any:
-    mobile = viewport["width"] < 600
-    context = browser.new_context(viewport=viewport, is_mobile=mobile, has_touch=mobile,
-                                  device_scale_factor=2 if mobile else 1, **options)
-    context.set_default_timeout(WAIT_MS)
-    context.set_default_navigation_timeout(WAIT_MS)
-    if no_event_source:
-        context.add_init_script("delete window.EventSource")
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.js_errors = errors
-    return page
-
-
-@pytest.fixture
-def page(browser: Any, server: LiveServer) -> Iterator[Any]:
-    # Depends on `server` so that it closes first: an open stream would hold up the server's
-    # graceful shutdown.
-    page = new_page(browser)
-    yield page
-    page.context.close()
-
-
-def screenshot(page: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path))
-    return path
 
 
 def wait_for_event(server: LiveServer, session_id: str, kind: str, after: int = 0,

@@ -20,26 +20,17 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e import test_browser as base
+from tests.e2e.browser import PHONE, WAIT_MS, new_page, screenshot
 from tests.e2e.live import LiveServer
 from tests.e2e.test_browser import (
-    PHONE,
-    WAIT_MS,
     assert_rendered_once,
     echo_hello_flow,
-    new_page,
     pending_card,
-    screenshot,
     send,
     start_session,
     wait_for_event,
     wait_turn_finished,
 )
-
-# The shared fixtures (Debian's Chromium, a live server per test, a phone-sized page).
-browser = base.browser
-server = base.server
-page = base.page
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 

@@ -15,24 +15,17 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e import test_browser as base
+from tests.e2e.browser import new_page, screenshot
 from tests.e2e.live import ROOT, LiveServer
 from tests.e2e.test_browser import (
     assert_phone_friendly,
     assert_rendered_once,
-    new_page,
     pending_card,
-    screenshot,
     send,
     start_session,
     wait_for_event,
     wait_turn_finished,
 )
-
-# The shared fixtures (Debian's Chromium, a live server per test, a phone-sized page).
-browser = base.browser
-server = base.server
-page = base.page
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
