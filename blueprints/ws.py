@@ -303,7 +303,6 @@ class Connection:
 
     def inbox_subscribe(self, params: NoParams) -> dict[str, Any]:
         self._inbox_wanted = True
-        self.feed.subscribe_inbox(self.core.inbox, snapshots=False)
         snapshot = self.core.inbox.snapshot()
         # Notifications start after the reply, from the revision the reply carries.
         self._deferred.append(lambda: self.feed.subscribe_inbox(

@@ -42,6 +42,7 @@ class Inbox:
         self._source = source
         self.epoch = epoch
         self._revision = 0
+        self._snapshot: dict[str, Any] | None = None
         self._wakeup = Wakeup()
         self._closed = False
 
@@ -86,13 +87,20 @@ class Inbox:
         The revision is read before the entries, so a change that lands while they are
         gathered bumps the revision past this one and the client asks again: a snapshot may
         be newer than its revision says, never older.
+
+        The dict is built once per revision and shared: callers must not change it.
         """
         revision = self._revision
+        cached = self._snapshot
+        if cached is not None and cached["revision"] == revision:
+            return cached  # every client following the inbox shares one build per revision
         entries = [entry(session_id, title, request)
                    for session_id, title, pending in self._source()
                    for request in pending]
         entries.sort(key=lambda e: e["created_at"])
-        return {"revision": revision, "epoch": self.epoch, "entries": entries}
+        snapshot = {"revision": revision, "epoch": self.epoch, "entries": entries}
+        self._snapshot = snapshot
+        return snapshot
 
 
 def entry(session_id: str, session_title: str, request: PendingRequest) -> dict[str, Any]:

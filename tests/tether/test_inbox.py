@@ -119,13 +119,27 @@ def test_snapshot_lists_every_sessions_requests_oldest_first() -> None:
                                               ("s2", "second", "c")]
 
 
-def test_snapshot_is_built_fresh_from_the_source_each_time() -> None:
+def test_snapshot_is_rebuilt_from_the_source_after_every_change() -> None:
     source = Source()
     inbox = Inbox(source, EPOCH)
     source.rows = [("s", "t", [approval()])]
+    inbox.changed()
     assert len(inbox.snapshot()["entries"]) == 1
     source.rows = []
+    inbox.changed()
     assert inbox.snapshot()["entries"] == []
+
+
+def test_one_snapshot_is_shared_while_the_revision_stands() -> None:
+    # Every client following the inbox gets the same build: one per revision, not per client.
+    source = Source()
+    inbox = Inbox(source, EPOCH)
+    source.rows = [("s", "t", [approval()])]
+    inbox.changed()
+    first = inbox.snapshot()
+    assert inbox.snapshot() is first
+    inbox.changed()
+    assert inbox.snapshot() is not first
 
 
 def test_snapshot_revision_is_read_before_the_entries() -> None:
