@@ -7,15 +7,41 @@ development server on gevent; production runs gunicorn with ``gunicorn.conf.py``
 
 from __future__ import annotations
 
+import logging
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from flask_talisman import Talisman
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from blueprints import register_all
+from blueprints import auth, register_all
 from blueprints.ws import MAX_MESSAGE_BYTES
-from tether.config import Settings
+from tether.config import Settings, check_binding
 from tether.sessions import SessionRegistry
+
+logger = logging.getLogger(__name__)
+
+#: The page's Content-Security-Policy: scripts, styles and connections from this origin only,
+#: no inline script or style, never framed.
+CONTENT_SECURITY_POLICY = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self'",
+    "connect-src": "'self'",
+    "manifest-src": "'self'",
+    "object-src": "'none'",
+    "base-uri": "'none'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+}
+
+
+def generate_token() -> str:
+    """A new random token: 32 bytes (256 bits) from :mod:`secrets`, URL-safe base64."""
+    return secrets.token_urlsafe(32)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -34,7 +60,23 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                             SOCK_SERVER_OPTIONS={"max_message_size": MAX_MESSAGE_BYTES})
     app.config.update({k: v for k, v in config.items() if not k.startswith("TETHER_")})
     app.extensions["tether"] = SessionRegistry(settings)
+    token = settings.token.get_secret_value() if settings.token else None
+    if token is None:
+        token = generate_token()
+        logger.warning("TETHER_TOKEN is not set: this process generated one; log in at "
+                       "/?token=%s", token)
+    auth.init_app(app, auth.Auth.create(token, settings.allowed_origins))
+    # Headers on every response; HSTS only over HTTPS; HTTP is never redirected (a reverse
+    # proxy terminates TLS).
+    Talisman(app, force_https=False, content_security_policy=CONTENT_SECURITY_POLICY,
+             frame_options="DENY", referrer_policy="no-referrer", session_cookie_secure=False)
     register_all(app)
+    if settings.trusted_proxies:
+        # X-Forwarded-For/-Proto/-Host/-Port from that many proxies in front; without the
+        # setting they are ignored (gunicorn.conf.py turns off gunicorn's own reading).
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n,  # type: ignore[method-assign]
+                                x_port=n)
     return app
 
 
@@ -46,5 +88,13 @@ if __name__ == "__main__":
     from gevent.pywsgi import WSGIServer
 
     _settings = Settings.from_env()
-    print(f"Tether (development server) on http://{_settings.host}:{_settings.port}/")
-    WSGIServer((_settings.host, _settings.port), create_app()).serve_forever()
+    try:
+        check_binding(_settings)
+    except ValueError as exc:
+        raise SystemExit(f"Tether: {exc}") from None
+    _token = _settings.token.get_secret_value() if _settings.token else generate_token()
+    _app = create_app({"TETHER_TOKEN": _token})
+    _shown = _token if _settings.token is None else "<TETHER_TOKEN>"
+    print(f"Tether (development server): open http://{_settings.url_host}:{_settings.port}/"
+          f"?token={_shown}")
+    WSGIServer((_settings.host, _settings.port), _app).serve_forever()

@@ -27,6 +27,7 @@ import sseclient
 
 from tests.e2e.live import LiveServer
 from tests.e2e.wsclient import WsClient
+from tests.support import AUTH_HEADERS
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -42,7 +43,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 def sse_client(server: LiveServer, sid: str, turns: int, out: list[float],
                ready: threading.Event) -> None:
     response = requests.get(f"{server.url}/api/sessions/{sid}/stream", stream=True,
-                            timeout=(5, 60))
+                            headers=AUTH_HEADERS, timeout=(5, 60))
     ends = 0
     for event in sseclient.SSEClient(response).events():
         if event.event == "caught-up":

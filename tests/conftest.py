@@ -11,13 +11,38 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from tests.support import AUTH_HEADERS, TALLY, TALLY_NAMES, TEST_TOKEN, Tally
 from tether.sessions import SessionRegistry
 
 FAST = {
     "TETHER_LOCAL_WORD_DELAY": 0,
     "TETHER_CANCEL_GRACE": 1,
     "TETHER_KEEPALIVE": 15,
+    "TETHER_TOKEN": TEST_TOKEN,
 }
+
+
+class AuthClient(FlaskClient):
+    """A test client that sends ``Authorization: Bearer <TEST_TOKEN>`` unless told otherwise
+    (``headers={"Authorization": ""}`` sends none)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.environ_base["HTTP_AUTHORIZATION"] = AUTH_HEADERS["Authorization"]
+
+
+@pytest.fixture
+def tally() -> Tally:
+    """The run's trust tally (tests/support.py); printed at the end of the run."""
+    return TALLY
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not TALLY.counts:
+        return
+    terminalreporter.section("trust tally")
+    for name in TALLY_NAMES:
+        terminalreporter.write_line(f"{name:>22}: {TALLY.counts[name]:,}")
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +62,7 @@ def make_app(tmp_path: Path) -> Iterator[Any]:
     def factory(**settings: Any) -> Flask:
         config = {"TESTING": True, "TETHER_DATA_DIR": tmp_path / "data", **FAST, **settings}
         app = create_app(config)
+        app.test_client_class = AuthClient
         apps.append(app)
         return app
 

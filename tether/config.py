@@ -7,13 +7,17 @@ pydantic-settings does the parsing and refuses a bad value with a message naming
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Shortest ``TETHER_TOKEN`` accepted, in characters (a generated token has 43).
+MIN_TOKEN_CHARS = 16
 
 
 def _env(name: str) -> AliasChoices:
@@ -58,6 +62,42 @@ class Settings(BaseSettings):
     local_word_delay_seconds: float = Field(
         0.02, ge=0, allow_inf_nan=False, validation_alias=_env("LOCAL_WORD_DELAY")
     )
+    max_sessions: int = Field(1000, gt=0, validation_alias=_env("MAX_SESSIONS"))
+    store: Literal["memory", "sqlite"] = Field("memory", validation_alias=_env("STORE"))
+
+    # Trust (README "Security")
+    token: SecretStr | None = Field(None, validation_alias=_env("TOKEN"))
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("ALLOWED_ORIGINS")
+    )
+    trusted_proxies: int = Field(0, ge=0, le=10, validation_alias=_env("TRUSTED_PROXIES"))
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _check_token(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value is None or value == "":
+            return None  # unset: one is generated at start
+        if not isinstance(value, str) or len(value) < MIN_TOKEN_CHARS or not value.isprintable():
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} printable characters "
+                             "(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        return value
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        # "https://a.example, https://b.example" -> ("https://a.example", "https://b.example")
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+        origins = []
+        for origin in value:
+            origin = str(origin).rstrip("/")
+            scheme, sep, rest = origin.partition("://")
+            if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
+                raise ValueError(f"{origin!r} is not an origin like https://tether.example")
+            origins.append(origin.lower())
+        return tuple(origins)
 
     @classmethod
     def from_env(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -74,8 +114,41 @@ class Settings(BaseSettings):
             )
             raise ValueError(f"invalid Tether settings: {problems}") from None
 
+    @property
+    def binds_loopback(self) -> bool:
+        """True when ``host`` is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False  # a host name: it may resolve to anything
+
+    @property
+    def url_host(self) -> str:
+        """The host for a URL that reaches this server from this machine (``0.0.0.0`` and
+        ``::`` become loopback; IPv6 gets brackets)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"[{host}]" if ":" in host else host
+
     def resolve_claude_bin(self) -> str | None:
         """The ``claude`` executable: ``TETHER_CLAUDE_BIN``, else ``claude`` on ``PATH``."""
         if self.claude_bin:
             return self.claude_bin
         return shutil.which("claude")
+
+
+def check_binding(settings: Settings) -> None:
+    """Refuse to listen beyond this machine without a token the operator chose.
+
+    A generated token is printed to the console; on an address others can reach, whoever
+    reads that console (or guesses nothing at all, were auth ever off) would hold a shell.
+
+    :raises ValueError: ``TETHER_HOST`` is not loopback and ``TETHER_TOKEN`` is unset.
+    """
+    if not settings.binds_loopback and settings.token is None:
+        raise ValueError(
+            f"refusing to listen on {settings.host} without TETHER_TOKEN: anyone who reaches "
+            "this port could run commands on this machine. Set TETHER_TOKEN to a long random "
+            "secret (python -c 'import secrets; print(secrets.token_urlsafe(32))'), or bind "
+            "127.0.0.1 and reach it through SSH or a reverse proxy.")

@@ -103,6 +103,18 @@ class ApiError extends Error {
   }
 }
 
+/** The server no longer knows this browser (its token changed, or the cookie expired): reload,
+ *  and the server answers with its login form. Once per page. */
+const SignedOut = {
+  leaving: false,
+  handle() {
+    if (SignedOut.leaving) return;
+    SignedOut.leaving = true;
+    console.warn("tether: signed out (401); reloading to the login form");
+    window.location.reload();
+  },
+};
+
 const Api = {
   async request(method, path, body) {
     const init = {method, headers: {Accept: "application/json"}, cache: "no-store"};
@@ -111,6 +123,7 @@ const Api = {
       init.body = JSON.stringify(body);
     }
     const res = await fetch(path, init);
+    if (res.status === 401) SignedOut.handle();
     if (res.status === 204) return null;
     const data = await res.json().catch(() => null);
     if (!res.ok) {

@@ -8,7 +8,7 @@ from typing import Any
 
 from playwright.sync_api import expect
 
-from tests.e2e.live import ROOT
+from tests.e2e.live import ROOT, LiveServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -21,8 +21,10 @@ WAIT_MS = 15_000  # every Playwright wait is bounded by this
 expect.set_options(timeout=WAIT_MS)
 
 
-def new_page(browser: Any, viewport: dict[str, int] = PHONE, no_event_source: bool = False,
-             **options: Any) -> Any:
+def new_page(browser: Any, server: LiveServer | None = None, viewport: dict[str, int] = PHONE,
+             no_event_source: bool = False, **options: Any) -> Any:
+    """A page in a new browser context; logged in to ``server`` through its login URL (as a
+    person opening the URL the server printed), so the context holds the login cookie."""
     mobile = viewport["width"] < 600
     context = browser.new_context(viewport=viewport, is_mobile=mobile, has_touch=mobile,
                                   device_scale_factor=2 if mobile else 1, **options)
@@ -34,7 +36,15 @@ def new_page(browser: Any, viewport: dict[str, int] = PHONE, no_event_source: bo
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.js_errors = errors
+    if server is not None:
+        log_in(page, server)
     return page
+
+
+def log_in(page: Any, server: LiveServer) -> None:
+    """Open the login URL; the server sets the cookie and sends the page to ``/``."""
+    page.goto(server.login_url)
+    assert page.url == server.url + "/", page.url
 
 
 def screenshot(page: Any, name: str) -> Path:

@@ -42,6 +42,6 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
 def page(browser: Any, server: LiveServer) -> Iterator[Any]:
     # Depends on `server` so that it closes first: an open stream would hold up the server's
     # graceful shutdown.
-    page = new_page(browser)
+    page = new_page(browser, server)
     yield page
     page.context.close()

@@ -19,6 +19,8 @@ from typing import Any
 
 import requests
 
+from tests.support import AUTH_HEADERS, TEST_TOKEN
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,23 +31,37 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """``with LiveServer(tmp_path, TETHER_AGENT="local") as server: server.url``."""
+    """``with LiveServer(tmp_path, TETHER_AGENT="local") as server: server.url``.
+
+    The server runs with ``TETHER_TOKEN`` = :data:`~tests.support.TEST_TOKEN`; :meth:`api`
+    sends it, and :attr:`login_url` opens the UI as a browser would.
+    """
 
     def __init__(self, workdir: Path, **env: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.login_url = f"{self.url}/?token={TEST_TOKEN}"
         self.workdir = workdir
         self.log_path = workdir / f"gunicorn-{self.port}.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
         self.env.update({"TETHER_HOST": "127.0.0.1", "TETHER_PORT": str(self.port),
                          "TETHER_DATA_DIR": str(workdir / "data"),
-                         "TETHER_LOCAL_WORD_DELAY": "0", "TETHER_CANCEL_GRACE": "1"})
+                         "TETHER_LOCAL_WORD_DELAY": "0", "TETHER_CANCEL_GRACE": "1",
+                         "TETHER_TOKEN": TEST_TOKEN})
         self.env.update({k: str(v) for k, v in env.items()})
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def start(self) -> LiveServer:
+        """Start gunicorn and wait for ``/healthz``; again after :meth:`stop` or :meth:`kill`
+        (same workdir, same port, same URL: a restart). Its output is appended to
+        :attr:`log_path`."""
         gunicorn = Path(sys.executable).with_name("gunicorn")
-        self._log = self.log_path.open("wb")
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+        self._log = self.log_path.open("ab")
         self.process = subprocess.Popen([str(gunicorn), "-c", "gunicorn.conf.py"], cwd=ROOT,
                                         env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
@@ -56,7 +72,9 @@ class LiveServer:
             try:
                 if requests.get(self.url + "/healthz", timeout=1).ok:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Refused before the bind; a timeout while the worker still boots (the master
+                # accepts connections into the backlog first).
                 time.sleep(0.1)
         self.__exit__(None, None, None)
         raise RuntimeError(f"gunicorn did not answer /healthz: {self.log_text()}")
@@ -78,6 +96,14 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL the server's whole process group (master and worker) at once, as a crash
+        or the OOM killer would: no shutdown code runs. Agent processes run in their own
+        process groups (tether/process.py), so they are not signalled."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
 
     def agent_processes(self) -> list[int]:
         """Processes working in this server's data dir: agents and the tools they run."""
@@ -106,6 +132,7 @@ class LiveServer:
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 10)
+        kwargs["headers"] = {**AUTH_HEADERS, **kwargs.get("headers", {})}
         return requests.request(method, self.url + path, **kwargs)
 
     def create_session(self, **body: Any) -> dict[str, Any]:

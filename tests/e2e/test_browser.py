@@ -144,18 +144,12 @@ def check_reload(page: Any, server: LiveServer, session_id: str, transport: str)
 # ---------------------------------------------------------------- tests
 
 
-STRICT_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-              "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-
-
 def serve_with_strict_csp(page: Any, server: LiveServer) -> None:
-    """Serve the page under a strict CSP and record any violation in window.cspViolations."""
-    def with_csp(route: Any) -> None:
-        response = route.fetch()
-        route.fulfill(response=response,
-                      headers={**response.headers, "content-security-policy": STRICT_CSP})
-
-    page.route(server.url + "/", with_csp)
+    """Check that the server sends its strict CSP (no inline script or style), and record
+    any violation of it in window.cspViolations."""
+    csp = server.api("GET", "/").headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp
+    assert "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
     page.add_init_script("""window.cspViolations = [];
         document.addEventListener('securitypolicyviolation',
             e => window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));""")
@@ -190,7 +184,7 @@ def test_approve_over_sse_and_reload(page: Any, server: LiveServer) -> None:
 
 
 def test_long_poll_without_event_source(browser: Any, server: LiveServer) -> None:
-    page = new_page(browser, no_event_source=True)
+    page = new_page(browser, server, no_event_source=True)
     try:
         session_id = echo_hello_flow(page, server)
         expect(page.locator("#conn")).to_have_text("Connected · long-poll")
@@ -365,7 +359,7 @@ def test_docs_screenshot(browser: Any, server: LiveServer) -> None:
     """A session mid-way: a prompt, streamed text, a tool call with output, a pending card."""
     older = server.create_session(agent="local", title="Disk check on the build box")
     server.api("POST", f"/api/sessions/{older['id']}/prompt", json={"text": "disk"})
-    page = new_page(browser, viewport={"width": 1200, "height": 800},
+    page = new_page(browser, server, viewport={"width": 1200, "height": 800},
                     color_scheme="light")
     try:
         session_id = start_session(page, server)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.browser import PHONE, WAIT_MS, new_page, screenshot
+from tests.e2e.browser import PHONE, WAIT_MS, log_in, new_page, screenshot
 from tests.e2e.live import LiveServer
 from tests.e2e.test_browser import (
     assert_rendered_once,
@@ -59,7 +59,7 @@ def assert_matches_log(page: Any, server: LiveServer, session_id: str) -> None:
 @pytest.mark.parametrize("transport", list(TRANSPORTS))
 def test_whole_flow_on_each_transport(browser: Any, server: LiveServer, transport: str) -> None:
     query, no_es, name = TRANSPORTS[transport]
-    page = new_page(browser, no_event_source=no_es)
+    page = new_page(browser, server, no_event_source=no_es)
     try:
         session_id = echo_hello_flow(page, server, query)
         expect(page.locator("#conn")).to_have_text(f"Connected · {name}")
@@ -77,7 +77,7 @@ def test_whole_flow_on_each_transport(browser: Any, server: LiveServer, transpor
 @pytest.mark.parametrize("transport", list(TRANSPORTS))
 def test_network_drop_mid_turn(browser: Any, server: LiveServer, transport: str) -> None:
     query, no_es, name = TRANSPORTS[transport]
-    page = new_page(browser, no_event_source=no_es)
+    page = new_page(browser, server, no_event_source=no_es)
     try:
         session_id = start_session(page, server, query)
         send(page, "$ sleep 6; echo slept")
@@ -121,7 +121,7 @@ window.Notification = class {
 
 
 def test_inbox_badge_jump_and_notification(browser: Any, server: LiveServer) -> None:
-    page = new_page(browser)
+    page = new_page(browser, server)
     page.context.add_init_script(NOTIFICATION_STUB)
     try:
         start_session(page, server)
@@ -219,6 +219,9 @@ def test_ten_tabs_share_one_connection(browser: Any, server: LiveServer, transpo
     query, _, name = TRANSPORTS[transport]
     context = browser.new_context(viewport=PHONE)
     context.set_default_timeout(WAIT_MS)
+    login = context.new_page()  # before the counter: its own page load is not a tab's
+    log_in(login, server)
+    login.close()
     counter = ConnectionCounter(context)
     session = server.create_session(agent="local", title="Ten tabs")
     try:
@@ -276,7 +279,7 @@ def test_ten_tabs_share_one_connection(browser: Any, server: LiveServer, transpo
 
 def test_tabs_without_web_locks_connect_on_their_own(browser: Any, server: LiveServer) -> None:
     """No Web Locks (or no BroadcastChannel): every tab holds its own connection, and works."""
-    page = new_page(browser)
+    page = new_page(browser, server)
     page.context.add_init_script(
         "Object.defineProperty(Navigator.prototype, 'locks', {get: () => undefined})")
     try:

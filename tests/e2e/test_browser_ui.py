@@ -233,7 +233,8 @@ def test_accessibility(browser: Any, server: LiveServer, scheme: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    page = new_page(browser, color_scheme=scheme)
+    # axe-core is injected as an inline script, which the page's CSP rightly refuses.
+    page = new_page(browser, server, color_scheme=scheme, bypass_csp=True)
     try:
         other = server.create_session(agent="local", title="Build box")
         server.api("POST", f"/api/sessions/{other['id']}/prompt",
@@ -347,7 +348,7 @@ def test_transport_setting_is_saved(page: Any, server: LiveServer) -> None:
 
 def test_card_that_timed_out_is_read_only(browser: Any, tmp_path: Path) -> None:
     with LiveServer(tmp_path, TETHER_PROMPT_TIMEOUT="2") as server:
-        page = new_page(browser)
+        page = new_page(browser, server)
         try:
             start_session(page, server)
             send(page, "$ echo too-late")

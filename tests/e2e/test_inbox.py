@@ -14,6 +14,7 @@ import requests
 import sseclient
 
 from tests.e2e.live import LiveServer
+from tests.support import AUTH_HEADERS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -25,7 +26,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 def snapshots(server: LiveServer, path: str) -> tuple[requests.Response, Iterator[dict]]:
-    response = requests.get(server.url + path, stream=True, timeout=(5, 30))
+    response = requests.get(server.url + path, stream=True, headers=AUTH_HEADERS,
+                            timeout=(5, 30))
     assert response.status_code == 200
 
     def inbox() -> Iterator[dict[str, Any]]:

@@ -15,6 +15,7 @@ import requests
 import sseclient
 
 from tests.e2e.live import LiveServer
+from tests.support import AUTH_HEADERS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -27,7 +28,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 def sse(server: LiveServer, sid: str, after: int | None = None,
         last_event_id: int | None = None) -> tuple[requests.Response, Iterator[Any]]:
-    headers = {"Accept": "text/event-stream"}
+    headers = {"Accept": "text/event-stream", **AUTH_HEADERS}
     if last_event_id is not None:
         headers["Last-Event-ID"] = str(last_event_id)
     params = {} if after is None else {"after": after}
@@ -97,7 +98,7 @@ def test_last_event_id_resume_is_exact(server: LiveServer) -> None:
 def test_retry_headers_and_keepalive_on_the_wire(server: LiveServer) -> None:
     sid = finished_session(server)
     response = requests.get(f"{server.url}/api/sessions/{sid}/stream", stream=True,
-                            timeout=(5, 10))
+                            headers=AUTH_HEADERS, timeout=(5, 10))
     assert response.headers["Content-Type"].startswith("text/event-stream")
     assert response.headers["X-Accel-Buffering"] == "no"
     assert response.headers["Cache-Control"] == "no-cache"

@@ -17,6 +17,7 @@ import sseclient
 
 from tests.e2e.live import LiveServer
 from tests.e2e.wsclient import RpcFailure, WsClient
+from tests.support import AUTH_HEADERS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -349,7 +350,7 @@ def test_sse_websocket_and_long_poll_see_identical_sequences(server: LiveServer)
     sid = server.create_session()["id"]
     results: dict[str, list[tuple[int, str]]] = {}
     response = requests.get(f"{server.url}/api/sessions/{sid}/stream", stream=True,
-                            timeout=(5, 30))
+                            headers=AUTH_HEADERS, timeout=(5, 30))
     ws = WsClient(server.url)
     ws.call("session.attach", session_id=sid)
 

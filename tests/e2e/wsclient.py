@@ -14,6 +14,8 @@ from typing import Any
 
 import websocket
 
+from tests.support import AUTH_HEADERS
+
 
 class RpcFailure(Exception):
     def __init__(self, error: dict[str, Any]) -> None:
@@ -26,6 +28,7 @@ class RpcFailure(Exception):
 class WsClient:
     def __init__(self, base_url: str, timeout: float = 15, **options: Any) -> None:
         url = base_url.replace("http://", "ws://", 1) + "/api/ws"
+        options.setdefault("header", [f"{k}: {v}" for k, v in AUTH_HEADERS.items()])
         self.socket = websocket.create_connection(url, timeout=timeout, **options)
         self.timeout = timeout
         self.notifications: deque[dict[str, Any]] = deque()
