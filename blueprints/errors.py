@@ -25,13 +25,16 @@ HTTP_STATUS = {
     "method_not_allowed": 405,
     "session_busy": 409,
     "already_resolved": 409,
+    "too_many_sessions": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
+    "too_many_requests": 429,
     "request_header_fields_too_large": 431,
     "internal_error": 500,
+    "shutting_down": 503,
 }
 
-#: JSON-RPC 2.0 error codes (specification section 5.1) and Tether's own (-32001 to -32004).
+#: JSON-RPC 2.0 error codes (specification section 5.1) and Tether's own (-32001 to -32006).
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -47,11 +50,13 @@ JSONRPC_CODE = {
     "already_resolved": -32003,
     "unauthorized": -32004,
     "forbidden": -32004,
+    "too_many_sessions": -32005,
     "internal_error": INTERNAL_ERROR,
+    "shutting_down": -32006,
 }
 
 _CODE_FOR_STATUS = {status: code for code, status in HTTP_STATUS.items()
-                    if code not in ("session_busy", "already_resolved")}
+                    if code not in ("session_busy", "already_resolved", "too_many_sessions")}
 
 
 def error_response(code: str, message: str, status: int | None = None) -> tuple[Response, int]:

@@ -41,6 +41,12 @@ class AlreadyResolved(TetherError):
     code = "already_resolved"
 
 
+class TooManySessions(TetherError):
+    """A new session would exceed ``TETHER_MAX_SESSIONS``; delete one first."""
+
+    code = "too_many_sessions"
+
+
 class PayloadTooLarge(TetherError):
     """A request body or prompt is over its documented limit."""
 
@@ -51,3 +57,10 @@ class UnsupportedMediaType(TetherError):
     """A body that is not ``application/json``."""
 
     code = "unsupported_media_type"
+
+
+class ShuttingDown(TetherError):
+    """The server is stopping: no new turn or session starts (issue 4, "SIGTERM drains");
+    retry once it is back."""
+
+    code = "shutting_down"

@@ -36,12 +36,15 @@ class Inbox:
 
     :param source: yields each session's id, title and pending requests.
     :param epoch: the store's epoch; revisions restart with it.
+    :param revision: the first revision. A server whose epoch outlives it (a durable store)
+        starts past every revision its predecessor gave out, so that a client's old revision
+        never names a different snapshot.
     """
 
-    def __init__(self, source: Source, epoch: str) -> None:
+    def __init__(self, source: Source, epoch: str, revision: int = 0) -> None:
         self._source = source
         self.epoch = epoch
-        self._revision = 0
+        self._revision = revision
         self._snapshot: dict[str, Any] | None = None
         self._wakeup = Wakeup()
         self._closed = False

@@ -2,7 +2,9 @@
 
 A :class:`Session` owns its event log, its prompt registry and its agent process; turns run
 detached from every client (DESIGN.md rules 1, 4, 5). :class:`SessionRegistry` is what the
-transports call: create, get, list and delete sessions.
+transports call: create, get, list and delete sessions. With a durable store
+(``TETHER_STORE=sqlite``) the registry restores every session at start and closes the turns a
+dead server left open (:mod:`tether.recovery`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,21 @@ from typing import Any, Literal
 from tether.agents.base import AgentCatalog, AgentSpec
 from tether.agents.catalog import default_catalog
 from tether.config import Settings
-from tether.errors import BadRequest, NotFound, PayloadTooLarge, SessionBusy
+from tether.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    SessionBusy,
+    ShuttingDown,
+    TooManySessions,
+)
 from tether.inbox import Inbox
+from tether.metrics import Metrics
 from tether.prompts import PendingRequest, PromptRegistry
+from tether.recovery import close_interrupted, scan
 from tether.runner import AgentHost, Turn
-from tether.stores.base import EventLog, Store
-from tether.stores.memory import MemoryStore
+from tether.stores import open_store
+from tether.stores.base import EventLog, SessionRecord, Store
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +51,16 @@ class Session:
     :param workspace: the agent's working directory (created by the registry).
     :param on_prompts_changed: called when an approval or question opens or settles (the
         inbox's :meth:`~tether.inbox.Inbox.changed`).
+    :param on_record_changed: called with the session when what :meth:`record` returns
+        changed (title, auto-approve, a turn ended); the registry saves it in the store.
+    :param on_turn_ended: called with ``(reason, seconds)`` when a turn ends (metrics).
     """
 
     def __init__(self, session_id: str, agent: AgentSpec, title: str, workspace: Path,
                  log: EventLog, settings: Settings, created_at: float,
-                 on_prompts_changed: Callable[[], None] | None = None) -> None:
+                 on_prompts_changed: Callable[[], None] | None = None,
+                 on_record_changed: Callable[[Session], None] | None = None,
+                 on_turn_ended: Callable[[str, float], None] | None = None) -> None:
         self.id = session_id
         self.agent = agent
         self.title = title
@@ -54,12 +70,20 @@ class Session:
         self.prompts = PromptRegistry(log, settings.prompt_timeout_seconds,
                                       on_change=on_prompts_changed)
         self._on_prompts_changed = on_prompts_changed or (lambda: None)
+        self._on_record_changed = on_record_changed or (lambda session: None)
+        self._on_turn_ended = on_turn_ended or (lambda reason, seconds: None)
         self._settings = settings
         self._host = AgentHost(agent, workspace, settings)
         self._lock = threading.Lock()
         self._turn: Turn | None = None
         self._turns = 0
         self._closed = False
+        self._shutting_down = False
+
+    @property
+    def agent_running(self) -> bool:
+        """True while this session's agent process is alive."""
+        return self._host.running
 
     @property
     def agent_session_id(self) -> str:
@@ -93,6 +117,7 @@ class Session:
 
         :raises SessionBusy: a turn is running (DESIGN.md rule 5: never queued).
         :raises BadRequest: empty text, or the session was deleted.
+        :raises ShuttingDown: the server is stopping.
         :raises PayloadTooLarge: ``text`` is over ``TETHER_MAX_PROMPT_BYTES`` in UTF-8.
         """
         if not text.strip():
@@ -103,6 +128,9 @@ class Session:
                                   f"{self._settings.max_prompt_bytes} (TETHER_MAX_PROMPT_BYTES)")
         with self._lock:
             if self._closed:
+                if self._shutting_down:
+                    raise ShuttingDown("the server is shutting down; prompt again once it is "
+                                       "back (the session and its log are kept)")
                 raise BadRequest("the session was deleted")
             if self._turn is not None:
                 raise SessionBusy(f"turn {self._turns} is still running")
@@ -121,12 +149,18 @@ class Session:
         answers those (the card is on screen).
 
         :raises BadRequest: an empty or too long title.
+        :raises ShuttingDown: the server is stopping (nothing changed).
         """
+        if self._shutting_down:
+            raise ShuttingDown("the server is shutting down; change the session once it is "
+                               "back")
         if title is not None:
             self.title = check_title(title)
             self._on_prompts_changed()  # inbox entries carry the title
         if auto_approve is not None:
             self.prompts.auto_approve = auto_approve
+        if title is not None or auto_approve is not None:
+            self._on_record_changed(self)
 
     def cancel(self) -> bool:
         """Stop the running turn (Stop in the UI). False when no turn is running."""
@@ -148,6 +182,7 @@ class Session:
         ``reason``)."""
         with self._lock:
             self._closed = True
+            self._shutting_down = reason == "interrupted"  # the server is stopping
             turn = self._turn
         if turn is not None:
             turn.cancel(reason)
@@ -159,6 +194,29 @@ class Session:
             turn.join(timeout)
         self._host.stop()
         self.log.close()
+
+    def record(self) -> SessionRecord:
+        """What the store keeps about this session (besides its log)."""
+        return SessionRecord(self.id, self.agent.name, self.title, self.created_at,
+                             str(self.workspace), self.auto_approve, self.agent_session_id,
+                             self._turns)
+
+    def restore(self, turns: int, auto_approve: bool, agent_session_id: str,
+                resume: bool) -> None:
+        """Take back what a previous server knew (the registry restoring from a durable
+        store), before any turn runs.
+
+        :param turns: the newest turn number; the next prompt is turn ``turns + 1``.
+        :param resume: the agent reported ``agent_session_id`` (``agent_session`` event), so
+            the next process continues it (``--resume``) instead of starting it.
+        """
+        with self._lock:
+            self._turns = turns
+        self.prompts.auto_approve = auto_approve
+        if resume:
+            self._host.resume(agent_session_id)
+        else:
+            self._host.agent_session_id = agent_session_id
 
     def to_dict(self) -> dict[str, Any]:
         """The session object of DESIGN.md section 4."""
@@ -190,6 +248,12 @@ class Session:
                 logger.info("session %s closed before turn %s ended", self.id, turn.number)
             if self._turn is turn:
                 self._turn = None
+        self._on_turn_ended(reason, time.monotonic() - turn.started)
+        try:
+            self._on_record_changed(self)  # the turn counter, the agent session
+        except Exception as exc:  # the log already holds the truth; recovery reads it
+            logger.warning("session %s: record not saved after turn %s: %r", self.id,
+                           turn.number, exc)
 
 
 def check_title(title: str) -> str:
@@ -205,7 +269,9 @@ def check_title(title: str) -> str:
 class SessionRegistry:
     """Every session of this server. Lock-guarded; the transports' one entry point.
 
-    :param store: where logs live; :class:`MemoryStore` by default (one process only).
+    :param store: where logs and session records live; by default the one
+        ``TETHER_STORE`` names (:func:`tether.stores.open_store`). With a durable store every
+        session it holds is restored here (see :meth:`_restore`).
     :param agents: the agents offered; the built-ins by default.
     """
 
@@ -213,13 +279,24 @@ class SessionRegistry:
                  agents: AgentCatalog | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        self.store: Store = store if store is not None else MemoryStore(clock)
+        self.store: Store = store if store is not None else open_store(settings, clock)
         self.agents = agents if agents is not None else default_catalog(settings)
         self._clock = clock
         self._sessions: dict[str, Session] = {}
+        self._creating = 0  # creates past the limit check, not yet in _sessions
+        self._shutting_down = False
+        self._deleted_events = 0  # events of deleted sessions, for tether_events_appended
         self._lock = threading.Lock()
-        #: Every session's pending approvals and questions (docs/protocol.md).
-        self.inbox = Inbox(self._pending_by_session, self.store.epoch)
+        #: Prometheus metrics (tether.metrics); the transports count deliveries in it.
+        self.metrics = Metrics(clock)
+        self.metrics.watch(self)
+        #: Every session's pending approvals and questions (docs/protocol.md). With a
+        #: durable store the epoch survives a restart, so revisions must not restart: they
+        #: start at the start time in milliseconds, past every revision of a predecessor that
+        #: saw fewer than 1,000 inbox changes a second.
+        first_revision = int(clock() * 1000) if self.store.durable else 0
+        self.inbox = Inbox(self._pending_by_session, self.store.epoch, first_revision)
+        self._restore()
 
     @property
     def epoch(self) -> str:
@@ -230,18 +307,37 @@ class SessionRegistry:
 
         :raises NotFound: no agent of that name.
         :raises BadRequest: the title is too long.
+        :raises TooManySessions: ``TETHER_MAX_SESSIONS`` sessions exist already.
+        :raises ShuttingDown: the server is stopping.
         """
         spec = self.agents.get(agent or self.settings.agent)
         title = check_title(title) if title is not None and title.strip() else None
         session_id = secrets.token_hex(16)  # 128 bits: unguessable
-        workspace = (self.settings.data_dir / "sessions" / session_id).resolve()
-        workspace.mkdir(parents=True, exist_ok=True)
-        created = round(self._clock(), 3)
-        session = Session(session_id, spec, title or f"{spec.name} session", workspace,
-                          self.store.create_log(session_id), self.settings, created,
-                          on_prompts_changed=self.inbox.changed)
         with self._lock:
-            self._sessions[session_id] = session
+            if self._shutting_down:
+                raise ShuttingDown("the server is shutting down; create the session once it "
+                                   "is back")
+            # Counted and reserved under the lock, so concurrent creates cannot overshoot.
+            if len(self._sessions) + self._creating >= self.settings.max_sessions:
+                raise TooManySessions(
+                    f"this server holds {self.settings.max_sessions} sessions, its limit "
+                    "(TETHER_MAX_SESSIONS); delete one first")
+            self._creating += 1
+        try:
+            workspace = (self.settings.data_dir / "sessions" / session_id).resolve()
+            workspace.mkdir(parents=True, exist_ok=True)
+            created = round(self._clock(), 3)
+            session = Session(session_id, spec, title or f"{spec.name} session", workspace,
+                              self.store.create_log(session_id), self.settings, created,
+                              on_prompts_changed=self.inbox.changed,
+                              on_record_changed=self._save,
+                              on_turn_ended=self.metrics.turn_ended)
+            self.store.save_session(session.record())
+            with self._lock:
+                self._sessions[session_id] = session
+        finally:
+            with self._lock:
+                self._creating -= 1
         logger.info("created session %s (agent %s)", session_id, spec.name)
         return session
 
@@ -257,27 +353,38 @@ class SessionRegistry:
         """Every session, newest first."""
         with self._lock:
             sessions = list(self._sessions.values())
-        return sorted(sessions, key=lambda s: s.created_at, reverse=True)
+        # Ties (two sessions in one millisecond) by id, as the durable store orders them, so
+        # the order survives a restart.
+        return sorted(sessions, key=lambda s: (s.created_at, s.id), reverse=True)
 
     def delete(self, session_id: str) -> None:
         """Stop the session's turn and agent and forget it.
 
         :raises NotFound: unknown session.
+        :raises ShuttingDown: the server is stopping (the session stays).
         """
         with self._lock:
+            if self._shutting_down:
+                raise ShuttingDown("the server is shutting down; delete the session once it "
+                                   "is back")
             session = self._sessions.pop(session_id, None)
         if session is None:
             raise NotFound(f"no session {session_id[:80]!r}")
         session.close()
+        with self._lock:
+            self._deleted_events += session.log.last_id
         self.store.drop_log(session_id)
         self.inbox.changed()  # its entries are gone
 
     def shutdown(self) -> None:
-        """Server exit: every turn ends as ``interrupted``, every agent process stops, every
-        log closes (so streams and long-polls end). Turns are cancelled all at once, then
-        awaited, so shutdown takes about one cancel grace period however many sessions run.
-        Safe to call twice.
+        """Server exit: new sessions, prompts and deletes are refused (:class:`ShuttingDown`),
+        every turn ends as ``interrupted``, every agent process stops, every log closes (so
+        streams and long-polls end), then the store is flushed and closed. Turns are
+        cancelled all at once, then awaited, so shutdown takes about one cancel grace period
+        however many sessions run. Safe to call twice.
         """
+        with self._lock:
+            self._shutting_down = True
         sessions = self.list()
         for session in sessions:
             session.begin_close("interrupted")
@@ -285,6 +392,70 @@ class SessionRegistry:
         for session in sessions:
             session.finish_close(max(deadline - time.monotonic(), 0))
         self.inbox.close()
+        self.store.close()
+
+    def _save(self, session: Session) -> None:
+        # A session's record changed (Session's on_record_changed). Saved under the lock, so
+        # a delete (which pops the session under it first) cannot be undone by a late save.
+        with self._lock:
+            if self._sessions.get(session.id) is not session:
+                return  # deleted meanwhile: its record is gone for good
+            self.store.save_session(session.record())
+
+    def _restore(self) -> None:
+        """Bring back every session the store holds (none with the memory store).
+
+        A turn the previous server left open (it died: SIGKILL, a crash) gets its pending
+        requests resolved as ``cancelled`` and a ``turn_end`` with reason ``interrupted``
+        (:mod:`tether.recovery`); a session whose agent reported its conversation id resumes
+        it on the next prompt (``--resume``). A session of an agent this server does not
+        offer, or whose workspace cannot be created, is kept in the store but not served
+        (logged).
+        """
+        for record in self.store.sessions():
+            try:
+                spec = self.agents.get(record.agent)
+            except NotFound:
+                logger.warning("session %s: agent %r is not offered; not restored", record.id,
+                               record.agent)
+                continue
+            log = self.store.open_log(record.id)
+            workspace = Path(record.workspace)
+            try:
+                state = scan(log)
+                closed = close_interrupted(log, state)
+                workspace.mkdir(parents=True, exist_ok=True)
+            except (OSError, ValueError) as exc:  # one damaged session must not stop the server
+                logger.error("session %s: not restored: %r", record.id, exc)
+                continue
+            session = Session(record.id, spec, record.title, workspace, log, self.settings,
+                              record.created_at, on_prompts_changed=self.inbox.changed,
+                              on_record_changed=self._save,
+                              on_turn_ended=self.metrics.turn_ended)
+            session.restore(max(record.turns, state.turns), record.auto_approve,
+                            state.agent_session_id or record.agent_session_id,
+                            resume=state.agent_session_id is not None)
+            with self._lock:
+                self._sessions[record.id] = session
+            if closed or session.record() != record:
+                self.store.save_session(session.record())
+            logger.info("restored session %s (%s events%s)", record.id, log.last_id,
+                        f"; closed an interrupted turn with {closed} events" if closed else "")
+
+    def figures(self) -> dict[str, int]:
+        """Scrape-time figures for :mod:`tether.metrics`: ``sessions``, ``events_appended``
+        (in the logs held, plus those of sessions deleted since start), ``approvals_pending``,
+        ``questions_pending``, ``agent_processes``."""
+        sessions = self.list()
+        pending = [p for s in sessions for p in s.prompts.pending()]
+        approvals = sum(p.kind == "approval" for p in pending)
+        with self._lock:
+            deleted = self._deleted_events
+        return {"sessions": len(sessions),
+                "events_appended": deleted + sum(s.log.last_id for s in sessions),
+                "approvals_pending": approvals,
+                "questions_pending": len(pending) - approvals,
+                "agent_processes": sum(s.agent_running for s in sessions)}
 
     def _pending_by_session(self) -> list[tuple[str, str, list[PendingRequest]]]:
         return [(s.id, s.title, s.prompts.pending()) for s in self.list()]

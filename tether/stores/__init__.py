@@ -1,1 +1,24 @@
-"""Event stores: where session logs live. ``memory`` is the default (one process only)."""
+"""Event stores: where session logs and records live. ``memory`` is the default (one process,
+nothing survives it); ``sqlite`` keeps everything in ``<TETHER_DATA_DIR>/tether.sqlite3``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from tether.config import Settings
+from tether.stores.base import Store
+
+
+def open_store(settings: Settings, clock: Callable[[], float] = time.time) -> Store:
+    """The store ``TETHER_STORE`` names, under ``TETHER_DATA_DIR``.
+
+    :raises tether.stores.sqlite.StoreInUse: another server has the SQLite store open.
+    """
+    if settings.store == "sqlite":
+        from tether.stores.sqlite import DB_NAME, SqliteStore
+
+        return SqliteStore(settings.data_dir / DB_NAME, clock)
+    from tether.stores.memory import MemoryStore
+
+    return MemoryStore(clock)

@@ -2,14 +2,17 @@
 
 A store hands out one :class:`EventLog` per session. Transports use only
 :meth:`EventLog.read_after` and :meth:`EventLog.wait_for` (DESIGN.md rule 7); the runner and
-the prompt registry use :meth:`EventLog.append`. Backends: ``memory`` (one process, the
-default); ``sqlite`` and ``redis`` slot in behind the same protocol.
+the prompt registry use :meth:`EventLog.append`. A store also keeps one
+:class:`SessionRecord` per session, so that a durable store can bring sessions back after a
+restart. Backends: ``memory`` (one process, the default), ``sqlite`` (durable, one host);
+``redis`` slots in behind the same protocol.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tether.events import Event
@@ -64,15 +67,51 @@ class EventLog(Protocol):
         """Refuse further appends and wake every waiter and watcher."""
 
 
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What a store keeps about a session besides its log: enough to rebuild it at start.
+
+    ``created_at`` is Unix time in seconds; ``workspace`` an absolute path; ``turns`` the
+    number of the newest turn; ``agent_session_id`` the agent's conversation id (Claude Code's
+    session id, which ``--resume`` takes).
+    """
+
+    id: str
+    agent: str
+    title: str
+    created_at: float
+    workspace: str
+    auto_approve: bool
+    agent_session_id: str
+    turns: int
+
+
 class Store(Protocol):
-    """Owns every session's log, and the epoch that names this store's lifetime."""
+    """Owns every session's log and record, and the epoch that names this store's lifetime."""
 
     #: Random id of the store's lifetime (DESIGN.md rule 1): a client that sees it change
-    #: knows event ids restarted.
+    #: knows event ids restarted. A durable store keeps it across restarts.
     epoch: str
+
+    #: True when logs and records survive the process (then the registry restores them).
+    durable: bool
 
     def create_log(self, session_id: str) -> EventLog:
         """A new, empty log for ``session_id``."""
 
+    def open_log(self, session_id: str) -> EventLog:
+        """The log the store holds for ``session_id`` (empty if it holds none), for restoring
+        a session at start."""
+
     def drop_log(self, session_id: str) -> None:
-        """Close and forget a session's log. Unknown ids are ignored."""
+        """Close and forget a session's log and its record. Unknown ids are ignored."""
+
+    def save_session(self, record: SessionRecord) -> None:
+        """Insert or replace the record of ``record.id``."""
+
+    def sessions(self) -> list[SessionRecord]:
+        """Every record the store holds, oldest ``created_at`` first."""
+
+    def close(self) -> None:
+        """Server exit: close every log, flush everything written to stable storage, release
+        the store. Idempotent."""

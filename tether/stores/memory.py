@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tether.events import Event, make_event
+from tether.stores.base import SessionRecord
 from tether.wakeup import Wakeup
 
 
@@ -70,12 +71,16 @@ class MemoryEventLog:
 
 
 class MemoryStore:
-    """Logs in a dict, guarded by a lock. See the module docstring: one process only."""
+    """Logs and session records in dicts, guarded by a lock. See the module docstring: one
+    process only, nothing survives it (``durable`` is False)."""
+
+    durable = False
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.epoch = secrets.token_hex(8)
         self._clock = clock
         self._logs: dict[str, MemoryEventLog] = {}
+        self._records: dict[str, SessionRecord] = {}
         self._lock = threading.Lock()
 
     def create_log(self, session_id: str) -> MemoryEventLog:
@@ -84,8 +89,29 @@ class MemoryStore:
             self._logs[session_id] = log
         return log
 
+    def open_log(self, session_id: str) -> MemoryEventLog:
+        with self._lock:
+            log = self._logs.get(session_id)
+        return log if log is not None else self.create_log(session_id)
+
     def drop_log(self, session_id: str) -> None:
         with self._lock:
             log = self._logs.pop(session_id, None)
+            self._records.pop(session_id, None)
         if log is not None:
+            log.close()
+
+    def save_session(self, record: SessionRecord) -> None:
+        with self._lock:
+            self._records[record.id] = record
+
+    def sessions(self) -> list[SessionRecord]:
+        with self._lock:
+            records = list(self._records.values())
+        return sorted(records, key=lambda r: r.created_at)
+
+    def close(self) -> None:
+        with self._lock:
+            logs = list(self._logs.values())
+        for log in logs:
             log.close()

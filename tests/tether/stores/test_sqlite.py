@@ -1,0 +1,158 @@
+"""The SQLite store's own promises: what survives a reopen and a SIGKILL, one server per data
+dir, WAL mode, owner-only files, paged replays. The shared contract is in test_contract.py."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tether.config import Settings
+from tether.stores import open_store
+from tether.stores import sqlite as sqlite_store
+from tether.stores.base import SessionRecord
+from tether.stores.memory import MemoryStore
+from tether.stores.sqlite import DB_NAME, SqliteStore, StoreInUse
+
+
+def record(session_id: str, **fields: object) -> SessionRecord:
+    base: dict[str, object] = {"agent": "local", "title": "t", "created_at": 1.5,
+                               "workspace": "/w", "auto_approve": False,
+                               "agent_session_id": "a", "turns": 0}
+    return SessionRecord(session_id, **{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_events_records_and_epoch_survive_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / DB_NAME
+    store = SqliteStore(path)
+    log = store.create_log("s")
+    written = [log.append("text", {"text": f"{i} \u2028 é"}) for i in range(50)]
+    store.save_session(record("s", title="kept", turns=2, auto_approve=True))
+    store.create_log("gone").append("text", {"text": "x"})
+    store.save_session(record("gone"))
+    store.drop_log("gone")
+    epoch = store.epoch
+    store.close()
+
+    again = SqliteStore(path)
+    try:
+        assert again.epoch == epoch
+        assert again.sessions() == [record("s", title="kept", turns=2, auto_approve=True)]
+        log = again.open_log("s")
+        assert log.last_id == 50
+        read = log.read_after(0)
+        assert [(e.id, e.ts, e.kind, e.payload, e.data) for e in read] == \
+            [(e.id, e.ts, e.kind, e.payload, e.data) for e in written]
+        assert log.append("text", {"text": "next"}).id == 51
+        assert again.open_log("gone").last_id == 0
+    finally:
+        again.close()
+
+
+def test_every_append_survives_a_sigkill_of_the_process(tmp_path: Path) -> None:
+    # The writer dies by SIGKILL right after its last append returns: no close, no
+    # checkpoint, no atexit. synchronous=NORMAL in WAL mode keeps every committed append.
+    path = tmp_path / DB_NAME
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from tether.stores.sqlite import SqliteStore\n"
+        "store = SqliteStore(Path(sys.argv[1]))\n"
+        "log = store.create_log('s')\n"
+        "for i in range(500):\n"
+        "    log.append('text', {'text': str(i)})\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(path)], timeout=60)
+    assert result.returncode == -9
+    store = SqliteStore(path)  # the dead writer's lock went with it
+    try:
+        events = store.open_log("s").read_after(0)
+        assert [e.payload["text"] for e in events] == [str(i) for i in range(500)]
+    finally:
+        store.close()
+
+
+def test_a_second_store_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / DB_NAME
+    first = SqliteStore(path)
+    with pytest.raises(StoreInUse, match="another Tether server"):
+        SqliteStore(path)
+    first.close()
+    SqliteStore(path).close()  # free again once the first one closed
+
+
+def test_the_database_is_in_wal_mode_and_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "data" / DB_NAME
+    store = SqliteStore(path)
+    store.create_log("s").append("text", {"text": "secret"})
+    try:
+        for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + ".lock"):
+            mode = stat.S_IMODE((path.parent / name).stat().st_mode)
+            assert mode & 0o077 == 0, (name, oct(mode))
+        with sqlite3.connect(path) as other:
+            assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        store.close()
+
+
+def test_close_checkpoints_the_wal_into_the_database(tmp_path: Path) -> None:
+    path = tmp_path / DB_NAME
+    store = SqliteStore(path)
+    for _ in range(200):
+        store.create_log("s").append("text", {"text": "x" * 100})
+    wal = path.with_name(DB_NAME + "-wal")
+    assert wal.stat().st_size > 0
+    store.close()
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_a_database_from_a_newer_tether_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / DB_NAME
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    with pytest.raises(RuntimeError, match="newer Tether"):
+        SqliteStore(path)
+    SqliteStore(tmp_path / "other.sqlite3").close()  # and its lock was released
+
+
+def test_a_replay_from_the_file_reads_page_by_page(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store, "PAGE_ROWS", 7)
+    store = SqliteStore(tmp_path / DB_NAME, tail=5)
+    try:
+        log = store.create_log("s")
+        for i in range(100):
+            log.append("text", {"text": str(i)})
+        assert [e.id for e in log.read_after(0)] == list(range(1, 101))
+        assert [e.id for e in log.read_after(13, limit=22)] == list(range(14, 36))
+        assert [e.id for e in log.read_after(90, limit=3)] == [91, 92, 93]
+    finally:
+        store.close()
+
+
+def test_reads_of_a_closed_store_fail_loudly_rather_than_look_empty(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / DB_NAME, tail=2)
+    log = store.create_log("s")
+    for i in range(10):
+        log.append("text", {"text": str(i)})
+    store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        log.read_after(0)
+    assert [e.id for e in log.read_after(8)] == [9, 10]  # the memory tail is still there
+
+
+def test_open_store_picks_the_store_the_settings_name(tmp_path: Path) -> None:
+    memory = open_store(Settings.from_env({"data_dir": tmp_path}))
+    assert isinstance(memory, MemoryStore) and not memory.durable
+    durable = open_store(Settings.from_env({"TETHER_STORE": "sqlite", "data_dir": tmp_path}))
+    try:
+        assert isinstance(durable, SqliteStore) and durable.durable
+        assert durable.path == tmp_path / DB_NAME
+    finally:
+        durable.close()
