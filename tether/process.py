@@ -2,7 +2,14 @@
 
 The process belongs to a session, never to a request (DESIGN.md rule 4). It is started with
 ``start_new_session=True`` so that :meth:`AgentProcess.stop` can signal the agent *and* every
-tool it spawned (a ``bash -c`` a tool runs, a ``sleep`` under it) as one group.
+tool it spawned (a ``bash -c`` a tool runs, a ``sleep`` under it) as one group. When the
+agent exits, by itself or not, whatever is left of its group is killed at once: a descendant
+that keeps stdout open would otherwise hold the turn until its timeout.
+
+Faults it absorbs (tests/tether/test_agent_faults.py): a stdout line of any length (read in
+bounded pieces), any amount of stderr (drained on a thread, only a bounded tail kept), an
+agent that stops reading stdin (:meth:`AgentProcess.stop` never waits on a stuck write), one
+that ignores SIGTERM (SIGKILL follows).
 """
 
 from __future__ import annotations
@@ -22,8 +29,13 @@ logger = logging.getLogger(__name__)
 
 #: Bytes of stderr kept for error reports (the newest ones).
 STDERR_TAIL_BYTES = 16 * 1024
-#: A stdout line longer than this is cut and reported as bad output, never buffered whole.
+#: A stdout line longer than this is dropped (read in pieces, never buffered whole) and
+#: :meth:`AgentProcess.lines` yields None in its place.
 MAX_LINE_BYTES = 8 * 1024 * 1024
+#: Bytes read at a time while dropping the rest of an over-long line.
+_SKIP_BYTES = 64 * 1024
+#: Seconds :meth:`AgentProcess.stop` waits for a stuck write to fail once the agent is dead.
+_WRITER_WAIT_SECONDS = 5.0
 
 
 class AgentProcess:
@@ -49,6 +61,8 @@ class AgentProcess:
         self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True,
                                                name=f"stderr-{self.pid}")
         self._stderr_thread.start()
+        # When the agent exits, its group goes too (see the module docstring).
+        threading.Thread(target=self._reap, daemon=True, name=f"reaper-{self.pid}").start()
 
     # -- I/O -----------------------------------------------------------------------------
 
@@ -66,28 +80,41 @@ class AgentProcess:
             except (BrokenPipeError, ValueError, OSError):
                 return False
 
-    def lines(self) -> Iterator[bytes]:
-        """stdout, one line at a time (without the newline), until EOF.
+    def lines(self) -> Iterator[bytes | None]:
+        """stdout, one line at a time (without the newline), until EOF or :meth:`stop`.
 
-        A line over :data:`MAX_LINE_BYTES` is yielded cut to that size (and so fails to parse
-        as JSON) instead of being buffered whole.
+        A last line without a newline is yielded as it is. A line over :data:`MAX_LINE_BYTES`
+        is read in pieces and dropped, and None is yielded in its place, so memory stays
+        bounded whatever the agent prints.
         """
         stdout: IO[bytes] | None = self._proc.stdout
         assert stdout is not None
-        while True:
-            line = stdout.readline(MAX_LINE_BYTES)
-            if not line:
-                return
-            if not line.endswith(b"\n"):
-                # Cut: skip the rest of this over-long line.
-                while True:
-                    rest = stdout.readline(MAX_LINE_BYTES)
-                    if not rest or rest.endswith(b"\n"):
-                        break
-            yield line.rstrip(b"\r\n")
+        try:
+            while True:
+                line = stdout.readline(MAX_LINE_BYTES + 1)
+                if not line:
+                    return
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    del line
+                    while True:
+                        rest = stdout.readline(_SKIP_BYTES)
+                        if not rest or rest.endswith(b"\n"):
+                            break
+                    yield None
+                    continue
+                yield line.rstrip(b"\r\n")
+        except (ValueError, OSError):
+            # stop() closed the pipe under us (ValueError: "readline of closed file").
+            return
 
-    def stderr_tail(self) -> str:
-        """The newest :data:`STDERR_TAIL_BYTES` of stderr, decoded leniently."""
+    def stderr_tail(self, wait_seconds: float = 0) -> str:
+        """The newest :data:`STDERR_TAIL_BYTES` of stderr, decoded leniently.
+
+        :param wait_seconds: first wait up to this long for stderr's EOF, so that an agent that
+            just exited has all its last words in the tail.
+        """
+        if wait_seconds > 0:
+            self._stderr_thread.join(wait_seconds)
         with self._stderr_lock:
             data = b"".join(self._stderr)
         return data.decode("utf-8", "replace").strip()
@@ -95,12 +122,21 @@ class AgentProcess:
     def _drain_stderr(self) -> None:
         stderr = self._proc.stderr
         assert stderr is not None
-        for chunk in iter(lambda: stderr.read1(4096), b""):  # type: ignore[attr-defined]
-            with self._stderr_lock:
-                self._stderr.append(chunk)
-                self._stderr_size += len(chunk)
-                while self._stderr_size > STDERR_TAIL_BYTES and len(self._stderr) > 1:
-                    self._stderr_size -= len(self._stderr.popleft())
+        try:
+            for chunk in iter(lambda: stderr.read1(4096), b""):  # type: ignore[attr-defined]
+                with self._stderr_lock:
+                    self._stderr.append(chunk)
+                    self._stderr_size += len(chunk)
+                    while self._stderr_size > STDERR_TAIL_BYTES and len(self._stderr) > 1:
+                        self._stderr_size -= len(self._stderr.popleft())
+        except (ValueError, OSError):
+            pass  # the pipe was closed by stop()
+
+    def _reap(self) -> None:
+        code = self._proc.wait()
+        logger.info("agent pid %s exited with code %s", self.pid, code)
+        # Tools it left behind in its group would hold its pipes (and the turn) open.
+        self._signal_group(signal.SIGKILL)
 
     # -- lifetime ------------------------------------------------------------------------
 
@@ -119,25 +155,37 @@ class AgentProcess:
         except subprocess.TimeoutExpired:
             return None
 
-    def close_stdin(self) -> None:
-        """EOF on stdin: a stream-json CLI finishes its turn and exits (PROTOCOLS.md 1.1)."""
-        with self._write_lock:
-            try:
-                if self._proc.stdin:
-                    self._proc.stdin.close()
-            except OSError:
-                pass
+    def close_stdin(self, timeout: float = -1) -> bool:
+        """EOF on stdin: a stream-json CLI finishes its turn and exits (PROTOCOLS.md 1.1).
+
+        :param timeout: seconds to wait for a write in progress to finish (-1: forever); an
+            agent that stopped reading stdin can hold a write forever.
+        :returns: False when a write held stdin for all of ``timeout`` (stdin stays open).
+        """
+        if not self._write_lock.acquire(timeout=timeout):
+            return False
+        try:
+            if self._proc.stdin:
+                self._proc.stdin.close()
+        except OSError:
+            pass  # a broken pipe: the buffered bytes are lost, the descriptor is closed
+        finally:
+            self._write_lock.release()
+        return True
 
     def stop(self, grace_seconds: float) -> int | None:
         """Stop the agent and its process group: stdin EOF, then SIGTERM, then SIGKILL.
 
-        Each step waits up to ``grace_seconds``. Reaps the child and closes its pipes, so no
-        process or file descriptor is left behind.
+        Each step waits up to ``grace_seconds``; the EOF step is skipped when a write is stuck
+        (the agent no longer reads stdin). Reaps the child and closes its pipes, so no process
+        or file descriptor is left behind. Safe to call twice, and from several threads.
 
         :returns: the exit code.
         """
-        self.close_stdin()
-        code = self.wait(grace_seconds) if self.alive else self.returncode
+        if self.close_stdin(timeout=min(grace_seconds, 0.5)):
+            code = self.wait(grace_seconds) if self.alive else self.returncode
+        else:
+            code = self.returncode
         if code is None:
             self._signal_group(signal.SIGTERM)
             code = self.wait(grace_seconds)
@@ -146,6 +194,9 @@ class AgentProcess:
             code = self.wait(None)
         # The agent may be gone while tools it spawned still run in its group.
         self._signal_group(signal.SIGKILL)
+        # With every reader dead a stuck write fails (EPIPE) and lets go of stdin.
+        if not self.close_stdin(timeout=_WRITER_WAIT_SECONDS):
+            logger.warning("agent pid %s: stdin still held by a write", self.pid)
         self._stderr_thread.join(timeout=1)
         for pipe in (self._proc.stdout, self._proc.stderr):
             try:

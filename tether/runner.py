@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,15 +30,24 @@ from tether.agents.claude import (
     user_message,
 )
 from tether.config import Settings
-from tether.process import AgentProcess
+from tether.process import MAX_LINE_BYTES, AgentProcess
 from tether.prompts import PendingRequest, PromptRegistry
 from tether.stores.base import EventLog
 
 logger = logging.getLogger(__name__)
 
+#: Characters of the agent's newest stderr quoted in the ``error`` event of a failed turn.
+STDERR_TAIL_CHARS = 2000
+#: Bad stdout lines logged per turn (the rest are dropped without a word).
+LOGGED_BAD_LINES = 5
+
 #: Fields of a ``can_use_tool`` request shown with an approval (PROTOCOLS.md 2.3).
 APPROVAL_EXTRAS = ("description", "decision_reason", "title", "blocked_path",
                    "permission_suggestions", "agent_id")
+
+
+#: Lines the runner reads from an agent before it lets other greenlets run (a burst).
+YIELD_EVERY_LINES = 16
 
 
 class AgentHost:
@@ -60,6 +70,19 @@ class AgentHost:
         self._process: AgentProcess | None = None
         self._idle_timer: threading.Timer | None = None
         self._lock = threading.Lock()
+
+    def resume(self, agent_session_id: str) -> None:
+        """Continue an agent session an earlier server started (a session restored from a
+        durable store): the next process gets ``--resume=<agent_session_id>``."""
+        with self._lock:
+            self.agent_session_id = agent_session_id
+            self.started = True
+
+    @property
+    def running(self) -> bool:
+        """True while an agent process is alive (during a turn, or idle between turns)."""
+        process = self._process
+        return process is not None and process.alive
 
     def acquire(self) -> AgentProcess:
         """The live process, or a new one that got the ``initialize`` request.
@@ -128,6 +151,9 @@ class Turn:
         self._process: AgentProcess | None = None
         self._cancel_reason: str | None = None
         self._done = threading.Event()
+        self._ended = threading.Event()  # set after finish: the turn is wholly over
+        #: ``time.monotonic()`` when the turn was created (the prompt): for its duration.
+        self.started = time.monotonic()
         self._cli_requests: dict[str, PendingRequest] = {}
         self._got_result = False
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"turn-{number}")
@@ -136,9 +162,10 @@ class Turn:
         self._thread.start()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the turn to end; True if it did within ``timeout`` seconds."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Wait for the turn to end (``turn_end`` appended); True if it did within ``timeout``
+        seconds. Safe before :meth:`start` has returned: under gevent ``Thread.start`` yields,
+        and a Stop or a delete may come in that moment (``Thread.join`` would raise)."""
+        return self._ended.wait(timeout)
 
     @property
     def done(self) -> bool:
@@ -160,7 +187,10 @@ class Turn:
         self._prompts.cancel_all("The turn was cancelled." if reason != "timeout"
                                  else "The turn timed out.")
         if process is not None:
-            process.send(control_request("interrupt"))
+            # Both on threads: Stop must return at once, and the write can block for good
+            # when the agent no longer reads stdin (the escalation does not wait for it).
+            threading.Thread(target=process.send, args=(control_request("interrupt"),),
+                             daemon=True, name=f"interrupt-{self.number}").start()
             threading.Thread(target=self._escalate, args=(process,), daemon=True).start()
         return True
 
@@ -187,6 +217,9 @@ class Turn:
         finally:
             if timer is not None:
                 timer.cancel()
+            if self._cancel_reason == "timeout":
+                self._error(f"the turn ran longer than TETHER_TURN_TIMEOUT "
+                            f"({self._settings.turn_timeout_seconds:g} s) and was stopped")
             self._done.set()
             self._prompts.cancel_all()
             if self._cancel_reason is not None:
@@ -195,7 +228,10 @@ class Turn:
                 self._host.idle()
             else:
                 self._host.stop()  # Stop leaves no process behind
-            self._finish(self, reason)
+            try:
+                self._finish(self, reason)
+            finally:
+                self._ended.set()
 
     def _drive(self) -> str:
         process = self._host.acquire()
@@ -208,9 +244,17 @@ class Turn:
         return self._pump(process)
 
     def _pump(self, process: AgentProcess) -> str:
-        for raw in process.lines():
-            message = _parse(raw)
+        bad_lines = 0
+        for number, raw in enumerate(process.lines(), 1):
+            if number % YIELD_EVERY_LINES == 0:
+                # Under gevent a pipe with data never blocks, so a burst from the agent would
+                # run to its end before any stream could write what it appends; let them.
+                time.sleep(0)
+            message = None if raw is None else _parse(raw)
             if message is None:
+                if raw is None or raw.strip():  # blank lines are harmless
+                    bad_lines += 1
+                    self._bad_output(raw, bad_lines)
                 continue
             mtype = message.get("type")
             if mtype == "control_request":
@@ -229,13 +273,38 @@ class Turn:
                     return "error" if message.get("is_error") else "completed"
         return self._ended_early(process)
 
+    def _bad_output(self, raw: bytes | None, count: int) -> None:
+        """A stdout line that is not a JSON object, or None for one over the length limit.
+
+        The first one of a turn becomes an ``error`` event (DESIGN.md section 3: bad output);
+        the first :data:`LOGGED_BAD_LINES` are logged; the rest are dropped without a word, so
+        an agent printing junk in a loop floods neither the event log nor the server's log.
+        """
+        if raw is None:
+            what = f"a line longer than {MAX_LINE_BYTES} bytes (the limit)"
+        else:
+            what = f"a line that is not a JSON object: {raw[:200].decode('utf-8', 'replace')!r}"
+        if count <= LOGGED_BAD_LINES:
+            logger.warning("turn %s: agent printed %s", self.number, what)
+        if count == 1:
+            self._error(f"the {self._host.spec.name} agent printed {what}; it was dropped, "
+                        "and any more such lines in this turn are dropped too")
+
     def _ended_early(self, process: AgentProcess) -> str:
-        """stdout closed before a ``result``: report the exit and the stderr tail."""
+        """stdout closed before a ``result``: report the exit and the stderr tail (at most
+        :data:`STDERR_TAIL_CHARS` characters)."""
         if self._cancel_reason is not None:
             return self._cancel_reason
         code = process.wait(self._settings.cancel_grace_seconds)
-        tail = process.stderr_tail()[-2000:]
-        message = f"the {self._host.spec.name} agent exited (code {code}) before the turn ended"
+        name = self._host.spec.name
+        if code is None:
+            message = (f"the {name} agent closed its output before the turn ended but is "
+                       "still running; it is being stopped")
+            tail = process.stderr_tail()
+        else:
+            message = f"the {name} agent exited (code {code}) before the turn ended"
+            tail = process.stderr_tail(wait_seconds=1.0)
+        tail = tail[-STDERR_TAIL_CHARS:]
         self._error(message + (f": {tail}" if tail else ""))
         return "error"
 
@@ -286,15 +355,10 @@ def _reject_constant(name: str) -> Any:
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
-    """One stdout line as a JSON object, or None (logged) for anything else."""
+    """One stdout line as a JSON object, or None for anything else, blank included."""
     try:
         # NaN and Infinity are not JSON (RFC 8259 section 6): such a line is garbage too.
         message = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
-        if raw.strip():
-            logger.warning("agent printed a line that is not JSON: %.200r", raw)
         return None
-    if not isinstance(message, dict):
-        logger.warning("agent printed JSON that is not an object: %.200r", raw)
-        return None
-    return message
+    return message if isinstance(message, dict) else None
