@@ -73,6 +73,7 @@ class Feed:
         self._inbox_snapshots = True
         self._inbox_seen = -1
         self._closed = False
+        self._paused = False
 
     # -- sources -----------------------------------------------------------------------
 
@@ -145,6 +146,31 @@ class Feed:
             return False
         inbox.unwatch(self._flag)
         return True
+
+    def pause(self) -> None:
+        """Stop being woken by the sources while the client is busy (an SSE stream inside a
+        write that may block for seconds): every change of a source costs one set() per
+        watching feed, so 500 stalled streams would tax every append. Cursors are kept, and
+        the next :meth:`collect` reads by cursor, so nothing is missed. :meth:`resume` undoes
+        it; idempotent."""
+        with self._lock:
+            sources = self._sources() if not self._paused else []
+            self._paused = True
+        for source in sources:
+            source.unwatch(self._flag)
+
+    def resume(self) -> None:
+        """Be woken by the sources again, and collect at once (a change may have landed)."""
+        with self._lock:
+            sources = self._sources() if self._paused and not self._closed else []
+            self._paused = False
+        for source in sources:
+            source.watch(self._flag)
+        self._flag.set()
+
+    def _sources(self) -> list[EventLog | Inbox]:
+        logs: list[EventLog | Inbox] = [a.log for a in self._attachments.values()]
+        return logs + ([self._inbox] if self._inbox is not None else [])
 
     def wake(self) -> None:
         """Wake the waiter without a source change (the caller has something else to send)."""

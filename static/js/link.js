@@ -84,6 +84,9 @@ class SseFeed {
       conn.inbox(JSON.parse(e.data));
       if (!sid) conn.ready(); // the inbox stream has no caught-up: its first snapshot is it
     }));
+    // The server is stopping (docs/protocol.md): not a failure of SSE. Close before the
+    // browser's own quick retry and come back with the usual backoff, from our cursor.
+    es.addEventListener("shutdown", live(() => conn.failed(this, "stopping")));
     // Any error: close and recreate ourselves, with backoff, from our own cursor. This also
     // covers readyState CLOSED (a non-200 answer), after which a browser never retries.
     es.onerror = live(() => conn.failed(this));
@@ -132,6 +135,7 @@ class PollFeed {
     const timeout = setTimeout(() => ctrl.abort(), (wait + 15) * 1000);
     try {
       const res = await fetch(url, {signal: ctrl.signal, cache: "no-store", headers: {Accept: "application/json"}});
+      if (res.status === 401) SignedOut.handle();
       const body = res.ok ? await res.json() : null;
       return {status: res.status, body};
     } finally {
@@ -470,8 +474,9 @@ class Conn {
   }
 
   /** The feed broke. Back off, then try again, moving down the chain when this transport has
-   *  never worked here. An SSE stream that fails may mean its session is gone: ask. */
-  failed(feed) {
+   *  never worked here. An SSE stream that fails may mean its session is gone: ask.
+   *  `why` "stopping": the server said it is stopping; back off, but the transport is fine. */
+  failed(feed, why) {
     if (feed !== this.feed || this.stopped) return;
     feed.close();
     this.feed = null;
@@ -479,7 +484,7 @@ class Conn {
     const online = navigator.onLine !== false;
     if (online) {
       this.attempt += 1;
-      if (!this.succeeded) this.failuresHere += 1;
+      if (!this.succeeded && why !== "stopping") this.failuresHere += 1;
     }
     if (this.failuresHere >= Conn.FAILURES_BEFORE_NEXT && Conn.NEXT[this.mode] !== this.mode) {
       let next = Conn.NEXT[this.mode];
@@ -499,12 +504,12 @@ class Conn {
   async retry() {
     this.timer = null;
     const sid = this.primary;
-    if (sid && this.mode !== "ws") {
-      try {
-        await Api.session(sid);
-      } catch (err) {
-        if (err instanceof ApiError && err.status === 404) this.gone(sid);
-      }
+    // Probe over plain HTTP: a deleted session (404), or a server that no longer knows this
+    // browser (401, handled by Api), cannot be told apart from a network error otherwise.
+    try {
+      await (sid ? Api.session(sid) : Api.sessions());
+    } catch (err) {
+      if (sid && this.mode !== "ws" && err instanceof ApiError && err.status === 404) this.gone(sid);
     }
     if (!this.timer && !this.feed) this.connect();
   }

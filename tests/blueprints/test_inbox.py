@@ -361,8 +361,18 @@ def test_closing_a_session_stream_releases_its_watchers(client: FlaskClient,
                                                         sid: str) -> None:
     log = core.get(sid).log
     response = client.get(f"/api/sessions/{sid}/stream?inbox=1", buffered=False)
-    next_named(frames(response), "inbox")
+    stream = frames(response)
+    next_named(stream, "inbox")
+    # The stream watches its sources while it waits for news (not while a write is under
+    # way: blueprints/sse.py pauses the feed across a yield).
+    reader = threading.Thread(target=next, args=(stream,))
+    reader.start()
+    deadline = time.monotonic() + 10
+    while len(log._wakeup._flags) != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert len(log._wakeup._flags) == 1 and len(core.inbox._wakeup._flags) == 1
+    log.append("text", {"text": "wake up"})
+    reader.join(10)
     response.close()
     assert log._wakeup._flags == set() and core.inbox._wakeup._flags == set()
 
@@ -406,15 +416,24 @@ def test_inbox_stream_ends_when_the_server_stops(client: FlaskClient,
     stream = frames(response)
     next_named(stream, "inbox")
     later(0.05, core.shutdown)
-    assert list(stream) == []
+    rest = list(stream)  # ends, with a last frame that says why (docs/protocol.md)
+    assert names(rest) == ["shutdown"]
     assert core.inbox._wakeup._flags == set()
 
 
 def test_closing_the_inbox_stream_releases_its_watcher(client: FlaskClient,
                                                        core: SessionRegistry) -> None:
     response = client.get("/api/inbox/stream", buffered=False)
-    next_named(frames(response), "inbox")
+    stream = frames(response)
+    next_named(stream, "inbox")
+    reader = threading.Thread(target=next, args=(stream,))  # waits for news: watching
+    reader.start()
+    deadline = time.monotonic() + 10
+    while len(core.inbox._wakeup._flags) != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert len(core.inbox._wakeup._flags) == 1
+    core.inbox.changed()
+    reader.join(10)
     response.close()
     assert core.inbox._wakeup._flags == set()
 

@@ -573,3 +573,25 @@ def test_close_between_the_closed_check_and_the_clear_is_not_lost() -> None:
     started = time.monotonic()
     assert feed.next(2) == []
     assert time.monotonic() - started < 1
+
+
+def test_pause_unwatches_every_source_and_resume_misses_nothing() -> None:
+    log, inbox = make_log(count=2), make_inbox()
+    feed = Feed(EPOCH)
+    feed.attach(log)
+    feed.subscribe_inbox(inbox, snapshots=False)
+    assert feed.collect()  # the replay
+    feed.pause()
+    feed.pause()  # idempotent
+    assert log._wakeup.watchers == 0 and inbox._wakeup.watchers == 0
+    fill(log, 3)  # appended while paused: no wake-up...
+    feed.wait(0)
+    assert not feed.wait(0)
+    feed.resume()
+    assert log._wakeup.watchers == 1 and inbox._wakeup.watchers == 1
+    assert feed.wait(0)  # ...but resume wakes the feed, and the cursor has them all
+    assert summary(feed.collect()) == [("events", "s", [3, 4, 5])]
+    feed.pause()
+    feed.close()
+    feed.resume()  # a closed feed stays unsubscribed
+    assert log._wakeup.watchers == 0 and inbox._wakeup.watchers == 0
