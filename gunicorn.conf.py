@@ -4,9 +4,23 @@ Read by ``make run`` (``gunicorn -c gunicorn.conf.py``). Host and port come from
 ``TETHER_HOST`` / ``TETHER_PORT`` (tether.config).
 """
 
-from tether.config import Settings
+import os
+import secrets
+
+from tether.config import Settings, check_binding
 
 _settings = Settings.from_env()
+try:
+    check_binding(_settings)
+except ValueError as _exc:
+    raise SystemExit(f"Tether: {_exc}") from None
+
+# No TETHER_TOKEN: generate one here, in the master, so that every worker it forks (and
+# re-forks) shares it; when_ready prints the login URL once.
+_generated_token = None
+if _settings.token is None:
+    _generated_token = secrets.token_urlsafe(32)
+    os.environ["TETHER_TOKEN"] = _generated_token
 
 # Server socket
 _host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
@@ -16,7 +30,7 @@ bind = f"{_host}:{_settings.port}"
 wsgi_app = "app:create_app()"
 
 # Worker processes
-# The in-memory store lives in one process: exactly one worker (see on_starting).
+# Sessions live in one process (memory or SQLite store): exactly one worker (on_starting).
 workers = 1
 worker_class = "gevent"
 # Each SSE stream and long-poll holds one connection; an idle stream costs a greenlet.
@@ -27,32 +41,53 @@ timeout = 30
 # Streams end when the worker stops; clients resume from their cursor.
 graceful_timeout = 10
 # Seconds an idle keep-alive connection stays open between requests: long enough for a
-# long-poll client's next request, short enough not to hold a stopping worker.
+# long-poll client's next request, short enough not to hold a stopping worker. The gevent
+# worker also gives every request line and header block this long to arrive (a slowloris
+# client is cut off after it, with no answer); a request body has no such bound.
 keepalive = 5
+
+# Request framing limits (docs/protocol.md "Limits"), gunicorn's defaults made explicit:
+# a request line over 4094 bytes is 414, more than 100 header fields or one over 8190
+# bytes is 431, each answered by gunicorn before the app sees the request.
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
 
 # No runtime control socket: it defaults to one shared path per user, which two Tether
 # servers on one machine (tests, a dev and a prod instance) would fight over.
 control_socket_disable = True
 
+# Forwarded headers (X-Forwarded-Proto …) are honoured by the app only with
+# TETHER_TRUSTED_PROXIES (werkzeug's ProxyFix); gunicorn's own reading of them is off.
+secure_scheme_headers: dict[str, str] = {}
+
 # Logging
 accesslog = "-"
+# The path without its query string: the login URL carries the token in `?token=`.
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'
 loglevel = "info"
 
 
 def on_starting(server):
     if server.cfg.workers != 1:
         raise SystemExit(
-            f"Tether's in-memory store lives in one process, so it needs exactly one worker "
-            f"(workers = {server.cfg.workers} was asked). One gevent worker holds thousands of "
-            f"connections; for more, use a shared store (Redis) once it is configured."
+            f"Tether's sessions live in one process (the memory store in its memory, the "
+            f"SQLite store behind one connection and a lock file), so it needs exactly one "
+            f"worker (workers = {server.cfg.workers} was asked). One gevent worker holds "
+            f"thousands of connections; for more, use a shared store (Redis) once it exists."
         )
 
 
 def when_ready(server):
-    host = _settings.host if _settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
-    server.log.info("Tether is ready: open http://%s:%s/ (agent: %s)", host,
-                    server.address[0][1] if server.address else _settings.port, _settings.agent)
+    port = server.address[0][1] if server.address else _settings.port
+    url = f"http://{_settings.url_host}:{port}/"
+    if _generated_token is not None:
+        server.log.info("Tether is ready (agent: %s). Open this URL to log in; the token in it "
+                        "was generated for this run:\n\n    %s?token=%s\n", _settings.agent, url,
+                        _generated_token)
+    else:
+        server.log.info("Tether is ready (agent: %s): open %s?token=<TETHER_TOKEN>",
+                        _settings.agent, url)
 
 
 def post_worker_init(worker):

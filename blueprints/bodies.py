@@ -7,6 +7,7 @@ from typing import Any, Literal, TypeVar
 
 from flask import request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from werkzeug.exceptions import HTTPException
 
 from tether.errors import BadRequest, UnsupportedMediaType
 
@@ -56,9 +57,23 @@ def json_body(model: type[M], *, optional: bool = False) -> M:
 
     :param optional: an empty body counts as ``{}`` (whatever its content type).
     :raises UnsupportedMediaType: a non-empty body that is not ``application/json``.
-    :raises BadRequest: invalid JSON, not an object, or a missing / wrong-typed field (named).
+    :raises BadRequest: invalid JSON, not an object, or a missing / wrong-typed field (named),
+        or a body that cannot be read (a malformed chunked encoding).
+    :raises werkzeug.exceptions.RequestEntityTooLarge: over ``MAX_CONTENT_LENGTH`` (413).
     """
-    raw = request.get_data(cache=False)
+    try:
+        raw = request.get_data(cache=False)
+        if raw and request.content_length is None:
+            # A chunked body: werkzeug's readall stops at MAX_CONTENT_LENGTH without a word
+            # (werkzeug 3.1), so a longer body would be parsed cut short. One more read
+            # raises its 413 when the limit was reached.
+            request.stream.read(1)
+    except HTTPException:
+        raise
+    except Exception as exc:
+        # The WSGI server's body reader failed on the client's framing (gunicorn raises its
+        # own InvalidChunkSize, ChunkMissingTerminator …; a client may vanish mid-body).
+        raise BadRequest(f"the body could not be read ({type(exc).__name__})") from None
     if optional and not raw.strip():
         return model.model_validate({})
     if request.mimetype != "application/json":
@@ -76,8 +91,14 @@ def validate(model: type[M], data: dict[str, Any], what: str) -> M:
     """``data`` parsed as ``model``.
 
     :param what: how to name the whole object in an error (``body``, ``params``).
-    :raises BadRequest: a missing or wrong-typed field, named (``params.session_id: …``).
+    :raises BadRequest: a missing or wrong-typed field, named (``params.session_id: …``), or
+        a string with a lone surrogate (``"\\ud800"`` is valid JSON but no Unicode text: it could
+        not be stored, sent to an agent or echoed to another client as UTF-8).
     """
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{what}: a string holds a lone surrogate (not Unicode text)") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
