@@ -1,0 +1,496 @@
+"""``GET /api/openapi.json``: an OpenAPI 3.1 description of the HTTP API (issue 4).
+
+The request bodies come from the pydantic models that parse them (:mod:`blueprints.bodies`,
+``model_json_schema``), so the document and the validation cannot disagree; the rest (paths,
+query parameters, answers, error statuses) is written out here, after README's API table,
+DESIGN.md section 4 and docs/protocol.md. ``tests/blueprints/test_openapi.py`` checks that every
+Flask URL rule under ``/api`` is in the document and the other way round, and fuzzes the API
+against it with schemathesis.
+
+- Security: every operation needs the token (``Authorization: Bearer <token>``, or the login
+  cookie a browser traded it for), including this document: it sits under ``/api`` like the
+  rest, and saying what the server can be told to do is no business of a stranger. Only
+  ``/healthz`` is open (``security: []``); static files, the page and the login form are not
+  API and are not described.
+- Server-Sent Events (the two ``/stream`` operations) are ``text/event-stream``; as OpenAPI 3.1
+  has it, their ``schema`` describes one event (``{event, data, id?, retry?}``), not the stream.
+- The WebSocket (``GET /api/ws``, JSON-RPC 2.0) is a note on its path item and a ``GET``
+  that documents the upgrade (101) and ``x-websocket: true``; its methods are in
+  docs/protocol.md. An HTTP fuzzer cannot speak it: without an upgrade it answers 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from pydantic.json_schema import models_json_schema
+
+from blueprints import bodies, poll
+from blueprints.auth import cookie_name
+from blueprints.errors import HTTP_STATUS
+from tether.sessions import MAX_TITLE_CHARS
+
+bp = Blueprint("openapi", __name__)
+
+#: OpenAPI version of the document (https://spec.openapis.org/oas/v3.1.0).
+OPENAPI_VERSION = "3.1.0"
+
+#: A cursor (event id, inbox revision) as tether.cursor accepts it: a plain ASCII decimal.
+CURSOR_PATTERN = r"^(0|[1-9][0-9]{0,17})$"
+#: A duration as tether.cursor.parse_seconds accepts it; empty means the default.
+SECONDS_PATTERN = r"^([0-9]{1,6}(\.[0-9]{1,12})?)?$"
+#: Session ids (secrets.token_hex(16)) and request ids (uuid4().hex): 32 lowercase hex digits.
+ID_PATTERN = r"^[0-9a-f]{32}$"
+
+#: Request body models, in document order.
+BODY_MODELS = (bodies.CreateSession, bodies.UpdateSession, bodies.Prompt, bodies.ApprovalAnswer,
+               bodies.ClarifyAnswer)
+
+#: Error responses: status -> (component name, when).
+ERRORS = {
+    400: ("BadRequest", "Bad input: invalid JSON, a missing or wrong-typed field (named), or a "
+                        "cursor that is not a plain decimal integer."),
+    401: ("Unauthorized", "No token, or a wrong one (`WWW-Authenticate: Bearer`)."),
+    403: ("Forbidden", "Authenticated by cookie, but `Origin` (or `Referer`) is not an allowed "
+                       "origin: a state-changing request from another site."),
+    404: ("NotFound", "No such session, agent or request."),
+    409: ("Conflict", "`session_busy` (a turn is running), `already_resolved` (another answer, "
+                      "a timeout or a cancel got there first) or `too_many_sessions` "
+                      "(`TETHER_MAX_SESSIONS`)."),
+    413: ("PayloadTooLarge", "The body, or the prompt in UTF-8, is over its limit "
+                            "(`TETHER_MAX_PROMPT_BYTES`)."),
+    415: ("UnsupportedMediaType", "A body that is not `application/json`."),
+    429: ("TooManyRequests", "Too many failed logins from this address; see `Retry-After`."),
+    503: ("ServiceUnavailable", "`shutting_down`: the server is stopping and refuses new "
+                                "sessions, prompts and changes; try again once it is back."),
+}
+
+_SECURED = (401, 429)
+_WITH_BODY = (*_SECURED, 400, 403, 413, 415)
+
+
+@bp.get("/api/openapi.json")
+def openapi() -> Response:
+    """The document (JSON, OpenAPI 3.1). Built per request: it is small (about 24 KB) and
+    names this server's login cookie, which depends on the port."""
+    return jsonify(document(cookie_name()))
+
+
+def document(cookie: str = "tether-8000") -> dict[str, Any]:
+    """The OpenAPI 3.1 document as a dict (JSON-ready).
+
+    :param cookie: the login cookie's name (``tether-<port>``, :func:`blueprints.auth.cookie_name`).
+    """
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "Tether",
+            "version": _version(),
+            "summary": "Drive CLI coding agents from a browser: sessions, event logs streamed "
+                       "over SSE, long-poll and WebSocket, approvals and questions.",
+            "description": (
+                "JSON in and out; every error is `{\"error\": {\"code\", \"message\"}}` with a "
+                "4xx status (503 `shutting_down` while the server stops). Event logs have "
+                "ids 1, 2, 3 … with no gaps; a client is a cursor (`?after=`, "
+                "`Last-Event-ID`). The contract: README (HTTP API), DESIGN.md "
+                "section 4, docs/protocol.md."),
+        },
+        "security": [{"bearer": []}, {"cookie": []}],
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "responses": _error_responses(),
+            "parameters": _parameters(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "The server's token: `TETHER_TOKEN`, or the one it "
+                                          "generated and printed at start."},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": cookie,
+                           "description": "The login cookie (`tether-<port>`, HttpOnly, "
+                                          "SameSite=Strict) that `/?token=…` or the login form "
+                                          "sets. State-changing requests authenticated by it "
+                                          "must carry an allowed `Origin` (else 403)."},
+            },
+        },
+    }
+
+
+def _version() -> str:
+    from blueprints.ws import VERSION
+
+    return VERSION
+
+
+# -- building blocks ----------------------------------------------------------------------
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"$ref": f"#/components/responses/{ERRORS[s][0]}"} for s in sorted(statuses)}
+
+
+def _error_responses() -> dict[str, Any]:
+    responses = {name: _json(_ref("Error"), when) for name, when in ERRORS.values()}
+    responses["Unauthorized"]["headers"] = {
+        "WWW-Authenticate": {"schema": {"type": "string"}, "required": True,
+                             "description": "`Bearer realm=\"tether\"`"}}
+    responses["TooManyRequests"]["headers"] = {
+        "Retry-After": {"schema": {"type": "string", "pattern": r"^[0-9]+$"}, "required": True,
+                        "description": "Seconds until this address may try again."}}
+    return responses
+
+
+def _body(model: type, required: bool = True) -> dict[str, Any]:
+    return {"required": required,
+            "content": {"application/json": {"schema": _ref(model.__name__)}}}
+
+
+def _op(summary: str, responses: dict[str, Any], *, errors: tuple[int, ...] = _SECURED,
+        params: list[dict[str, Any]] | None = None, body: dict[str, Any] | None = None,
+        description: str | None = None, tags: tuple[str, ...] = ()) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "tags": list(tags)}
+    if description:
+        op["description"] = description
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = body
+    op["responses"] = {**responses, **_errors(*errors)}
+    return op
+
+
+def _param(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/parameters/{name}"}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def _path_id(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string", "pattern": ID_PATTERN}}
+
+
+def _parameters() -> dict[str, Any]:
+    cursor = {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}
+    return {
+        "SessionId": _path_id("session_id", "A session id (32 hex digits); unknown: 404."),
+        "RequestId": _path_id("request_id", "An approval or question id (32 hex digits), "
+                                            "from `approval_request` / `clarify_request`."),
+        "After": _query("after", cursor, "Event id cursor: events after it (0: all). A plain "
+                                         "ASCII decimal integer; anything else is a 400. On a "
+                                         "stream, `Last-Event-ID` wins and `after` is not "
+                                         "read."),
+        "Wait": _query("wait", {"type": "string", "pattern": SECONDS_PATTERN},
+                       f"Seconds to hold the request (decimal, up to "
+                       f"{poll.MAX_WAIT_SECONDS:g}; more is clamped). 0 or absent: answer at "
+                       "once."),
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    _, top = models_json_schema([(m, "validation") for m in BODY_MODELS],
+                                ref_template="#/components/schemas/{model}")
+    schemas: dict[str, Any] = dict(top.get("$defs", {}))
+    cursor = {"type": "integer", "minimum": 0}
+    nullable_number = {"type": ["number", "null"]}
+    schemas.update({
+        "Error": {
+            "type": "object", "required": ["error"],
+            "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {"code": {"enum": sorted(HTTP_STATUS)},
+                               "message": {"type": "string"}}}},
+        },
+        "Health": {"type": "object", "required": ["status"],
+                   "properties": {"status": {"const": "ok"}}},
+        "Agents": {
+            "type": "object", "required": ["agents"],
+            "properties": {"agents": {"type": "array", "items": {
+                "type": "object", "required": ["name", "available", "description"],
+                "properties": {"name": {"type": "string"}, "available": {"type": "boolean"},
+                               "description": {"type": "string"}}}}},
+        },
+        "Pending": {
+            "type": "object", "required": ["request_id", "kind", "created_at", "expires_at"],
+            "description": "A pending approval (`tool_name`, `input`, `tool_use_id`) or "
+                           "question (`questions`, `tool_use_id`).",
+            "properties": {"request_id": {"type": "string"},
+                           "kind": {"enum": ["approval", "clarify"]},
+                           "created_at": {"type": "number"}, "expires_at": nullable_number},
+        },
+        "Session": {
+            "type": "object",
+            "required": ["id", "agent", "title", "created_at", "state", "turn_active", "turn",
+                         "last_event_id", "agent_session_id", "auto_approve", "pending"],
+            "properties": {
+                "id": {"type": "string", "pattern": ID_PATTERN},
+                "agent": {"type": "string"},
+                "title": {"type": "string", "maxLength": MAX_TITLE_CHARS},
+                "created_at": {"type": "number", "description": "Unix seconds"},
+                "state": {"enum": ["idle", "running", "waiting", "ended"]},
+                "turn_active": {"type": "boolean"},
+                "turn": {"type": "integer", "minimum": 0},
+                "last_event_id": cursor,
+                "agent_session_id": {"type": ["string", "null"]},
+                "auto_approve": {"type": "boolean"},
+                "pending": {
+                    "type": "object", "required": ["approvals", "clarify"],
+                    "properties": {"approvals": {"type": "array", "items": _ref("Pending")},
+                                   "clarify": {"type": "array", "items": _ref("Pending")}}},
+            },
+        },
+        "SessionList": {
+            "type": "object", "required": ["sessions", "epoch"],
+            "properties": {"sessions": {"type": "array", "items": _ref("Session")},
+                           "epoch": {"type": "string"}},
+        },
+        "Turn": {"type": "object", "required": ["turn"],
+                 "properties": {"turn": {"type": "integer", "minimum": 1}}},
+        "Cancelled": {"type": "object", "required": ["cancelled"],
+                      "properties": {"cancelled": {"type": "boolean"}}},
+        "ApprovalResult": {
+            "type": "object", "required": ["request_id", "resolved", "decision"],
+            "properties": {"request_id": {"type": "string"}, "resolved": {"const": True},
+                           "decision": {"enum": ["allow", "deny"]}},
+        },
+        "ClarifyResult": {
+            "type": "object", "required": ["request_id", "resolved", "answers"],
+            "properties": {"request_id": {"type": "string"}, "resolved": {"const": True},
+                           "answers": {"type": "object",
+                                       "additionalProperties": {"type": "string"}}},
+        },
+        "Event": {
+            "type": "object", "required": ["id", "session_id", "ts", "kind"],
+            "description": "One log event: the envelope and its kind's payload (DESIGN.md "
+                           "section 3: `user`, `agent_session`, `text_delta`, `text`, "
+                           "`thinking`, `tool_use`, `tool_result`, `approval_request`, "
+                           "`approval_resolved`, `clarify_request`, `clarify_resolved`, "
+                           "`result`, `error`, `turn_end`).",
+            "properties": {"id": {"type": "integer", "minimum": 1},
+                           "session_id": {"type": "string"},
+                           "ts": {"type": "number", "description": "Unix seconds"},
+                           "kind": {"type": "string"}},
+        },
+        "Events": {
+            "type": "object",
+            "required": ["events", "last_event_id", "turn_active", "epoch", "reset"],
+            "properties": {
+                "events": {"type": "array", "items": _ref("Event")},
+                "last_event_id": cursor, "turn_active": {"type": "boolean"},
+                "epoch": {"type": "string"},
+                "reset": {"type": "boolean",
+                          "description": "The cursor was past the end: the answer starts "
+                                         "from the first event."},
+                "inbox": _ref("InboxSnapshot"),
+            },
+        },
+        "InboxEntry": {
+            "type": "object",
+            "required": ["session_id", "session_title", "kind", "request_id", "summary",
+                         "created_at", "expires_at", "tool_name", "input", "questions"],
+            "properties": {
+                "session_id": {"type": "string"}, "session_title": {"type": "string"},
+                "kind": {"enum": ["approval", "clarify"]}, "request_id": {"type": "string"},
+                "summary": {"type": "string", "maxLength": 200},
+                "created_at": {"type": "number"}, "expires_at": nullable_number,
+                "tool_name": {"type": ["string", "null"]},
+                "input": {"type": ["object", "null"]},
+                "questions": {"type": ["array", "null"]},
+            },
+        },
+        "InboxSnapshot": {
+            "type": "object", "required": ["revision", "epoch", "entries"],
+            "properties": {"revision": cursor, "epoch": {"type": "string"},
+                           "entries": {"type": "array", "items": _ref("InboxEntry")}},
+        },
+        "SseEvent": {
+            "description": "One Server-Sent Event. The stream opens with `retry: <ms>`; then "
+                           "log events (`message`, with `id:`), `caught-up`, `reset`, `inbox` "
+                           "snapshots and `ping` keepalives (after `TETHER_KEEPALIVE` seconds "
+                           "of silence).",
+            "oneOf": [
+                _sse("message", _ref("Event"), with_id=True),
+                _sse("caught-up", {"type": "object", "required": ["last_event_id", "epoch"],
+                                   "properties": {"last_event_id": cursor,
+                                                  "epoch": {"type": "string"}}}),
+                _sse("reset", {"type": "object", "required": ["last_event_id", "epoch"],
+                               "properties": {"last_event_id": cursor,
+                                              "epoch": {"type": "string"}}}),
+                _sse("inbox", _ref("InboxSnapshot")),
+                _sse("ping", {"type": "object", "required": ["ts"],
+                              "properties": {"ts": {"type": "number"}}}),
+                _sse("shutdown", {"type": "object", "required": ["reason"],
+                                  "properties": {"reason": {"type": "string"}}}),
+            ],
+        },
+    })
+    return schemas
+
+
+def _sse(event: str, data: dict[str, Any], with_id: bool = False) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "event": {"const": event},
+        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
+        "retry": {"type": "integer", "minimum": 0},
+    }
+    if with_id:
+        properties["id"] = {"type": "string", "pattern": r"^[1-9][0-9]*$"}
+    return {"type": "object", "required": ["event", "data"], "properties": properties}
+
+
+def _sse_response(description: str) -> dict[str, Any]:
+    return {"200": {
+        "description": description,
+        "headers": {"Cache-Control": {"schema": {"const": "no-cache"}},
+                    "X-Accel-Buffering": {"schema": {"const": "no"}}},
+        "content": {"text/event-stream": {"schema": _ref("SseEvent")}},
+    }}
+
+
+# -- paths ----------------------------------------------------------------------------------
+
+
+def _paths() -> dict[str, Any]:
+    sid, rid = _param("SessionId"), _param("RequestId")
+    sessions, streams, answers = ("sessions",), ("streams",), ("answers",)
+    return {
+        "/healthz": {"get": {**_op("Liveness", {"200": _json(_ref("Health"), "Up.")},
+                                   errors=(), tags=("server",)), "security": []}},
+        "/api/openapi.json": {"get": _op(
+            "This document", {"200": _json({"type": "object"}, "OpenAPI 3.1, JSON.")},
+            tags=("server",))},
+        "/metrics": {"get": _op(
+            "Prometheus metrics",
+            {"200": {"description": "The Prometheus text format (version 0.0.4): clients per "
+                                    "transport, events appended and delivered, delivery "
+                                    "latency, pending prompts, turns, agent processes.",
+                     "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            tags=("server",))},
+        "/api/agents": {"get": _op(
+            "The agents", {"200": _json(_ref("Agents"), "Each agent, and whether it can "
+                                                        "start here.")}, tags=("server",))},
+        "/api/sessions": {
+            "get": _op("All sessions", {"200": _json(_ref("SessionList"), "Every session.")},
+                       tags=sessions),
+            "post": _op(
+                "Create a session",
+                {"201": _json(_ref("Session"), "The new, idle session.")},
+                errors=(*_WITH_BODY, 404, 409, 503), body=_body(bodies.CreateSession, False),
+                description=f"An empty body is `{{}}`: the default agent (`TETHER_AGENT`). "
+                            f"An unknown agent is a 404; a title over {MAX_TITLE_CHARS} "
+                            "characters a 400; past `TETHER_MAX_SESSIONS` a 409.",
+                tags=sessions),
+        },
+        "/api/sessions/{session_id}": {
+            "parameters": [sid],
+            "get": _op("One session", {"200": _json(_ref("Session"), "The session.")},
+                       errors=(*_SECURED, 404), tags=sessions),
+            "patch": _op(
+                "Rename; switch auto-approve",
+                {"200": _json(_ref("Session"), "The session, changed.")},
+                errors=(*_WITH_BODY, 404, 503), body=_body(bodies.UpdateSession),
+                description="A field left out (or null) is left as it is. While "
+                            "`auto_approve` is on, the server allows every approval of the "
+                            "session (`reason: \"auto\"`). A title is stripped; empty or over "
+                            f"{MAX_TITLE_CHARS} characters is a 400.",
+                tags=sessions),
+            "delete": _op("Stop its turn and forget it",
+                          {"204": {"description": "Deleted."}},
+                          errors=(*_SECURED, 403, 404, 503), tags=sessions),
+        },
+        "/api/sessions/{session_id}/transcript.jsonl": {"get": _op(
+            "The whole log as JSON Lines",
+            {"200": {"description": "One event per line, id order, as a download "
+                                    "(`Content-Disposition: attachment`).",
+                     "content": {"application/jsonl": {"schema": {"type": "string"}}}}},
+            errors=(*_SECURED, 404), params=[sid], tags=sessions)},
+        "/api/sessions/{session_id}/prompt": {"post": _op(
+            "Start a turn", {"202": _json(_ref("Turn"), "The turn started; its number.")},
+            errors=(*_WITH_BODY, 404, 409, 503), params=[sid], body=_body(bodies.Prompt),
+            description="`text` must not be blank; over `TETHER_MAX_PROMPT_BYTES` (UTF-8) is "
+                        "a 413. A running turn: 409 `session_busy` (never queued).",
+            tags=sessions)},
+        "/api/sessions/{session_id}/cancel": {"post": _op(
+            "Stop the running turn",
+            {"200": _json(_ref("Cancelled"), "Whether a turn was running.")},
+            errors=(*_SECURED, 403, 404), params=[sid], tags=sessions)},
+        "/api/sessions/{session_id}/approvals/{request_id}": {"post": _op(
+            "Answer an approval",
+            {"200": _json(_ref("ApprovalResult"), "Resolved: this answer won.")},
+            errors=(*_WITH_BODY, 404, 409), params=[sid, rid], body=_body(bodies.ApprovalAnswer),
+            description="First answer wins; later ones get 409 `already_resolved`.",
+            tags=answers)},
+        "/api/sessions/{session_id}/clarify/{request_id}": {"post": _op(
+            "Answer a question",
+            {"200": _json(_ref("ClarifyResult"), "Resolved: this answer won.")},
+            errors=(*_WITH_BODY, 404, 409), params=[sid, rid], body=_body(bodies.ClarifyAnswer),
+            description="`answers` maps question text to the answer; a question that was "
+                        "not asked is a 400. First answer wins.",
+            tags=answers)},
+        "/api/sessions/{session_id}/stream": {"get": _op(
+            "The session's events (Server-Sent Events)",
+            _sse_response("`retry:`, the replay after the cursor (`id:` lines), "
+                          "`event: caught-up`, then the live tail; `event: reset` and a full "
+                          "replay when the cursor is past the end or `epoch` is stale."),
+            errors=(*_SECURED, 400, 404), tags=streams,
+            params=[sid, _param("After"),
+                    _query("epoch", {"type": "string"},
+                           "The server epoch the cursor belongs to; another one gets "
+                           "`event: reset` and a full replay."),
+                    _query("inbox", {"enum": ["", "0", "1", "false", "true"]},
+                           "`1`: the stream also carries `event: inbox` snapshots (one "
+                           "connection per tab)."),
+                    {"name": "Last-Event-ID", "in": "header", "required": False,
+                     "schema": {"type": "string", "pattern": CURSOR_PATTERN},
+                     "description": "The cursor of an EventSource reconnect; wins over "
+                                    "`?after=`."}])},
+        "/api/sessions/{session_id}/events": {"get": _op(
+            "Poll or long-poll the session's events",
+            {"200": _json(_ref("Events"), "Events after the cursor (at most `limit`); empty "
+                                          "when `wait` passed with none.")},
+            errors=(*_SECURED, 400, 404), tags=streams,
+            params=[sid, _param("After"), _param("Wait"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 10**18 - 1},
+                           f"Most events to answer (default {poll.DEFAULT_LIMIT}; more than "
+                           f"{poll.MAX_LIMIT} is clamped)."),
+                    _query("inbox", {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
+                           "The inbox revision the client has (0: none): the wait also ends "
+                           "on an inbox change, and the answer carries `inbox` when the "
+                           "revision differs.")])},
+        "/api/inbox": {"get": _op(
+            "Every session's pending approvals and questions",
+            {"200": _json(_ref("InboxSnapshot"), "The snapshot.")},
+            errors=(*_SECURED, 400), tags=streams,
+            params=[_query("after", {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
+                           "The revision the client has: with `wait`, answer once it changes."),
+                    _param("Wait")])},
+        "/api/inbox/stream": {"get": _op(
+            "The inbox (Server-Sent Events)",
+            _sse_response("`retry:`, then `event: inbox` with a snapshot at once and on every "
+                          "change, and `event: ping` keepalives."),
+            tags=streams)},
+        "/api/ws": {
+            "description": "WebSocket, JSON-RPC 2.0 (docs/protocol.md): every call above, plus "
+                           "attaching several sessions and the inbox on one socket. OpenAPI "
+                           "describes only the upgrade; an HTTP fuzzer gets its 400.",
+            "get": {**_op(
+                "Open the WebSocket",
+                {"101": {"description": "Switching protocols; then `gateway.ready`."},
+                 "400": {"$ref": "#/components/responses/BadRequest"}},
+                errors=(*_SECURED, 403), tags=("websocket",),
+                description="A request without `Upgrade: websocket` is a 400. A cookie-"
+                            "authenticated upgrade must carry an allowed `Origin` (403)."),
+                "x-websocket": True},
+        },
+    }
