@@ -16,12 +16,17 @@ beyond the end of the log answers from the start with ``"reset": true``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from flask import Blueprint, Response, request
 
 from blueprints import current_core
 from tether.cursor import parse_cursor, parse_limit, parse_seconds
 from tether.feed import Feed
+from tether.inbox import Inbox
+from tether.metrics import Metrics
+from tether.stores.base import EventLog
 
 bp = Blueprint("poll", __name__)
 
@@ -43,20 +48,11 @@ def events(session_id: str) -> Response:
     reset = after > log.last_id
     if reset:
         after = 0
-    elif wait > 0 and inbox_seen is None:
-        log.wait_for(after, wait)
-    elif wait > 0 and inbox.revision == inbox_seen and log.last_id <= after:
-        # Wait on the log and the inbox at once (tether.feed: no read-then-wait race).
-        feed = Feed(core.epoch)
-        try:
-            feed.attach(log, after)
-            feed.subscribe_inbox(inbox)
-            feed.wait(0)  # the flag the subscriptions set; the check below re-reads
-            if log.last_id <= after and inbox.revision == inbox_seen:
-                feed.wait(wait)
-        finally:
-            feed.close()
+    elif wait > 0:
+        with _waiting(core.metrics):
+            _wait(core.epoch, log, after, inbox, inbox_seen, wait)
     batch = log.read_after(after, limit)
+    core.metrics.delivering("poll", batch)
     # The events' bytes were encoded once, at append; only the frame is built here.
     tail = {"last_event_id": batch[-1].id if batch else after, "turn_active": session.turn_active,
             "epoch": core.epoch, "reset": reset}
@@ -67,12 +63,43 @@ def events(session_id: str) -> Response:
     return Response(body, mimetype="application/json", headers=NO_STORE)
 
 
+def _wait(epoch: str, log: EventLog, after: int, inbox: Inbox, inbox_seen: int | None,
+          wait: float) -> None:
+    """Hold the request until an event after ``after`` exists (or, with ``inbox_seen``, the
+    inbox revision is not ``inbox_seen``), or ``wait`` seconds pass."""
+    if inbox_seen is None:
+        log.wait_for(after, wait)
+    elif inbox.revision == inbox_seen and log.last_id <= after:
+        # Wait on the log and the inbox at once (tether.feed: no read-then-wait race).
+        feed = Feed(epoch)
+        try:
+            feed.attach(log, after)
+            feed.subscribe_inbox(inbox)
+            feed.wait(0)  # the flag the subscriptions set; the check below re-reads
+            if log.last_id <= after and inbox.revision == inbox_seen:
+                feed.wait(wait)
+        finally:
+            feed.close()
+
+
+@contextmanager
+def _waiting(metrics: Metrics) -> Iterator[None]:
+    """Count a long-poll as a connected client while it waits."""
+    metrics.clients.labels("poll").inc()
+    try:
+        yield
+    finally:
+        metrics.clients.labels("poll").dec()
+
+
 @bp.get("/api/inbox")
 def inbox() -> Response:
-    inbox = current_core().inbox
+    core = current_core()
+    inbox = core.inbox
     after = parse_cursor(request.args.get("after"), "after")
     wait = parse_seconds(request.args.get("wait"), "wait", 0.0, MAX_WAIT_SECONDS)
     if wait > 0 and after is not None:
-        inbox.wait_for(after, wait)
+        with _waiting(core.metrics):
+            inbox.wait_for(after, wait)
     return Response(json.dumps(inbox.snapshot(), separators=(",", ":")),
                     mimetype="application/json", headers=NO_STORE)

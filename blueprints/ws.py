@@ -11,8 +11,9 @@ One :class:`Connection` per socket, with two loops:
 
 Delivery is by cursor (DESIGN.md rule 2): a client that stops reading blocks its sender on
 the socket and the events wait in the log, so the server's memory does not grow. A write that
-cannot finish within :data:`SEND_TIMEOUT_SECONDS` closes the socket; the client resumes with
-``session.attach {after}``. Closing a socket detaches it and changes nothing else: turns keep
+cannot finish within :data:`SEND_TIMEOUT_SECONDS` closes the socket, and so does a peer that
+stops acknowledging for that long (half-open: Linux ``TCP_USER_TIMEOUT``); the client resumes
+with ``session.attach {after}``. Closing a socket detaches it and changes nothing else: turns keep
 running (DESIGN.md rule 4).
 """
 
@@ -42,6 +43,7 @@ from blueprints.bodies import (
     UpdateSession,
     validate,
 )
+from blueprints.sendguard import SEND_TIMEOUT_SECONDS, set_user_timeout
 from tether.feed import Delivery, Feed
 from tether.sessions import Session, SessionRegistry
 
@@ -55,8 +57,7 @@ try:
 except PackageNotFoundError:  # run from a checkout that was never installed
     VERSION = "0+unknown"
 
-#: A write that takes longer than this (seconds) closes the socket (DESIGN.md, SSE framing).
-SEND_TIMEOUT_SECONDS = 10.0
+# SEND_TIMEOUT_SECONDS (10 s, blueprints.sendguard): a write that takes longer closes the socket.
 #: How often (seconds) the reader wakes to check the sender is not stuck.
 WATCHDOG_SECONDS = SEND_TIMEOUT_SECONDS / 2
 #: Replies waiting for the sender; a client that pipelines more without reading waits.
@@ -149,6 +150,9 @@ class Connection:
         self.ws = ws
         self.core = core
         self.label = label
+        # A half-open peer never acknowledges our pings: the kernel aborts the connection
+        # after SEND_TIMEOUT_SECONDS (Linux), and the reader, blocked in recv, sees it at once.
+        set_user_timeout(ws.sock, SEND_TIMEOUT_SECONDS)
         self.socket = _WholeSends(ws.sock)
         ws.sock = self.socket
         self.feed = Feed(core.epoch)
@@ -185,6 +189,7 @@ class Connection:
             "keepalive_seconds": settings.keepalive_seconds}))
         sender = threading.Thread(target=self._sender, name="tether-ws-sender", daemon=True)
         sender.start()
+        self.core.metrics.clients.labels("websocket").inc()
         try:
             while not self.closed.is_set():
                 frame = self.ws.receive(timeout=WATCHDOG_SECONDS)
@@ -204,6 +209,7 @@ class Connection:
         except (ConnectionClosed, queue.Full):
             pass
         finally:
+            self.core.metrics.clients.labels("websocket").dec()
             self.closed.set()
             if self.socket.stuck_for() > 0:
                 self.socket.abort()
@@ -223,7 +229,9 @@ class Connection:
                         sent = True
                     except queue.Empty:
                         break
-                for delivery in self.feed.collect():
+                deliveries = self.feed.collect()
+                self.core.metrics.delivering_all("websocket", deliveries)
+                for delivery in deliveries:
                     if delivery.kind == "detached" and delivery.session_id is None:
                         self.ws.close(1001, "the server is stopping")
                         return
