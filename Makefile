@@ -26,8 +26,8 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 run: install
-	@echo "Tether: starting on http://$${TETHER_HOST:-127.0.0.1}:$${TETHER_PORT:-8000}/ (agent: $${TETHER_AGENT:-local}); Ctrl-C stops it"
-	$(VENV)/bin/gunicorn -c gunicorn.conf.py
+	@echo "Tether: starting on http://$${TETHER_HOST:-127.0.0.1}:$${TETHER_PORT:-8000}/ (agent: $${TETHER_AGENT:-local}, store: $${TETHER_STORE:-sqlite}); Ctrl-C stops it"
+	TETHER_STORE=$${TETHER_STORE:-sqlite} $(VENV)/bin/gunicorn -c gunicorn.conf.py
 
 test: install-test .tools/.claude-code-$(CLAUDE_CODE_VERSION) .tools/.axe-core-$(AXE_CORE_VERSION)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -38,8 +38,14 @@ lint: install-test
 
 # Benchmarks print figures and a ratio against a baseline measured in the same run;
 # they are never part of `make test`.
-bench: install-test
+$(VENV)/.installed-bench: $(VENV)/.installed-test pyproject.toml
+	$(PY) -m pip install --quiet -e . --group bench
+	touch $@
+
+bench: install-test $(VENV)/.installed-bench
 	$(PY) -m bench.latency
+	$(PY) -m bench.store
+	$(PY) -m bench.fanout
 
 # The pinned Claude Code CLI, for the tests that drive it (installed under .tools/).
 claude-code: .tools/.claude-code-$(CLAUDE_CODE_VERSION)

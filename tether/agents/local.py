@@ -28,6 +28,13 @@ Commands (the user text, stripped):
 - `triage`, `disk`, `memory`, `processes`: 2-4 read-only diagnostics, each asking permission,
   then a summary with one parsed figure per command where one can be parsed.
 - `ask <question>? <option> | <option> ...`: one AskUserQuestion round trip (2-4 options).
+- `bench <count> <bytes> <rate>`: a load generator for bench/fanout.py, no tool call: one
+  assistant text message of <count> `text_delta` deltas (needs `--include-partial-messages`),
+  each `"<seq> <send time> "` (seq from 0; `time.time()` in seconds with 6 decimals, taken
+  right before the line is written) padded with `x` to <bytes> characters, <rate> deltas per
+  second on a fixed schedule (0: as fast as possible). The full `assistant` message carries a
+  one-line summary instead of the concatenated deltas, so a big run does not end in one
+  multi-megabyte event.
 - anything else: a short help text.
 """
 
@@ -62,6 +69,12 @@ HELP = (
 ASK_USAGE = (
     "To ask a question write `ask <question>? <option> | <option>` with 2 to 4 options, "
     "e.g. `ask Which database? PostgreSQL | SQLite`."
+)
+
+BENCH_USAGE = (
+    "To stream a benchmark write `bench <count> <bytes> <rate>`: <count> text deltas "
+    "(1 to 1000000) of <bytes> characters (32 to 65536), <rate> per second (0 to 100000; "
+    "0: as fast as possible)."
 )
 
 Json = dict[str, Any]
@@ -403,6 +416,8 @@ class LocalAgent:
             self._preset(turn, word)
         elif word == "ask" or word.startswith(("ask ", "ask\t", "ask\n")):
             self._ask(turn, text[3:].strip())
+        elif word == "bench" or word.startswith(("bench ", "bench\t")):
+            self._bench(turn, text[5:].split())
         else:
             self._say(turn, HELP)
 
@@ -443,6 +458,47 @@ class LocalAgent:
                               "delta": {"stop_reason": stop_reason, "stop_sequence": None}})
         self._stream(msg_id, {"type": "message_stop"})
         if len(sent) < len(chunks):
+            turn.abort_reason = "aborted_streaming"
+            raise Interrupted
+
+    def _bench(self, turn: Turn, args: list[str]) -> None:
+        """The `bench` command (module docstring): stamped deltas, paced or in a burst."""
+        try:
+            count, size, rate = int(args[0]), int(args[1]), float(args[2])
+        except (IndexError, ValueError):
+            count = 0
+        if len(args) != 3 or not (1 <= count <= 1_000_000 and 32 <= size <= 65536
+                                  and 0 <= rate <= 100_000):
+            self._say(turn, BENCH_USAGE)
+            return
+        msg_id, turn.messages = f"msg_{uuid.uuid4().hex[:24]}", turn.messages + 1
+        self._stream(msg_id, {"type": "message_start", "message": {
+            "id": msg_id, "type": "message", "role": "assistant", "model": MODEL, "content": [],
+            "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0}}})
+        self._stream(msg_id, {"type": "content_block_start", "index": 0,
+                              "content_block": {"type": "text", "text": ""}})
+        started, sent = time.monotonic(), 0
+        for seq in range(count):
+            delay = started + seq / rate - time.monotonic() if rate else 0
+            if turn.interrupted.wait(delay) if delay > 0 else turn.interrupted.is_set():
+                break
+            head = f"{seq} {time.time():.6f} "
+            self._stream(msg_id, {"type": "content_block_delta", "index": 0, "delta": {
+                "type": "text_delta", "text": head + "x" * (size - len(head))}})
+            sent += 1
+        turn.words += sent
+        summary = f"bench: sent {sent} of {count} text deltas of {size} characters."
+        self.emit(self._base("assistant", message={
+            "id": msg_id, "type": "message", "role": "assistant", "model": MODEL,
+            "content": [{"type": "text", "text": summary}], "stop_reason": None,
+            "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": sent}}))
+        self._stream(msg_id, {"type": "content_block_stop", "index": 0})
+        self._stream(msg_id, {"type": "message_delta", "usage": {"output_tokens": sent},
+                              "delta": {"stop_reason": "end_turn", "stop_sequence": None}})
+        self._stream(msg_id, {"type": "message_stop"})
+        turn.final_text = summary
+        if sent < count:
             turn.abort_reason = "aborted_streaming"
             raise Interrupted
 

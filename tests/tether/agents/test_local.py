@@ -618,6 +618,64 @@ def test_sigterm_exits_promptly(spawn: Callable[..., AgentProcess], state: str) 
     agent.close()
 
 
+# ---------------------------------------------------------------- bench (bench/fanout.py)
+
+
+def bench_deltas(events: list[Event]) -> list[str]:
+    return [e["event"]["delta"]["text"] for e in events
+            if e.get("event", {}).get("type") == "content_block_delta"]
+
+
+@pytest.mark.timeout(30)
+def test_bench_burst_streams_stamped_deltas(spawn: Callable[..., AgentProcess]) -> None:
+    agent = spawn()
+    before = time.time()
+    agent.user("bench 50 200 0")
+    events = agent.result()
+    after = time.time()
+    deltas = bench_deltas(events)
+    assert len(deltas) == 50 and {len(d) for d in deltas} == {200}
+    heads = [d.split(" ", 2) for d in deltas]
+    assert [int(h[0]) for h in heads] == list(range(50))
+    stamps = [float(h[1]) for h in heads]
+    assert before <= stamps[0] and stamps == sorted(stamps) and stamps[-1] <= after
+    assert all(set(h[2]) <= {"x"} for h in heads)
+    # the full message is a summary, not 10 kB of concatenated deltas
+    assert texts(events) == ["bench: sent 50 of 50 text deltas of 200 characters."]
+    assert events[-1]["subtype"] == "success" and events[-1]["usage"]["output_tokens"] == 50
+
+
+@pytest.mark.timeout(30)
+def test_bench_paced_keeps_its_schedule(spawn: Callable[..., AgentProcess]) -> None:
+    agent = spawn()
+    agent.user("bench 5 64 20")
+    stamps = [float(d.split()[1]) for d in bench_deltas(agent.result())]
+    # 20 per second on a fixed schedule: the 5th delta goes out no sooner than 0.2 s in
+    assert len(stamps) == 5 and stamps[-1] - stamps[0] >= 0.19
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("spec", ["bench", "bench 5", "bench 5 10 0", "bench 0 100 0",
+                                  "bench 5 100 -1", "bench five 100 0", "bench 5 100 0 9"])
+def test_bench_bad_arguments_get_usage(spawn: Callable[..., AgentProcess], spec: str) -> None:
+    agent = spawn()
+    agent.user(spec)
+    events = agent.result()
+    assert texts(events) == [local.BENCH_USAGE] and events[-1]["subtype"] == "success"
+
+
+@pytest.mark.timeout(30)
+def test_bench_interrupt_stops_the_deltas(spawn: Callable[..., AgentProcess]) -> None:
+    agent = spawn()
+    agent.user("bench 1000 64 10")
+    events = agent.until(lambda e: e.get("event", {}).get("type") == "content_block_delta")
+    agent.control("interrupt")
+    events += agent.result(timeout=5)
+    assert 1 <= len(bench_deltas(events)) < 1000
+    assert events[-1]["subtype"] == "error_during_execution"
+    assert events[-1]["terminal_reason"] == "aborted_streaming"
+
+
 def test_module_imports_no_web_stack() -> None:
     code = ("import sys, tether.agents.local; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
