@@ -177,7 +177,7 @@ def _frames(delivery: Delivery, epoch: str) -> Iterator[bytes]:
     if delivery.kind == "events":
         # The events' once-encoded JSON, each framed with its id.
         for e in delivery.events:
-            yield sse.frame(e.data, e.id)
+            yield sse.event_frame(e.id, e.data)
     elif delivery.kind == "caught_up":
         yield sse.named("caught-up", {"last_event_id": delivery.last_event_id, "epoch": epoch})
     elif delivery.kind == "reset":

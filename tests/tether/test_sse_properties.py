@@ -462,7 +462,8 @@ def test_a_tether_event_is_exactly_one_data_line(text: str, session_id: str, eve
                                                  ts: float, data: st.DataObject) -> None:
     event = make_event(event_id, session_id, ts, "text", {"text": text})
     assert b"\r" not in event.data and b"\n" not in event.data and event.data.isascii()
-    blob = sse.frame(event.data, event.id)
+    blob = sse.event_frame(event.id, event.data)  # the fast path the streams use
+    assert blob == sse.frame(event.data, event.id)
     assert blob.count(b"\n") == 3 and data_lines(blob) == 1  # id, data, blank line
     chunks = split_at(blob, data.draw(cut_points(blob)))
     (parsed,) = sseclient_parse(chunks)
