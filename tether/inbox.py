@@ -13,12 +13,11 @@ Shapes: docs/protocol.md, "The inbox".
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tether.prompts import PendingRequest
-from tether.wakeup import Wakeup
+from tether.wakeup import Wakeup, WakeupSource
 
 #: Longest ``summary``, in characters.
 MAX_SUMMARY_CHARS = 200
@@ -31,7 +30,7 @@ _SUMMARY_FIELDS = ("command", "file_path", "notebook_path", "path", "url", "patt
 Source = Callable[[], Iterable[tuple[str, str, list[PendingRequest]]]]
 
 
-class Inbox:
+class Inbox(WakeupSource):
     """Pending requests across sessions, with a revision that grows on every change.
 
     :param source: yields each session's id, title and pending requests.
@@ -70,19 +69,6 @@ class Inbox:
         :returns: False on timeout.
         """
         return self._wakeup.wait_for(lambda: self._closed or self._revision != after, timeout)
-
-    def watch(self, flag: threading.Event) -> None:
-        """Set ``flag`` on every change until :meth:`unwatch` (see :class:`tether.feed.Feed`)."""
-        self._wakeup.watch(flag)
-
-    def unwatch(self, flag: threading.Event) -> None:
-        self._wakeup.unwatch(flag)
-
-    def close(self) -> None:
-        """Server exit: wake every waiter for good."""
-        with self._wakeup.lock:
-            self._closed = True
-            self._wakeup.notify()
 
     def snapshot(self) -> dict[str, Any]:
         """``{"revision", "epoch", "entries"}``, oldest entry first.

@@ -43,3 +43,25 @@ class Wakeup:
     def watchers(self) -> int:
         """How many flags are registered (for tests and metrics)."""
         return len(self._flags)
+
+
+class WakeupSource:
+    """What every source a :class:`~tether.feed.Feed` follows shares (the event logs, the
+    inbox): a :class:`Wakeup` in ``_wakeup``, a ``_closed`` flag, and these three methods."""
+
+    _wakeup: Wakeup
+    _closed: bool
+
+    def watch(self, flag: threading.Event) -> None:
+        """Set ``flag`` on every change, and on close, until :meth:`unwatch`."""
+        self._wakeup.watch(flag)
+
+    def unwatch(self, flag: threading.Event) -> None:
+        """Stop setting ``flag``. Unknown flags are ignored."""
+        self._wakeup.unwatch(flag)
+
+    def close(self) -> None:
+        """Refuse further changes and wake every waiter and watcher, for good."""
+        with self._wakeup.lock:
+            self._closed = True
+            self._wakeup.notify()

@@ -14,10 +14,10 @@ from typing import Any
 
 from tether.events import Event, make_event
 from tether.stores.base import SessionRecord
-from tether.wakeup import Wakeup
+from tether.wakeup import Wakeup, WakeupSource
 
 
-class MemoryEventLog:
+class MemoryEventLog(WakeupSource):
     """A list of events and one :class:`~tether.wakeup.Wakeup` (gevent's once patched).
 
     Wake-ups carry no data (DESIGN.md rule 2): waiters re-read the log by cursor.
@@ -57,17 +57,6 @@ class MemoryEventLog:
     def wait_for(self, after: int, timeout: float | None) -> bool:
         return self._wakeup.wait_for(lambda: self._closed or len(self._events) > after,
                                      timeout)
-
-    def watch(self, flag: threading.Event) -> None:
-        self._wakeup.watch(flag)
-
-    def unwatch(self, flag: threading.Event) -> None:
-        self._wakeup.unwatch(flag)
-
-    def close(self) -> None:
-        with self._wakeup.lock:
-            self._closed = True
-            self._wakeup.notify()
 
 
 class MemoryStore:

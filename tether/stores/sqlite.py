@@ -50,7 +50,7 @@ from typing import Any
 
 from tether.events import ENVELOPE_KEYS, Event, make_event
 from tether.stores.base import SessionRecord
-from tether.wakeup import Wakeup
+from tether.wakeup import Wakeup, WakeupSource
 
 #: The database's file name under ``TETHER_DATA_DIR``.
 DB_NAME = "tether.sqlite3"
@@ -88,7 +88,7 @@ class StoreInUse(RuntimeError):
     """Another process holds the store's lock file: one server per data dir."""
 
 
-class SqliteEventLog:
+class SqliteEventLog(WakeupSource):
     """One session's log: rows in the store's ``events`` table, the newest ``tail`` of them
     also in memory, and one :class:`~tether.wakeup.Wakeup` (gevent's once patched).
 
@@ -147,17 +147,6 @@ class SqliteEventLog:
 
     def wait_for(self, after: int, timeout: float | None) -> bool:
         return self._wakeup.wait_for(lambda: self._closed or self._last_id > after, timeout)
-
-    def watch(self, flag: threading.Event) -> None:
-        self._wakeup.watch(flag)
-
-    def unwatch(self, flag: threading.Event) -> None:
-        self._wakeup.unwatch(flag)
-
-    def close(self) -> None:
-        with self._wakeup.lock:
-            self._closed = True
-            self._wakeup.notify()
 
 
 class SqliteStore:
