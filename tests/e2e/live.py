@@ -8,6 +8,7 @@ process it started outlives it.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,23 @@ import requests
 from tests.support import AUTH_HEADERS, TEST_TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def claude_bin() -> str:
+    """The Claude Code CLI the tests drive: ``TETHER_CLAUDE_BIN``, the pinned copy under
+    ``.tools/`` (``make claude-code``), or ``claude`` on PATH. Missing: the test fails in CI
+    and is skipped elsewhere."""
+    import pytest
+
+    candidates = [os.environ.get("TETHER_CLAUDE_BIN"),
+                  str(ROOT / ".tools" / "node_modules" / ".bin" / "claude"),
+                  shutil.which("claude")]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    if os.environ.get("CI"):
+        pytest.fail("the claude CLI is missing in CI: .ci/run must run `make claude-code`")
+    pytest.skip("the claude CLI is not installed (make claude-code)")
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.live import ROOT, LiveServer
+from tests.e2e.live import LiveServer, claude_bin
 from tests.fakes.anthropic_api import (
     FakeAnthropic,
     Reply,
@@ -35,18 +34,6 @@ QUESTION = {"question": "Which database should we use?", "header": "Database",
             "multiSelect": False,
             "options": [{"label": "PostgreSQL", "description": "Relational"},
                         {"label": "SQLite", "description": "Embedded"}]}
-
-
-def claude_bin() -> str:
-    candidates = [os.environ.get("TETHER_CLAUDE_BIN"),
-                  str(ROOT / ".tools" / "node_modules" / ".bin" / "claude"),
-                  shutil.which("claude")]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    if os.environ.get("CI"):
-        pytest.fail("the claude CLI is missing in CI: .ci/run must run `make claude-code`")
-    pytest.skip("the claude CLI is not installed (make claude-code)")
 
 
 def script(body: dict[str, Any]) -> Reply:

@@ -13,8 +13,6 @@ second request.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import pytest
 import requests
 import sseclient
 
-from tests.e2e.live import ROOT, LiveServer
+from tests.e2e.live import LiveServer, claude_bin
 from tests.fakes.anthropic_api import FakeAnthropic, Reply, all_user_texts, text_reply
 from tests.support import AUTH_HEADERS, Tally
 
@@ -191,18 +189,6 @@ def test_sigkill_mid_turn_then_start_interrupts_the_turn_and_cancels_its_request
 
 
 # -- Claude Code: the conversation continues across a restart ------------------------------
-
-def claude_bin() -> str:
-    candidates = [os.environ.get("TETHER_CLAUDE_BIN"),
-                  str(ROOT / ".tools" / "node_modules" / ".bin" / "claude"),
-                  shutil.which("claude")]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    if os.environ.get("CI"):
-        pytest.fail("the claude CLI is missing in CI: .ci/run must run `make claude-code`")
-    pytest.skip("the claude CLI is not installed (make claude-code)")
-
 
 def recall(body: dict[str, Any]) -> Reply:
     texts = all_user_texts(body)
