@@ -17,6 +17,7 @@ from flask_talisman import Talisman
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from blueprints import auth, register_all
+from blueprints.bodies import CloseWhenAsked
 from blueprints.ws import MAX_MESSAGE_BYTES
 from tether.config import Settings, check_binding
 from tether.sessions import SessionRegistry
@@ -71,6 +72,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     Talisman(app, force_https=False, content_security_policy=CONTENT_SECURITY_POLICY,
              frame_options="DENY", referrer_policy="no-referrer", session_cookie_secure=False)
     register_all(app)
+    # A 408 for a body that did not arrive in time closes its connection (blueprints.bodies).
+    app.wsgi_app = CloseWhenAsked(app.wsgi_app)  # type: ignore[method-assign]
     if settings.trusted_proxies:
         # X-Forwarded-For/-Proto/-Host/-Port from that many proxies in front; without the
         # setting they are ignored (gunicorn.conf.py turns off gunicorn's own reading).

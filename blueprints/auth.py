@@ -36,6 +36,7 @@ from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from blueprints.bodies import read_deadline
 from blueprints.errors import error_response
 
 logger = logging.getLogger(__name__)
@@ -256,7 +257,8 @@ def login() -> Response | tuple[Response, int]:
     blocked = auth.blocked_for(address)
     if blocked:
         return _too_many(blocked)
-    token = request.form.get("token", "")
+    with read_deadline():  # open to anyone: a trickled form must not hold a connection
+        token = request.form.get("token", "")
     if token and auth.token_matches(token.strip()):
         return _log_in("/")
     auth.record_failure(address)

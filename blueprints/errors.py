@@ -23,6 +23,7 @@ HTTP_STATUS = {
     "forbidden": 403,
     "not_found": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "session_busy": 409,
     "already_resolved": 409,
     "too_many_sessions": 409,
@@ -59,8 +60,16 @@ _CODE_FOR_STATUS = {status: code for code, status in HTTP_STATUS.items()
                     if code not in ("session_busy", "already_resolved", "too_many_sessions")}
 
 
+#: Codes whose answer closes the connection (``Connection: close``): the request's body was
+#: not read to its end, so what follows on the connection is no request.
+CLOSES_CONNECTION = frozenset({"request_timeout"})
+
+
 def error_response(code: str, message: str, status: int | None = None) -> tuple[Response, int]:
-    return jsonify(error={"code": code, "message": message}), status or HTTP_STATUS[code]
+    response = jsonify(error={"code": code, "message": message})
+    if code in CLOSES_CONNECTION:
+        response.headers["Connection"] = "close"  # gunicorn: blueprints.bodies.CloseWhenAsked
+    return response, status or HTTP_STATUS[code]
 
 
 @bp.app_errorhandler(TetherError)

@@ -55,6 +55,9 @@ ERRORS = {
     403: ("Forbidden", "Authenticated by cookie, but `Origin` (or `Referer`) is not an allowed "
                        "origin: a state-changing request from another site."),
     404: ("NotFound", "No such session, agent or request."),
+    408: ("RequestTimeout", "`request_timeout`: the body did not arrive whole within "
+                            "`TETHER_BODY_TIMEOUT` seconds (default 10); the answer closes "
+                            "the connection (`Connection: close`)."),
     409: ("Conflict", "`session_busy` (a turn is running), `already_resolved` (another answer, "
                       "a timeout or a cancel got there first) or `too_many_sessions` "
                       "(`TETHER_MAX_SESSIONS`)."),
@@ -67,7 +70,7 @@ ERRORS = {
 }
 
 _SECURED = (401, 429)
-_WITH_BODY = (*_SECURED, 400, 403, 413, 415)
+_WITH_BODY = (*_SECURED, 400, 403, 408, 413, 415)
 
 
 @bp.get("/api/openapi.json")

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
         60.0, gt=0, allow_inf_nan=False, validation_alias=_env("COMMAND_TIMEOUT")
     )
     max_prompt_bytes: int = Field(256 * 1024, gt=0, validation_alias=_env("MAX_PROMPT_BYTES"))
+    body_timeout_seconds: float = Field(
+        10.0, gt=0, allow_inf_nan=False, validation_alias=_env("BODY_TIMEOUT")
+    )
     sse_retry_ms: int = Field(2000, gt=0, validation_alias=_env("SSE_RETRY_MS"))
     local_word_delay_seconds: float = Field(
         0.02, ge=0, allow_inf_nan=False, validation_alias=_env("LOCAL_WORD_DELAY")

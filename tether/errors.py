@@ -53,6 +53,13 @@ class PayloadTooLarge(TetherError):
     code = "payload_too_large"
 
 
+class RequestTimeout(TetherError):
+    """A request body did not arrive whole within ``TETHER_BODY_TIMEOUT`` seconds (a client
+    that trickles it, or stalls mid-body)."""
+
+    code = "request_timeout"
+
+
 class UnsupportedMediaType(TetherError):
     """A body that is not ``application/json``."""
 

@@ -155,6 +155,21 @@ def test_every_error_status_uses_the_error_schema(client: FlaskClient) -> None:
                     assert schema == {"$ref": "#/components/schemas/Error"}, (method, path)
 
 
+def test_every_operation_with_a_body_lists_its_body_errors(client: FlaskClient) -> None:
+    """A body may be malformed (400), too large (413), not JSON (415) or too slow to arrive
+    (408 ``request_timeout``, TETHER_BODY_TIMEOUT)."""
+    doc = _document(client)
+    with_body = [(method, path, op) for path, item in doc["paths"].items()
+                 for method, op in item.items() if isinstance(op, dict) and "requestBody" in op]
+    assert len(with_body) == len(openapi.BODY_MODELS)
+    for method, path, op in with_body:
+        assert {"400", "408", "413", "415"} <= set(op["responses"]), (method, path)
+    timeout = doc["components"]["responses"]["RequestTimeout"]
+    assert "TETHER_BODY_TIMEOUT" in timeout["description"]
+    assert "request_timeout" in doc["components"]["schemas"]["Error"]["properties"]["error"][
+        "properties"]["code"]["enum"]
+
+
 def test_refusals_while_the_server_stops_are_documented(make_app: Any) -> None:
     """After shutdown begins, creating, changing, prompting and deleting answer 503
     ``shutting_down``, as the document says (checked by schemathesis, not by hand)."""

@@ -9,15 +9,16 @@ server must answer ``/healthz`` and the witness's long-poll must advance; at the
 event the witness's SSE stream and its WebSocket received is checked exactly (ids 1..N, no
 gap, no duplicate) with ``tally.check_exact``.
 
-Two inputs need a server of their own and are tests below the table: 10,000 sessions created
-in a loop (``TETHER_MAX_SESSIONS``), and 10,000 open streams (gunicorn's
-``worker_connections``).
+Three inputs need a server of their own and are tests below the table: 10,000 sessions
+created in a loop (``TETHER_MAX_SESSIONS``), 10,000 open streams (gunicorn's
+``worker_connections``), and bodies trickled past a short ``TETHER_BODY_TIMEOUT``.
 """
 
 from __future__ import annotations
 
 import json
 import resource
+import select
 import selectors
 import socket
 import threading
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h11
 import pytest
 import requests
 import sseclient
@@ -555,10 +557,11 @@ def ten_megabytes_refused_early(ctx: Ctx) -> str:
             got += chunk
         # Answered with 64 KiB of 10 MiB sent. The rest is never wanted: the server closes
         # the connection within its keepalive bound (5 s) instead of reading it.
+        # The JSON body may come in a later segment than the headers: keep it.
         sock.settimeout(60)
-        while sock.recv(65536):
-            pass
-    return status_of(got) + json_code(got + b"")
+        while chunk := sock.recv(65536):
+            got += chunk
+    return status_of(got) + json_code(got)
 
 
 def chunked_prompt(chunks: list[bytes], fresh: bool = False) -> Callable[[Ctx], str]:
@@ -617,8 +620,8 @@ def idle_socket(ctx: Ctx) -> str:
 
 
 def slow_body(ctx: Ctx) -> str:
-    """A body trickled one byte at a time: it holds one connection (nothing bounds a body's
-    pace but worker_connections); others are served meanwhile, and it completes normally."""
+    """A body trickled one byte at a time, within ``TETHER_BODY_TIMEOUT`` (10 s): others are
+    served meanwhile, and it completes normally (past the deadline: the 408 test below)."""
     text = b'{"text": 5}'
     with socket.create_connection(("127.0.0.1", ctx.server.port), timeout=60) as sock:
         sock.sendall(prompt_head(ctx, len(text)))
@@ -930,7 +933,8 @@ def rows() -> list[Row]:
     add(Row("idle socket", "raw", idle_socket, "closed, no answer",
             "a connection that sends nothing is closed after gunicorn's keepalive (5 s)"))
     add(Row("slow body", "raw", slow_body, "400 bad_request",
-            "a trickled body is read to the end; others are served meanwhile"))
+            "a body trickled within TETHER_BODY_TIMEOUT is read to the end; others are served "
+            "meanwhile"))
     return table
 
 
@@ -1046,6 +1050,96 @@ def test_ten_thousand_sessions_then_the_cap(tmp_path: Path, tally: Tally) -> Non
         assert client.post(f"{server.url}/api/sessions", timeout=60).status_code == 201
         assert outcome(client.post(f"{server.url}/api/sessions", timeout=60)) == \
             "409 too_many_sessions"
+
+
+#: TETHER_BODY_TIMEOUT for the trickled-body test, and the slack allowed on top of it (a
+#: shared machine), in seconds; either way well under gunicorn's keepalive (5 s).
+BODY_TIMEOUT = 1.0
+BODY_SLACK = 2.5
+#: Seconds between the trickled bytes.
+TRICKLE_SECONDS = 0.2
+
+
+@pytest.mark.parametrize("framing", ["prompt, Content-Length", "create session, chunked",
+                                     "login form, no token"])
+def test_a_body_trickled_past_the_deadline_is_408_and_closes(tmp_path: Path, framing: str,
+                                                              tally: Tally) -> None:
+    """TETHER_BODY_TIMEOUT = 1 s: a body sent one byte every 0.2 s, never finished, gets 408
+    ``request_timeout`` with ``Connection: close`` within the deadline (plus slack), and the
+    server closes the connection at once instead of reading on. Meanwhile a prompt on another
+    connection is served and its turn completes; nothing the trickled request aimed at
+    changed, and the server logged no error."""
+    with LiveServer(tmp_path, TETHER_BODY_TIMEOUT=BODY_TIMEOUT) as server:
+        target = server.create_session(title="target")["id"]
+        other = server.create_session(title="other")["id"]
+        headers = [("Host", "x"), ("Content-Type", "application/json"),
+                   ("Authorization", f"Bearer {TEST_TOKEN}")]
+        if framing.startswith("prompt"):
+            method, path, body = "POST", f"/api/sessions/{target}/prompt", b'{"text": "hi"}'
+            headers.append(("Content-Length", "1000"))  # promised, never all sent
+        elif framing.startswith("create"):
+            method, path, body = "POST", "/api/sessions", b'{"title": "trickled"}'
+            headers.append(("Transfer-Encoding", "chunked"))
+        else:
+            method, path, body = "POST", "/login", b"token=" + TEST_TOKEN.encode()
+            headers = [("Host", "x"), ("Content-Type", "application/x-www-form-urlencoded"),
+                       ("Content-Length", "1000")]
+        client = h11.Connection(h11.CLIENT)
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        with sock:
+            sock.sendall(client.send(h11.Request(method=method, target=path, headers=headers)))
+            started = time.monotonic()
+            served_meanwhile = None
+            for index, byte in enumerate((body * 100)[:999]):
+                sock.sendall(client.send(h11.Data(data=bytes([byte]))))
+                if index == 1:  # mid-trickle, another connection is served at once
+                    served_meanwhile = server.api("POST", f"/api/sessions/{other}/prompt",
+                                                  json={"text": "hello"}).status_code
+                if select.select([sock], [], [], TRICKLE_SECONDS)[0]:
+                    break  # answered: stop sending
+            answered = time.monotonic() - started
+            client.receive_data(sock.recv(65536))
+            response = client.next_event()
+            while response is h11.NEED_DATA:
+                client.receive_data(sock.recv(65536))
+                response = client.next_event()
+            assert isinstance(response, h11.Response), response
+            data = b""
+            while not isinstance(event := client.next_event(), h11.EndOfMessage):
+                if event is h11.NEED_DATA:
+                    client.receive_data(sock.recv(65536))
+                elif isinstance(event, h11.Data):
+                    data += bytes(event.data)
+            # Closed right after the answer, not after a keepalive spent reading on.
+            sock.settimeout(BODY_SLACK)
+            try:
+                rest: bytes | None = sock.recv(65536)
+            except ConnectionResetError:
+                rest = b""
+            except TimeoutError:
+                rest = None  # still open
+            closed = time.monotonic() - started
+        print(f"\n{framing}: 408 after {answered:.2f} s, closed after {closed:.2f} s")
+        assert response.status_code == 408, (response, data)
+        assert (b"connection", b"close") in [(k.lower(), v.lower())
+                                             for k, v in response.headers]
+        error = json.loads(data)["error"]
+        assert error["code"] == "request_timeout", error
+        assert "within 1 s" in error["message"] and "TETHER_BODY_TIMEOUT" in error["message"]
+        assert BODY_TIMEOUT <= answered <= BODY_TIMEOUT + BODY_SLACK, answered
+        assert rest == b"" and closed <= BODY_TIMEOUT + BODY_SLACK, \
+            f"the connection was not closed after the answer ({rest!r} after {closed:.1f} s)"
+        assert served_meanwhile == 202
+        # Nothing else was lost: the other turn completes, the target is untouched, no new
+        # session was made, and the server logged no error.
+        assert server.wait_for_event(other, "turn_end", timeout=60)["reason"] == "completed"
+        assert server.api("GET", f"/api/sessions/{target}").json()["turn"] == 0
+        titles = {s["title"] for s in server.api("GET", "/api/sessions").json()["sessions"]}
+        assert titles == {"target", "other"}
+        assert server.api("GET", "/healthz").ok
+        log = server.log_text()
+        assert "Traceback" not in log and "Error handling request" not in log, log
+        tally.add("inputs tried", 1)
 
 
 def worker_rss_mib(server: LiveServer) -> float:
