@@ -63,6 +63,10 @@ class Feed:
     :param batch: events per source per collect.
     """
 
+    # One per stream or WebSocket, for as long as it lasts (issue 5: memory per connection).
+    __slots__ = ("epoch", "_batch", "_flag", "_lock", "_attachments", "_inbox",
+                 "_inbox_snapshots", "_inbox_seen", "_closed", "_paused", "_ticked")
+
     def __init__(self, epoch: str, batch: int = BATCH) -> None:
         self.epoch = epoch
         self._batch = batch
@@ -74,6 +78,7 @@ class Feed:
         self._inbox_seen = -1
         self._closed = False
         self._paused = False
+        self._ticked = False
 
     # -- sources -----------------------------------------------------------------------
 
@@ -160,13 +165,32 @@ class Feed:
             source.unwatch(self._flag)
 
     def resume(self) -> None:
-        """Be woken by the sources again, and collect at once (a change may have landed)."""
+        """Be woken by the sources again; when a change landed while paused, the next
+        :meth:`wait` returns at once. Idempotent."""
         with self._lock:
             sources = self._sources() if self._paused and not self._closed else []
             self._paused = False
         for source in sources:
             source.watch(self._flag)
-        self._flag.set()
+        # Checked after watching again: a change after this point sets the flag itself.
+        if sources and self._due():
+            self._flag.set()
+
+    def _due(self) -> bool:
+        """Whether :meth:`collect` would deliver something now (without delivering it)."""
+        with self._lock:
+            if self._closed:
+                return True
+            for attachment in self._attachments.values():
+                if attachment.paused:
+                    continue
+                log = attachment.log
+                if (attachment.reset or not attachment.caught_up or log.closed
+                        or attachment.cursor < log.last_id):
+                    return True
+            inbox = self._inbox
+            return inbox is not None and (inbox.closed or (
+                self._inbox_snapshots and inbox.revision != self._inbox_seen))
 
     def _sources(self) -> list[EventLog | Inbox]:
         logs: list[EventLog | Inbox] = [a.log for a in self._attachments.values()]
@@ -174,6 +198,13 @@ class Feed:
 
     def wake(self) -> None:
         """Wake the waiter without a source change (the caller has something else to send)."""
+        self._flag.set()
+
+    def tick(self) -> None:
+        """Make a :meth:`next` that finds nothing to deliver return ``[]`` now: time for a
+        keepalive, by a clock the caller keeps (one for every stream, blueprints.sendguard,
+        instead of a timer per wait)."""
+        self._ticked = True
         self._flag.set()
 
     @property
@@ -253,21 +284,32 @@ class Feed:
             self._flag.set()
         return out
 
-    def next(self, timeout: float) -> list[Delivery]:
-        """Collect, waiting up to ``timeout`` seconds for something to arrive.
+    def next(self, timeout: float | None) -> list[Delivery]:
+        """Collect, waiting up to ``timeout`` seconds for something to arrive (None: until
+        something does, or a :meth:`tick`).
 
-        :returns: the deliveries, or ``[]`` when ``timeout`` passed with nothing new (time for
-            a keepalive) or the feed was closed.
+        :returns: the deliveries, or ``[]`` when ``timeout`` passed, or a :meth:`tick` came,
+            with nothing new (time for a keepalive), or the feed was closed.
         """
-        deadline = time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         while not self._closed:
+            if not self._flag.is_set():
+                # Nothing changed since the last clear-then-collect (every change, and a
+                # batch left over, sets the flag): a collect now would find nothing.
+                if deadline is None:
+                    self._flag.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not self._flag.wait(remaining):
+                        return []
             self._flag.clear()
             if self._closed:  # a close() between the check and the clear
                 break
             out = self.collect()
             if out:
+                self._ticked = False  # something goes out: no keepalive due
                 return out
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._flag.wait(remaining):
+            if self._ticked:
+                self._ticked = False
                 return []
         return []

@@ -175,3 +175,54 @@ def test_a_deleted_sessions_stream_ends_without_one(client: FlaskClient) -> None
     ended = blocks(response)
     assert ended[-1].startswith("event: caught-up")
     assert not any("shutdown" in b for b in ended)
+
+
+# -- a blocked write pauses the stream's feed ------------------------------------------------
+
+def test_only_a_write_under_way_past_the_threshold_is_blocked(tcp_pair: Any) -> None:
+    server, _client = tcp_pair
+    reaper = Reaper(sweep_seconds=60, blocked_seconds=0.05)
+    calls: list[str] = []
+    watch = reaper.watch(server, lambda: None, lambda: calls.append("pause"),
+                         lambda: calls.append("resume"))
+    now = time.monotonic()
+    assert reaper.block(now + 10) == []  # no write under way: idle streams are not looked at
+    watch.sending()
+    assert reaper.block(time.monotonic()) == []  # under way, but not for long
+    watch.sent()
+    assert calls == []  # a write that did not block costs no pause and no resume
+    watch.sending()
+    assert reaper.block(time.monotonic() + 0.1) == [watch] and watch.blocked
+    assert reaper.block(time.monotonic() + 0.2) == []  # once per write
+    assert calls == ["pause"]
+    watch.sent()
+    assert calls == ["pause", "resume"] and not watch.blocked
+    watch.sending()
+    reaper.forget(watch)  # the stream ended inside a write
+    assert reaper.block(time.monotonic() + 10) == []
+
+
+# -- the keepalive clock ----------------------------------------------------------------------
+
+def test_on_idle_runs_when_no_write_started_for_the_idle_time(tcp_pair: Any) -> None:
+    server, _client = tcp_pair
+    reaper = Reaper(sweep_seconds=60)
+    ticks: list[str] = []
+    quiet = reaper.watch(server, lambda: None, on_idle=lambda: ticks.append("quiet"),
+                         idle_seconds=1.0)
+    busy = reaper.watch(server, lambda: None, on_idle=lambda: ticks.append("busy"),
+                        idle_seconds=1.0)
+    start = quiet.last_write
+    assert reaper.idle(start + 0.5) == [] and ticks == []
+    busy.sending()  # a write starts 0.9 s in (the clock reads it when the watch is due)
+    busy._since = start + 0.9
+    busy.sent()
+    assert busy.last_write == start + 0.9
+    assert reaper.idle(start + 1.05) == [quiet] and ticks == ["quiet"]
+    assert reaper.idle(start + 1.5) == []  # busy is due at 1.9, quiet again at 2.05
+    assert reaper.idle(start + 1.95) == [busy]
+    assert reaper.idle(start + 2.1) == [quiet]
+    reaper.forget(quiet)
+    assert reaper.idle(start + 10) == [busy]  # a forgotten watch is dropped from the clock
+    assert ticks == ["quiet", "busy", "quiet", "busy"]
+    assert len(reaper._idle) == 1

@@ -10,8 +10,11 @@ chosen by a u32 filter on the client's port: the namespace's kernel has no netem
 keepalive pings are never acknowledged. Prints one JSON line: ``keepalive`` (s), and for
 ``sse`` and ``ws`` the seconds from the clients' last acknowledgement (the moment the filter
 went in; the streams were idle, so everything was acknowledged) until the worker no longer
-held the connection's descriptor, or None after 60 s; or ``{"skip": reason}`` when the
-namespace cannot drop packets.
+held the connection's descriptor, or None after 60 s; ``ended``: the same for the stream's
+server-side work, seen as the ``tether_clients`` gauge of its transport (``GET /metrics``)
+dropping back, which the SSE generator's and the WebSocket reader's ``finally`` do; and
+``clients``: that gauge before the clients attached, while attached, and at the end. Or
+``{"skip": reason}`` when the namespace cannot drop packets.
 """
 
 from __future__ import annotations
@@ -22,10 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.e2e.live import LiveServer
 from tests.e2e.rawclients import SseStream, WsStream, holds_inode, server_inode, worker_pid
 
 KEEPALIVE = 2
+#: The ``transport`` label of ``tether_clients`` for each client.
+TRANSPORT = {"sse": "sse", "ws": "websocket"}
 
 
 def sh(command: str) -> subprocess.CompletedProcess[str]:
@@ -47,6 +54,16 @@ def drop_from(ports: list[int]) -> str | None:
     return None
 
 
+def clients_gauge(server: LiveServer) -> dict[str, int]:
+    """``tether_clients`` by client name (``sse``, ``ws``), from ``GET /metrics``."""
+    response = server.api("GET", "/metrics")
+    response.raise_for_status()
+    by_transport = {sample.labels["transport"]: sample.value
+                    for family in text_string_to_metric_families(response.text)
+                    if family.name == "tether_clients" for sample in family.samples}
+    return {name: int(by_transport[label]) for name, label in TRANSPORT.items()}
+
+
 def main() -> None:
     if sh("ip link set lo up").returncode != 0:
         print(json.dumps({"skip": "cannot bring up lo in the namespace"}))
@@ -55,6 +72,7 @@ def main() -> None:
             LiveServer(Path(tmp), TETHER_KEEPALIVE=KEEPALIVE) as server:
         worker = worker_pid(server.process.pid)
         sid = server.create_session()["id"]
+        baseline = clients_gauge(server)
         sse = SseStream(server.port, f"/api/sessions/{sid}/stream")
         while not any(f.event == "caught-up" for f in sse.read()):
             pass
@@ -67,18 +85,26 @@ def main() -> None:
         clients = {"sse": sse.sock.getsockname()[1], "ws": ws.sock.getsockname()[1]}
         inodes = {name: server_inode(server.port, port) for name, port in clients.items()}
         assert all(holds_inode(worker, inode) for inode in inodes.values()), inodes
+        attached = clients_gauge(server)
         error = drop_from(list(clients.values()))
         if error:
             print(json.dumps({"skip": f"tc cannot drop packets here: {error}"}))
             return
         cut = time.monotonic()
         reaped: dict[str, float | None] = dict.fromkeys(inodes)
-        while time.monotonic() - cut < 60 and None in reaped.values():
+        ended: dict[str, float | None] = dict.fromkeys(inodes)
+        while time.monotonic() - cut < 60 and None in (*reaped.values(), *ended.values()):
+            gauge = clients_gauge(server)  # a new connection: its packets are not dropped
             for name, inode in inodes.items():
                 if reaped[name] is None and not holds_inode(worker, inode):
                     reaped[name] = round(time.monotonic() - cut, 2)
+                if ended[name] is None and gauge[name] <= baseline[name]:
+                    ended[name] = round(time.monotonic() - cut, 2)
             time.sleep(0.1)
-        print(json.dumps({"keepalive": KEEPALIVE, **reaped}), flush=True)
+        after = clients_gauge(server)
+        print(json.dumps({"keepalive": KEEPALIVE, **reaped, "ended": ended,
+                          "clients": {name: [baseline[name], attached[name], after[name]]
+                                      for name in inodes}}), flush=True)
         sh("tc qdisc del dev lo root")
         sse.close()
         ws.close()

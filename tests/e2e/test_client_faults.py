@@ -10,7 +10,9 @@
 - 500 readers that never read, while 100,000 events are appended, grow the worker's RSS by at
   most 64 MiB over the same run without them (their timing cost is bench/client_faults.py's).
 - A half-open peer (its packets dropped by ``tc`` in a private network namespace) is reaped,
-  descriptor and greenlet, within keepalive plus send timeout: tests/e2e/halfopen.py.
+  descriptor and greenlet, within keepalive plus send timeout: tests/e2e/halfopen.py. The
+  descriptor is seen in /proc; the stream's work ending, as its transport's ``tether_clients``
+  gauge dropping back to where it was before the client attached.
 - SIGTERM ends every SSE stream with ``event: shutdown`` and answers waiting long-polls at once.
 
 Clients are raw sockets (tests/e2e/rawclients.py), so that each drop is exactly the one asked.
@@ -290,7 +292,7 @@ def test_a_reader_that_stops_is_closed_after_the_send_timeout_and_resumes_exactl
     tally.add("reconnects")
     tally.check_exact(list(range(1, end["id"] + 1)), seen)
     log = server.log_text()
-    assert "Socket error processing request" not in log and "Traceback" not in log
+    assert "Socket error processing request" not in log and "Traceback" not in log, log[-5000:]
 
 
 # -- connect/disconnect cycles -----------------------------------------------------------
@@ -402,6 +404,15 @@ def test_half_open_peers_are_reaped_within_keepalive_plus_send_timeout(tally: Ta
         # Measured from the last byte the peer acknowledged; a sweep (1 s) and scheduling on
         # a shared machine on top.
         assert reaped <= bound + 5, f"{transport}: reaped after {reaped:.1f} s (bound {bound})"
+        # The server-side work ended too, not only the descriptor: the SSE generator's (the
+        # WebSocket reader's) finally took its client off the gauge, which is back where it
+        # was before the client attached.
+        before, attached, after = result["clients"][transport]
+        assert attached == before + 1, f"{transport}: tether_clients {before} -> {attached}"
+        ended = result["ended"][transport]
+        assert ended is not None and after == before, \
+            f"{transport}: tether_clients still {after} (was {before}) after 60 s"
+        assert ended <= bound + 5, f"{transport}: ended after {ended:.1f} s (bound {bound})"
     tally.add("faults injected", 2)
 
 

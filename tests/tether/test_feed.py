@@ -570,6 +570,7 @@ def test_close_between_the_closed_check_and_the_clear_is_not_lost() -> None:
     flag = _CloseBeforeClear()
     feed._flag = flag
     flag.feed = feed
+    flag.set()  # as attach() leaves it
     started = time.monotonic()
     assert feed.next(2) == []
     assert time.monotonic() - started < 1
@@ -595,3 +596,40 @@ def test_pause_unwatches_every_source_and_resume_misses_nothing() -> None:
     feed.close()
     feed.resume()  # a closed feed stays unsubscribed
     assert log._wakeup.watchers == 0 and inbox._wakeup.watchers == 0
+
+
+def test_resume_wakes_only_when_something_is_due() -> None:
+    # A stream pauses around every write; waking it after each would cost a wasted collect.
+    log, inbox = make_log(count=2), make_inbox()
+    feed = Feed(EPOCH)
+    feed.attach(log)
+    feed.subscribe_inbox(inbox)
+    assert feed.collect()  # the replay, caught_up and the snapshot
+    feed.wait(0)
+    feed.pause()
+    feed.resume()
+    assert not feed.wait(0)
+    for change in (lambda: fill(log, 1), inbox.changed,
+                   lambda: log.close()):
+        feed.pause()
+        change()
+        feed.resume()
+        assert feed.wait(0)
+        assert feed.collect()
+
+
+def test_a_tick_ends_a_wait_without_a_timeout_only_when_nothing_is_due() -> None:
+    # The SSE stream waits with no timer of its own; the reaper's clock ticks for keepalives.
+    log = make_log(count=1)
+    feed = Feed(EPOCH)
+    feed.attach(log)
+    assert summary(feed.next(None)) == [("events", "s", [1]), ("caught_up", "s", 1)]
+    timer = threading.Timer(0.05, feed.tick)
+    timer.start()
+    assert feed.next(None) == []  # the tick: time for a keepalive
+    timer.join()
+    feed.tick()
+    fill(log, 1)
+    assert summary(feed.next(None)) == [("events", "s", [2])]  # data wins over the tick
+    threading.Timer(0.05, fill, (log, 1)).start()
+    assert summary(feed.next(None)) == [("events", "s", [3])]  # and the tick was spent

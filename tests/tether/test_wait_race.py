@@ -173,20 +173,47 @@ def test_log_append_from_another_thread_in_the_seam_ends_the_wait() -> None:
 
 # -- the feed: clear, collect, wait ----------------------------------------------------------
 
+class _SeamFlag(threading.Event):
+    """The feed's flag, which runs the feed's injection when ``is_set`` finds it clear: a change
+    that lands between :meth:`Feed.next`'s check of the flag and its wait on it."""
+
+    def __init__(self, feed: SeamFeed) -> None:
+        super().__init__()
+        self._feed = feed
+
+    def is_set(self) -> bool:
+        flag = super().is_set()
+        if not flag:
+            self._feed.inject_once()
+        return flag
+
+
 class SeamFeed(Feed):
-    """A feed whose ``collect`` runs ``inject`` when it found nothing: a change that lands
-    between :meth:`Feed.next`'s collect and its wait on the flag."""
+    """A feed that runs ``inject`` once per :meth:`next`, at the first seam it reaches: its
+    check of the flag finding it clear, or a ``collect`` that found nothing (a change that
+    lands between the collect and the wait on the flag)."""
 
     def __init__(self, epoch: str, inject: Callable[[], None] | None = None) -> None:
         super().__init__(epoch)
         self.inject = inject
         self.injected = 0
+        self.armed = False
+        self._flag = _SeamFlag(self)
+
+    def inject_once(self) -> None:
+        if self.armed and self.inject is not None:
+            self.armed = False
+            self.inject()
+            self.injected += 1
+
+    def next(self, timeout: float) -> list[Delivery]:
+        self.armed = True
+        return super().next(timeout)
 
     def collect(self) -> list[Delivery]:
         out = super().collect()
-        if not out and self.inject is not None:
-            self.inject()
-            self.injected += 1
+        if not out:
+            self.inject_once()
         return out
 
 
@@ -233,6 +260,7 @@ class LostWakeupFeed(SeamFeed):
     """A mutant of :meth:`Feed.next` that clears the flag after collecting, not before."""
 
     def next(self, timeout: float) -> list[Delivery]:
+        self.armed = True
         out = self.collect()
         if out:
             return out
