@@ -18,6 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from blueprints import auth, register_all
 from blueprints.bodies import CloseWhenAsked
+from blueprints.sse import ShallowStreams
 from blueprints.ws import MAX_MESSAGE_BYTES
 from tether.config import Settings, check_binding
 from tether.sessions import SessionRegistry
@@ -80,6 +81,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n,  # type: ignore[method-assign]
                                 x_port=n)
+    # A stream's dispatch runs in a greenlet of its own, so that the connection's greenlet,
+    # which serves the stream for hours after it, keeps a shallow stack (issue 5: memory per
+    # idle stream; blueprints.sse.ShallowStreams).
+    app.wsgi_app = ShallowStreams(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 

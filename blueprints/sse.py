@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, request
+from greenlet import greenlet
 
 from blueprints import current_core
 from blueprints.sendguard import REAPER, Reaper, Watch, limit_unsent, stream_socket
@@ -39,6 +40,9 @@ HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SHUTDOWN = sse.named("shutdown", {"reason": "server stopping"})
 #: Bytes per write: frames are joined up to this size (one frame may exceed it).
 CHUNK_BYTES = 16 * 1024
+#: A wake-up whose last write was larger ends with an empty chunk, so that the server does not
+#: hold that write while the stream waits (:func:`_send`).
+RELEASE_BYTES = 4 * 1024
 
 
 @bp.get("/api/sessions/<session_id>/stream")
@@ -74,7 +78,12 @@ def _response(follow: Callable[[Feed], None],
     body = events(Feed(core.epoch), follow, core.settings.keepalive_seconds,
                   core.settings.sse_retry_ms, stream_socket(request.environ), stopping,
                   metrics=core.metrics)
-    return Response(body, mimetype="text/event-stream", headers=HEADERS)
+    # direct_passthrough: the server iterates ``body`` itself, not werkzeug's wrappers of it
+    # (ClosingIterator over iter_encoded()), which would hold this Response, and add two
+    # layers of C stack to what a waiting stream's greenlet keeps (issue 5: memory per idle
+    # stream). ``body`` yields bytes and closes itself: the wrappers add nothing to it.
+    return Response(body, mimetype="text/event-stream", headers=HEADERS,
+                    direct_passthrough=True)
 
 
 def events(feed: Feed, follow: Callable[[Feed], None], keepalive_seconds: float,
@@ -94,25 +103,43 @@ def events(feed: Feed, follow: Callable[[Feed], None], keepalive_seconds: float,
     cursor. ``metrics`` counts the stream and what it delivers (tether.metrics).
     """
     follow(feed)
+    del follow  # its closure is not needed while the stream lasts
     if metrics is not None:
         metrics.clients.labels("sse").inc()
-    watch = reaper.watch(sock, feed.close) if sock is not None else None
+    # A write that blocks (the client is not reading) pauses the feed until it returns, so
+    # that the sources stop waking a stream that cannot write (Feed.pause, sendguard.Watch).
+    # The reaper's clock also says when a keepalive is due (feed.tick), so that a stream's
+    # wait needs no timer of its own.
+    watch = reaper.watch(sock, feed.close, feed.pause, feed.resume, feed.tick,
+                         keepalive_seconds) if sock is not None else None
     if sock is not None:
         limit_unsent(sock)
     try:
-        for batch in _batches(feed, keepalive_seconds, retry_ms, stopping, watch, metrics):
-            # Frames are built lazily and written CHUNK_BYTES at a time, and nothing else is
-            # held across the write, so a blocked stream holds one chunk (twice: gunicorn
-            # copies it to add the chunked framing), not a batch of events.
-            frames = iter(batch)
-            while chunk := _take(frames, CHUNK_BYTES):
-                if watch is not None:
-                    watch.sending()  # until the server asks for the next chunk: one write
-                feed.pause()  # a write that blocks costs the sources nothing meanwhile
-                yield chunk
-                feed.resume()
-                if watch is not None:
-                    watch.sent()
+        # One generator, no layers under it while the stream waits (in feed.next): every
+        # generator a wait is nested in costs the waiting greenlet about 0.6 KB of saved C
+        # stack (issue 5). What one wake-up sends goes out through _send.
+        yield from _send([sse.retry(retry_ms)], watch)
+        timeout = keepalive_seconds if watch is None else None  # None: the reaper ticks (events)
+        while True:
+            deliveries = feed.next(timeout)
+            if watch is not None and watch.aborted:
+                return  # the reaper shut the socket: nothing more can be written
+            if not deliveries:
+                # A comment for proxies, and a ping that JavaScript can see (DESIGN.md).
+                yield from _send([sse.comment("keepalive"),
+                                  sse.named("ping", {"ts": round(time.time(), 3)})], watch)
+                continue
+            if metrics is not None:
+                metrics.delivering_all("sse", deliveries)
+            yield from _send((frame for d in deliveries for frame in _frames(d, feed.epoch)),
+                             watch)
+            ended = [d for d in deliveries if d.kind == "detached"]
+            if ended:
+                if any(stopping(d) for d in ended):
+                    yield from _send([SHUTDOWN], watch)
+                return
+            # Not kept while the stream waits for the next wake-up: a replay's batch of events.
+            del deliveries, ended
     finally:
         if metrics is not None:
             metrics.clients.labels("sse").dec()
@@ -121,27 +148,26 @@ def events(feed: Feed, follow: Callable[[Feed], None], keepalive_seconds: float,
         feed.close()
 
 
-def _batches(feed: Feed, keepalive_seconds: float, retry_ms: int,
-             stopping: Callable[[Delivery], bool], watch: Watch | None,
-             metrics: Metrics | None = None) -> Iterator[Iterable[bytes]]:
-    """What the stream sends, as one iterable of frames per wake-up of the feed."""
-    yield [sse.retry(retry_ms)]
-    while True:
-        deliveries = feed.next(keepalive_seconds)
-        if watch is not None and watch.aborted:
-            return  # the reaper shut the socket: nothing more can be written
-        if not deliveries:
-            # A comment for proxies, and a ping that JavaScript can see (DESIGN.md).
-            yield [sse.comment("keepalive"), sse.named("ping", {"ts": round(time.time(), 3)})]
-            continue
-        if metrics is not None:
-            metrics.delivering_all("sse", deliveries)
-        yield (frame for d in deliveries for frame in _frames(d, feed.epoch))
-        ended = [d for d in deliveries if d.kind == "detached"]
-        if ended:
-            if any(stopping(d) for d in ended):
-                yield [SHUTDOWN]
-            return
+def _send(frames: Iterable[bytes], watch: Watch | None) -> Iterator[bytes]:
+    """What one wake-up sends: ``frames`` joined into writes of :data:`CHUNK_BYTES`.
+
+    Frames are built lazily and nothing else is held across a write, so a blocked stream holds
+    one chunk (twice: gunicorn copies it to add the chunked framing), not a batch of events.
+    The server's loop holds the last chunk it wrote until it gets the next one, which may be
+    a keepalive away: after a chunk over :data:`RELEASE_BYTES` an empty one (no write at all:
+    PEP 3333, and gunicorn sends nothing for it) replaces it.
+    """
+    frames = iter(frames)
+    size = 0
+    while chunk := _take(frames, CHUNK_BYTES):
+        size = len(chunk)
+        if watch is not None:
+            watch.sending()  # until the server asks for the next chunk: one write
+        yield chunk
+        if watch is not None:
+            watch.sent()
+    if size > RELEASE_BYTES:
+        yield b""
 
 
 def _take(frames: Iterator[bytes], limit: int) -> bytes:
@@ -185,3 +211,34 @@ def _frames(delivery: Delivery, epoch: str) -> Iterator[bytes]:
     elif delivery.kind == "inbox":
         yield sse.named("inbox", delivery.snapshot)
     # detached: the stream ends
+
+
+class ShallowStreams:
+    """WSGI middleware: a stream request (``GET`` of a path ending in ``/stream``) is
+    dispatched in a short-lived greenlet of its own, so that the connection's greenlet, which
+    then iterates the body for as long as the stream lasts, never holds Flask's deep stack.
+
+    CPython 3.11+ keeps each greenlet's Python frames in a data stack of its own (16 KiB
+    chunks, taken on the greenlet's first call), whose touched pages stay resident until the
+    greenlet ends. Flask's dispatch (werkzeug's routing recursion, the auth and Talisman
+    hooks, the view) reaches over one 4 KiB page deep; gunicorn's request handling and the
+    stream's body fit in one. Dispatched apart, an idle SSE stream costs one page less
+    (issue 5: about 4 KB of the worker's RSS per connection, bench/README.md).
+
+    The dispatch's greenlet has the caller's for parent (greenlet's default): it runs at
+    once, and when it ends its result, or its exception, comes back to the caller's
+    ``switch()``; a wait inside it (gevent) suspends the caller with it. Any other request
+    is passed through as it is: a long-poll or a WebSocket waits inside its dispatch, where
+    a second greenlet would cost memory instead of saving it.
+    """
+
+    def __init__(self, app: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+                 ) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> Iterable[bytes]:
+        if (environ.get("REQUEST_METHOD") == "GET"
+                and str(environ.get("PATH_INFO", "")).endswith("/stream")):
+            return greenlet(self.app).switch(environ, start_response)
+        return self.app(environ, start_response)

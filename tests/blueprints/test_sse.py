@@ -8,8 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from flask import Flask, request
 from flask.testing import FlaskClient
+from greenlet import greenlet
 
+from blueprints.sse import RELEASE_BYTES, ShallowStreams
 from tether.sessions import SessionRegistry
 
 
@@ -139,3 +142,69 @@ def test_stream_ends_when_the_session_is_deleted(client: FlaskClient, sid: str, 
     stream = live(response)
     threading.Timer(0.05, core.delete, (sid,)).start()
     assert list(stream) == []
+
+
+def wsgi_environ(method: str, path: str) -> dict[str, Any]:
+    return {"REQUEST_METHOD": method, "PATH_INFO": path}
+
+
+def test_a_stream_is_dispatched_in_a_greenlet_of_its_own_and_nothing_else_is() -> None:
+    seen: list[greenlet] = []
+
+    def inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(greenlet.getcurrent())
+        start_response("200 OK", [])
+        return [environ["PATH_INFO"].encode()]
+
+    app, here, started = ShallowStreams(inner), greenlet.getcurrent(), []
+    for path in ("/api/sessions/s1/stream", "/api/inbox/stream"):
+        seen.clear()
+        assert app(wsgi_environ("GET", path), lambda *args: started.append(args)) == [
+            path.encode()]
+        (child,) = seen
+        # Run at once, by a child of the caller that ended before the body came back.
+        assert child is not here and child.parent is here and child.dead
+    for method, path in (("GET", "/api/sessions/s1/events"), ("GET", "/api/ws"),
+                         ("POST", "/api/sessions/s1/stream"), ("HEAD", "/api/inbox/stream")):
+        seen.clear()
+        assert app(wsgi_environ(method, path), lambda *args: started.append(args)) == [
+            path.encode()]
+        assert seen == [here]
+    assert len(started) == 6
+
+
+def test_a_stream_dispatch_that_raises_raises_in_the_caller() -> None:
+    def inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        raise RuntimeError("broken view")
+
+    with pytest.raises(RuntimeError, match="broken view"):
+        ShallowStreams(inner)(wsgi_environ("GET", "/api/inbox/stream"), lambda *args: None)
+
+
+def test_the_app_dispatches_its_streams_apart(app: Flask, client: FlaskClient) -> None:
+    where: dict[str, greenlet] = {}
+    app.before_request(lambda: where.__setitem__(request.path, greenlet.getcurrent()))
+    sid = client.post("/api/sessions").get_json()["id"]
+    response = client.get(f"/api/sessions/{sid}/stream", buffered=False)
+    read_until(response, "caught-up")
+    response.close()
+    assert client.get(f"/api/sessions/{sid}").status_code == 200
+    here = greenlet.getcurrent()
+    assert where[f"/api/sessions/{sid}"] is here
+    assert where[f"/api/sessions/{sid}/stream"] is not here
+
+
+def test_a_large_write_is_followed_by_an_empty_chunk_so_the_server_drops_it(
+        client: FlaskClient, sid: str, core) -> None:
+    fill(core, sid, 2 * RELEASE_BYTES // 100)  # a replay of about twice RELEASE_BYTES
+    response = client.get(f"/api/sessions/{sid}/stream", buffered=False)
+    chunks = iter(response.response)
+    assert next(chunks) == b"retry: 2000\n\n"  # small: no empty chunk after it
+    replay = next(chunks)
+    assert len(replay) > RELEASE_BYTES and replay.endswith(b"\n\n")
+    assert b"event: caught-up" in replay
+    assert next(chunks) == b""
+    core.get(sid).log.append("text", {"text": "live"})
+    live_chunk = next(chunks)
+    assert live_chunk.startswith(b"id: ") and len(live_chunk) < RELEASE_BYTES
+    response.close()
