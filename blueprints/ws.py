@@ -19,12 +19,14 @@ running (DESIGN.md rule 4).
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import socket
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -32,6 +34,7 @@ from flask import Blueprint, request
 from flask_sock import Sock
 from pydantic import Field
 from simple_websocket import ConnectionClosed
+from wsproto.events import TextMessage
 
 from blueprints import current_core, jsonrpc
 from blueprints.bodies import (
@@ -43,7 +46,7 @@ from blueprints.bodies import (
     UpdateSession,
     validate,
 )
-from blueprints.sendguard import SEND_TIMEOUT_SECONDS, set_user_timeout
+from blueprints.sendguard import REAPER, SEND_TIMEOUT_SECONDS, set_user_timeout
 from tether.feed import Delivery, Feed
 from tether.sessions import Session, SessionRegistry
 
@@ -64,6 +67,9 @@ WATCHDOG_SECONDS = SEND_TIMEOUT_SECONDS / 2
 OUTBOX_SIZE = 64
 #: Largest frame accepted, in bytes; a bigger one closes the socket with 1009.
 MAX_MESSAGE_BYTES = 1 << 20
+#: Bytes per write: a wake-up's frames are joined up to this size (one frame may exceed it),
+#: so a blocked write holds one chunk, not a batch of events.
+CHUNK_BYTES = 16 * 1024
 
 
 # -- params ------------------------------------------------------------------------------
@@ -137,19 +143,60 @@ class _WholeSends:
         return getattr(self._raw, name)
 
 
+def _nothing() -> None:
+    pass
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A whole, unmasked text message as a server sends it (RFC 6455 section 5.2: FIN and
+    opcode 0x1, then the length in 7, 7+16 or 7+64 bits). For connections without extensions,
+    where the bytes of a message are the same for every client."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+@functools.lru_cache(maxsize=4096)
+def _event_message(head: bytes, data: bytes) -> bytes:
+    """The ``event`` notification of one event, framed: built once per event, not once per
+    client (``data`` is the event's own bytes object, whose hash Python keeps)."""
+    return text_frame(head + data + b"}}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _event_head(session_id: str | None) -> bytes:
+    """The start of an ``event`` notification for a session (once per session, not per
+    client per wake-up, so that :func:`_event_message`'s key is the same object)."""
+    return ('{"jsonrpc":"2.0","method":"event","params":{"session_id":'
+            + jsonrpc.dumps(session_id) + ',"event":').encode("ascii")
+
+
 @sock.route("/api/ws", bp=bp)
 def websocket(ws: Any) -> None:
     label = f"ws {request.remote_addr or 'client'}"
-    Connection(ws, current_core(), label).run()
+    # simple-websocket accepts permessage-deflate only when the client offers it.
+    offered = request.headers.get("Sec-WebSocket-Extensions", "")
+    Connection(ws, current_core(), label,
+               compressed="permessage-deflate" in offered.lower()).run()
 
 
 class Connection:
-    """One client socket: its feed, its reader and its sender."""
+    """One client socket: its feed, its reader and its sender.
 
-    def __init__(self, ws: Any, core: SessionRegistry, label: str) -> None:
+    :param compressed: whether the client offered permessage-deflate (RFC 7692), so that the
+        connection may compress: its messages are framed by its own wsproto state. Without
+        it, an event's message is framed once and the same bytes go to every client.
+    """
+
+    def __init__(self, ws: Any, core: SessionRegistry, label: str,
+                 compressed: bool = True) -> None:
         self.ws = ws
         self.core = core
         self.label = label
+        self.compressed = compressed
         # A half-open peer never acknowledges our pings: the kernel aborts the connection
         # after SEND_TIMEOUT_SECONDS (Linux), and the reader, blocked in recv, sees it at once.
         set_user_timeout(ws.sock, SEND_TIMEOUT_SECONDS)
@@ -219,35 +266,79 @@ class Connection:
     def _sender(self) -> None:
         keepalive = self.core.settings.keepalive_seconds
         last_send = time.monotonic()
+        # The reaper's keepalive clock wakes the feed (tick) when nothing went out for
+        # `keepalive` seconds, so that the wait needs no timer of its own (sendguard.Reaper).
+        clock = REAPER.watch(None, _nothing, on_idle=self.feed.tick, idle_seconds=keepalive)
         try:
             while not self.closed.is_set():
-                self.feed.wait(max(keepalive - (time.monotonic() - last_send), 0))
+                self.feed.wait(None)
                 sent = False
-                while True:
-                    try:
-                        self.ws.send(self.outbox.get_nowait())
-                        sent = True
-                    except queue.Empty:
-                        break
+                while not self.outbox.empty():
+                    self.ws.send(self.outbox.get_nowait())
+                    sent = True
                 deliveries = self.feed.collect()
                 self.core.metrics.delivering_all("websocket", deliveries)
-                for delivery in deliveries:
-                    if delivery.kind == "detached" and delivery.session_id is None:
-                        self.ws.close(1001, "the server is stopping")
-                        return
-                    for frame in _frames(delivery, self.feed.epoch):
-                        self.ws.send(frame)
-                        sent = True
+                stopping = any(d.kind == "detached" and d.session_id is None
+                               for d in deliveries)
+                if self._send_all(self._messages(deliveries)):
+                    sent = True
+                if stopping:
+                    self.ws.close(1001, "the server is stopping")
+                    return
                 if sent:
                     last_send = time.monotonic()
-                elif time.monotonic() - last_send >= keepalive:
+                    clock.wrote()
+                elif time.monotonic() - last_send >= keepalive * 0.9:  # (the clock is coarse)
                     self.ws.send(jsonrpc.notification("ping", {"ts": round(time.time(), 3)}))
                     last_send = time.monotonic()
+                    clock.wrote()
         except (ConnectionClosed, OSError):
             pass
         finally:
+            REAPER.forget(clock)
             self.closed.set()
             self.socket.abort()  # wakes the reader: this socket is done
+
+    def _messages(self, deliveries: Iterable[Delivery]) -> Iterator[bytes]:
+        """The framed messages of a wake-up's deliveries, in order (the server-stopping
+        ``detached`` has none: the close frame follows)."""
+        ws = self.ws
+        for delivery in deliveries:
+            if delivery.kind == "detached" and delivery.session_id is None:
+                continue
+            if delivery.kind == "events" and not self.compressed:
+                head = _event_head(delivery.session_id)
+                for event in delivery.events:
+                    yield _event_message(head, event.data)
+                continue
+            for text in _frames(delivery, self.feed.epoch):
+                if self.compressed:  # the connection's own framing and compression state
+                    yield ws.ws.send(TextMessage(data=text))
+                else:
+                    yield text_frame(text.encode("utf-8"))
+
+    def _send_all(self, messages: Iterable[bytes]) -> bool:
+        """Write framed ``messages`` in as few writes as :data:`CHUNK_BYTES` allows: one per
+        wake-up, usually, not one per event. :returns: whether anything was written.
+
+        :raises ConnectionClosed: the socket is closed.
+        """
+        ws = self.ws
+        if not ws.connected:
+            raise ConnectionClosed(ws.close_reason, ws.close_message)
+        chunk: list[bytes] = []
+        size = 0
+        wrote = False
+        for data in messages:
+            chunk.append(data)
+            size += len(data)
+            if size >= CHUNK_BYTES:
+                self.socket.send(b"".join(chunk))
+                chunk, size, wrote = [], 0, True
+        if chunk:
+            self.socket.send(b"".join(chunk))
+            wrote = True
+        return wrote
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
         """The JSON-RPC handler: validate ``params`` for ``method`` and run it."""

@@ -46,19 +46,29 @@ class StuckSocket:
         return self.shut.is_set()
 
 
+class NulFraming:
+    """Stands for wsproto's ``WSConnection.send``: a text message is its bytes and a NUL."""
+
+    def send(self, event: Any) -> bytes:
+        return event.data.encode() + b"\0"
+
+
 class FakeWebSocket:
     """The part of ``simple_websocket.Server`` a :class:`Connection` uses."""
+
+    close_reason, close_message = 1000, ""
 
     def __init__(self) -> None:
         self.raw = StuckSocket()
         self.sock: Any = self.raw  # the Connection wraps it
+        self.ws = NulFraming()
         self.incoming: queue.Queue[str | None] = queue.Queue()
         self.connected = True
 
     def send(self, text: str) -> None:
         if not self.connected:
             raise ConnectionClosed(1000, "")
-        self.sock.send(text.encode())
+        self.sock.send(text.encode() + b"\0")
 
     def receive(self, timeout: float | None = None) -> str | None:
         try:
@@ -77,7 +87,7 @@ class FakeWebSocket:
                                       "params": params}))
 
     def messages(self) -> list[dict[str, Any]]:
-        return [json.loads(f) for f in self.raw.frames]
+        return [json.loads(m) for write in self.raw.frames for m in write.split(b"\0") if m]
 
 
 @pytest.fixture
@@ -164,3 +174,32 @@ def test_closing_the_socket_leaves_the_turn_running(core: SessionRegistry,
     assert session.wait_idle(WAIT)
     assert session.log.read_after(session.log.last_id - 1)[0].kind == "turn_end"
     assert connection.feed.attached == []
+
+
+def test_a_wake_up_s_events_go_out_in_few_writes(core: SessionRegistry, running: Any) -> None:
+    # One write per CHUNK_BYTES of frames, not one per event (issue 5: coalesced writes).
+    fake, _, _ = running
+    session = core.create()
+    for n in range(300):
+        session.log.append("text_delta", {"text": f"{n:04} " + "x" * 100})
+    fake.request(1, "session.attach", session_id=session.id)
+    assert wait_until(lambda: any(m.get("method") == "caught_up" for m in fake.messages()))
+    writes = [w for w in fake.raw.frames if b'"method":"event"' in w]
+    ids = [m["params"]["event"]["id"] for m in fake.messages() if m.get("method") == "event"]
+    assert ids == list(range(1, 301))
+    replay_bytes = sum(len(w) for w in writes)
+    assert len(writes) <= replay_bytes // ws_module.CHUNK_BYTES + 1 < 300
+    assert all(len(w) < ws_module.CHUNK_BYTES + 1000 for w in writes)  # one frame past, at most
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_text_frame_is_what_wsproto_frames(size: int) -> None:
+    # The shared framing of uncompressed connections (RFC 6455 section 5.2) against wsproto's,
+    # which frames compressed connections and parses the client side in the e2e tests.
+    from wsproto import ConnectionType
+    from wsproto.connection import Connection as WsprotoConnection
+    from wsproto.events import TextMessage
+
+    text = ("é" * size)[: size // 2] + "x" * (size - size // 2)
+    expected = WsprotoConnection(ConnectionType.SERVER).send(TextMessage(data=text))
+    assert ws_module.text_frame(text.encode()) == expected
