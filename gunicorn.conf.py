@@ -7,6 +7,8 @@ Read by ``make run`` (``gunicorn -c gunicorn.conf.py``). Host and port come from
 import os
 import secrets
 
+from gunicorn import glogging
+
 from tether.config import Settings, check_binding
 
 _settings = Settings.from_env()
@@ -35,6 +37,10 @@ workers = 1
 worker_class = "gevent"
 # Each SSE stream and long-poll holds one connection; an idle stream costs a greenlet.
 worker_connections = 10000
+# gevent records, for each greenlet it spawns (one per connection), the greenlet and the stack
+# that spawned it: a debugging aid (gevent.util.format_run_info) that costs an idle stream
+# about 0.35 KB (issue 5). GEVENT_TRACK_GREENLET_TREE=true in the environment keeps it.
+os.environ.setdefault("GEVENT_TRACK_GREENLET_TREE", "false")
 # For async workers the timeout is the worker heartbeat, not a request limit, so long-lived
 # streams are fine with it.
 timeout = 30
@@ -43,7 +49,8 @@ graceful_timeout = 10
 # Seconds an idle keep-alive connection stays open between requests: long enough for a
 # long-poll client's next request, short enough not to hold a stopping worker. The gevent
 # worker also gives every request line and header block this long to arrive (a slowloris
-# client is cut off after it, with no answer); a request body has no such bound.
+# client is cut off after it, with no answer); a request body has TETHER_BODY_TIMEOUT
+# (blueprints/bodies.py).
 keepalive = 5
 
 # Request framing limits (docs/protocol.md "Limits"), gunicorn's defaults made explicit:
@@ -66,6 +73,31 @@ accesslog = "-"
 # The path without its query string: the login URL carries the token in `?token=`.
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'
 loglevel = "info"
+
+
+class AccessLog(glogging.Logger):
+    """gunicorn's logger, without an access line for a successful poll or health check.
+
+    A long-poll client makes one request per batch of events and a health checker one every
+    few seconds: their lines would be most of the log, and writing them was 14 % of the
+    worker's time under a poll load (bench/longpoll.py). Errors (status 400 and up) on these
+    paths, and every other request, are still logged.
+    """
+
+    def access(self, resp, req, environ, request_time):
+        # gunicorn's own error answers (a malformed request) carry no status_code: logged.
+        status = getattr(resp, "status_code", None)
+        if status is not None and status < 400 and environ.get("REQUEST_METHOD") == "GET":
+            path = environ.get("PATH_INFO", "")
+            if path in QUIET_PATHS or (path.startswith("/api/sessions/")
+                                       and path.endswith("/events")):
+                return
+        super().access(resp, req, environ, request_time)
+
+
+#: Paths (besides each session's /events long-poll) whose successful GETs are not logged.
+QUIET_PATHS = frozenset({"/healthz", "/api/inbox", "/metrics"})
+logger_class = AccessLog
 
 
 def on_starting(server):
