@@ -46,6 +46,9 @@ bench: install-test $(VENV)/.installed-bench
 	$(PY) -m bench.latency
 	$(PY) -m bench.store
 	$(PY) -m bench.fanout
+	$(PY) -m bench.longpoll
+	$(PY) -m bench.reconnect
+	$(PY) -m bench.agent_path
 
 # The pinned Claude Code CLI, for the tests that drive it (installed under .tools/).
 claude-code: .tools/.claude-code-$(CLAUDE_CODE_VERSION)

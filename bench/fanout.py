@@ -22,8 +22,12 @@ receipt (p50, p90, p99, max, ms), delivered events/s summed over clients, events
 duplicated, out of order and id errors (all must be 0), server CPU seconds and microseconds per
 delivered event (the gunicorn worker or the peer process, from /proc/<pid>/stat), server RSS
 per attached connection (KB, /proc/<pid>/status VmRSS after attaching minus before), and the
-client's busy fraction (CPU / wall: near 1 the client is the bottleneck). Then Tether's
-figures as ratios to each peer's, and one JSON line.
+client's busy fraction (CPU / wall: near 1 the client is the bottleneck). On Tether, its own
+figures from ``GET /metrics`` (bench/scrape.py) as deltas over the delivery: events delivered
+(checked against what the clients read and N x the events the log gained), events appended,
+writes and the append-to-write latency histogram's p50 and p99, and the clients gauge while
+attached and after the teardown (``srv`` OK or MISMATCH). Then Tether's figures as ratios to
+each peer's, and one JSON line.
 """
 
 from __future__ import annotations
@@ -51,6 +55,15 @@ from typing import Any
 
 import requests
 
+from bench.scrape import (
+    Samples,
+    check_delivered,
+    connected,
+    delta,
+    latency,
+    scrape,
+    settle_clients,
+)
 from tests.e2e.live import ROOT, LiveServer, free_port
 from tests.support import AUTH_HEADERS, TEST_TOKEN
 
@@ -194,6 +207,16 @@ class TetherTarget:
         for target in targets:
             self.http.post(f"{self.server.url}/api/sessions/{target['session']}/prompt",
                            json={"text": text}, timeout=10).raise_for_status()
+
+    def scrape(self) -> Samples:
+        """``GET /metrics``, parsed (bench/scrape.py)."""
+        return scrape(self.http, self.server.url)
+
+    def last_event_id(self, sid: str) -> int:
+        """The session's last event id (``GET /api/sessions/<id>``: delivers no event)."""
+        answer = self.http.get(f"{self.server.url}/api/sessions/{sid}", timeout=10)
+        answer.raise_for_status()
+        return answer.json()["last_event_id"]
 
     def teardown(self, targets: list[dict[str, Any]]) -> None:
         for target in targets:
@@ -355,39 +378,103 @@ def hot_functions(raw: Path, top: int = 8) -> list[tuple[str, float]]:
 def run_case(target: TetherTarget | PeerTarget, case: Case, client_cpu: int | None,
              rss_settle: float, profile: Path | None = None) -> dict[str, Any]:
     """One case on one target; a row of figures. With ``profile`` (a directory), Tether's
-    worker is sampled by py-spy during the delivery and the hottest functions printed."""
+    worker is sampled by py-spy during the delivery and the hottest functions printed.
+
+    On Tether, ``GET /metrics`` is scraped before the clients connect, once they are attached
+    (before the injection), after the last client's last event (each client waits for the
+    turn's ``turn_end``, so it has read every event the server handed it) and after the
+    teardown; :func:`server_figures` makes the row's ``server`` object of them."""
     total = case.clients * case.sessions
     timeout = 60 + (case.events / case.rate if case.rate else 0) + total * case.events / 20_000
     targets = target.setup(case)
+    tether = target if isinstance(target, TetherTarget) else None
     client = None
+    scrapes: list[Samples] = []
     try:
         rss0 = rss_kb(target.pid)
+        if tether is not None:
+            scrapes.append(tether.scrape())
         client = LoadClient({"transport": case.transport, "port": target.port,
-                             "token": TEST_TOKEN if target.name == "tether" else None,
+                             "token": TEST_TOKEN if tether is not None else None,
                              "targets": targets, "events": case.events, "timeout": timeout,
-                             "cpu": client_cpu})
+                             "cpu": client_cpu, "until_turn_end": tether is not None})
         first = client.next(timeout + 30)
         if "result" in first:  # not every client attached
-            return row(case, target, first["result"], 0, rss0, rss0, 0.0)
-        time.sleep(rss_settle)
-        out = None
-        if profile is not None and target.name == "tether":
-            out = profile / (f"{case.label}-{case.transport}-{total}-{case.size}-"
-                             f"{case.rate:g}.txt")
-        with profiled(target.pid, out, client_cpu):
-            rss1, cpu0 = rss_kb(target.pid), cpu_seconds(target.pid)
-            target.inject(case, targets)
-            client.go()
-            result = client.next(timeout + 30)["result"]
-            cpu = cpu_seconds(target.pid) - cpu0
-        if out is not None and out.exists():
-            print(f"profile {out.name}: " + ", ".join(
-                f"{f} {share:.0%}" for f, share in hot_functions(out)), file=sys.stderr)
-        return row(case, target, result, first["ready"], rss0, rss1, cpu)
+            out_row = row(case, target, first["result"], 0, rss0, rss0, 0.0)
+        else:
+            time.sleep(rss_settle)
+            out = None
+            if profile is not None and tether is not None:
+                out = profile / (f"{case.label}-{case.transport}-{total}-{case.size}-"
+                                 f"{case.rate:g}.txt")
+            with profiled(target.pid, out, client_cpu):
+                if tether is not None:
+                    scrapes.append(tether.scrape())
+                rss1, cpu0 = rss_kb(target.pid), cpu_seconds(target.pid)
+                target.inject(case, targets)
+                client.go()
+                result = client.next(timeout + 30)["result"]
+                cpu = cpu_seconds(target.pid) - cpu0
+                if tether is not None:
+                    scrapes.append(tether.scrape())
+            if out is not None and out.exists():
+                print(f"profile {out.name}: " + ", ".join(
+                    f"{f} {share:.0%}" for f, share in hot_functions(out)), file=sys.stderr)
+            out_row = row(case, target, result, first["ready"], rss0, rss1, cpu)
+            if tether is not None:
+                # Each session's log now ends with the turn's turn_end (the clients waited
+                # for it); a session GET delivers nothing, so it does not move the counters.
+                logged = [tether.last_event_id(t["session"]) - t["after"] for t in targets]
     finally:
         if client is not None:
             client.close()
         target.teardown(targets)
+    if tether is not None and len(scrapes) == 3:
+        after = settle_clients(tether.http, tether.server.url, case.transport,
+                               connected(scrapes[0], case.transport), 10)
+        out_row["server"] = server_figures(case, scrapes, after, logged, result)
+    return out_row
+
+
+def server_figures(case: Case, scrapes: list[Samples], after: tuple[int, float],
+                   logged: list[int], result: dict[str, Any]) -> dict[str, Any]:
+    """The ``server`` object of a Tether row, from ``/metrics`` scraped before the clients
+    connect, once attached, and after the last event (``scrapes``), the clients gauge after
+    the teardown (``after``: value, seconds it took), the events each session's log gained
+    (``logged``) and the load client's result; ``problems`` lists every check that failed."""
+    base, attached, end = scrapes
+    n = case.clients * case.sessions
+    appended = round(delta(attached, end, "tether_events_appended_total"))
+    check = check_delivered(attached, end, case.transport, result["ids"])
+    figures = {
+        "delivered": check["delivered"],
+        "client_ids": check["client_ids"],  # every event id the clients read, summed
+        "client_non_bench": result["ids"] - result["received"],
+        "expected": case.clients * sum(logged),  # every client, every event after its cursor
+        "appended": appended, "logged": sum(logged),
+        "latency": latency(attached, end, case.transport),
+        "clients_baseline": connected(base, case.transport),
+        "clients_attached": connected(attached, case.transport),
+        "clients_after": after[0], "clients_settle_s": after[1]}
+    lat = figures["latency"]
+    figures["events_per_write"] = round(figures["delivered"] / lat["writes"], 2) \
+        if lat["writes"] else None
+    problems = []
+    if not check["ok"]:
+        problems.append(f"delivered {figures['delivered']} != client ids "
+                        f"{figures['client_ids']}")
+    if figures["delivered"] != figures["expected"]:
+        problems.append(f"delivered {figures['delivered']} != N x logged "
+                        f"{figures['expected']}")
+    if appended != figures["logged"]:
+        problems.append(f"appended {appended} != logged {figures['logged']}")
+    if figures["clients_attached"] - figures["clients_baseline"] != n:
+        problems.append(f"clients {figures['clients_attached']} attached "
+                        f"(baseline {figures['clients_baseline']}), not +{n}")
+    if figures["clients_after"] != figures["clients_baseline"]:
+        problems.append(f"clients {figures['clients_after']} after teardown, not "
+                        f"{figures['clients_baseline']}")
+    return {**figures, "ok": not problems, "problems": problems}
 
 
 def row(case: Case, target: Any, result: dict[str, Any], ready_s: float, rss0: int, rss1: int,
@@ -404,7 +491,7 @@ def row(case: Case, target: Any, result: dict[str, Any], ready_s: float, rss0: i
             if result["unique"] else None,
             "rss_before_kb": rss0, "rss_after_kb": rss1,
             "rss_kb_per_conn": round((rss1 - rss0) / total, 1),
-            "client_busy": result["busy"], "errors": result["errors"]}
+            "client_busy": result["busy"], "errors": result["errors"], "server": None}
 
 
 # -- the sitting --------------------------------------------------------------------------
@@ -524,7 +611,7 @@ def client_ceiling(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 def print_rows(rows: list[dict[str, Any]], ceiling: dict[str, Any] | None) -> None:
     head = (f"{'load':<8}{'target':<12}{'tr':<5}{'N':>6}{'B':>6}{'rate':>6}{'K':>6}"
             f"{'p50':>8}{'p90':>8}{'p99':>8}{'max':>9}{'deliv/s':>10}{'l/d/o/i':>12}"
-            f"{'cpu s':>7}{'us/ev':>7}{'KB/conn':>8}{'cli':>6}  flags")
+            f"{'cpu s':>7}{'us/ev':>7}{'KB/conn':>8}{'cli':>6}{'sp99':>7}{'srv':>9}  flags")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -543,15 +630,55 @@ def print_rows(rows: list[dict[str, Any]], ceiling: dict[str, Any] | None) -> No
             flags.append(f"{r['reconnects']} reconnects (server closed stuck sockets)")
         if r["errors"]:
             flags.append(r["errors"][0][:60])
+        server = r.get("server")
+        srv, sp99 = "-", "-"
+        if server is not None:
+            srv = "OK" if server["ok"] else "MISMATCH"
+            flags.extend(f"srv: {p}" for p in server["problems"])
+            if server["latency"]["p99_ms"] is not None:
+                sp99 = ms(server["latency"]["p99_ms"])
         print(f"{r['label']:<8}{r['target']:<12}{r['transport']:<5}{r['total_clients']:>6}"
               f"{r['size']:>6}{rate:>6}{r['events']:>6}{ms(lat['p50']):>8}{ms(lat['p90']):>8}"
               f"{ms(lat['p99']):>8}{ms(lat['max']):>9}{r['delivered']:>10.0f}{bad:>12}"
               f"{r['server_cpu_s']:>7.2f}{r['cpu_us_per_delivery'] or 0:>7.1f}"
-              f"{r['rss_kb_per_conn']:>8.1f}{r['client_busy']:>6.2f}  {' '.join(flags)}")
+              f"{r['rss_kb_per_conn']:>8.1f}{r['client_busy']:>6.2f}{sp99:>7}{srv:>9}  "
+              f"{' '.join(flags)}")
 
 
 def interrupted(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+# -- what every bench script's sitting shares (bench/longpoll.py, reconnect.py, agent_path.py)
+
+def cores(no_pin: bool) -> tuple[int | None, int | None]:
+    """(server core, client core): 0 and 1 on a machine with two or more cores, else None."""
+    if len(os.sched_getaffinity(0)) >= 2 and not no_pin:
+        return SERVER_CPU, CLIENT_CPU
+    return None, None
+
+
+def raise_nofile() -> int:
+    """Raise ``RLIMIT_NOFILE`` to its hard limit (inherited by every server and client this
+    process starts); returns that limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def stop_on_signals() -> None:
+    """SIGTERM stops everything as Ctrl-C does (KeyboardInterrupt), even when SIGINT was
+    ignored by whoever started us."""
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def machine(pinned: bool) -> dict[str, Any]:
+    """The machine and its load, for a bench's JSON line."""
+    return {"cpus": os.cpu_count(), "pinned": pinned, "load": os.getloadavg(),
+            "python": platform.python_version(), "kernel": platform.release(),
+            "node": subprocess.run(["node", "--version"], capture_output=True,
+                                   text=True).stdout.strip() if shutil.which("node") else None}
 
 
 def main() -> None:
@@ -618,22 +745,15 @@ def main() -> None:
         print("node is not installed: skipping the Node.js peer")
         args.peers.remove("node")
 
-    two_cores = len(os.sched_getaffinity(0)) >= 2 and not args.no_pin
-    server_cpu, client_cpu = (SERVER_CPU, CLIENT_CPU) if two_cores else (None, None)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by every server
+    server_cpu, client_cpu = cores(args.no_pin)
+    hard = raise_nofile()
     most = max([n for n in args.clients] + [300 if args.mix else 0])
     if most + 500 > hard:  # per process: the server and the client each hold N sockets
         parser.error(f"the open-file limit ({hard}) is too low for {most} clients")
-    signal.signal(signal.SIGTERM, interrupted)  # stop everything, as on Ctrl-C
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with it ignored
+    stop_on_signals()
 
-    machine = {"cpus": os.cpu_count(), "pinned": two_cores, "load": os.getloadavg(),
-               "python": platform.python_version(), "kernel": platform.release(),
-               "node": subprocess.run(["node", "--version"], capture_output=True,
-                                      text=True).stdout.strip() if shutil.which("node")
-               else None}
-    print(f"machine: {machine['cpus']} CPUs, load average {machine['load'][0]:.2f} at start, "
+    info = machine(server_cpu is not None)
+    print(f"machine: {info['cpus']} CPUs, load average {info['load'][0]:.2f} at start, "
           f"server on core {server_cpu}, client on core {client_cpu}")
     cases = alternate(matrix(args), args.rounds)
     rows: list[dict[str, Any]] = []
@@ -659,7 +779,9 @@ def main() -> None:
     print_rows(rows, ceiling)
     print("\nlatency ms: agent write (Tether) or in-process generation (peers) to client "
           "receipt; l/d/o/i: lost/duplicated/out-of-order/id errors (must be 0/0/0/0); "
-          "us/ev: server CPU per delivered event; cli: client busy fraction")
+          "us/ev: server CPU per delivered event; cli: client busy fraction; sp99: Tether's "
+          "own p99 ms, append to write of each write's oldest event (/metrics histogram); "
+          "srv: /metrics deliveries, appends and clients agree with the client and the log")
     if ceiling:
         bound = ceiling["client_busy"] >= 0.8
         print(f"client ceiling: {ceiling['delivered']:,.0f} deliveries/s from the Node.js peer "
@@ -687,7 +809,7 @@ def main() -> None:
             print(f"replay  {r['store']:<8}{r['transport']:<6}{r['events']:>8}"
                   f"{r['caught_up_s'] or float('nan'):>13.3f}{'yes' if ok else 'NO':>8}"
                   f"{r['client_busy']:>6.2f}")
-    print(json.dumps({"bench": "fanout", "machine": machine,
+    print(json.dumps({"bench": "fanout", "machine": info,
                       "ceiling": ceiling and ceiling["delivered"], "cases": rows,
                       "ratios": table, "replay": replays}))
 

@@ -86,6 +86,7 @@ def run(turns: int, word_delay: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, \
             LiveServer(Path(tmp), TETHER_LOCAL_WORD_DELAY=word_delay) as server:
         session = requests.Session()
+        session.headers.update(AUTH_HEADERS)  # every API call needs the token (issue 4)
         baseline = []
         for _ in range(200):
             started = time.perf_counter()

@@ -13,11 +13,28 @@ in bench/peers/ write).
 
 Config (JSON): ``{"transport": "sse"|"ws"|"poll", "port": int, "token": str|null,
 "targets": [{"path": str, "session": str, "after": int, "clients": int}], "events": int,
-"timeout": float, "cpu": int|null, "replay_last_id": int|null}``. For ``sse`` a target's
+"timeout": float, "cpu": int|null, "replay_last_id": int|null, "connect_spread": float,
+"connecting": int, "resume_header": bool, "until_turn_end": bool}``. For ``sse`` a target's
 ``path`` is the stream URL; for ``ws`` it is ignored (``/api/ws`` and ``session.attach
 {session, after}``); for ``poll`` it is the events URL without query (``after``, ``wait``,
-``limit`` are added). ``replay_last_id``: a replay run, where a client is ready when it has
-read up to that event id, and is done then.
+``limit`` are added).
+``replay_last_id``: a replay run, where a client is ready when it has read up to that event
+id, and is done then. ``connect_spread`` (seconds, default 0): client i starts connecting
+``i / clients x connect_spread`` after the start, evenly (a reconnect storm); ``connecting``
+(default 256): handshakes in flight at most; ``resume_header``: an SSE client sends its cursor
+as ``Last-Event-ID`` from its first request, as a browser's automatic reconnect does.
+``until_turn_end`` (Tether): a client is done only once it has its ``events`` deltas *and* the
+turn's ``turn_end`` event, the last of the turn, so that it has read every event the server
+handed its connection (bench/fanout.py checks that count against Tether's ``/metrics``).
+
+``"transport": "get"`` is a request loop instead (:func:`run_requests`): each of a target's
+``clients`` keep-alive connections sends ``GET <path>``, reads the whole answer
+(``Content-Length``) and sends the next, one request in flight per connection; ``ready``
+once every connection has had one answer, then ``duration`` seconds (after ``go``) are
+measured: requests/s answered, latency per request (send to last byte), answers per
+connection (min, median, max: how fairly the server served them), non-200 answers, bytes,
+events per answer (``{"id":`` envelopes counted), ids (the same count over every answer,
+those before ``go`` and in flight at its time included: what the server delivered), client CPU.
 
 Results (one JSON line): clients, done (clients that got every event), received (bench deltas,
 summed over clients), expected, lost, duplicated, out_of_order, id_errors (a Tether or peer
@@ -27,7 +44,14 @@ the server closed reconnects and resumes from its cursor, as a browser does), la
 buckets), rate (deltas delivered per
 second summed over clients: received / (last receipt - first stamp)), client cpu_s and busy
 (client CPU seconds / wall seconds between ``go`` and the end; near 1.0 the client, not the
-server, is the bottleneck), ready_s (from start to every client attached), errors.
+server, is the bottleneck), busy_all (the same from the start: connecting included), ready_s
+(from start to every client attached), errors; and per client attachment: attach_ms (p50,
+p99, max over attached clients: from the client's own connect to its ``caught-up`` /
+``caught_up`` / first answer), span_s (first connect to last attachment), connect_span_s
+(first connect to last connect), ids (event ids received, summed), and for a replay run
+``short`` (clients that did not reach ``replay_last_id``), ``lost_ids`` (ids short of it,
+summed) and ``dup_ids`` (ids received beyond the ones between the client's cursor and its
+last id, summed).
 """
 
 from __future__ import annotations
@@ -46,6 +70,7 @@ ID_SSE = re.compile(rb"(?m)^id: (\d+)\r?$")
 ID_JSON = re.compile(rb'\{"id":(\d+),')
 STAMP = re.compile(rb'"text":"(\d+) (\d+\.\d+) ')
 LAST_ID = re.compile(rb'"last_event_id":(\d+)')
+TURN_END = b'"kind":"turn_end"'
 CONNECTING = 256  # clients connecting at once (handshakes in flight)
 MAX_RECONNECTS = 20  # per client
 
@@ -113,6 +138,10 @@ class Client(asyncio.Protocol):
         self.attached = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.reconnects, self.stopping, self.resumed = 0, False, False
+        # until_turn_end: done only once the turn's turn_end has arrived too
+        self.ended = not cfg.get("until_turn_end")
+        self.ids = 0  # event ids received
+        self.t_connect = self.t_ready = 0.0  # time.monotonic()
 
     # -- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -152,6 +181,7 @@ class Client(asyncio.Protocol):
     def ready(self) -> None:
         if not self.is_ready:
             self.is_ready = True
+            self.t_ready = time.monotonic()
             self.stats.mark_ready()
             self.attached.set_result(None)
 
@@ -162,15 +192,21 @@ class Client(asyncio.Protocol):
     # -- the checks, over one buffer of complete events received at `now`
     def account(self, data: bytes, id_re: re.Pattern[bytes], now: float) -> None:
         last = self.last_id
-        for raw in id_re.findall(data):
+        ids = id_re.findall(data)
+        self.ids += len(ids)
+        for raw in ids:
             event_id = int(raw)
             if event_id != last + 1:
                 self.stats.id_errors += 1
             if event_id > last:
                 last = event_id
         self.last_id = last
+        if not self.ended and TURN_END in data:
+            self.ended = True
         stamps = STAMP.findall(data)
         if not stamps:
+            if self.ended and self.unique >= self.k:
+                self.finish()
             return
         st, seen, k = self.stats, self.seen, self.k
         hist, max_seq = st.hist, self.max_seq
@@ -200,14 +236,15 @@ class Client(asyncio.Protocol):
         self.max_seq = max_seq
         st.received += len(stamps)
         st.last_recv = now
-        if self.unique >= k:
+        if self.unique >= k and self.ended:
             self.finish()
 
 
 class SseClient(Client):
     def send_request(self) -> None:
         path = self.target["path"]
-        resume = f"Last-Event-ID: {self.last_id}\r\n".encode() if self.resumed else b""
+        resume = (f"Last-Event-ID: {self.last_id}\r\n".encode()
+                  if self.resumed or self.cfg.get("resume_header") else b"")
         self.transport.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                              f"Accept: text/event-stream\r\n".encode() + self.auth() + resume
                              + b"\r\n")
@@ -397,30 +434,51 @@ class PollClient(Client):
 KINDS = {"sse": SseClient, "ws": WsClient, "poll": PollClient}
 
 
+
+
+async def _open(loop: asyncio.AbstractEventLoop, client: Any, cfg: dict[str, Any],
+                stats: Stats) -> None:
+    """Connect ``client`` and wait until it is attached or lost (the caller holds the gate,
+    so handshakes in flight are bounded)."""
+    try:
+        await loop.create_connection(lambda: client, "127.0.0.1", cfg["port"])
+    except OSError as exc:
+        stats.error(f"connect: {exc!r}")
+        return
+    await asyncio.wait([client.attached, client.lost],
+                       return_when=asyncio.FIRST_COMPLETED, timeout=cfg["timeout"])
+
+async def _stop(clients: list[Any], connecting: list[asyncio.Task[Any]]) -> None:
+    """Close every client's connection and cancel the connects still under way."""
+    for client in clients:
+        client.stopping = True
+        if client.transport is not None:
+            client.transport.close()
+    for task in connecting:
+        task.cancel()
+    await asyncio.sleep(0)
+
 async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     total = sum(t["clients"] for t in cfg["targets"])
     stats = Stats(total, cfg["events"])
     kind = KINDS[cfg["transport"]]
-    gate = asyncio.Semaphore(CONNECTING)
+    gate = asyncio.Semaphore(cfg.get("connecting") or CONNECTING)
+    spread = cfg.get("connect_spread") or 0.0
     clients: list[Client] = []
-    started = time.monotonic()
+    started, cpu_start = time.monotonic(), _cpu()
 
-    async def connect(target: dict[str, Any]) -> None:
+    async def connect(target: dict[str, Any], i: int) -> None:
+        if spread:
+            await asyncio.sleep(started + i * spread / total - time.monotonic())
         async with gate:
             client = kind(stats, cfg, target)
             clients.append(client)
-            try:
-                await loop.create_connection(lambda: client, "127.0.0.1", cfg["port"])
-            except OSError as exc:
-                stats.error(f"connect: {exc!r}")
-                return
-            # hold the gate until attached (handshakes in flight are bounded)
-            await asyncio.wait([client.attached, client.lost],
-                               return_when=asyncio.FIRST_COMPLETED, timeout=cfg["timeout"])
+            client.t_connect = time.monotonic()
+            await _open(loop, client, cfg, stats)
 
-    connecting = [asyncio.ensure_future(connect(t)) for t in cfg["targets"]
-                  for _ in range(t["clients"])]
+    connecting = [asyncio.ensure_future(connect(t, i)) for i, t in enumerate(
+        t for t in cfg["targets"] for _ in range(t["clients"]))]
     try:
         ready_at = await asyncio.wait_for(asyncio.shield(stats.all_ready), cfg["timeout"])
     except TimeoutError:
@@ -442,13 +500,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
             stats.error(f"{total - stats.done} clients still missing events at the timeout")
     end = time.monotonic()
     cpu = _cpu() - cpu0
-    for client in clients:
-        client.stopping = True
-        if client.transport is not None:
-            client.transport.close()
-    for task in connecting:
-        task.cancel()
-    await asyncio.sleep(0)
+    await _stop(clients, connecting)
     expected = total * cfg["events"]
     unique = sum(c.unique for c in clients)
     window = stats.last_recv - stats.first_stamp
@@ -460,6 +512,181 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
         "rate": round(unique / window, 1) if window > 0 else 0.0,
         "window_s": round(window, 4) if window > 0 else 0.0,
         "cpu_s": round(cpu, 3), "busy": round(cpu / (end - go), 3) if end > go else 0.0,
+        "busy_all": round((_cpu() - cpu_start) / (time.monotonic() - started), 3),
+        "errors": stats.errors})
+    result.update(attachment(clients, cfg.get("replay_last_id")))
+    return result
+
+
+def spread_ms(values: list[float]) -> dict[str, float]:
+    """p50, p90, p99 and max of ``values`` (seconds), in ms; n is how many."""
+    if not values:
+        return {"n": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+
+    return {"n": len(ordered), "p50": at(0.5), "p90": at(0.9), "p99": at(0.99),
+            "max": round(ordered[-1] * 1000, 2)}
+
+
+def attachment(clients: list[Client], target: int | None) -> dict[str, Any]:
+    """Per-client attach times and id counts (the module docstring's second list)."""
+    attached = [c for c in clients if c.is_ready]
+    out: dict[str, Any] = {
+        "attach_ms": spread_ms([c.t_ready - c.t_connect for c in attached]),
+        "span_s": round(max(c.t_ready for c in attached)
+                        - min(c.t_connect for c in clients), 4) if attached else None,
+        "connect_span_s": round(max(c.t_connect for c in clients)
+                                - min(c.t_connect for c in clients), 4) if clients else None,
+        "ids": sum(c.ids for c in clients)}
+    if target is not None:
+        out.update({
+            "short": sum(c.last_id < target for c in clients),
+            "lost_ids": sum(max(0, target - c.last_id) for c in clients),
+            "dup_ids": sum(max(0, c.ids - (c.last_id - c.target["after"])) for c in clients)})
+    return out
+
+
+class GetClient(asyncio.Protocol):
+    """A keep-alive request loop (``"transport": "get"``): one request in flight."""
+
+    def __init__(self, stats: Stats, cfg: dict[str, Any], target: dict[str, Any],
+                 loop_state: dict[str, Any]) -> None:
+        self.stats, self.cfg, self.state = stats, cfg, loop_state
+        token = cfg.get("token")
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        self.request = f"GET {target['path']} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode()
+        self.transport: asyncio.Transport | None = None
+        self.buf, self.head, self.length, self.sent = b"", True, 0, 0.0
+        self.is_ready = self.stopping = False
+        self.attached = asyncio.get_running_loop().create_future()
+        self.lost = asyncio.get_running_loop().create_future()
+        self.answers = self.bytes = self.events = self.bad = self.reconnects = 0
+        self.ids = 0  # events in every answer, the unmeasured ones included
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.send()
+
+    def send(self) -> None:
+        self.buf, self.head = b"", True
+        self.sent = time.perf_counter()
+        self.transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.stopping:
+            return
+        if self.reconnects < MAX_RECONNECTS:  # the server closed a keep-alive connection
+            self.reconnects += 1
+            self.stats.reconnects += 1
+            asyncio.ensure_future(asyncio.get_running_loop().create_connection(
+                lambda: self, "127.0.0.1", self.cfg["port"]))
+            return
+        self.stats.error(f"connection lost: {exc!r}")
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        if self.head:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = buf
+                return
+            head = buf[:end].lower()
+            if b" 200 " not in head.split(b"\r\n", 1)[0]:
+                self.bad += 1
+                self.stats.error(f"answered {head[:80]!r}")
+            match = re.search(rb"content-length: *(\d+)", head)
+            self.length, self.head, buf = int(match.group(1)) if match else 0, False, \
+                buf[end + 4:]
+        if len(buf) < self.length:
+            self.buf = buf
+            return
+        if len(buf) > self.length:
+            self.stats.error("more bytes than one answer (pipelining is not used)")
+        now = time.perf_counter()
+        state = self.state
+        events = buf.count(b'{"id":')
+        self.ids += events
+        if state["measuring"] and self.sent >= state["t0"]:
+            lat = now - self.sent
+            bucket = int(lat * 100_000)
+            self.stats.hist[bucket] = self.stats.hist.get(bucket, 0) + 1
+            if lat > self.stats.max_lat:
+                self.stats.max_lat = lat
+            self.answers += 1
+            self.bytes += self.length
+            self.events += events
+        if not self.is_ready:
+            self.is_ready = True
+            self.stats.mark_ready()
+            self.attached.set_result(None)
+        if now < state["t_end"] and not self.stopping:
+            self.send()
+        else:
+            self.stopping = True
+            self.stats.mark_done()
+
+
+async def run_requests(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``get`` request loop (module docstring); one JSON-able result."""
+    loop = asyncio.get_running_loop()
+    total = sum(t["clients"] for t in cfg["targets"])
+    stats = Stats(total, 0)
+    state = {"measuring": False, "t0": float("inf"), "t_end": float("inf")}
+    gate = asyncio.Semaphore(cfg.get("connecting") or CONNECTING)
+    clients: list[GetClient] = []
+    started = time.monotonic()
+
+    async def connect(target: dict[str, Any]) -> None:
+        async with gate:
+            client = GetClient(stats, cfg, target, state)
+            clients.append(client)
+            await _open(loop, client, cfg, stats)
+
+    connecting = [asyncio.ensure_future(connect(t)) for t in cfg["targets"]
+                  for _ in range(t["clients"])]
+    try:
+        ready_at = await asyncio.wait_for(asyncio.shield(stats.all_ready), cfg["timeout"])
+    except TimeoutError:
+        ready_at = None
+    result: dict[str, Any] = {"clients": total, "ready": stats.ready,
+                              "ready_s": round(ready_at - started, 4) if ready_at else None}
+    t0 = t1 = time.perf_counter()
+    cpu = 0.0
+    if ready_at is not None:  # every connection loops from its first answer on
+        print(json.dumps({"ready": result["ready_s"]}), flush=True)
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if line.strip() != "go":
+            stats.error("no go from the orchestrator")
+        cpu0 = _cpu()
+        t0 = time.perf_counter()
+        state.update(measuring=True, t0=t0, t_end=t0 + cfg["duration"])
+        try:
+            await asyncio.wait_for(asyncio.shield(stats.all_done),
+                                   cfg["duration"] + cfg["timeout"])
+        except TimeoutError:
+            stats.error(f"{total - stats.done} connections still waiting at the timeout")
+        t1 = time.perf_counter()
+        cpu = _cpu() - cpu0
+    await _stop(clients, connecting)
+    answers = sum(c.answers for c in clients)
+    per_conn = sorted(c.answers for c in clients)
+    window = t1 - t0
+    result.update({
+        "requests": answers, "window_s": round(window, 4),
+        "rate": round(answers / window, 1) if window > 0 else 0.0,
+        "latency_ms": stats.percentiles(), "bad_status": sum(c.bad for c in clients),
+        "answers_per_conn": {"min": min(per_conn), "p50": per_conn[len(per_conn) // 2],
+                             "max": max(per_conn)} if per_conn else None,
+        "bytes_per_answer": round(sum(c.bytes for c in clients) / answers) if answers else 0,
+        "events_per_answer": round(sum(c.events for c in clients) / answers, 2)
+        if answers else 0.0, "ids": sum(c.ids for c in clients),
+        "reconnects": stats.reconnects,
+        "cpu_s": round(cpu, 3), "busy": round(cpu / window, 3) if window > 0 else 0.0,
         "errors": stats.errors})
     return result
 
@@ -480,7 +707,8 @@ def main() -> None:
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    print(json.dumps({"result": runner(run(cfg))}), flush=True)
+    work = run_requests(cfg) if cfg["transport"] == "get" else run(cfg)
+    print(json.dumps({"result": runner(work)}), flush=True)
 
 
 if __name__ == "__main__":
