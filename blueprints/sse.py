@@ -24,10 +24,12 @@ from flask import Blueprint, Response, request
 from greenlet import greenlet
 
 from blueprints import current_core
+from blueprints.fanout import FANOUT, DirectSocket, Fanout, Member, direct_socket
 from blueprints.sendguard import REAPER, Reaper, Watch, limit_unsent, stream_socket
 from tether import sse
 from tether.cursor import parse_cursor, parse_flag
 from tether.errors import NotFound
+from tether.events import Event
 from tether.feed import Delivery, Feed
 from tether.metrics import Metrics
 from tether.sessions import SessionRegistry
@@ -75,9 +77,10 @@ def inbox_stream() -> Response:
 def _response(follow: Callable[[Feed], None],
               stopping: Callable[[Delivery], bool]) -> Response:
     core = current_core()
+    direct = direct_socket(request.environ) if core.settings.shared_writer else None
     body = events(Feed(core.epoch), follow, core.settings.keepalive_seconds,
                   core.settings.sse_retry_ms, stream_socket(request.environ), stopping,
-                  metrics=core.metrics)
+                  metrics=core.metrics, direct=direct)
     # direct_passthrough: the server iterates ``body`` itself, not werkzeug's wrappers of it
     # (ClosingIterator over iter_encoded()), which would hold this Response, and add two
     # layers of C stack to what a waiting stream's greenlet keeps (issue 5: memory per idle
@@ -89,7 +92,8 @@ def _response(follow: Callable[[Feed], None],
 def events(feed: Feed, follow: Callable[[Feed], None], keepalive_seconds: float,
            retry_ms: int, sock: Any = None,
            stopping: Callable[[Delivery], bool] = lambda delivery: False,
-           reaper: Reaper = REAPER, metrics: Metrics | None = None) -> Iterator[bytes]:
+           reaper: Reaper = REAPER, metrics: Metrics | None = None,
+           direct: DirectSocket | None = None, fanout: Fanout = FANOUT) -> Iterator[bytes]:
     """The stream body. Uses no request context: it outlives the view.
 
     ``follow(feed)`` subscribes the feed to its sources when the body starts, not in the
@@ -101,9 +105,15 @@ def events(feed: Feed, follow: Callable[[Feed], None], keepalive_seconds: float,
     With ``sock`` (the client's socket), ``reaper`` closes the stream when one write takes over
     the send timeout or the peer is gone (blueprints.sendguard); the client resumes from its
     cursor. ``metrics`` counts the stream and what it delivers (tether.metrics).
+
+    With ``direct`` (and ``sock``), the stream lends its session's live tail to the session's
+    shared writer whenever it has caught up (blueprints.fanout), and takes it back before it
+    writes anything else (an inbox snapshot, a keepalive, the end).
     """
     follow(feed)
     del follow  # its closure is not needed while the stream lasts
+    attached = feed.attached
+    lending = attached[0] if direct is not None and sock is not None and attached else None
     if metrics is not None:
         metrics.clients.labels("sse").inc()
     # A write that blocks (the client is not reading) pauses the feed until it returns, so
@@ -114,6 +124,7 @@ def events(feed: Feed, follow: Callable[[Feed], None], keepalive_seconds: float,
                          keepalive_seconds) if sock is not None else None
     if sock is not None:
         limit_unsent(sock)
+    member: Member | None = None  # while the session's shared writer has the live tail
     try:
         # One generator, no layers under it while the stream waits (in feed.next): every
         # generator a wait is nested in costs the waiting greenlet about 0.6 KB of saved C
@@ -121,10 +132,29 @@ def events(feed: Feed, follow: Callable[[Feed], None], keepalive_seconds: float,
         yield from _send([sse.retry(retry_ms)], watch)
         timeout = keepalive_seconds if watch is None else None  # None: the reaper ticks (events)
         while True:
+            if lending is not None and direct is not None:
+                lent = feed.lend(lending)
+                if lent is not None:
+                    member = Member(direct, lent[1], _event_frame, feed.tick, watch=watch,
+                                    metrics=metrics)
+                    fanout.join(lent[0], member)
             deliveries = feed.next(timeout)
+            handed_back = False
+            if member is not None:
+                # Back from the shared writer before anything else is written.
+                handed_back = member.writer is None
+                cursor, pending = fanout.leave(member)
+                feed.reclaim(lending, cursor)  # type: ignore[arg-type]
+                if member.failed:
+                    return  # the socket failed under the writer: the client is gone
+                member = None
+                if pending and not _write_rest(pending, direct, watch):
+                    return
             if watch is not None and watch.aborted:
                 return  # the reaper shut the socket: nothing more can be written
             if not deliveries:
+                if handed_back:
+                    continue  # not a keepalive: the writer handed the stream back (above)
                 # A comment for proxies, and a ping that JavaScript can see (DESIGN.md).
                 yield from _send([sse.comment("keepalive"),
                                   sse.named("ping", {"ts": round(time.time(), 3)})], watch)
@@ -141,6 +171,8 @@ def events(feed: Feed, follow: Callable[[Feed], None], keepalive_seconds: float,
             # Not kept while the stream waits for the next wake-up: a replay's batch of events.
             del deliveries, ended
     finally:
+        if member is not None:
+            fanout.leave(member)
         if metrics is not None:
             metrics.clients.labels("sse").dec()
         if watch is not None:
@@ -168,6 +200,27 @@ def _send(frames: Iterable[bytes], watch: Watch | None) -> Iterator[bytes]:
             watch.sent()
     if size > RELEASE_BYTES:
         yield b""
+
+
+def _event_frame(event: Event) -> bytes:
+    return sse.event_frame(event.id, event.data)
+
+
+def _write_rest(data: bytes, direct: DirectSocket | None, watch: Watch | None) -> bool:
+    """Write what the shared writer's last ``send()`` left unwritten, straight to the socket
+    (it is already framed), as one timed write (blueprints.sendguard). :returns: False when
+    the socket failed."""
+    assert direct is not None
+    if watch is not None:
+        watch.sending()
+    try:
+        direct.sock.sendall(data)
+    except OSError:
+        return False
+    finally:
+        if watch is not None:
+            watch.sent()
+    return True
 
 
 def _take(frames: Iterator[bytes], limit: int) -> bytes:

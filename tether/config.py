@@ -62,6 +62,9 @@ class Settings(BaseSettings):
         10.0, gt=0, allow_inf_nan=False, validation_alias=_env("BODY_TIMEOUT")
     )
     sse_retry_ms: int = Field(2000, gt=0, validation_alias=_env("SSE_RETRY_MS"))
+    #: One writer per session writes the live tail of every caught-up SSE stream
+    #: (blueprints.fanout); off, each stream writes its own (for comparison in bench/).
+    shared_writer: bool = Field(True, validation_alias=_env("SHARED_WRITER"))
     local_word_delay_seconds: float = Field(
         0.02, ge=0, allow_inf_nan=False, validation_alias=_env("LOCAL_WORD_DELAY")
     )

@@ -53,6 +53,8 @@ class _Attachment:
     reset: bool
     paused: bool = False
     caught_up: bool = False
+    #: Its live tail is written by someone else for now (:meth:`Feed.lend`).
+    lent: bool = False
 
 
 class Feed:
@@ -176,13 +178,51 @@ class Feed:
         if sources and self._due():
             self._flag.set()
 
+    def lend(self, session_id: str) -> tuple[EventLog, int] | None:
+        """Hand a caught-up session's live tail to another writer (blueprints.fanout: one
+        writer per session for every stream that is caught up): until :meth:`reclaim`, the
+        log no longer wakes this feed and :meth:`collect` skips it. Other sources (the inbox),
+        :meth:`tick`, :meth:`wake` and :meth:`close` still wake it.
+
+        :returns: ``(log, cursor)``, or None when there is something to deliver for it first
+            (a reset, the replay, events after the cursor, the close of its log), or it is
+            not attached, or the feed is paused or closed.
+        """
+        with self._lock:
+            attachment = self._attachments.get(session_id)
+            if (attachment is None or self._closed or self._paused or attachment.paused
+                    or attachment.lent or attachment.reset or not attachment.caught_up):
+                return None
+            log = attachment.log
+            if log.closed or attachment.cursor < log.last_id:
+                return None
+            attachment.lent = True
+            cursor = attachment.cursor
+        log.unwatch(self._flag)
+        return log, cursor
+
+    def reclaim(self, session_id: str, cursor: int) -> None:
+        """Take back what :meth:`lend` handed out: ``cursor`` is the last event id the other
+        writer wrote (never moved backwards). The next :meth:`next` collects what came after
+        it. Unknown or not lent: nothing."""
+        with self._lock:
+            attachment = self._attachments.get(session_id)
+            if attachment is None or not attachment.lent:
+                return
+            attachment.lent = False
+            attachment.cursor = max(attachment.cursor, cursor)
+            log = attachment.log if not (self._paused or self._closed) else None
+        if log is not None:
+            log.watch(self._flag)
+        self._flag.set()  # what was appended while lent: the next collect reads it
+
     def _due(self) -> bool:
         """Whether :meth:`collect` would deliver something now (without delivering it)."""
         with self._lock:
             if self._closed:
                 return True
             for attachment in self._attachments.values():
-                if attachment.paused:
+                if attachment.paused or attachment.lent:
                     continue
                 log = attachment.log
                 if (attachment.reset or not attachment.caught_up or log.closed
@@ -193,7 +233,8 @@ class Feed:
                 self._inbox_snapshots and inbox.revision != self._inbox_seen))
 
     def _sources(self) -> list[EventLog | Inbox]:
-        logs: list[EventLog | Inbox] = [a.log for a in self._attachments.values()]
+        logs: list[EventLog | Inbox] = [a.log for a in self._attachments.values()
+                                        if not a.lent]
         return logs + ([self._inbox] if self._inbox is not None else [])
 
     def wake(self) -> None:
@@ -245,7 +286,7 @@ class Feed:
         more = False
         with self._lock:
             for session_id, attachment in list(self._attachments.items()):
-                if attachment.paused:
+                if attachment.paused or attachment.lent:
                     continue
                 log = attachment.log
                 if attachment.reset:

@@ -77,10 +77,14 @@ class Metrics:
     def delivering(self, transport: str, events: Sequence[Event]) -> None:
         """Count ``events`` as delivered on ``transport`` now (they are being written), and
         observe the oldest one's age. Empty: nothing."""
-        if not events:
-            return
-        self._delivered[transport].inc(len(events))
-        self._latency[transport].observe(max(self._clock() - events[0].ts, 0.0))
+        if events:
+            self.delivered_now(transport, len(events), events[0].ts)
+
+    def delivered_now(self, transport: str, count: int, oldest_ts: float) -> None:
+        """:meth:`delivering` from figures: ``count`` events written now on ``transport``, the
+        oldest appended at ``oldest_ts`` (Unix time, seconds)."""
+        self._delivered[transport].inc(count)
+        self._latency[transport].observe(max(self._clock() - oldest_ts, 0.0))
 
     def delivering_all(self, transport: str, deliveries: Sequence[Delivery]) -> None:
         """:meth:`delivering` for every ``events`` delivery of a feed's wake-up."""

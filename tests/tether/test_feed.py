@@ -633,3 +633,104 @@ def test_a_tick_ends_a_wait_without_a_timeout_only_when_nothing_is_due() -> None
     assert summary(feed.next(None)) == [("events", "s", [2])]  # data wins over the tick
     threading.Timer(0.05, fill, (log, 1)).start()
     assert summary(feed.next(None)) == [("events", "s", [3])]  # and the tick was spent
+
+
+# -- lend and reclaim (blueprints.fanout's shared writer) ---------------------------------
+
+def caught_up_feed(log: MemoryEventLog) -> Feed:
+    feed = Feed(EPOCH)
+    feed.attach(log, 0)
+    feed.collect()
+    return feed
+
+
+def test_lend_hands_out_a_caught_up_tail_and_stops_the_log_waking_the_feed() -> None:
+    log = make_log(count=3)
+    feed = caught_up_feed(log)
+    feed.wait(0)
+    lent = feed.lend("s")
+    assert lent == (log, 3)
+    assert len(watchers(log)) == 0
+    fill(log, 2)
+    assert not feed.wait(0)  # the log no longer wakes it
+    assert feed.collect() == []  # and collect leaves it to the other writer
+    assert feed.lend("s") is None  # lent once
+
+
+def test_lend_refuses_while_something_is_due_first() -> None:
+    log = make_log(count=3)
+    feed = Feed(EPOCH)
+    feed.attach(log, 0)
+    assert feed.lend("s") is None  # the replay is not done
+    feed.collect()
+    log.append("text", {"text": "new"})
+    assert feed.lend("s") is None  # an event after the cursor
+    feed.collect()
+    assert feed.lend("nope") is None
+    log.close()
+    assert feed.lend("s") is None  # the close is still to deliver
+    reset = Feed(EPOCH)
+    reset.attach(make_log(count=1), 5)
+    assert reset.lend("s") is None
+
+
+def test_lend_refuses_a_paused_or_closed_feed() -> None:
+    log = make_log(count=1)
+    feed = caught_up_feed(log)
+    feed.pause()
+    assert feed.lend("s") is None
+    feed.resume()
+    feed.close()
+    assert feed.lend("s") is None
+
+
+def test_reclaim_moves_the_cursor_and_delivers_what_came_after_it() -> None:
+    log = make_log(count=3)
+    feed = caught_up_feed(log)
+    feed.lend("s")
+    fill(log, 4)  # events 4..7; the other writer wrote up to 5
+    feed.reclaim("s", 5)
+    assert len(watchers(log)) == 1
+    assert feed.wait(0)
+    assert summary(feed.collect()) == [("events", "s", [6, 7])]
+    log.append("text", {"text": "live"})
+    assert feed.wait(0)  # watched again
+
+
+def test_reclaim_never_moves_the_cursor_back_and_ignores_what_is_not_lent() -> None:
+    log = make_log(count=3)
+    feed = caught_up_feed(log)
+    feed.reclaim("s", 1)  # not lent: nothing
+    assert summary(feed.collect()) == []
+    feed.lend("s")
+    feed.reclaim("s", 1)
+    assert summary(feed.collect()) == []
+    feed.reclaim("nope", 9)
+
+
+def test_a_lent_session_leaves_the_inbox_and_other_sessions_alone() -> None:
+    log, other = make_log("s", 1), make_log("t", 1)
+    inbox = make_inbox()
+    feed = Feed(EPOCH)
+    feed.attach(log, 0)
+    feed.attach(other, 0)
+    feed.collect()
+    feed.subscribe_inbox(inbox)
+    feed.collect()
+    feed.lend("s")
+    feed.wait(0)
+    other.append("text", {"text": "t2"})
+    fill(log, 1)
+    assert feed.wait(0)
+    assert summary(feed.collect()) == [("events", "t", [2])]
+
+
+def test_a_paused_feed_resumes_without_rewatching_a_lent_log() -> None:
+    log = make_log(count=1)
+    feed = caught_up_feed(log)
+    feed.lend("s")
+    feed.pause()
+    feed.resume()
+    assert len(watchers(log)) == 0
+    feed.reclaim("s", 1)
+    assert len(watchers(log)) == 1
