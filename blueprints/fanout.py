@@ -1,4 +1,5 @@
-"""One writer per session for the live tail of caught-up streams (issue 5: wide fan-out).
+"""One writer per session for the live tail of caught-up streams, SSE and WebSocket (issue 5:
+wide fan-out).
 
 Without it, every append wakes every attached stream's greenlet, and each one collects the
 event from the log, frames it and hands it to the server to write: about 50 us per client per
@@ -19,7 +20,10 @@ Only where that is sound (:func:`direct_socket`): gunicorn's gevent worker, wher
 greenlet runs on one thread, so the writer's loop, which never yields, cannot interleave with
 a stream's own writes (a stream leaves before it writes anything); a plain TCP socket (never
 TLS); and the body framing gunicorn gives the response, HTTP/1.1 chunked (RFC 9112 section 7.1)
-or HTTP/1.0 raw (gunicorn/http/wsgi.py, ``Response.is_chunked``).
+or HTTP/1.0 raw (gunicorn/http/wsgi.py, ``Response.is_chunked``). A WebSocket joins only
+without permessage-deflate, whose messages are the same bytes for every client (RFC 6455
+section 5.2); its sender is parked while it is a member, and its control frames (pong, close,
+written by simple-websocket) make the writer hand it back (``Member.busy``, ``Member.hold``).
 """
 
 from __future__ import annotations
@@ -92,6 +96,11 @@ class Member:
     :param frame: an event's bytes on this stream (an SSE frame); members sharing ``frame``
         and ``chunked`` and a cursor get the very same bytes.
     :param wake: called (on the writer's greenlet) when the writer hands the stream back.
+    :param busy: whether someone else is writing to the socket now (the WebSocket's control
+        frames): the writer then hands the stream back instead of writing.
+    :param hold: takes the unwritten rest of a partial write, where the socket's other
+        writers must write it before anything of theirs (the WebSocket); without it the rest
+        waits in :attr:`pending` for the stream.
     """
 
     direct: DirectSocket
@@ -101,6 +110,8 @@ class Member:
     transport: str = "sse"
     watch: Watch | None = None
     metrics: Metrics | None = None
+    busy: Callable[[], bool] | None = None
+    hold: Callable[[bytes], None] | None = None
     #: The bytes of a write the socket took only part of: the stream writes them first.
     pending: bytes = b""
     #: The socket failed (reset, closed): the stream should end.
@@ -188,6 +199,9 @@ class SessionWriter:
                     payload = b"%X\r\n%s\r\n" % (len(payload), payload)
                 prepared = writes[key] = (payload, start)
             data, start = prepared
+            if member.busy is not None and member.busy():
+                self.evict(member)
+                continue
             try:
                 sent = member.direct.raw.send(data)
             except (BlockingIOError, InterruptedError):
@@ -215,7 +229,10 @@ class SessionWriter:
         if member in self.members:
             del self.members[member]
             member.writer = None
-            member.pending = pending
+            if pending and member.hold is not None:
+                member.hold(pending)
+            else:
+                member.pending = pending
             member.wake()
 
 

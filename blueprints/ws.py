@@ -46,7 +46,9 @@ from blueprints.bodies import (
     UpdateSession,
     validate,
 )
-from blueprints.sendguard import REAPER, SEND_TIMEOUT_SECONDS, set_user_timeout
+from blueprints.fanout import FANOUT, DirectSocket, Member, direct_socket
+from blueprints.sendguard import REAPER, SEND_TIMEOUT_SECONDS, Watch, set_user_timeout
+from tether.events import Event
 from tether.feed import Delivery, Feed
 from tether.sessions import Session, SessionRegistry
 
@@ -112,21 +114,40 @@ class _WholeSends:
     large frame (miguelgrinberg/simple-websocket#45); its reader thread also writes (pong,
     close). This proxy makes each write whole and serializes them, and tells how long the
     current write has been blocked (:meth:`stuck_for`, seconds) for the send timeout.
+
+    The session's shared writer (blueprints.fanout) writes to the OS socket directly while
+    nothing goes through here (:meth:`busy`); the rest of a write the socket took only in part
+    is :meth:`hold`-en, and goes out ahead of the next write.
     """
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
         self._lock = threading.Lock()
         self._since: float | None = None
+        self._rest = b""
 
     def send(self, data: bytes, *flags: int) -> int:
         with self._lock:
             self._since = time.monotonic()
+            rest, self._rest = self._rest, b""
             try:
-                self._raw.sendall(data, *flags)
+                self._raw.sendall(rest + data if rest else data, *flags)
             finally:
                 self._since = None
         return len(data)
+
+    def busy(self) -> bool:
+        """Whether a write is under way."""
+        return self._lock.locked()
+
+    def hold(self, rest: bytes) -> None:
+        """Write ``rest`` (the tail of a frame) before whatever is sent next."""
+        self._rest += rest
+
+    def flush(self) -> None:
+        """Write what :meth:`hold` holds, if anything."""
+        if self._rest:
+            self.send(b"")
 
     def stuck_for(self) -> float:
         since = self._since
@@ -174,13 +195,31 @@ def _event_head(session_id: str | None) -> bytes:
             + jsonrpc.dumps(session_id) + ',"event":').encode("ascii")
 
 
+@functools.lru_cache(maxsize=1024)
+def _event_framer(session_id: str) -> Callable[[Event], bytes]:
+    """A session's events as uncompressed messages, for its shared writer: one function per
+    session, so that the writer frames each event once for all its WebSockets."""
+    head = _event_head(session_id)
+
+    def frame(event: Event) -> bytes:
+        return _event_message(head, event.data)
+
+    return frame
+
+
 @sock.route("/api/ws", bp=bp)
 def websocket(ws: Any) -> None:
+    core = current_core()
     label = f"ws {request.remote_addr or 'client'}"
     # simple-websocket accepts permessage-deflate only when the client offers it.
     offered = request.headers.get("Sec-WebSocket-Extensions", "")
-    Connection(ws, current_core(), label,
-               compressed="permessage-deflate" in offered.lower()).run()
+    compressed = "permessage-deflate" in offered.lower()
+    direct = direct_socket(request.environ)
+    if direct is not None and core.settings.shared_writer and not compressed:
+        direct = DirectSocket(direct.sock, direct.raw, chunked=False)  # frames, not chunks
+    else:
+        direct = None
+    Connection(ws, core, label, compressed=compressed, direct=direct).run()
 
 
 class Connection:
@@ -189,14 +228,17 @@ class Connection:
     :param compressed: whether the client offered permessage-deflate (RFC 7692), so that the
         connection may compress: its messages are framed by its own wsproto state. Without
         it, an event's message is framed once and the same bytes go to every client.
+    :param direct: the socket for the sessions' shared writers (blueprints.fanout), which
+        then write the live tail of every attached session that has caught up.
     """
 
     def __init__(self, ws: Any, core: SessionRegistry, label: str,
-                 compressed: bool = True) -> None:
+                 compressed: bool = True, direct: DirectSocket | None = None) -> None:
         self.ws = ws
         self.core = core
         self.label = label
         self.compressed = compressed
+        self.direct = direct
         # A half-open peer never acknowledges our pings: the kernel aborts the connection
         # after SEND_TIMEOUT_SECONDS (Linux), and the reader, blocked in recv, sees it at once.
         set_user_timeout(ws.sock, SEND_TIMEOUT_SECONDS)
@@ -269,9 +311,16 @@ class Connection:
         # The reaper's keepalive clock wakes the feed (tick) when nothing went out for
         # `keepalive` seconds, so that the wait needs no timer of its own (sendguard.Reaper).
         clock = REAPER.watch(None, _nothing, on_idle=self.feed.tick, idle_seconds=keepalive)
+        lent: list[tuple[str, Member]] = []
         try:
             while not self.closed.is_set():
+                if self.direct is not None:
+                    lent = self._lend(self.direct, clock)
                 self.feed.wait(None)
+                if lent:
+                    # Back from the shared writers before anything else is written.
+                    self._reclaim(lent)
+                    lent = []
                 sent = False
                 while not self.outbox.empty():
                     self.ws.send(self.outbox.get_nowait())
@@ -288,16 +337,48 @@ class Connection:
                 if sent:
                     last_send = time.monotonic()
                     clock.wrote()
-                elif time.monotonic() - last_send >= keepalive * 0.9:  # (the clock is coarse)
+                # The shared writers note their writes on the clock too.
+                elif time.monotonic() - max(last_send, clock.last_write) >= keepalive * 0.9:
                     self.ws.send(jsonrpc.notification("ping", {"ts": round(time.time(), 3)}))
                     last_send = time.monotonic()
                     clock.wrote()
         except (ConnectionClosed, OSError):
             pass
         finally:
+            for _, member in lent:
+                FANOUT.leave(member)
             REAPER.forget(clock)
             self.closed.set()
             self.socket.abort()  # wakes the reader: this socket is done
+
+    def _lend(self, direct: DirectSocket, clock: Watch) -> list[tuple[str, Member]]:
+        """Hand every attached session that has caught up to its shared writer."""
+        lent = []
+        for session_id in self.feed.attached:
+            handed = self.feed.lend(session_id)
+            if handed is None:
+                continue
+            log, cursor = handed
+            member = Member(direct, cursor, _event_framer(session_id), self.feed.tick,
+                            transport="websocket", watch=clock, metrics=self.core.metrics,
+                            busy=self.socket.busy, hold=self.socket.hold)
+            FANOUT.join(log, member)
+            lent.append((session_id, member))
+        return lent
+
+    def _reclaim(self, lent: list[tuple[str, Member]]) -> None:
+        """Take the sessions back from their writers, then write what a partial write left.
+
+        :raises ConnectionClosed: a writer found the socket failed.
+        """
+        failed = False
+        for session_id, member in lent:
+            cursor, _ = FANOUT.leave(member)
+            self.feed.reclaim(session_id, cursor)
+            failed = failed or member.failed
+        if failed:
+            raise ConnectionClosed()
+        self.socket.flush()
 
     def _messages(self, deliveries: Iterable[Delivery]) -> Iterator[bytes]:
         """The framed messages of a wake-up's deliveries, in order (the server-stopping

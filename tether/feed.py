@@ -204,7 +204,7 @@ class Feed:
     def reclaim(self, session_id: str, cursor: int) -> None:
         """Take back what :meth:`lend` handed out: ``cursor`` is the last event id the other
         writer wrote (never moved backwards). The next :meth:`next` collects what came after
-        it. Unknown or not lent: nothing."""
+        it (the flag is set when anything did). Unknown or not lent: nothing."""
         with self._lock:
             attachment = self._attachments.get(session_id)
             if attachment is None or not attachment.lent:
@@ -214,7 +214,10 @@ class Feed:
             log = attachment.log if not (self._paused or self._closed) else None
         if log is not None:
             log.watch(self._flag)
-        self._flag.set()  # what was appended while lent: the next collect reads it
+        # Checked after watching again (an append after this point sets the flag itself):
+        # what was appended while lent, the next collect reads.
+        if self._due():
+            self._flag.set()
 
     def _due(self) -> bool:
         """Whether :meth:`collect` would deliver something now (without delivering it)."""

@@ -203,3 +203,38 @@ def test_text_frame_is_what_wsproto_frames(size: int) -> None:
     text = ("é" * size)[: size // 2] + "x" * (size - size // 2)
     expected = WsprotoConnection(ConnectionType.SERVER).send(TextMessage(data=text))
     assert ws_module.text_frame(text.encode()) == expected
+
+
+class Recording:
+    """An OS socket stand-in that records what is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+def test_held_rest_of_a_shared_write_goes_out_before_anything_else() -> None:
+    raw = Recording()
+    sends = ws_module._WholeSends(raw)
+    assert not sends.busy()
+    sends.flush()
+    assert raw.sent == []  # nothing held: no write
+    sends.hold(b"tail of a frame")
+    sends.send(b"pong")
+    assert raw.sent == [b"tail of a frame" + b"pong"]
+    sends.hold(b"more")
+    sends.flush()
+    assert raw.sent[-1] == b"more"
+
+
+def test_a_socket_the_shared_writer_found_failed_ends_the_sender(core: SessionRegistry
+                                                                 ) -> None:
+    from blueprints.fanout import DirectSocket, Member
+
+    connection = Connection(FakeWebSocket(), core, "ws test")
+    member = Member(DirectSocket(None, None, False), 3,  # type: ignore[arg-type]
+                    lambda e: b"", lambda: None, failed=True)
+    with pytest.raises(ConnectionClosed):
+        connection._reclaim([("s", member)])

@@ -734,3 +734,12 @@ def test_a_paused_feed_resumes_without_rewatching_a_lent_log() -> None:
     assert len(watchers(log)) == 0
     feed.reclaim("s", 1)
     assert len(watchers(log)) == 1
+
+
+def test_reclaim_with_nothing_new_leaves_the_flag_clear() -> None:
+    log = make_log(count=2)
+    feed = caught_up_feed(log)
+    feed.wait(0)
+    feed.lend("s")
+    feed.reclaim("s", 2)
+    assert not feed.wait(0)  # a sender that loops lend, wait, reclaim must not spin
