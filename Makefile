@@ -49,6 +49,7 @@ bench: install-test $(VENV)/.installed-bench
 	$(PY) -m bench.longpoll
 	$(PY) -m bench.reconnect
 	$(PY) -m bench.agent_path
+	$(PY) -m bench.append_lag
 
 # The pinned Claude Code CLI, for the tests that drive it (installed under .tools/).
 claude-code: .tools/.claude-code-$(CLAUDE_CODE_VERSION)

@@ -142,9 +142,10 @@ class TetherTarget:
     name = "tether"
 
     def __init__(self, workdir: Path, cpu: int | None, store: str = "memory",
-                 connections: int = 10000) -> None:
+                 connections: int = 10000, shared_writer: bool = True) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        env: dict[str, Any] = {"TETHER_STORE": store, "TETHER_MAX_SESSIONS": 1000}
+        env: dict[str, Any] = {"TETHER_STORE": store, "TETHER_MAX_SESSIONS": 1000,
+                               "TETHER_SHARED_WRITER": int(shared_writer)}
         if connections + 1000 > 10000:  # gunicorn.conf.py's worker_connections
             env["GUNICORN_CMD_ARGS"] = f"--worker-connections {connections + 1000}"
         self.server = LiveServer(workdir, **env)
@@ -720,6 +721,9 @@ def main() -> None:
                         help="N 3,100,1000; 200 and 2000 B; burst, 10, 100, 200/s; K 2000 "
                              "paced too; --mix and --replay")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and client")
+    parser.add_argument("--own-writers", action="store_true",
+                        help="TETHER_SHARED_WRITER=0: every stream writes its own live tail "
+                             "(the baseline of the shared writer, blueprints/fanout.py)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample Tether's worker with py-spy in every case; raw stacks "
                              "to DIR, the hottest functions printed (figures then include "
@@ -762,7 +766,8 @@ def main() -> None:
         targets: dict[str, Any] = {}
         if cases:
             targets["tether"] = stack.enter_context(TetherTarget(
-                Path(tmp) / "tether", server_cpu, connections=most))
+                Path(tmp) / "tether", server_cpu, connections=most,
+                shared_writer=not args.own_writers))
             for peer in args.peers:
                 targets[peer] = stack.enter_context(PeerTarget(peer, server_cpu))
         for i, case in enumerate(cases, 1):
