@@ -166,8 +166,8 @@ class SessionWriter:
                 for member in members:
                     self.evict(member)
             return 0
-        # As many events as fit in one write, by the first member's framing (the members of
-        # a session share one today: SSE's).
+        # As many events as fit in one write by the first member's framing; the members with
+        # another (SSE and WebSocket on one session) get the same events in theirs.
         first = members[0].frame
         taken: list[bytes] = []
         size = 0
@@ -187,6 +187,9 @@ class SessionWriter:
         for member in members:
             if member.cursor >= last:
                 continue
+            if member.busy is not None and member.busy():
+                self.evict(member)  # another write is under way on its socket
+                continue
             key = (member.frame, member.direct.chunked, member.cursor)
             prepared = writes.get(key)
             if prepared is None:
@@ -199,9 +202,6 @@ class SessionWriter:
                     payload = b"%X\r\n%s\r\n" % (len(payload), payload)
                 prepared = writes[key] = (payload, start)
             data, start = prepared
-            if member.busy is not None and member.busy():
-                self.evict(member)
-                continue
             try:
                 sent = member.direct.raw.send(data)
             except (BlockingIOError, InterruptedError):

@@ -19,6 +19,7 @@ running (DESIGN.md rule 4).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import queue
@@ -214,11 +215,11 @@ def websocket(ws: Any) -> None:
     # simple-websocket accepts permessage-deflate only when the client offers it.
     offered = request.headers.get("Sec-WebSocket-Extensions", "")
     compressed = "permessage-deflate" in offered.lower()
-    direct = direct_socket(request.environ)
-    if direct is not None and core.settings.shared_writer and not compressed:
-        direct = DirectSocket(direct.sock, direct.raw, chunked=False)  # frames, not chunks
-    else:
-        direct = None
+    # A compressed connection's messages are its own: no shared writer for it.
+    direct = (direct_socket(request.environ)
+              if core.settings.shared_writer and not compressed else None)
+    if direct is not None:  # after the upgrade the socket carries frames, not HTTP chunks
+        direct = dataclasses.replace(direct, chunked=False)
     Connection(ws, core, label, compressed=compressed, direct=direct).run()
 
 
@@ -307,7 +308,6 @@ class Connection:
 
     def _sender(self) -> None:
         keepalive = self.core.settings.keepalive_seconds
-        last_send = time.monotonic()
         # The reaper's keepalive clock wakes the feed (tick) when nothing went out for
         # `keepalive` seconds, so that the wait needs no timer of its own (sendguard.Reaper).
         clock = REAPER.watch(None, _nothing, on_idle=self.feed.tick, idle_seconds=keepalive)
@@ -334,13 +334,11 @@ class Connection:
                 if stopping:
                     self.ws.close(1001, "the server is stopping")
                     return
+                # The clock has every write, the shared writers' too.
                 if sent:
-                    last_send = time.monotonic()
                     clock.wrote()
-                # The shared writers note their writes on the clock too.
-                elif time.monotonic() - max(last_send, clock.last_write) >= keepalive * 0.9:
+                elif time.monotonic() - clock.last_write >= keepalive * 0.9:  # (a coarse clock)
                     self.ws.send(jsonrpc.notification("ping", {"ts": round(time.time(), 3)}))
-                    last_send = time.monotonic()
                     clock.wrote()
         except (ConnectionClosed, OSError):
             pass

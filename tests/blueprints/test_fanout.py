@@ -330,3 +330,31 @@ def test_no_direct_socket_without_gevent_threads(pairs: list[Pair]) -> None:
 def test_leave_of_a_member_never_joined_is_harmless(pairs: list[Pair]) -> None:
     m, _, _ = member(pairs, cursor=7)
     assert Fanout().leave(m) == (7, b"")
+
+
+def test_a_member_whose_socket_is_busy_is_handed_back_unwritten(pairs: list[Pair]) -> None:
+    log = MemoryEventLog("s")
+    busy, pb, woken = member(pairs)
+    busy.busy = lambda: True  # a control frame's write is under way on it
+    free, pf, _ = member(pairs)
+    free.busy = lambda: False
+    writer = writer_with(log, busy, free)
+    fill(log, 1)
+    assert writer.write() == 1
+    assert woken == ["woken"] and busy.cursor == 0 and busy.pending == b""
+    pb.client.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        pb.client.recv(1)
+    assert pf.read(len(chunk(frames(log)))) == chunk(frames(log))
+
+
+def test_a_partial_write_goes_to_hold_where_the_socket_has_other_writers() -> None:
+    log = MemoryEventLog("s")
+    raw = TakesPart(room=10)
+    held: list[bytes] = []
+    m = Member(DirectSocket(raw, raw, False), 0, frame,  # type: ignore[arg-type]
+               lambda: None, hold=held.append)
+    writer = writer_with(log, m)
+    fill(log, 2)
+    writer.write()
+    assert m.pending == b"" and held == [frames(log)[10:]]
