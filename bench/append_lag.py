@@ -62,20 +62,25 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=100, help="sessions, one agent each")
     parser.add_argument("--rate", type=float, default=20, help="events/s per agent")
     parser.add_argument("--events", type=int, default=200, help="events per agent")
+    parser.add_argument("--no-gc-freeze", action="store_true",
+                        help="TETHER_GC_FREEZE=0 (the baseline of gc.freeze)")
     args = parser.parse_args()
     stop_on_signals()
     server_cpu, _ = cores(no_pin=False)
     with tempfile.TemporaryDirectory(prefix="tether-bench-lag-") as tmp, \
-            TetherTarget(Path(tmp) / "tether", server_cpu) as target:
+            TetherTarget(Path(tmp) / "tether", server_cpu,
+                         gc_freeze=not args.no_gc_freeze) as target:
         found = lags(target, args.agents, args.rate, args.events)
     spread: dict[str, Any] = spread_ms(found)
     print(f"agent write -> append, {args.agents} agents x {args.rate:g}/s x {args.events}, "
-          "no client (ms; ts is rounded to 1 ms)")
+          f"no client, gc.freeze {'off' if args.no_gc_freeze else 'on'} "
+          "(ms; ts is rounded to 1 ms)")
     print(f"{'events':>8} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}")
     print(f"{len(found):>8} {spread['p50']:>8.2f} {spread['p90']:>8.2f} {spread['p99']:>8.2f} "
           f"{spread['max']:>8.2f}")
     print(json.dumps({"bench": "append_lag", "machine": machine(server_cpu is not None),
                       "agents": args.agents, "rate": args.rate, "events": args.events,
+                      "gc_freeze": not args.no_gc_freeze,
                       "lag_ms": spread}))
 
 

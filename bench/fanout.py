@@ -142,10 +142,12 @@ class TetherTarget:
     name = "tether"
 
     def __init__(self, workdir: Path, cpu: int | None, store: str = "memory",
-                 connections: int = 10000, shared_writer: bool = True) -> None:
+                 connections: int = 10000, shared_writer: bool = True,
+                 gc_freeze: bool = True) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         env: dict[str, Any] = {"TETHER_STORE": store, "TETHER_MAX_SESSIONS": 1000,
-                               "TETHER_SHARED_WRITER": int(shared_writer)}
+                               "TETHER_SHARED_WRITER": int(shared_writer),
+                               "TETHER_GC_FREEZE": int(gc_freeze)}
         if connections + 1000 > 10000:  # gunicorn.conf.py's worker_connections
             env["GUNICORN_CMD_ARGS"] = f"--worker-connections {connections + 1000}"
         self.server = LiveServer(workdir, **env)
@@ -724,6 +726,9 @@ def main() -> None:
     parser.add_argument("--own-writers", action="store_true",
                         help="TETHER_SHARED_WRITER=0: every stream writes its own live tail "
                              "(the baseline of the shared writer, blueprints/fanout.py)")
+    parser.add_argument("--no-gc-freeze", action="store_true",
+                        help="TETHER_GC_FREEZE=0: the worker's collector scans everything "
+                             "(the baseline of gc.freeze in gunicorn.conf.py)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample Tether's worker with py-spy in every case; raw stacks "
                              "to DIR, the hottest functions printed (figures then include "
@@ -767,7 +772,7 @@ def main() -> None:
         if cases:
             targets["tether"] = stack.enter_context(TetherTarget(
                 Path(tmp) / "tether", server_cpu, connections=most,
-                shared_writer=not args.own_writers))
+                shared_writer=not args.own_writers, gc_freeze=not args.no_gc_freeze))
             for peer in args.peers:
                 targets[peer] = stack.enter_context(PeerTarget(peer, server_cpu))
         for i, case in enumerate(cases, 1):

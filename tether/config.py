@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     #: One writer per session writes the live tail of every caught-up SSE stream
     #: (blueprints.fanout); off, each stream writes its own (for comparison in bench/).
     shared_writer: bool = Field(True, validation_alias=_env("SHARED_WRITER"))
+    #: gunicorn.conf.py freezes what the worker holds once the app is loaded (gc.freeze), so
+    #: that the collector's full passes stop scanning it; off, for comparison in bench/.
+    gc_freeze: bool = Field(True, validation_alias=_env("GC_FREEZE"))
     local_word_delay_seconds: float = Field(
         0.02, ge=0, allow_inf_nan=False, validation_alias=_env("LOCAL_WORD_DELAY")
     )
