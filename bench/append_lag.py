@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.fanout import TetherTarget, cores, machine, stop_on_signals
+from bench.fanout import TetherTarget, cores, machine, run, stop_on_signals
 from bench.loadclient import spread_ms
 
 
@@ -85,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -47,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -824,10 +824,16 @@ def main() -> None:
                       "ratios": table, "replay": replays}))
 
 
-if __name__ == "__main__":
+def run(main: Callable[[], None]) -> None:
+    """Run a bench's ``main``; on Ctrl-C or SIGTERM (:func:`stop_on_signals`) say that
+    everything it started is stopped (its context managers did that) and exit 130."""
     try:
         main()
     except KeyboardInterrupt:
         print("interrupted: every server and client this run started is stopped",
               file=sys.stderr)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -48,6 +48,7 @@ from bench.fanout import (
     print_rows,
     profiled,
     raise_nofile,
+    run,
     run_case,
     stop_on_signals,
 )
@@ -237,9 +238,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("interrupted: every server and client this run started is stopped",
-              file=sys.stderr)
-        sys.exit(130)
+    run(main)

@@ -51,6 +51,7 @@ from bench.fanout import (
     machine,
     profiled,
     raise_nofile,
+    run,
     stop_on_signals,
 )
 from bench.scrape import check_delivered
@@ -227,9 +228,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("interrupted: every server and client this run started is stopped",
-              file=sys.stderr)
-        sys.exit(130)
+    run(main)
