@@ -245,6 +245,7 @@ class PeerTarget:
     def __init__(self, name: str, cpu: int | None) -> None:
         self.name, self.cpu, self.port = name, cpu, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.cwd = ROOT
         self.process: subprocess.Popen[bytes] | None = None
 
     def argv(self) -> list[str]:
@@ -255,7 +256,7 @@ class PeerTarget:
 
     def __enter__(self) -> PeerTarget:
         with pinned(self.cpu):
-            self.process = subprocess.Popen(self.argv(), cwd=ROOT, stdout=subprocess.DEVNULL,
+            self.process = subprocess.Popen(self.argv(), cwd=self.cwd, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -562,6 +563,90 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def verdicts(rows: list[dict[str, Any]], replays: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 5's targets, judged on this sitting's Tether rows (medians over rounds); a target
+    whose load was not in the run is left out. Each: ``{"target", "case", "value", "unit",
+    "met"}``.
+
+    The burst target ("at least 50,000 events delivered per second per core ..., at least 2x
+    the naive Flask + gevent peer and at least 1x the sse-starlette peer") is judged per core:
+    deliveries per second of server CPU (1 / CPU per delivery), Tether's against the peer's.
+    Deliveries per wall second are printed beside it: when the load client is busy
+    (``CLIENT-BOUND``), they measure the client, not the servers."""
+    out: list[dict[str, Any]] = []
+    tether = [r for r in rows if r["target"] == "tether"]
+
+    def pick(label: str, clients: int | None, rate: int | None,
+             transport: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        by: dict[str, list[dict[str, Any]]] = {}
+        for r in tether:
+            if r["label"] == label and (clients is None or r["total_clients"] == clients) \
+                    and (rate is None or r["rate"] == rate) \
+                    and (transport is None or r["transport"] == transport):
+                by.setdefault(r["transport"], []).append(r)
+        return by
+
+    def quantile(items: list[dict[str, Any]], q: str = "p99") -> float:
+        return statistics.median(i["latency_ms"][q] for i in items)
+
+    def add(target: str, case: str, value: float, unit: str, met: bool) -> None:
+        out.append({"target": target, "case": case, "value": value, "unit": unit, "met": met})
+
+    for transport, items in pick("fan-out", 3, 100).items():
+        add("typical p50 <= 2 ms", f"3 x 100/s {transport}", quantile(items, "p50"), "ms",
+            quantile(items, "p50") <= 2)
+        add("typical p99 <= 10 ms", f"3 x 100/s {transport}", quantile(items), "ms",
+            quantile(items) <= 10)
+    for transport, items in pick("mix", None, None).items():
+        add("mix p99 <= 50 ms", f"100 x 3 x 20/s {transport}", quantile(items), "ms",
+            quantile(items) <= 50)
+    for transport, items in pick("fan-out", 1000, 10).items():
+        add("wide p99 <= 100 ms", f"1000 x 10/s {transport}", quantile(items), "ms",
+            quantile(items) <= 100)
+    for transport, items in pick("fan-out", 1000, 0).items():
+        cost = statistics.median(i["cpu_us_per_delivery"] or float("inf") for i in items)
+        wall = statistics.median(i["delivered"] for i in items)
+        add(">= 50,000 deliveries/CPU-s", f"burst 1000 {transport}", 1e6 / cost, "/s",
+            1e6 / cost >= 50_000)
+        for peer, times in (("naive_flask", 2.0), ("starlette", 1.0)):
+            theirs = [r for r in rows if r["target"] == peer and r["label"] == "fan-out"
+                      and r["total_clients"] == 1000 and r["rate"] == 0]
+            if not theirs:
+                continue
+            peer_cost = statistics.median(i["cpu_us_per_delivery"] or float("inf")
+                                          for i in theirs)
+            peer_wall = statistics.median(i["delivered"] for i in theirs)
+            add(f">= {times:g}x {peer} per core", f"burst 1000 {transport} "
+                f"(wall {wall / peer_wall:.2f}x)", peer_cost / cost, "x",
+                peer_cost / cost >= times)
+    for transport, items in pick("fan-out", 10000, None, "sse").items():
+        kb = statistics.median(i["rss_kb_per_conn"] for i in items)
+        add("idle SSE < 20 KB/conn", f"10000 {transport}", kb, "KB", kb < 20)
+    for r in replays:
+        if "todo" not in r and r.get("caught_up_s") is not None:
+            limit = 1.0 if r["store"] == "memory" else 2.0
+            add(f"replay {r['store']} < {limit:g} s", f"100k {r['transport']}",
+                r["caught_up_s"], "s",
+                r["caught_up_s"] < limit and not (r["id_errors"] or r["duplicated"]))
+    if tether:
+        bad = sum(r["lost"] + r["duplicated"] + r["out_of_order"] + r["id_errors"]
+                  for r in tether)
+        mismatched = sum(1 for r in tether if r.get("server") and not r["server"]["ok"])
+        add("zero loss, dup, reorder", f"{len(tether)} Tether rows", bad + mismatched,
+            "errors", bad + mismatched == 0)
+    return out
+
+
+def print_verdicts(table: list[dict[str, Any]]) -> None:
+    if not table:
+        return
+    print("\nissue 5 targets (Tether, this sitting):")
+    for v in table:
+        value = f"{v['value']:,.0f}" if v["unit"] == "/s" else f"{v['value']:,.2f}"
+        print(f"  {v['target']:<30} {v['case']:<32} {value:>10} {v['unit']:<7}"
+              f"{'met' if v['met'] else 'MISSED'}")
+
+
 def replay(args: argparse.Namespace, workdir: Path, client_cpu: int | None,
            server_cpu: int | None) -> list[dict[str, Any]]:
     """A late client attaching to a session of ``--replay-events`` stored events."""
@@ -819,9 +904,11 @@ def main() -> None:
             print(f"replay  {r['store']:<8}{r['transport']:<6}{r['events']:>8}"
                   f"{r['caught_up_s'] or float('nan'):>13.3f}{'yes' if ok else 'NO':>8}"
                   f"{r['client_busy']:>6.2f}")
+    judged = verdicts(rows, replays)
+    print_verdicts(judged)
     print(json.dumps({"bench": "fanout", "machine": info,
                       "ceiling": ceiling and ceiling["delivered"], "cases": rows,
-                      "ratios": table, "replay": replays}))
+                      "ratios": table, "replay": replays, "verdicts": judged}))
 
 
 def run(main: Callable[[], None]) -> None:

@@ -8,9 +8,11 @@ worker, memory store, on core 0 with the agents it starts); the load client
 - **Request rate.** ``--conns`` keep-alive connections (one request in flight each) loop
   ``GET`` on one route for ``--seconds`` seconds: ``/api/sessions/<id>/events?after=<last>
   &wait=0`` (nothing new: answered at once), the same with ``after=<last - 1>`` and
-  ``after=<last - 100>&limit=100`` (answers that carry 1 and 100 events), against the
-  baselines ``GET /healthz`` (the cheapest route: Flask, gunicorn and gevent's floor; no auth)
-  and ``GET /api/sessions/<id>`` (auth, a lookup and a small JSON body). The session holds
+  ``after=<last - 100>&limit=100`` (answers that carry 1 and 100 events), against three
+  baselines: the ``floor`` (:class:`FloorTarget`: a bare Flask route under the same gunicorn
+  gevent worker, none of Tether's stack), Tether's ``GET /healthz`` (its cheapest route: its
+  middlewares and headers, no auth) and ``GET /api/sessions/<id>`` (auth, a lookup and a
+  small JSON body). The session holds
   ``--fill`` events, written by the ``local`` agent's ``bench`` command (fanout.py ``fill``).
 - **Append to answer.** ``--waiters`` clients each hold a long-poll (``wait=30``) on one
   session; the ``local`` agent's ``bench <K> 200 <rate>`` command writes stamped
@@ -40,7 +42,9 @@ from typing import Any
 from bench.fanout import (
     Case,
     LoadClient,
+    PeerTarget,
     TetherTarget,
+    children,
     cores,
     cpu_seconds,
     hot_functions,
@@ -53,13 +57,45 @@ from bench.fanout import (
     stop_on_signals,
 )
 from bench.scrape import check_delivered
+from tests.e2e.live import ROOT
 from tests.support import TEST_TOKEN
 
 #: Issue 5: long-poll requests answered per second, at least.
 TARGET_RPS = 2000
 #: Issue 5: a waiting poll answers within this many ms of an append (judged on p99).
 TARGET_WAIT_MS = 10.0
-BASELINES = ("healthz", "session")
+BASELINES = ("floor", "healthz", "session")
+
+
+class FloorTarget(PeerTarget):
+    """The framework's floor: bench/peers/naive_flask.py's ``GET /healthz`` (Flask returning
+    ``ok``) under the worker Tether runs in (gunicorn, one gevent worker, no access log), with
+    none of Tether's own stack (auth, Talisman's headers, the body and stream middlewares).
+    Every other row's ``/floor`` column is its rate over this one's, in the same sitting."""
+
+    def __init__(self, cpu: int | None, connections: int) -> None:
+        super().__init__("flask_floor", cpu)
+        self.connections = connections
+        # Not the checkout: gunicorn would read Tether's ./gunicorn.conf.py.
+        self.cwd = Path(tempfile.gettempdir())
+
+    def argv(self) -> list[str]:
+        return [str(Path(sys.executable).with_name("gunicorn")), "--worker-class", "gevent",
+                "--workers", "1", "--bind", f"127.0.0.1:{self.port}", "--worker-connections",
+                str(self.connections + 1000), "--pythonpath", str(ROOT),
+                "bench.peers.naive_flask:app"]
+
+    def __enter__(self) -> FloorTarget:
+        super().__enter__()
+        assert self.process is not None
+        deadline = time.monotonic() + 10
+        while not (workers := children(self.process.pid)):
+            if time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError("no gunicorn worker for the floor")
+            time.sleep(0.1)
+        self.pid = workers[0]  # the worker's CPU, as Tether's row counts its worker's
+        return self
 
 
 def routes(sid: str, last: int) -> dict[str, str]:
@@ -72,10 +108,13 @@ def routes(sid: str, last: int) -> dict[str, str]:
             "poll-100": f"{events}?after={last - 100}&wait=0&limit=100"}
 
 
-def request_rate(server: TetherTarget, name: str, path: str, conns: int, seconds: float,
-                 client_cpu: int | None, profile: Path | None) -> dict[str, Any]:
-    """One route looped on ``conns`` connections for ``seconds``; a row of figures."""
-    before = server.scrape()
+def request_rate(server: TetherTarget | FloorTarget, name: str, path: str, conns: int,
+                 seconds: float, client_cpu: int | None,
+                 profile: Path | None) -> dict[str, Any]:
+    """One route looped on ``conns`` connections for ``seconds``; a row of figures. On Tether
+    the events answered are checked against ``/metrics``; the floor has none."""
+    tether = isinstance(server, TetherTarget)
+    before = server.scrape() if tether else None
     client = LoadClient({"transport": "get", "port": server.port, "token": TEST_TOKEN,
                          "targets": [{"path": path, "clients": conns}], "duration": seconds,
                          "timeout": 60, "cpu": client_cpu})
@@ -97,7 +136,8 @@ def request_rate(server: TetherTarget, name: str, path: str, conns: int, seconds
     finally:
         client.close()
     # Every answer, those before go included, against the server's count (bench/scrape.py).
-    check = check_delivered(before, server.scrape(), "poll", result.get("ids", 0))
+    check = (check_delivered(before, server.scrape(), "poll", result.get("ids", 0)) if tether
+             else {"delivered": None, "client_ids": result.get("ids", 0), "ok": True})
     return {"route": name, "path": path, "conns": conns, "rps": result.get("rate", 0.0),
             "requests": result.get("requests", 0), "window_s": result.get("window_s"),
             "latency_ms": result.get("latency_ms", {}),
@@ -114,8 +154,8 @@ def request_rate(server: TetherTarget, name: str, path: str, conns: int, seconds
 
 
 def print_rate(rows: list[dict[str, Any]]) -> None:
-    base = {r["conns"]: r["rps"] for r in rows if r["route"] == "healthz" and r["rps"]}
-    head = (f"{'route':<12}{'conns':>6}{'req/s':>9}{'/healthz':>9}{'p50 ms':>8}{'p99 ms':>8}"
+    base = {r["conns"]: r["rps"] for r in rows if r["route"] == "floor" and r["rps"]}
+    head = (f"{'route':<12}{'conns':>6}{'req/s':>9}{'/floor':>9}{'p50 ms':>8}{'p99 ms':>8}"
             f"{'max ms':>8}{'ev/ans':>7}{'B/ans':>7}{'cpu s':>7}{'us/req':>8}{'cli':>6}"
             f"  target {TARGET_RPS:,}/s")
     print(head)
@@ -183,17 +223,18 @@ def main() -> None:
     rate_rows: list[dict[str, Any]] = []
     latency_rows: list[dict[str, Any]] = []
     events = max(1, int(args.rate * args.latency_seconds))
+    connections = max(args.conns + args.waiters)
     with tempfile.TemporaryDirectory(prefix="tether-bench-longpoll-") as tmp, \
-            TetherTarget(Path(tmp) / "tether", server_cpu,
-                         connections=max(args.conns + args.waiters)) as server:
+            TetherTarget(Path(tmp) / "tether", server_cpu, connections=connections) as server, \
+            FloorTarget(server_cpu, connections) as floor:
         sid, last, fill_s = server.fill(args.fill, 300)
-        paths = routes(sid, last)
-        order = list(paths.items())
+        order: list[tuple[str, str, TetherTarget | FloorTarget]] = [("floor", "/healthz", floor)]
+        order += [(name, path, server) for name, path in routes(sid, last).items()]
         for r in range(args.rounds):
             for conns in args.conns:
-                for name, path in (order if r % 2 == 0 else order[::-1]):
+                for name, path, target in (order if r % 2 == 0 else order[::-1]):
                     print(f"[rate] {name} conns={conns}", file=sys.stderr, flush=True)
-                    rate_rows.append(request_rate(server, name, path, conns, args.seconds,
+                    rate_rows.append(request_rate(target, name, path, conns, args.seconds,
                                                   client_cpu, args.profile))
         transports = ["poll"] + ([] if args.no_sse else ["sse"])
         for n in args.waiters:
