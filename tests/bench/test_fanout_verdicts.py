@@ -89,3 +89,16 @@ def test_loads_not_in_the_run_are_left_out():
     assert verdicts([], []) == []
     assert [v["target"] for v in verdicts([row(clients=100, rate=0)], [])] == [
         "zero loss, dup, reorder"]
+
+
+def test_long_poll_fan_out_rows_are_listed_for_reference_only():
+    rows = [row(transport="poll", clients=1000, rate=10, p99=680),
+            row(transport="poll", label="mix", clients=300, rate=20, p99=315),
+            row(transport="poll", clients=1000, rate=0, us=25.0),
+            row(transport="poll", p50=0.9, p99=1.5)]
+    got = judged(rows)
+    assert got[("wide p99 <= 100 ms", "1000 x 10/s poll")]["met"] is None
+    assert got[("mix p99 <= 50 ms", "100 x 3 x 20/s poll")]["met"] is None
+    assert got[(">= 50,000 deliveries/CPU-s", "burst 1000 poll")]["met"] is None
+    # Typical use is judged on long-poll too.
+    assert got[("typical p99 <= 10 ms", "3 x 100/s poll")]["met"] is True
