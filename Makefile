@@ -42,10 +42,16 @@ $(VENV)/.installed-bench: $(VENV)/.installed-test pyproject.toml
 	$(PY) -m pip install --quiet -e . --group bench
 	touch $@
 
+# About 12 minutes; bench/README.md says what each prints.
 bench: install-test $(VENV)/.installed-bench
 	$(PY) -m bench.latency
 	$(PY) -m bench.store
-	$(PY) -m bench.fanout
+	$(PY) -m bench.fanout --mix --replay
+	@if [ "$$(ulimit -Hn)" = unlimited ] || [ "$$(ulimit -Hn)" -ge 11000 ]; then \
+		$(PY) -m bench.fanout --clients 10000 --rates 10 --transports sse,ws --peers node; \
+	else \
+		echo "bench: 10,000 clients skipped: the open-file hard limit is $$(ulimit -Hn)"; \
+	fi
 	$(PY) -m bench.longpoll
 	$(PY) -m bench.reconnect
 	$(PY) -m bench.agent_path
