@@ -65,7 +65,8 @@ class DirectSocket:
 def direct_socket(environ: Mapping[str, Any]) -> DirectSocket | None:
     """The client's socket for the shared writer, or None where writing to it from another
     greenlet is not sound (module doc): not gunicorn, gevent has not patched ``threading``
-    (a threaded worker), TLS, or a method other than GET."""
+    (a threaded worker), TLS, a method other than GET, or a protocol other than HTTP/1.1
+    and HTTP/1.0 (gunicorn 27 serves HTTP/2 where ``http_protocols`` asks for it)."""
     sock = environ.get("gunicorn.socket")
     raw = getattr(sock, "_sock", None)
     if raw is None or environ.get("REQUEST_METHOD") != "GET" or hasattr(sock, "cipher"):
@@ -82,10 +83,14 @@ def direct_socket(environ: Mapping[str, Any]) -> DirectSocket | None:
             return None
     except OSError:
         return None
-    protocol = str(environ.get("SERVER_PROTOCOL", "HTTP/1.0")).upper()
+    protocol = str(environ.get("SERVER_PROTOCOL", "")).upper()
+    if protocol not in ("HTTP/1.1", "HTTP/1.0") or environ.get("HTTP_VERSION") == "2":
+        # HTTP/2 (gunicorn's h2c, off by default): the socket carries every stream of the
+        # connection in frames of its own; bytes written to it would corrupt them all.
+        return None
     # gunicorn frames in chunks unless the request is HTTP/1.0 (no Content-Length is set, the
     # status is 200 and the method GET: Response.is_chunked).
-    return DirectSocket(sock, raw, chunked=protocol not in ("HTTP/1.0", "HTTP/0.9"))
+    return DirectSocket(sock, raw, chunked=protocol == "HTTP/1.1")
 
 
 @dataclass(eq=False, slots=True)

@@ -316,6 +316,12 @@ def test_no_direct_socket_where_it_is_not_sound(patched: None, pairs: list[Pair]
     pairs.append(blocking)
     blocking.server.setblocking(True)
     assert direct_socket(environ(_Wrapped(blocking.server))) is None
+    # HTTP/2 (gunicorn's h2c): one socket carries every stream, in frames of its own.
+    h2 = _Wrapped(pair.server)
+    assert direct_socket(environ(h2, SERVER_PROTOCOL="HTTP/2.0", HTTP_VERSION="2")) is None
+    assert direct_socket(environ(h2, SERVER_PROTOCOL="HTTP/2.0")) is None
+    assert direct_socket(environ(h2, HTTP_VERSION="2")) is None
+    assert direct_socket(environ(h2, SERVER_PROTOCOL="")) is None
 
 
 def test_no_direct_socket_without_gevent_threads(pairs: list[Pair]) -> None:
