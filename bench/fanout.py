@@ -647,10 +647,10 @@ def verdicts(rows: list[dict[str, Any]], replays: list[dict[str, Any]]) -> list[
 def print_verdicts(table: list[dict[str, Any]]) -> None:
     if not table:
         return
+    verdict = {True: "met", False: "MISSED", None: "(long-poll: for reference)"}
     print("\nissue 5 targets (Tether, this sitting):")
     for v in table:
         value = f"{v['value']:,.0f}" if v["unit"] == "/s" else f"{v['value']:,.2f}"
-        verdict = {True: "met", False: "MISSED", None: "(long-poll: for reference)"}
         print(f"  {v['target']:<30} {v['case']:<32} {value:>10} {v['unit']:<7}"
               f"{verdict[v['met']]}")
 

@@ -76,8 +76,8 @@ class FloorTarget(PeerTarget):
     def __init__(self, cpu: int | None, connections: int) -> None:
         super().__init__("flask_floor", cpu)
         self.connections = connections
-        # Not the checkout: gunicorn would read Tether's ./gunicorn.conf.py.
-        self.cwd = Path(tempfile.gettempdir())
+        # Not the checkout's top, where gunicorn would read Tether's ./gunicorn.conf.py.
+        self.cwd = ROOT / "bench" / "peers"
 
     def argv(self) -> list[str]:
         return [str(Path(sys.executable).with_name("gunicorn")), "--worker-class", "gevent",
