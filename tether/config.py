@@ -8,6 +8,7 @@ pydantic-settings does the parsing and refuses a bad value with a message naming
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Shortest ``TETHER_TOKEN`` accepted, in characters (a generated token has 43).
 MIN_TOKEN_CHARS = 16
+
+#: Settings that hold a secret (README "Security"). Agent processes never see them
+#: (:func:`tether.agents.base.inherited_env`) and the app drops them from its own
+#: ``os.environ`` once read (``app.create_app``). ``TETHER_REDIS_URL`` may carry a password.
+#: Every future secret setting goes here too.
+SECRET_SETTINGS = ("TETHER_TOKEN", "TETHER_SECRET_KEY", "TETHER_VAPID_PRIVATE_KEY",
+                   "TETHER_REDIS_URL")
 
 
 def _env(name: str) -> AliasChoices:
@@ -80,6 +88,11 @@ class Settings(BaseSettings):
         (), validation_alias=_env("ALLOWED_ORIGINS")
     )
     trusted_proxies: int = Field(0, ge=0, le=10, validation_alias=_env("TRUSTED_PROXIES"))
+    #: Start even as root (check_user): for a container or VM whose root is not the host's.
+    allow_root: bool = Field(False, validation_alias=_env("ALLOW_ROOT"))
+    #: Sessions may switch auto-approve on; off, every such change is refused (403
+    #: ``auto_approve_disabled``) and no session auto-approves.
+    allow_auto_approve: bool = Field(True, validation_alias=_env("ALLOW_AUTO_APPROVE"))
 
     @field_validator("token", mode="before")
     @classmethod
@@ -161,3 +174,19 @@ def check_binding(settings: Settings) -> None:
             "this port could run commands on this machine. Set TETHER_TOKEN to a long random "
             "secret (python -c 'import secrets; print(secrets.token_urlsafe(32))'), or bind "
             "127.0.0.1 and reach it through SSH or a reverse proxy.")
+
+
+def check_user(settings: Settings) -> None:
+    """Refuse to run as root unless ``TETHER_ALLOW_ROOT`` says so.
+
+    Agents run with the server's rights, and an approval click is all that stands between a
+    prompt and a shell: as root, that shell owns the machine.
+
+    :raises ValueError: the effective user id is 0 and ``TETHER_ALLOW_ROOT`` is not set.
+    """
+    if os.geteuid() == 0 and not settings.allow_root:
+        raise ValueError(
+            "refusing to run as root: agents run with the server's rights, and an approval is "
+            "all that stands between a prompt and a root shell on this machine. Run Tether as "
+            "a dedicated unprivileged user, or set TETHER_ALLOW_ROOT=1 in a container or VM "
+            "whose root is not the host's.")
