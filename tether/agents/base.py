@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
+from tether.config import SECRET_SETTINGS
 from tether.errors import NotFound
 
 
@@ -30,7 +31,8 @@ class AgentSpec(Protocol):
         """The command line; a list, never shell text (DESIGN.md rule 8)."""
 
     def env(self) -> dict[str, str]:
-        """The child's environment: the server's own, so API keys and base URLs reach it."""
+        """The child's environment: the server's own (:func:`inherited_env`), so API keys and
+        base URLs reach it, less Tether's own secrets."""
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,18 @@ class AgentCatalog:
         return name in self._agents
 
 
+#: Never passed to an agent: ``CLAUDECODE`` (the SDK drops it, PROTOCOLS.md 1.1: a CLI that
+#: sees it believes it runs nested inside another Claude Code) and Tether's secret settings
+#: (an agent that read the token could drive the server, approve its own tool calls
+#: included).
+WITHHELD = frozenset({"CLAUDECODE", *SECRET_SETTINGS})
+
+
 def inherited_env(**extra: str) -> dict[str, str]:
-    """``os.environ`` plus ``extra``, without ``CLAUDECODE`` (the SDK drops it, PROTOCOLS.md 1.1:
-    a CLI that sees it believes it runs nested inside another Claude Code)."""
-    env = {k: v for k, v in os.environ.items() if k != "CLAUDECODE"}
+    """``os.environ`` plus ``extra``, less every name in :data:`WITHHELD`.
+
+    Everything else is inherited (``ANTHROPIC_API_KEY``, ``PATH``, ``HOME`` …).
+    """
+    env = {k: v for k, v in os.environ.items() if k not in WITHHELD}
     env.update(extra)
     return env
