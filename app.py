@@ -8,6 +8,7 @@ development server on gevent; production runs gunicorn with ``gunicorn.conf.py``
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +21,7 @@ from blueprints import auth, register_all
 from blueprints.bodies import CloseWhenAsked
 from blueprints.sse import ShallowStreams
 from blueprints.ws import MAX_MESSAGE_BYTES
-from tether.config import Settings, check_binding
+from tether.config import SECRET_SETTINGS, Settings, check_binding, check_user
 from tether.sessions import SessionRegistry
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     config = dict(config or {})
     settings = Settings.from_env({k: v for k, v in config.items() if k.startswith("TETHER_")})
+    # Read once: the secrets leave this process's environment, so that nothing started from
+    # it later (agents, a debugger's shell, a crash reporter) finds them there. gunicorn's
+    # master keeps its copy and a worker it re-forks gets it again (gunicorn.conf.py).
+    for name in SECRET_SETTINGS:
+        os.environ.pop(name, None)
     app = Flask(__name__)
     # A JSON-escaped prompt may be longer than the prompt itself; the prompt limit proper is
     # checked on the decoded text (Session.submit).
@@ -97,6 +103,7 @@ if __name__ == "__main__":
 
     _settings = Settings.from_env()
     try:
+        check_user(_settings)
         check_binding(_settings)
     except ValueError as exc:
         raise SystemExit(f"Tether: {exc}") from None

@@ -9,16 +9,18 @@ import secrets
 
 from gunicorn import glogging
 
-from tether.config import Settings, check_binding
+from tether.config import Settings, check_binding, check_user
 
 _settings = Settings.from_env()
 try:
+    check_user(_settings)
     check_binding(_settings)
 except ValueError as _exc:
     raise SystemExit(f"Tether: {_exc}") from None
 
 # No TETHER_TOKEN: generate one here, in the master, so that every worker it forks (and
-# re-forks) shares it; when_ready prints the login URL once.
+# re-forks) shares it; when_ready prints the login URL once. The master starts no agent, so
+# it keeps the token in its environment; each worker's create_app drops it from its own.
 _generated_token = None
 if _settings.token is None:
     _generated_token = secrets.token_urlsafe(32)

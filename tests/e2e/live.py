@@ -52,7 +52,8 @@ class LiveServer:
     """``with LiveServer(tmp_path, TETHER_AGENT="local") as server: server.url``.
 
     The server runs with ``TETHER_TOKEN`` = :data:`~tests.support.TEST_TOKEN`; :meth:`api`
-    sends it, and :attr:`login_url` opens the UI as a browser would.
+    sends it, and :attr:`login_url` opens the UI as a browser would. ``TETHER_ALLOW_ROOT=1``
+    lets it start as root, as CI runs.
     """
 
     def __init__(self, workdir: Path, **env: Any) -> None:
@@ -65,7 +66,9 @@ class LiveServer:
         self.env.update({"TETHER_HOST": "127.0.0.1", "TETHER_PORT": str(self.port),
                          "TETHER_DATA_DIR": str(workdir / "data"),
                          "TETHER_LOCAL_WORD_DELAY": "0", "TETHER_CANCEL_GRACE": "1",
-                         "TETHER_TOKEN": TEST_TOKEN})
+                         "TETHER_TOKEN": TEST_TOKEN,
+                         # CI runs as root (tether.config.check_user; tests/e2e/test_root.py).
+                         "TETHER_ALLOW_ROOT": "1"})
         self.env.update({k: str(v) for k, v in env.items()})
         self.process: subprocess.Popen[bytes] | None = None
 

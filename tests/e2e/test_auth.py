@@ -46,7 +46,7 @@ def test_listening_beyond_loopback_without_a_token_is_refused(tmp_path: Path,
                                                               host: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     env.update(TETHER_HOST=host, TETHER_PORT=str(free_port()),
-               TETHER_DATA_DIR=str(tmp_path / "data"))
+               TETHER_DATA_DIR=str(tmp_path / "data"), TETHER_ALLOW_ROOT="1")
     gunicorn = Path(sys.executable).with_name("gunicorn")
     for argv in ([str(gunicorn), "-c", "gunicorn.conf.py"], [sys.executable, "app.py"]):
         done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
