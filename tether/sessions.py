@@ -20,6 +20,7 @@ from typing import Any, Literal
 from tether.agents.base import AgentCatalog, AgentSpec
 from tether.agents.catalog import default_catalog
 from tether.config import Settings
+from tether.datadir import prepare as prepare_data_dir
 from tether.errors import (
     BadRequest,
     NotFound,
@@ -272,6 +273,9 @@ class SessionRegistry:
     :param store: where logs and session records live; by default the one
         ``TETHER_STORE`` names (:func:`tether.stores.open_store`). With a durable store every
         session it holds is restored here (see :meth:`_restore`).
+
+    ``TETHER_DATA_DIR`` is created 0700, or tightened to it, and Tether's files in it to 0600
+    (:func:`tether.datadir.prepare`; a warning is logged for each path tightened).
     :param agents: the agents offered; the built-ins by default.
     """
 
@@ -279,6 +283,9 @@ class SessionRegistry:
                  agents: AgentCatalog | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        # The data dir first: 0700, and Tether's files in it 0600 (tether.datadir).
+        for warning in prepare_data_dir(settings.data_dir):
+            logger.warning(warning)
         self.store: Store = store if store is not None else open_store(settings, clock)
         self.agents = agents if agents is not None else default_catalog(settings)
         self._clock = clock

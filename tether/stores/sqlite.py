@@ -21,8 +21,9 @@ Durability
 One process
     A lock file next to the database (``tether.sqlite3.lock``, ``flock``) keeps a second
     server off the same data dir: two writers would hand out the same ids. The database and
-    its ``-wal``/``-shm`` files are created readable by their owner only (they hold every
-    prompt and tool output).
+    its ``-wal``/``-shm`` files and the lock file are owner-only (0600) whatever the umask, and
+    tightened to it if an older server left them looser: they hold every prompt and tool
+    output.
 
 gevent
     :mod:`sqlite3` calls do not yield to the gevent hub, so each one here is short: one INSERT
@@ -163,7 +164,7 @@ class SqliteStore:
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time,
                  tail: int = DEFAULT_TAIL) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
         self._clock = clock
         self._tail = tail
@@ -171,11 +172,17 @@ class SqliteStore:
         self._logs: dict[str, SqliteEventLog] = {}
         self._lock_fd: int | None = _take_lock(path.with_name(path.name + ".lock"))
         try:
-            # Owner-only; SQLite gives the -wal and -shm files the database file's mode.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            # Owner-only, also when an older file was not; SQLite gives the -wal and -shm
+            # files it creates the database file's mode.
+            _close_private(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             self._db: sqlite3.Connection | None = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False)
             self.epoch = self._prepare(self._db)
+            for suffix in ("-wal", "-shm"):  # perhaps left by an older server, with its modes
+                try:
+                    _close_private(os.open(f"{path}{suffix}", os.O_RDONLY | os.O_CLOEXEC))
+                except FileNotFoundError:
+                    pass
         except BaseException:
             self._release_lock()
             raise
@@ -310,14 +317,26 @@ class SqliteStore:
             os.close(fd)  # closing the descriptor releases the flock
 
 
+def _close_private(fd: int) -> None:
+    """Make the open file ``fd`` owner-only (0600), then close it."""
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def _take_lock(path: Path) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        os.fchmod(fd, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise StoreInUse(f"another Tether server is using {path.parent} (it holds {path}); "
                          "stop it, or give this one another TETHER_DATA_DIR") from None
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 

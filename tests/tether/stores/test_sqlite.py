@@ -3,6 +3,7 @@ dir, WAL mode, owner-only files, paged replays. The shared contract is in test_c
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import stat
 import subprocess
@@ -96,6 +97,41 @@ def test_the_database_is_in_wal_mode_and_owner_only(tmp_path: Path) -> None:
             assert mode & 0o077 == 0, (name, oct(mode))
         with sqlite3.connect(path) as other:
             assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        store.close()
+
+
+def store_modes(directory: Path) -> dict[str, int]:
+    return {name: stat.S_IMODE((directory / name).stat().st_mode)
+            for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + ".lock")}
+
+
+def test_the_store_files_are_0600_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "data" / DB_NAME
+    umask = os.umask(0)  # the widest: files would be 0666 unless made otherwise
+    try:
+        store = SqliteStore(path)
+    finally:
+        os.umask(umask)
+    try:
+        store.create_log("s").append("text", {"text": "secret"})
+        assert store_modes(path.parent) == dict.fromkeys(store_modes(path.parent), 0o600)
+    finally:
+        store.close()
+
+
+def test_looser_store_files_left_by_an_older_server_are_tightened(tmp_path: Path) -> None:
+    path = tmp_path / DB_NAME
+    store = SqliteStore(path)
+    store.create_log("s").append("text", {"text": "kept"})
+    store.close()
+    for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + ".lock"):
+        (tmp_path / name).touch()  # an empty -wal and -shm are what SQLite may leave
+        (tmp_path / name).chmod(0o666)
+    store = SqliteStore(path)
+    try:
+        assert store_modes(tmp_path) == dict.fromkeys(store_modes(tmp_path), 0o600)
+        assert store.open_log("s").read_after(0)[0].payload["text"] == "kept"
     finally:
         store.close()
 
