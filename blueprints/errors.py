@@ -21,6 +21,7 @@ HTTP_STATUS = {
     "bad_request": 400,
     "unauthorized": 401,
     "forbidden": 403,
+    "auto_approve_disabled": 403,
     "not_found": 404,
     "method_not_allowed": 405,
     "request_timeout": 408,
@@ -35,7 +36,7 @@ HTTP_STATUS = {
     "shutting_down": 503,
 }
 
-#: JSON-RPC 2.0 error codes (specification section 5.1) and Tether's own (-32001 to -32006).
+#: JSON-RPC 2.0 error codes (specification section 5.1) and Tether's own (-32001 to -32007).
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -54,10 +55,12 @@ JSONRPC_CODE = {
     "too_many_sessions": -32005,
     "internal_error": INTERNAL_ERROR,
     "shutting_down": -32006,
+    "auto_approve_disabled": -32007,
 }
 
 _CODE_FOR_STATUS = {status: code for code, status in HTTP_STATUS.items()
-                    if code not in ("session_busy", "already_resolved", "too_many_sessions")}
+                    if code not in ("session_busy", "already_resolved", "too_many_sessions",
+                                    "auto_approve_disabled")}
 
 
 #: Codes whose answer closes the connection (``Connection: close``): the request's body was

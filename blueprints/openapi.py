@@ -52,8 +52,10 @@ ERRORS = {
     400: ("BadRequest", "Bad input: invalid JSON, a missing or wrong-typed field (named), or a "
                         "cursor that is not a plain decimal integer."),
     401: ("Unauthorized", "No token, or a wrong one (`WWW-Authenticate: Bearer`)."),
-    403: ("Forbidden", "Authenticated by cookie, but `Origin` (or `Referer`) is not an allowed "
-                       "origin: a state-changing request from another site."),
+    403: ("Forbidden", "`forbidden`: authenticated by cookie, but `Origin` (or `Referer`) is "
+                       "not an allowed origin: a state-changing request from another site. "
+                       "`auto_approve_disabled`: the server refuses to switch auto-approve on "
+                       "(`TETHER_ALLOW_AUTO_APPROVE=0`)."),
     404: ("NotFound", "No such session, agent or request."),
     408: ("RequestTimeout", "`request_timeout`: the body did not arrive whole within "
                             "`TETHER_BODY_TIMEOUT` seconds (default 10); the answer closes "
@@ -405,8 +407,10 @@ def _paths() -> dict[str, Any]:
                 errors=(*_WITH_BODY, 404, 503), body=_body(bodies.UpdateSession),
                 description="A field left out (or null) is left as it is. While "
                             "`auto_approve` is on, the server allows every approval of the "
-                            "session (`reason: \"auto\"`). A title is stripped; empty or over "
-                            f"{MAX_TITLE_CHARS} characters is a 400.",
+                            "session (`reason: \"auto\"`). `auto_approve: true` on a server "
+                            "with `TETHER_ALLOW_AUTO_APPROVE=0` is a 403 "
+                            "`auto_approve_disabled`, and nothing changes. A title is "
+                            f"stripped; empty or over {MAX_TITLE_CHARS} characters is a 400.",
                 tags=sessions),
             "delete": _op("Stop its turn and forget it",
                           {"204": {"description": "Deleted."}},

@@ -12,5 +12,7 @@ bp = Blueprint("ui", __name__)
 @bp.get("/")
 def index() -> str:
     core = current_core()
+    # TETHER_ALLOW_AUTO_APPROVE=0: the switch is not offered (the server would refuse it).
     return render_template("index.html", default_agent=core.settings.agent,
-                           keepalive_seconds=core.settings.keepalive_seconds)
+                           keepalive_seconds=core.settings.keepalive_seconds,
+                           allow_auto_approve=core.settings.allow_auto_approve)

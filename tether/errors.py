@@ -41,6 +41,13 @@ class AlreadyResolved(TetherError):
     code = "already_resolved"
 
 
+class AutoApproveDisabled(TetherError):
+    """A session's auto-approve was to be switched on, and ``TETHER_ALLOW_AUTO_APPROVE=0``
+    forbids it on this server."""
+
+    code = "auto_approve_disabled"
+
+
 class TooManySessions(TetherError):
     """A new session would exceed ``TETHER_MAX_SESSIONS``; delete one first."""
 

@@ -22,6 +22,7 @@ from tether.agents.catalog import default_catalog
 from tether.config import Settings
 from tether.datadir import prepare as prepare_data_dir
 from tether.errors import (
+    AutoApproveDisabled,
     BadRequest,
     NotFound,
     PayloadTooLarge,
@@ -149,12 +150,18 @@ class Session:
         Switching auto-approve on does not settle approvals already pending: a person
         answers those (the card is on screen).
 
-        :raises BadRequest: an empty or too long title.
+        :raises BadRequest: an empty or too long title (nothing changed).
+        :raises AutoApproveDisabled: ``auto_approve`` is True and ``TETHER_ALLOW_AUTO_APPROVE``
+            is off (nothing changed; False is accepted: it is what the session has).
         :raises ShuttingDown: the server is stopping (nothing changed).
         """
         if self._shutting_down:
             raise ShuttingDown("the server is shutting down; change the session once it is "
                                "back")
+        if auto_approve and not self._settings.allow_auto_approve:
+            raise AutoApproveDisabled(
+                "auto-approve is disabled on this server (TETHER_ALLOW_AUTO_APPROVE=0): every "
+                "tool call waits for a person")
         if title is not None:
             self.title = check_title(title)
             self._on_prompts_changed()  # inbox entries carry the title
@@ -210,9 +217,15 @@ class Session:
         :param turns: the newest turn number; the next prompt is turn ``turns + 1``.
         :param resume: the agent reported ``agent_session_id`` (``agent_session`` event), so
             the next process continues it (``--resume``) instead of starting it.
+        :param auto_approve: what the session had; off whatever it was when
+            ``TETHER_ALLOW_AUTO_APPROVE`` is off now.
         """
         with self._lock:
             self._turns = turns
+        if auto_approve and not self._settings.allow_auto_approve:
+            logger.warning("session %s had auto-approve on; it is off, as "
+                           "TETHER_ALLOW_AUTO_APPROVE=0 says", self.id)
+            auto_approve = False
         self.prompts.auto_approve = auto_approve
         if resume:
             self._host.resume(agent_session_id)

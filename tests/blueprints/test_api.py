@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -205,6 +206,28 @@ def test_patch_switches_auto_approve(client: FlaskClient, core: SessionRegistry,
     assert listed[0]["auto_approve"] is True
     off = client.patch(f"/api/sessions/{sid}", json={"auto_approve": False}).get_json()
     assert off["auto_approve"] is False and core.get(sid).prompts.auto_approve is False
+
+
+def test_patch_auto_approve_is_403_when_the_server_disables_it(make_app: Any) -> None:
+    client = make_app(TETHER_ALLOW_AUTO_APPROVE="0").test_client()
+    sid = client.post("/api/sessions", json={"title": "t"}).get_json()["id"]
+    refused = client.patch(f"/api/sessions/{sid}", json={"title": "x", "auto_approve": True})
+    assert refused.status_code == 403 and error_code(refused) == "auto_approve_disabled"
+    assert "TETHER_ALLOW_AUTO_APPROVE=0" in refused.get_json()["error"]["message"]
+    session = client.get(f"/api/sessions/{sid}").get_json()
+    assert session["auto_approve"] is False and session["title"] == "t"
+    renamed = client.patch(f"/api/sessions/{sid}", json={"title": "renamed"})
+    assert renamed.status_code == 200 and renamed.get_json()["title"] == "renamed"
+
+
+def test_the_page_offers_no_auto_approve_switch_when_the_server_disables_it(
+        make_app: Any, client: FlaskClient) -> None:
+    switch = re.compile(r'<button[^>]*id="auto-approve-btn"[^>]*>')
+    offered = switch.search(client.get("/").get_data(as_text=True))
+    assert offered and " hidden" not in offered.group(0)
+    page = make_app(TETHER_ALLOW_AUTO_APPROVE="0").test_client().get("/")
+    withheld = switch.search(page.get_data(as_text=True))
+    assert withheld and withheld.group(0).endswith(" hidden>")
 
 
 def test_patch_both_fields_at_once(client: FlaskClient, sid: str) -> None:

@@ -238,3 +238,24 @@ def test_a_socket_the_shared_writer_found_failed_ends_the_sender(core: SessionRe
                     lambda e: b"", lambda: None, failed=True)
     with pytest.raises(ConnectionClosed):
         connection._reclaim([("s", member)])
+
+
+def test_session_update_auto_approve_is_refused_when_the_server_disables_it(
+        make_app: Any) -> None:
+    core = make_app(TETHER_ALLOW_AUTO_APPROVE="0").extensions["tether"]
+    sid = core.create(title="t").id
+    fake = FakeWebSocket()
+    reader = threading.Thread(target=Connection(fake, core, "ws test").run, daemon=True)
+    reader.start()
+    try:
+        fake.request(1, "session.update", session_id=sid, auto_approve=True)
+        fake.request(2, "session.update", session_id=sid, title="renamed")
+        assert wait_until(lambda: {m.get("id") for m in fake.messages()} >= {1, 2})
+        replies = {m["id"]: m for m in fake.messages() if m.get("id") in (1, 2)}
+        error = replies[1]["error"]
+        assert error["code"] == -32007 and error["data"] == {"code": "auto_approve_disabled"}
+        assert replies[2]["result"]["title"] == "renamed"
+        assert replies[2]["result"]["auto_approve"] is False
+    finally:
+        fake.incoming.put(None)
+        reader.join(WAIT)

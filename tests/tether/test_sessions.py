@@ -13,7 +13,7 @@ import pytest
 from tether.agents.base import AgentCatalog
 from tether.agents.catalog import LocalAgent
 from tether.config import Settings
-from tether.errors import BadRequest, NotFound
+from tether.errors import AutoApproveDisabled, BadRequest, NotFound
 from tether.sessions import MAX_TITLE_CHARS, Session, SessionRegistry, check_title
 
 
@@ -90,6 +90,43 @@ def test_update_switches_auto_approve_on_and_off(session: Session) -> None:
     assert session.auto_approve is True
     session.update(auto_approve=False)
     assert session.auto_approve is False and session.to_dict()["auto_approve"] is False
+
+
+def no_auto_approve_registry(data_dir: Path, **settings: Any) -> SessionRegistry:
+    config = Settings.from_env({"data_dir": data_dir, "local_word_delay_seconds": 0,
+                                "cancel_grace_seconds": 1, **settings})
+    return SessionRegistry(config, agents=AgentCatalog([LocalAgent(config)]))
+
+
+def test_auto_approve_disabled_refuses_switching_it_on_and_changes_nothing(
+        tmp_path: Path) -> None:
+    core = no_auto_approve_registry(tmp_path, allow_auto_approve=False)
+    try:
+        session = core.create(title="first")
+        with pytest.raises(AutoApproveDisabled, match="TETHER_ALLOW_AUTO_APPROVE=0"):
+            session.update(title="renamed", auto_approve=True)
+        assert session.title == "first" and session.auto_approve is False
+        # Renaming still works, and "off" is what the session has: accepted.
+        session.update(title="renamed", auto_approve=False)
+        assert session.title == "renamed" and session.auto_approve is False
+    finally:
+        core.shutdown()
+
+
+def test_a_session_restored_with_auto_approve_on_has_it_off_when_disabled(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    before = no_auto_approve_registry(tmp_path, store="sqlite")
+    sid = before.create().id
+    before.get(sid).update(auto_approve=True)
+    before.shutdown()
+    with caplog.at_level("WARNING", logger="tether.sessions"):
+        after = no_auto_approve_registry(tmp_path, store="sqlite", allow_auto_approve=False)
+    try:
+        assert after.get(sid).auto_approve is False
+        assert after.get(sid).prompts.auto_approve is False
+        assert f"session {sid} had auto-approve on" in caplog.text
+    finally:
+        after.shutdown()
 
 
 def test_auto_approve_on_does_not_settle_pending_approvals(session: Session) -> None:
