@@ -1,4 +1,5 @@
-"""What every test shares: the API token, and the trust tally printed at the end of a run.
+"""What every test shares: the API token, secrets an agent must never see, and the trust
+tally printed at the end of a run.
 
 The tally (issue 4, "a test run shows the counts") adds up what the trust suites did: inputs
 tried, faults injected, reconnects, restarts, events checked, and events lost, duplicated or
@@ -14,6 +15,25 @@ TEST_TOKEN = "test-token-0123456789abcdef"
 
 #: Headers that authenticate an HTTP or WebSocket client with :data:`TEST_TOKEN`.
 AUTH_HEADERS = {"Authorization": f"Bearer {TEST_TOKEN}"}
+
+#: Secret settings (tether.config.SECRET_SETTINGS) an end-to-end server starts with besides
+#: ``TETHER_TOKEN``, to check that no agent sees them. Long random-looking values, valid for
+#: whatever checks these settings get.
+OTHER_SECRETS = {
+    "TETHER_SECRET_KEY": "k3y-Zq9VbT7mWc2LxR4pN8sJ1hD6fG0aYeUoQiKt5Ew",
+    "TETHER_VAPID_PRIVATE_KEY": "vap1d-Hn3Xr8QmZ2cW7bV5tL9pK4sJ6dF1gA0yEuOiRk",
+    "TETHER_REDIS_URL": "redis://:r3dis-Pa55word-Xq7Zm@127.0.0.1:6379/0",
+}
+
+
+def leaks(text: str, names: bool = True) -> list[str]:
+    """The secret values of :data:`TEST_TOKEN` and :data:`OTHER_SECRETS` found in ``text``
+    (the Redis password on its own too), and with ``names`` the settings' names."""
+    needles = [TEST_TOKEN, *OTHER_SECRETS.values(), "r3dis-Pa55word"]
+    if names:
+        needles += ["TETHER_TOKEN", *OTHER_SECRETS]
+    return [needle for needle in needles if needle in text]
+
 
 #: The tally's lines, in print order; the last three must be zero.
 TALLY_NAMES = ("inputs tried", "faults injected", "reconnects", "restarts", "events checked",

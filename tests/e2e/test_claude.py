@@ -27,6 +27,7 @@ from tests.fakes.anthropic_api import (
     tool_reply,
     tool_result_text,
 )
+from tests.support import OTHER_SECRETS, leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.claude, pytest.mark.timeout(180)]
 
@@ -53,6 +54,9 @@ def script(body: dict[str, Any]) -> Reply:
         return tool_reply("I'll create the file.", "Bash",
                           {"command": "touch created.txt && echo touched",
                            "description": "Create a file"})
+    if tag == "[env]":
+        return tool_reply("Let me look.", "Bash", {"command": "env",
+                                                   "description": "Print the environment"})
     if tag == "[ask]":
         return ask_reply([QUESTION], text="Let me ask.")
     if tag == "[slow]":
@@ -79,7 +83,8 @@ def server(api: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Iter
     with LiveServer(workdir, TETHER_AGENT="claude", TETHER_CLAUDE_BIN=claude_bin(),
                     TETHER_AGENT_IDLE_TIMEOUT=0, ANTHROPIC_BASE_URL=api.base_url,
                     ANTHROPIC_API_KEY="sk-ant-fake", HOME=str(home),
-                    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1") as server:
+                    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+                    **OTHER_SECRETS) as server:
         yield server
 
 
@@ -147,6 +152,24 @@ def test_tool_allow_runs_the_command(server: LiveServer) -> None:
     assert (workspace_of(server, sid) / "created.txt").exists()
     assert events[-1]["reason"] == "completed"
     assert any(e["kind"] == "text" and "Tool said: touched" in e["text"] for e in events)
+
+
+def test_a_bash_tool_call_sees_no_secret_setting(server: LiveServer) -> None:
+    """Claude Code's Bash tool runs with the environment Tether gave the CLI: the server's,
+    less TETHER_TOKEN and every other secret setting (issue 16, item 2)."""
+    sid = server.create_session()["id"]
+    run_turn(server, sid, "[env] what is set?")
+    request = server.wait_for_event(sid, "approval_request")
+    assert request["input"]["command"] == "env"
+    server.api("POST", f"/api/sessions/{sid}/approvals/{request['request_id']}",
+               json={"decision": "allow"})
+    events = events_until_turn_end(server, sid)
+    result = next(e for e in events if e["kind"] == "tool_result")
+    output = result["content"] if isinstance(result["content"], str) else str(result["content"])
+    assert result["is_error"] is False
+    assert f"ANTHROPIC_BASE_URL={server.env['ANTHROPIC_BASE_URL']}" in output  # the env ran
+    assert leaks(output) == []
+    assert events[-1]["reason"] == "completed"
 
 
 def test_tool_deny_sends_the_message_and_creates_nothing(server: LiveServer) -> None:

@@ -18,26 +18,9 @@ import requests
 
 from tests.e2e.live import LiveServer
 from tests.e2e.rawclients import worker_pid
-from tests.support import TEST_TOKEN
+from tests.support import OTHER_SECRETS, leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-#: Secret settings the server starts with besides TETHER_TOKEN (their values must not leak
-#: either). Long random-looking values, valid for whatever checks these settings get.
-OTHER_SECRETS = {
-    "TETHER_SECRET_KEY": "k3y-Zq9VbT7mWc2LxR4pN8sJ1hD6fG0aYeUoQiKt5Ew",
-    "TETHER_VAPID_PRIVATE_KEY": "vap1d-Hn3Xr8QmZ2cW7bV5tL9pK4sJ6dF1gA0yEuOiRk",
-    "TETHER_REDIS_URL": "redis://:r3dis-Pa55word-Xq7Zm@127.0.0.1:6379/0",
-}
-
-
-def leaks(text: str, names: bool = True) -> list[str]:
-    """The secret values (and with ``names``, the secret settings' names) in ``text``."""
-    needles = [TEST_TOKEN, *OTHER_SECRETS.values(), "r3dis-Pa55word"]
-    if names:
-        needles += ["TETHER_TOKEN", *OTHER_SECRETS]
-    return [needle for needle in needles if needle in text]
-
 
 def run_approved(server: LiveServer, sid: str, text: str) -> list[dict[str, Any]]:
     """Prompt ``text``, allow its approval, and return the turn's events."""
