@@ -192,6 +192,23 @@ def test_refusals_while_the_server_stops_are_documented(make_app: Any) -> None:
         assert response.json()["error"]["code"] == "shutting_down"
 
 
+def test_a_refused_auto_approve_is_documented(make_app: Any) -> None:
+    """``TETHER_ALLOW_AUTO_APPROVE=0``: a PATCH that switches auto-approve on answers 403
+    ``auto_approve_disabled``, a status and shape the document lists (schemathesis checks)."""
+    app = make_app(TETHER_ALLOW_AUTO_APPROVE="0")
+    api = schemathesis.openapi.from_wsgi("/api/openapi.json", app, headers=AUTH_HEADERS)
+    sid = app.extensions["tether"].create().id
+    case = api["/api/sessions/{session_id}"]["PATCH"].Case(
+        path_parameters={"session_id": sid}, body={"auto_approve": True},
+        media_type="application/json")
+    response = case.call_and_validate(headers=AUTH_HEADERS, checks=CHECKS[1:])
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "auto_approve_disabled"
+    document = app.test_client().get("/api/openapi.json", headers=AUTH_HEADERS).get_json()
+    assert "auto_approve_disabled" in document["components"]["responses"]["Forbidden"][
+        "description"]
+
+
 def test_readme_and_protocol_name_the_same_paths(client: FlaskClient) -> None:
     """README's API table and docs/protocol.md mention every documented path."""
     root = Path(__file__).resolve().parents[2]
