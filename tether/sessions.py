@@ -286,10 +286,11 @@ class SessionRegistry:
     :param store: where logs and session records live; by default the one
         ``TETHER_STORE`` names (:func:`tether.stores.open_store`). With a durable store every
         session it holds is restored here (see :meth:`_restore`).
+    :param agents: the agents offered; the built-ins by default.
 
     ``TETHER_DATA_DIR`` is created 0700, or tightened to it, and Tether's files in it to 0600
     (:func:`tether.datadir.prepare`; a warning is logged for each path tightened).
-    :param agents: the agents offered; the built-ins by default.
+    :raises OSError: the data dir cannot be created or its modes changed.
     """
 
     def __init__(self, settings: Settings, store: Store | None = None,

@@ -127,6 +127,12 @@ def test_a_session_restored_with_auto_approve_on_has_it_off_when_disabled(
         assert f"session {sid} had auto-approve on" in caplog.text
     finally:
         after.shutdown()
+    # Saved off: allowing auto-approve again later does not switch it back on by itself.
+    again = no_auto_approve_registry(tmp_path, store="sqlite")
+    try:
+        assert again.get(sid).auto_approve is False
+    finally:
+        again.shutdown()
 
 
 def test_auto_approve_on_does_not_settle_pending_approvals(session: Session) -> None:
