@@ -15,13 +15,15 @@ from typing import Any
 
 from flask import Flask
 from flask_talisman import Talisman
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from blueprints import auth, register_all
 from blueprints.bodies import CloseWhenAsked
+from blueprints.logins import REVOKED_FILE, Logins
+from blueprints.proxies import TrustedProxies
 from blueprints.sse import ShallowStreams
 from blueprints.ws import MAX_MESSAGE_BYTES
 from tether.config import SECRET_SETTINGS, Settings, check_binding, check_user
+from tether.datadir import read_or_create
 from tether.sessions import SessionRegistry
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,10 @@ CONTENT_SECURITY_POLICY = {
     "form-action": "'self'",
     "frame-ancestors": "'none'",
 }
+
+
+#: The cookie-signing key's file in the data dir, when TETHER_SECRET_KEY is not set.
+SECRET_KEY_FILE = "secret.key"
 
 
 def generate_token() -> str:
@@ -72,8 +78,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if token is None:
         token = generate_token()
         logger.warning("TETHER_TOKEN is not set: this process generated one; log in at "
-                       "/?token=%s", token)
-    auth.init_app(app, auth.Auth.create(token, settings.allowed_origins))
+                       "/#token=%s", token)
+    secret_key = (settings.secret_key.get_secret_value() if settings.secret_key
+                  else read_or_create(settings.data_dir / SECRET_KEY_FILE, generate_token))
+    logins = Logins(token, secret_key, settings.session_days * 86400,
+                    revoked_path=settings.data_dir / REVOKED_FILE)
+    auth.init_app(app, auth.Auth(token, logins, allowed_hosts=settings.host_names,
+                                 allowed_origins=frozenset(settings.allowed_origins)))
     # Headers on every response; HSTS only over HTTPS; HTTP is never redirected (a reverse
     # proxy terminates TLS).
     Talisman(app, force_https=False, content_security_policy=CONTENT_SECURITY_POLICY,
@@ -81,12 +92,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_all(app)
     # A 408 for a body that did not arrive in time closes its connection (blueprints.bodies).
     app.wsgi_app = CloseWhenAsked(app.wsgi_app)  # type: ignore[method-assign]
-    if settings.trusted_proxies:
-        # X-Forwarded-For/-Proto/-Host/-Port from that many proxies in front; without the
-        # setting they are ignored (gunicorn.conf.py turns off gunicorn's own reading).
-        n = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n,  # type: ignore[method-assign]
-                                x_port=n)
+    # X-Forwarded-For/-Proto/-Host/-Port from the proxies in TETHER_TRUSTED_PROXIES; from
+    # anyone else they are dropped (gunicorn.conf.py turns off gunicorn's own reading).
+    app.wsgi_app = TrustedProxies(app.wsgi_app,  # type: ignore[method-assign]
+                                  settings.trusted_proxies)
     # A stream's dispatch runs in a greenlet of its own, so that the connection's greenlet,
     # which serves the stream for hours after it, keeps a shallow stack (issue 5: memory per
     # idle stream; blueprints.sse.ShallowStreams).
@@ -109,7 +118,6 @@ if __name__ == "__main__":
         raise SystemExit(f"Tether: {exc}") from None
     _token = _settings.token.get_secret_value() if _settings.token else generate_token()
     _app = create_app({"TETHER_TOKEN": _token})
-    _shown = _token if _settings.token is None else "<TETHER_TOKEN>"
     print(f"Tether (development server): open http://{_settings.url_host}:{_settings.port}/"
-          f"?token={_shown}")
+          f"#token={_token}")
     WSGIServer((_settings.host, _settings.port), _app).serve_forever()

@@ -114,14 +114,12 @@ def on_starting(server):
 
 def when_ready(server):
     port = server.address[0][1] if server.address else _settings.port
-    url = f"http://{_settings.url_host}:{port}/"
-    if _generated_token is not None:
-        server.log.info("Tether is ready (agent: %s). Open this URL to log in; the token in it "
-                        "was generated for this run:\n\n    %s?token=%s\n", _settings.agent, url,
-                        _generated_token)
-    else:
-        server.log.info("Tether is ready (agent: %s): open %s?token=<TETHER_TOKEN>",
-                        _settings.agent, url)
+    # The token rides in the fragment, which browsers never send: no server, proxy or
+    # history entry keeps it (the page posts it to /login and drops it from the address).
+    url = f"http://{_settings.url_host}:{port}/#token={os.environ['TETHER_TOKEN']}"
+    origin = "was generated for this run" if _generated_token else "is TETHER_TOKEN"
+    server.log.info("Tether is ready (agent: %s). Open this URL to log in; the token in it "
+                    "%s:\n\n    %s\n", _settings.agent, origin, url)
 
 
 def post_worker_init(worker):

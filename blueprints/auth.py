@@ -1,105 +1,107 @@
-"""Authentication and the browser's guard rails (README "Security").
+"""The edge: the Host allow-list, the token, browser logins and the failed-login throttle
+(README "Security").
 
-Every API route, stream, poll and the WebSocket require the server's token, as Jupyter Server
-does: ``Authorization: Bearer <token>`` from programs, or, in a browser, a cookie the login URL
-(``/?token=…``) or the login form trades the token for. Open without it: ``/healthz``, static
-files, and the login form itself.
+Every request but ``/healthz`` must name an allowed host: ``TETHER_ALLOWED_HOSTS``, by default
+the loopback names (Jupyter Server's ``check_host``), so that a page on another site cannot
+reach a server on this machine through a DNS name of its own (DNS rebinding): 403
+``host_not_allowed``, before anything else is looked at.
 
-- Tokens are compared in constant time (:func:`hmac.compare_digest`). The cookie holds an HMAC
-  of the token, not the token, and is HttpOnly, SameSite=Strict, and Secure over HTTPS.
+Every API route, stream, poll and the WebSocket then require the server's token, as Jupyter
+Server does: ``Authorization: Bearer <token>`` from programs, or in a browser a login cookie
+(:mod:`blueprints.logins`) that the login page trades the token for. The login URL carries the
+token in its fragment (``/#token=…``), which browsers never send: the page posts it to
+``/login`` and drops it from the address bar and the history. ``/?token=…`` still works for
+old links. Open without the token: ``/healthz``, static files, and the login form.
+
+- Tokens are compared in constant time (:func:`hmac.compare_digest`).
+- Only failures are throttled (:mod:`blueprints.throttle`), never a right credential. A token
+  is checked only where its failures are counted: in ``Authorization``, and in ``?token=`` or
+  the login form on a top-level navigation (``Sec-Fetch-Dest: document``, or no ``Sec-Fetch-*``
+  header at all, as from older browsers and scripts). A ``?token=`` on an image, script or
+  frame request is not checked at all, so another site's page can neither guess through the
+  operator's browser nor spend their failures. A stale login cookie is not a guess: it gets
+  the login page with the reason, uncounted.
 - Requests authenticated by cookie that change state (any method but GET, HEAD, OPTIONS), and
   every cookie-authenticated WebSocket upgrade, must come from an allowed origin: the server's
-  own, or one in ``TETHER_ALLOWED_ORIGINS``. ``Origin`` is read first, then ``Referer``; with
-  neither, the request is refused (403). This stops cross-site request forgery and cross-site
-  WebSocket hijacking; a bearer token cannot be sent by another site, so it needs no check.
-- Failed attempts (a wrong token in any form) from one address are counted; past
-  :data:`MAX_FAILURES` in :data:`FAILURE_WINDOW_SECONDS`, every request from that address that
-  carries a credential gets 429 with ``Retry-After``, unchecked, until the window moves on
-  (checking would tell a guesser which guess is right). ``limits`` counts, in memory. Behind a
-  proxy, set ``TETHER_TRUSTED_PROXIES`` so that the address is the client's, not the proxy's.
+  own (its host having passed the allow-list) or one in ``TETHER_ALLOWED_ORIGINS``. ``Origin``
+  is read first, then ``Referer``; with neither, the request is refused (403). This stops
+  cross-site request forgery and cross-site WebSocket hijacking, which ``SameSite=Lax`` alone
+  does not; a bearer token cannot be sent by another site, so it needs no check.
 - No CORS headers are ever sent, so another origin's scripts cannot read any response.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import math
-import time
-from dataclasses import dataclass
+import re
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlencode, urlsplit
 
-from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request
-from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from flask import Blueprint, Flask, Response, current_app, g, redirect, render_template, request
 
 from blueprints.bodies import read_deadline
 from blueprints.errors import error_response
+from blueprints.logins import Logins, Verdict
+from blueprints.throttle import FailureThrottle
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("auth", __name__)
 
-#: Failed attempts one address may make per :data:`FAILURE_WINDOW_SECONDS` before 429.
-MAX_FAILURES = 10
-#: The failure-counting window, in seconds (a moving window).
-FAILURE_WINDOW_SECONDS = 60
-#: How long the browser keeps the login cookie, in seconds (30 days).
-COOKIE_MAX_AGE_SECONDS = 30 * 24 * 3600
 #: Endpoints open without the token.
 OPEN_ENDPOINTS = frozenset({"static", "api.healthz", "auth.login"})
+#: Endpoints open to any ``Host``: a health check names whatever address it probes.
+ANY_HOST_ENDPOINTS = frozenset({"api.healthz"})
 #: Methods that never change state: exempt from the origin check.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Method = Literal["bearer", "cookie"]
 
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?")
+
 
 @dataclass(frozen=True)
 class Auth:
-    """The server's token and what is derived from it. ``token`` is at least 16 characters."""
+    """What the edge checks against.
+
+    :param token: the server's token, at least 16 characters.
+    :param logins: issues and checks the login cookies.
+    :param allowed_hosts: host names (``.example.com`` for it and every subdomain; ``*``
+        for any), lower case, without port.
+    :param allowed_origins: more origins whose pages may write with the login cookie.
+    """
 
     token: str
-    allowed_origins: frozenset[str]
-    limiter: MovingWindowRateLimiter
-    failures: RateLimitItemPerMinute
-
-    @classmethod
-    def create(cls, token: str, allowed_origins: tuple[str, ...] = ()) -> Auth:
-        return cls(token, frozenset(allowed_origins), MovingWindowRateLimiter(MemoryStorage()),
-                   RateLimitItemPerMinute(MAX_FAILURES))
+    logins: Logins
+    allowed_hosts: tuple[str, ...] = ("*",)
+    allowed_origins: frozenset[str] = frozenset()
+    throttle: FailureThrottle = field(default_factory=FailureThrottle)
 
     def token_matches(self, given: str) -> bool:
         """Constant-time comparison of ``given`` with the token."""
         return hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
                                    self.token.encode("utf-8"))
 
-    @property
-    def cookie_value(self) -> str:
-        """What the login cookie holds: an HMAC-SHA256 of the token (hex), never the token."""
-        return hmac.new(self.token.encode("utf-8"), b"tether login cookie v1",
-                        hashlib.sha256).hexdigest()
 
-    def cookie_matches(self, given: str) -> bool:
-        return hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
-                                   self.cookie_value.encode("ascii"))
-
-    def blocked_for(self, address: str) -> float:
-        """Seconds until ``address`` may try again; 0 when it is not blocked."""
-        if self.limiter.test(self.failures, address):
-            return 0.0
-        stats = self.limiter.get_window_stats(self.failures, address)
-        return max(stats.reset_time - time.time(), 1.0)
-
-    def record_failure(self, address: str) -> None:
-        self.limiter.hit(self.failures, address)
-        logger.warning("authentication failed from %s", address)
+def host_allowed(host: str, allowed: Collection[str]) -> bool:
+    """True when the ``Host`` value ``host`` (``name[:port]``, ``[v6][:port]``) names one of
+    ``allowed``; a malformed value never does. The port is not compared."""
+    if "*" in allowed:
+        return True
+    match = _HOST.fullmatch(host.strip().lower())
+    if match is None:
+        return False
+    name = match.group(1).strip("[]").rstrip(".")
+    return any(name == ref.lstrip(".") or (ref.startswith(".") and name.endswith(ref))
+               for ref in allowed)
 
 
 def init_app(app: Flask, auth: Auth) -> None:
-    """Install the token check on every request of ``app``."""
+    """Install the edge's checks on every request of ``app``."""
     app.extensions["tether_auth"] = auth
     app.register_blueprint(bp)
 
@@ -117,8 +119,8 @@ def cookie_name() -> str:
 
 
 def own_origin() -> str:
-    """This server's origin as the browser sees it (``https://host:port``; with
-    ``TETHER_TRUSTED_PROXIES``, as the proxy forwarded it)."""
+    """This server's origin as the browser sees it (``https://host:port``; from a trusted
+    proxy, as it forwarded it)."""
     return f"{request.scheme}://{request.host}".lower()
 
 
@@ -136,66 +138,69 @@ def origin_allowed() -> bool:
     return origin == own_origin() or origin in current_auth().allowed_origins
 
 
-def authenticate() -> Method | None | Literal[False]:
-    """How this request proved it holds the token: ``"bearer"``, ``"cookie"``; None when it
-    presented nothing; False when what it presented is wrong.
-
-    An ``Authorization`` header, when present, decides alone.
-    """
-    auth = current_auth()
-    header = request.headers.get("Authorization")
-    if header is not None:
-        scheme, _, credentials = header.strip().partition(" ")
-        if scheme.lower() == "bearer" and auth.token_matches(credentials.strip()):
-            return "bearer"
-        return False
-    cookie = request.cookies.get(cookie_name())
-    if cookie is not None:
-        return "cookie" if auth.cookie_matches(cookie) else False
-    return None
+def is_navigation() -> bool:
+    """True for a top-level navigation: ``Sec-Fetch-Dest: document``, or no ``Sec-Fetch-*``
+    header at all (browsers before 2020, scripts). Fetch Metadata, W3C Working Draft."""
+    dest = request.headers.get("Sec-Fetch-Dest")
+    if dest is not None:
+        return dest.strip().lower() == "document"
+    return not any(name.lower().startswith("sec-fetch-") for name in request.headers.keys())
 
 
 def _client_address() -> str:
     return request.remote_addr or "unknown"
 
 
-def _too_many(retry_after: float) -> tuple[Response, int]:
-    response, status = error_response(
-        "too_many_requests",
-        f"too many failed logins from this address; try again in {math.ceil(retry_after)} s")
-    response.headers["Retry-After"] = str(math.ceil(retry_after))
-    return response, status
-
-
 def _is_page() -> bool:
     return request.endpoint == "ui.index"
 
 
-def _login_page(message: str | None, status: int) -> Response:
+def _login_page(message: str | None, status: int, forget_cookie: bool = False) -> Response:
     response = Response(render_template("login.html", message=message), status=status,
                         mimetype="text/html")
-    response.headers["Cache-Control"] = "no-store"
+    if forget_cookie:
+        response.delete_cookie(cookie_name(), path="/")
     return response
 
 
-def _unauthorized() -> Response | tuple[Response, int]:
-    if _is_page():
-        return _login_page(None, 401)
+def _failed(message: str, page: bool) -> Response | tuple[Response, int]:
+    """Count a wrong token from this address: 401, or 429 past the limit (uncounted)."""
+    address = _client_address()
+    retry = current_auth().throttle.fail(address)
+    logger.warning("authentication failed from %s%s", address, " (throttled)" if retry else "")
+    if retry:
+        seconds = math.ceil(retry)
+        text = (f"Too many failed logins from your address: try again in {seconds} s. "
+                "A browser that is logged in is not affected.")
+        if page:
+            response = _login_page(text, 429)
+        else:
+            response, _ = error_response("too_many_requests", text)
+        response.headers["Retry-After"] = str(seconds)
+        return response, 429
+    if page:
+        return _login_page(message, 401)
+    return _unauthorized(message)
+
+
+def _unauthorized(reason: str | None = None) -> tuple[Response, int]:
     response, status = error_response(
         "unauthorized",
-        "this server needs its token: send 'Authorization: Bearer <token>', or open the "
-        "login URL the server printed at start")
+        (reason + " " if reason else "") + "This server needs its token: send "
+        "'Authorization: Bearer <token>', or open the login URL the server printed at start.")
     response.headers["WWW-Authenticate"] = 'Bearer realm="tether"'
     return response, status
 
 
 def _log_in(target: str) -> Response:
-    """Redirect to ``target`` with the login cookie set (303: the next request is a GET)."""
+    """Redirect to ``target`` with a new login cookie (303: the next request is a GET)."""
+    auth = current_auth()
     response = redirect(target, code=303)
-    response.set_cookie(cookie_name(), current_auth().cookie_value,
-                        max_age=COOKIE_MAX_AGE_SECONDS, httponly=True, samesite="Strict",
-                        secure=request.is_secure, path="/")
-    response.headers["Cache-Control"] = "no-store"
+    # Lax, not Strict: a link from chat or mail opens the page logged in. Writes stay guarded
+    # by the origin check, which Lax alone would not do for top-level POSTs.
+    response.set_cookie(cookie_name(), auth.logins.issue(),
+                        max_age=int(auth.logins.max_age_seconds), httponly=True,
+                        samesite="Lax", secure=request.is_secure, path="/")
     return response
 
 
@@ -206,33 +211,51 @@ def _page_without_token() -> str:
 
 
 @bp.before_app_request
-def require_token() -> Response | tuple[Response, int] | None:
-    if request.endpoint in OPEN_ENDPOINTS:
+def guard() -> Response | tuple[Response, int] | None:
+    """The edge, in order: the host, then the credential, then the origin of a write."""
+    if request.endpoint in ANY_HOST_ENDPOINTS:
         return None
     auth = current_auth()
-    address = _client_address()
-    given_in_url = request.args.get("token") if _is_page() else None
-    presented = (given_in_url is not None or "Authorization" in request.headers
-                 or cookie_name() in request.cookies)
-    if presented:
-        # A blocked address has nothing checked, right or wrong: otherwise a guesser would
-        # still learn which guess is right.
-        blocked = auth.blocked_for(address)
-        if blocked:
-            return _too_many(blocked)
-    method = authenticate()
+    if not host_allowed(request.host, auth.allowed_hosts):
+        return error_response(
+            "host_not_allowed",
+            f"this server does not answer to the host {request.host!r}: add it to "
+            "TETHER_ALLOWED_HOSTS if it is this server's name")
+    if request.endpoint in OPEN_ENDPOINTS:
+        return None
+    return _require_token(auth)
+
+
+def _require_token(auth: Auth) -> Response | tuple[Response, int] | None:
+    stale: Verdict | None = None
+    method: Method | None = None
+    header = request.headers.get("Authorization")
+    cookie = request.cookies.get(cookie_name())
+    if header is not None:
+        scheme, _, credentials = header.strip().partition(" ")
+        if not (scheme.lower() == "bearer" and auth.token_matches(credentials.strip())):
+            return _failed("The token in the Authorization header is not this server's.",
+                           page=_is_page())
+        method = "bearer"
+    elif cookie is not None:
+        login = auth.logins.check(cookie)
+        if login.verdict is Verdict.VALID:
+            method = "cookie"
+            g.login_id = login.login_id
+        else:
+            stale = login.verdict
+    given_in_url = request.args.get("token") if _is_page() and is_navigation() else None
     if given_in_url is not None:
-        if method not in (None, False):
+        if method is not None:
             return redirect(_page_without_token(), code=303)  # just clean the address bar
         if auth.token_matches(given_in_url):
             return _log_in(_page_without_token())
-        auth.record_failure(address)
-        return _login_page("That token is not this server's.", 401)
+        return _failed("That token is not this server's.", page=True)
     if method is None:
-        return _unauthorized()
-    if method is False:
-        auth.record_failure(address)
-        return _unauthorized()
+        if _is_page():
+            return _login_page(stale.reason if stale else None, 401,
+                               forget_cookie=stale is not None)
+        return _unauthorized(stale.reason if stale else None)
     if method == "cookie" and (request.method not in SAFE_METHODS or _is_websocket_upgrade()):
         if not origin_allowed():
             return error_response(
@@ -242,25 +265,45 @@ def require_token() -> Response | tuple[Response, int] | None:
     return None
 
 
+@bp.after_app_request
+def no_store(response: Response) -> Response:
+    """Nothing but the static files may be kept by a browser or a proxy cache: every other
+    response carries session data, a login, or an error about one."""
+    if request.endpoint != "static":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _is_websocket_upgrade() -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket"
 
 
 @bp.post("/login")
 def login() -> Response | tuple[Response, int]:
-    """The login form's target: ``token`` in a form body. Success: 303 to ``/`` with the
-    cookie set. Wrong token: 401 and the form again; 429 past the failure limit."""
+    """The login form's target: ``token`` in a form body, posted by a navigation (the form,
+    or the page's script for a ``/#token=`` URL). Success: 303 to ``/`` with a new login
+    cookie. Wrong token: 401 and the form again; 429 past the failure limit. From anything
+    but a navigation the token is not checked (401)."""
     # No origin check: with Referrer-Policy no-referrer a browser sends "Origin: null" on a
     # form post, and a forged login could only log a browser in with this server's token.
-    auth = current_auth()
-    address = _client_address()
-    blocked = auth.blocked_for(address)
-    if blocked:
-        return _too_many(blocked)
     with read_deadline():  # open to anyone: a trickled form must not hold a connection
-        token = request.form.get("token", "")
-    if token and auth.token_matches(token.strip()):
+        token = request.form.get("token", "").strip()
+    if not token:
+        return _login_page("Enter the token.", 400)
+    if not is_navigation():
+        return _login_page("Log in from the login page.", 401)
+    if current_auth().token_matches(token):
         return _log_in("/")
-    auth.record_failure(address)
-    return _login_page("That token is not this server's." if token else "Enter the token.",
-                       401)
+    return _failed("That token is not this server's.", page=True)
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    """End this browser's login: its cookie is revoked (refused from now on, a copy of it
+    too) and deleted. 204. With a bearer token there is no login to end: 204 all the same."""
+    login_id = g.get("login_id")
+    if login_id:
+        current_auth().logins.revoke(login_id)
+    response = Response(status=204)
+    response.delete_cookie(cookie_name(), path="/")
+    return response

@@ -22,6 +22,7 @@ HTTP_STATUS = {
     "unauthorized": 401,
     "forbidden": 403,
     "auto_approve_disabled": 403,
+    "host_not_allowed": 403,
     "not_found": 404,
     "method_not_allowed": 405,
     "request_timeout": 408,
@@ -60,7 +61,7 @@ JSONRPC_CODE = {
 
 _CODE_FOR_STATUS = {status: code for code, status in HTTP_STATUS.items()
                     if code not in ("session_busy", "already_resolved", "too_many_sessions",
-                                    "auto_approve_disabled")}
+                                    "auto_approve_disabled", "host_not_allowed")}
 
 
 #: Codes whose answer closes the connection (``Connection: close``): the request's body was

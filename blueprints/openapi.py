@@ -52,10 +52,11 @@ ERRORS = {
     400: ("BadRequest", "Bad input: invalid JSON, a missing or wrong-typed field (named), or a "
                         "cursor that is not a plain decimal integer."),
     401: ("Unauthorized", "No token, or a wrong one (`WWW-Authenticate: Bearer`)."),
-    403: ("Forbidden", "`forbidden`: authenticated by cookie, but `Origin` (or `Referer`) is "
-                       "not an allowed origin: a state-changing request from another site. "
-                       "`auto_approve_disabled`: the server refuses to switch auto-approve on "
-                       "(`TETHER_ALLOW_AUTO_APPROVE=0`)."),
+    403: ("Forbidden", "`host_not_allowed`: the `Host` is not in `TETHER_ALLOWED_HOSTS` (any "
+                       "request); `forbidden`: authenticated by cookie, but `Origin` (or "
+                       "`Referer`) is not an allowed origin, a state-changing request from "
+                       "another site; `auto_approve_disabled`: the server refuses to switch "
+                       "auto-approve on (`TETHER_ALLOW_AUTO_APPROVE=0`)."),
     404: ("NotFound", "No such session, agent or request."),
     408: ("RequestTimeout", "`request_timeout`: the body did not arrive whole within "
                             "`TETHER_BODY_TIMEOUT` seconds (default 10); the answer closes "
@@ -71,8 +72,8 @@ ERRORS = {
                                 "sessions, prompts and changes; try again once it is back."),
 }
 
-_SECURED = (401, 429)
-_WITH_BODY = (*_SECURED, 400, 403, 408, 413, 415)
+_SECURED = (401, 403, 429)
+_WITH_BODY = (*_SECURED, 400, 408, 413, 415)
 
 
 @bp.get("/api/openapi.json")
@@ -113,9 +114,11 @@ def document(cookie: str = "tether-8000") -> dict[str, Any]:
                                           "generated and printed at start."},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": cookie,
                            "description": "The login cookie (`tether-<port>`, HttpOnly, "
-                                          "SameSite=Strict) that `/?token=…` or the login form "
-                                          "sets. State-changing requests authenticated by it "
-                                          "must carry an allowed `Origin` (else 403)."},
+                                          "SameSite=Lax, signed, expiring after "
+                                          "`TETHER_SESSION_DAYS`, ended by `POST /logout`) that "
+                                          "the login page sets. State-changing requests "
+                                          "authenticated by it must carry an allowed `Origin` "
+                                          "(else 403)."},
             },
         },
     }
@@ -357,7 +360,7 @@ def _sse(event: str, data: dict[str, Any], with_id: bool = False) -> dict[str, A
 def _sse_response(description: str) -> dict[str, Any]:
     return {"200": {
         "description": description,
-        "headers": {"Cache-Control": {"schema": {"const": "no-cache"}},
+        "headers": {"Cache-Control": {"schema": {"const": "no-store"}},
                     "X-Accel-Buffering": {"schema": {"const": "no"}}},
         "content": {"text/event-stream": {"schema": _ref("SseEvent")}},
     }}
@@ -414,7 +417,7 @@ def _paths() -> dict[str, Any]:
                 tags=sessions),
             "delete": _op("Stop its turn and forget it",
                           {"204": {"description": "Deleted."}},
-                          errors=(*_SECURED, 403, 404, 503), tags=sessions),
+                          errors=(*_SECURED, 404, 503), tags=sessions),
         },
         "/api/sessions/{session_id}/transcript.jsonl": {"get": _op(
             "The whole log as JSON Lines",
@@ -431,7 +434,7 @@ def _paths() -> dict[str, Any]:
         "/api/sessions/{session_id}/cancel": {"post": _op(
             "Stop the running turn",
             {"200": _json(_ref("Cancelled"), "Whether a turn was running.")},
-            errors=(*_SECURED, 403, 404), params=[sid], tags=sessions)},
+            errors=(*_SECURED, 404), params=[sid], tags=sessions)},
         "/api/sessions/{session_id}/approvals/{request_id}": {"post": _op(
             "Answer an approval",
             {"200": _json(_ref("ApprovalResult"), "Resolved: this answer won.")},

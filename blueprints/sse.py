@@ -36,7 +36,9 @@ from tether.sessions import SessionRegistry
 
 bp = Blueprint("sse", __name__)
 
-HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# no-store, not DESIGN.md's no-cache: a stream carries session data, which no cache may keep
+# (issue 16); EventSource needs neither.
+HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 #: The last frame of a stream the server closes because it is stopping (docs/protocol.md):
 #: the client reconnects, with backoff, from its cursor.
 SHUTDOWN = sse.named("shutdown", {"reason": "server stopping"})

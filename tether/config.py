@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Shortest ``TETHER_TOKEN`` accepted, in characters (a generated token has 43).
 MIN_TOKEN_CHARS = 16
@@ -87,7 +90,21 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias=_env("ALLOWED_ORIGINS")
     )
-    trusted_proxies: int = Field(0, ge=0, le=10, validation_alias=_env("TRUSTED_PROXIES"))
+    #: Peers whose X-Forwarded-* headers are believed (addresses and networks); empty: none.
+    trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = Field(
+        (), validation_alias=_env("TRUSTED_PROXIES")
+    )
+    #: Host names the server answers to (DNS rebinding); None: the loopback names, which
+    #: only a server bound to loopback may rely on (:func:`check_binding`).
+    allowed_hosts: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        None, validation_alias=_env("ALLOWED_HOSTS")
+    )
+    #: Signs the login cookies with the token; None: a key kept in the data dir.
+    secret_key: SecretStr | None = Field(None, validation_alias=_env("SECRET_KEY"))
+    #: How long a browser's login lasts, in days.
+    session_days: float = Field(
+        30.0, gt=0, le=3650, allow_inf_nan=False, validation_alias=_env("SESSION_DAYS")
+    )
     #: Start even as root (check_user): for a container or VM whose root is not the host's.
     allow_root: bool = Field(False, validation_alias=_env("ALLOW_ROOT"))
     #: Sessions may switch auto-approve on; off, every such change is refused (403
@@ -121,6 +138,61 @@ class Settings(BaseSettings):
             origins.append(origin.lower())
         return tuple(origins)
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: Any) -> Any:
+        # "127.0.0.1, 10.0.0.0/8" -> (IPv4Network('127.0.0.1/32'), IPv4Network('10.0.0.0/8'))
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+            if value == ["0"]:
+                return ()  # the old count form's "no proxy", still meaning none
+        networks = []
+        for item in value:
+            if isinstance(item, str) and item.isdigit():
+                raise ValueError(
+                    f"{item!r} is a count of proxies, which this setting no longer takes: "
+                    "list the proxies' addresses or networks instead, e.g. 127.0.0.1 for a "
+                    "proxy on this host, or 10.0.0.0/8 (0 or empty: no proxy)")
+            try:
+                networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network like 127.0.0.1 "
+                                 "or 10.0.0.0/8") from None
+        return tuple(networks)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        # "tether.example, .corp.example" -> ("tether.example", ".corp.example"); "*": any
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+        hosts = []
+        for host in value:
+            host = str(host).strip().lower()
+            bare = host.strip("[]")
+            if host != "*" and not re.fullmatch(r"\.?[a-z0-9.-]+|[0-9a-f:.]+", bare):
+                raise ValueError(f"{host!r} is not a host name like tether.example "
+                                 "(no scheme, port or path; '*' allows any)")
+            hosts.append(bare)
+        if not hosts:
+            raise ValueError("is empty: name the hosts browsers use, or '*' for any")
+        return tuple(hosts)
+
+    @field_validator("secret_key", mode="before")
+    @classmethod
+    def _check_secret_key(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value is None or value == "":
+            return None  # unset: a key kept in the data dir
+        if not isinstance(value, str) or len(value) < MIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters")
+        return value
+
     @classmethod
     def from_env(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
         """Read ``TETHER_*`` from the environment, then apply ``overrides``.
@@ -147,6 +219,18 @@ class Settings(BaseSettings):
             return False  # a host name: it may resolve to anything
 
     @property
+    def host_names(self) -> tuple[str, ...]:
+        """The host names requests may carry in ``Host``: ``TETHER_ALLOWED_HOSTS``, else
+        ``localhost``, ``127.0.0.1``, ``::1`` and the bound address; ``("*",)`` allows any."""
+        if self.allowed_hosts is not None:
+            return self.allowed_hosts
+        names = ["localhost", "127.0.0.1", "::1"]
+        bound = self.host.strip("[]").lower()
+        if bound not in names:
+            names.append(bound)
+        return tuple(names)
+
+    @property
     def url_host(self) -> str:
         """The host for a URL that reaches this server from this machine (``0.0.0.0`` and
         ``::`` become loopback; IPv6 gets brackets)."""
@@ -161,12 +245,16 @@ class Settings(BaseSettings):
 
 
 def check_binding(settings: Settings) -> None:
-    """Refuse to listen beyond this machine without a token the operator chose.
+    """Refuse to listen beyond this machine without a token the operator chose, or without
+    the host names browsers will use.
 
     A generated token is printed to the console; on an address others can reach, whoever
     reads that console (or guesses nothing at all, were auth ever off) would hold a shell.
+    Without ``TETHER_ALLOWED_HOSTS`` only loopback names would be answered, which no browser
+    elsewhere uses; the operator must name the hosts, or say ``*`` explicitly.
 
-    :raises ValueError: ``TETHER_HOST`` is not loopback and ``TETHER_TOKEN`` is unset.
+    :raises ValueError: ``TETHER_HOST`` is not loopback and ``TETHER_TOKEN`` or
+        ``TETHER_ALLOWED_HOSTS`` is unset.
     """
     if not settings.binds_loopback and settings.token is None:
         raise ValueError(
@@ -174,6 +262,12 @@ def check_binding(settings: Settings) -> None:
             "this port could run commands on this machine. Set TETHER_TOKEN to a long random "
             "secret (python -c 'import secrets; print(secrets.token_urlsafe(32))'), or bind "
             "127.0.0.1 and reach it through SSH or a reverse proxy.")
+    if not settings.binds_loopback and settings.allowed_hosts is None:
+        raise ValueError(
+            f"refusing to listen on {settings.host} without TETHER_ALLOWED_HOSTS: name the "
+            "host names browsers use to reach this server (TETHER_ALLOWED_HOSTS="
+            "tether.example,192.168.1.20), so that a page on another site cannot reach it "
+            "through a DNS name of its own (DNS rebinding); '*' allows any name.")
 
 
 def check_user(settings: Settings) -> None:

@@ -231,12 +231,25 @@ const Sessions = {
     $("auto-approve-btn").addEventListener("click", () => this.setAutoApprove(!(this.current && this.current.auto_approve)));
     $("auto-off-btn").addEventListener("click", () => this.setAutoApprove(false));
     window.addEventListener("hashchange", () => this.show(this.fromHash()));
+    $("logout-btn").addEventListener("click", () => this.logout());
+    $("refused-close").addEventListener("click", () => Refused.hide());
+    // A login URL (/#token=…) opened by a browser that is already logged in: drop the token.
+    if (/(?:^#|&)token=/.test(location.hash)) history.replaceState(null, "", location.pathname + location.search);
     this.loadAgents();
     const first = this.refresh();
     this.show(this.fromHash());
     await first;
     this.renderList();
     setInterval(() => { if (!document.hidden) this.refresh(); }, 15000);
+  },
+
+  async logout() {
+    try {
+      await Api.logout();
+    } catch (err) {
+      return Composer.showError(`Could not log out: ${err.message}`);
+    }
+    window.location.replace("/");
   },
 
   fromHash() {

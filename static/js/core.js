@@ -115,6 +115,32 @@ const SignedOut = {
   },
 };
 
+/** A refused request (403 from the origin or host check, 429 from the login throttle) said in
+ *  words at the top of the page, whatever view is open: a button that does nothing and shows
+ *  nothing is the worst failure a proxy misconfiguration can produce. */
+const Refused = {
+  explain(status, code, message) {
+    if (code === "forbidden") {
+      return "The server refused this change as coming from another site (403). Behind a " +
+        "reverse proxy, it must forward X-Forwarded-Proto, -Host and -Port, and list the " +
+        "proxy in TETHER_TRUSTED_PROXIES (README, Deployment). " + (message || "");
+    }
+    if (code === "host_not_allowed") return `The server does not answer to this address (403): ${message}`;
+    if (status === 429) return `The server is refusing logins from your address for now (429): ${message}`;
+    return null;
+  },
+  show(text) {
+    const banner = $("refused-banner");
+    if (!banner) return;
+    $("refused-text").textContent = text;
+    banner.hidden = false;
+  },
+  hide() {
+    const banner = $("refused-banner");
+    if (banner) banner.hidden = true;
+  },
+};
+
 const Api = {
   async request(method, path, body) {
     const init = {method, headers: {Accept: "application/json"}, cache: "no-store"};
@@ -128,12 +154,15 @@ const Api = {
     const data = await res.json().catch(() => null);
     if (!res.ok) {
       const err = (data && data.error) || {};
+      const refused = Refused.explain(res.status, err.code, err.message);
+      if (refused) Refused.show(refused);
       throw new ApiError(res.status, err.code || "http_" + res.status, err.message || res.statusText);
     }
     return data;
   },
   path: (id, rest = "") => `/api/sessions/${encodeURIComponent(id)}${rest}`,
   agents: () => Api.request("GET", "/api/agents"),
+  logout: () => Api.request("POST", "/logout"),
   sessions: () => Api.request("GET", "/api/sessions"),
   session: (id) => Api.request("GET", Api.path(id)),
   create: (agent) => Api.request("POST", "/api/sessions", {agent}),

@@ -1,5 +1,6 @@
-"""The token, the login cookie, the origin check, rate limiting and security headers
-(blueprints/auth.py, README "Security")."""
+"""The edge: the host allow-list, the token, the login cookie and logout, the origin check,
+the failed-login throttle, forwarded headers and security headers (blueprints/auth.py,
+README "Security")."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from blueprints.auth import MAX_FAILURES, OPEN_ENDPOINTS
+from blueprints.auth import OPEN_ENDPOINTS
+from blueprints.throttle import MAX_FAILURES
 from tests.support import TEST_TOKEN
 from tether.config import Settings, check_binding
 
@@ -103,7 +105,9 @@ def test_the_page_without_a_cookie_is_a_login_form(app: Flask) -> None:
     assert response.mimetype == "text/html"
     html = response.get_data(as_text=True)
     assert 'action="/login"' in html and 'name="token"' in html
-    assert "<script" not in html
+    # One script, from this origin (the fragment login); nothing inline.
+    assert re.findall(r"<script[^>]*>", html) == [
+        '<script src="/static/js/login.js" defer>']
 
 
 def test_the_login_url_trades_the_token_for_a_cookie_and_drops_it_from_the_address(
@@ -114,8 +118,9 @@ def test_the_login_url_trades_the_token_for_a_cookie_and_drops_it_from_the_addre
     assert response.headers["Location"] == "/?transport=ws"
     cookie = response.headers["Set-Cookie"]
     assert cookie.startswith("tether-80=")
-    assert TEST_TOKEN not in cookie  # an HMAC of the token, not the token
-    for flag in ("HttpOnly", "SameSite=Strict", "Path=/"):
+    assert TEST_TOKEN not in cookie  # a signed login id, not the token
+    # Lax: a link from chat or mail opens the page logged in (writes are origin-checked).
+    for flag in ("HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=2592000"):
         assert flag in cookie
     assert "Secure" not in cookie  # plain HTTP: a Secure cookie would never come back
     assert client.get("/").status_code == 200
@@ -125,8 +130,8 @@ def test_the_login_url_trades_the_token_for_a_cookie_and_drops_it_from_the_addre
     assert again.status_code == 303 and "Set-Cookie" not in again.headers
 
 
-def test_over_https_the_cookie_is_secure(app: Flask) -> None:
-    client = anonymous(app)
+def test_over_https_the_cookie_is_secure(make_app: Any) -> None:
+    client = anonymous(make_app(TETHER_ALLOWED_HOSTS="tether.example"))
     response = client.get(f"/?token={TEST_TOKEN}", base_url="https://tether.example")
     assert response.status_code == 303
     assert "Secure" in response.headers["Set-Cookie"]
@@ -145,7 +150,7 @@ def test_the_login_form(app: Flask) -> None:
     wrong = client.post("/login", data={"token": "not-the-token-at-all"})
     assert wrong.status_code == 401 and "not this server" in wrong.get_data(as_text=True)
     empty = client.post("/login", data={})
-    assert empty.status_code == 401
+    assert empty.status_code == 400
     right = client.post("/login", data={"token": TEST_TOKEN})
     assert right.status_code == 303 and right.headers["Location"] == "/"
     assert client.get("/api/sessions").status_code == 200
@@ -180,6 +185,7 @@ def test_a_cookie_for_another_token_or_port_is_refused(make_app: Any) -> None:
     ({"Origin": "https://localhost"}, 403),
     ({"Referer": "http://evil.example/http://localhost"}, 403),
     ({"Origin": "http://evil.example", "Referer": "http://localhost/"}, 403),
+    ({"Origin": "http://127.0.0.1"}, 403),  # an allowed host, but not this page's origin
 ])
 def test_state_changes_by_cookie_need_an_allowed_origin(app: Flask, headers: dict[str, str],
                                                         status: int) -> None:
@@ -238,10 +244,10 @@ def test_websocket_upgrades_by_cookie_check_the_origin(app: Flask) -> None:
     assert anonymous(app).get("/api/ws", headers=upgrade).status_code == 401
 
 
-# ---------------------------------------------------------------- rate limiting
+# ---------------------------------------------------------------- the failed-login throttle
 
 
-def test_repeated_failures_from_one_address_are_rate_limited(app: Flask) -> None:
+def test_repeated_failures_from_one_address_are_throttled(app: Flask) -> None:
     guesser = anonymous(app, "10.0.0.7")
     for _ in range(MAX_FAILURES):
         assert guesser.get("/api/sessions",
@@ -249,24 +255,64 @@ def test_repeated_failures_from_one_address_are_rate_limited(app: Flask) -> None
     limited = guesser.get("/api/sessions", headers={"Authorization": "Bearer wrong-guess"})
     assert limited.status_code == 429
     assert limited.json["error"]["code"] == "too_many_requests"
+    assert "try again in" in limited.json["error"]["message"]
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
-    # Blocked means unchecked: even the right token gets 429, so guessing teaches nothing.
-    right = guesser.get("/api/sessions", headers={"Authorization": f"Bearer {TEST_TOKEN}"})
-    assert right.status_code == 429
-    assert guesser.get(f"/?token={TEST_TOKEN}").status_code == 429
-    assert guesser.post("/login", data={"token": TEST_TOKEN}).status_code == 429
+    # The page gets the same refusal in HTML, saying when to retry.
+    page = guesser.get("/?token=wrong-guess-again")
+    assert page.status_code == 429 and page.mimetype == "text/html"
+    assert "try again in" in page.get_data(as_text=True)
+    assert 1 <= int(page.headers["Retry-After"]) <= 60
+    assert guesser.post("/login", data={"token": "wrong"}).status_code == 429
     # Other addresses are not affected; requests without credentials are not counted.
     assert anonymous(app, "10.0.0.8").get(
-        "/api/sessions", headers={"Authorization": f"Bearer {TEST_TOKEN}"}).status_code == 200
+        "/api/sessions", headers={"Authorization": "Bearer wrong-guess"}).status_code == 401
     assert anonymous(app, "10.0.0.9").get("/healthz").status_code == 200
 
 
-def test_missing_credentials_are_not_failures(app: Flask) -> None:
+def test_the_right_credential_is_accepted_from_a_throttled_address(app: Flask) -> None:
+    # Nobody can lock the operator out by failing from their address (code-server's rule).
+    operator = logged_in(app, "10.0.0.11")
+    guesser = anonymous(app, "10.0.0.11")
+    for _ in range(MAX_FAILURES + 5):
+        guesser.get("/api/sessions", headers={"Authorization": "Bearer wrong-guess"})
+    assert guesser.get("/api/sessions",
+                       headers={"Authorization": "Bearer wrong-guess"}).status_code == 429
+    assert operator.get("/api/sessions").status_code == 200
+    assert operator.get("/").status_code == 200
+    assert guesser.get("/api/sessions",
+                       headers={"Authorization": f"Bearer {TEST_TOKEN}"}).status_code == 200
+    assert anonymous(app, "10.0.0.11").get(f"/?token={TEST_TOKEN}").status_code == 303
+    assert anonymous(app, "10.0.0.11").post("/login", data={"token": TEST_TOKEN}
+                                            ).status_code == 303
+
+
+@pytest.mark.parametrize("dest", ["image", "script", "iframe", "style", "empty"])
+def test_a_login_url_from_an_image_or_script_is_neither_checked_nor_counted(
+        app: Flask, dest: str) -> None:
+    # Another site's <img src="http://127.0.0.1:8000/?token=x"> makes the operator's browser
+    # send it: it must not spend their failures, nor log in, nor tell right from wrong.
+    browser = anonymous(app, "10.0.0.12")
+    fetch = {"Sec-Fetch-Dest": dest, "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Site": "cross-site"}
+    for _ in range(MAX_FAILURES * 3):
+        assert browser.get("/?token=x", headers=fetch).status_code == 401
+    right = browser.get(f"/?token={TEST_TOKEN}", headers=fetch)
+    assert right.status_code == 401 and "Set-Cookie" not in right.headers
+    assert browser.post("/login", data={"token": TEST_TOKEN}, headers=fetch).status_code == 401
+    assert app.extensions["tether_auth"].throttle.blocked_for("10.0.0.12") == 0
+    navigation = {"Sec-Fetch-Dest": "document", "Sec-Fetch-Mode": "navigate"}
+    assert browser.get("/?token=x", headers=navigation).status_code == 401
+    assert browser.get(f"/?token={TEST_TOKEN}", headers=navigation).status_code == 303
+
+
+def test_missing_credentials_and_stale_cookies_are_not_failures(app: Flask) -> None:
     client = anonymous(app, "10.0.0.10")
+    client.set_cookie("tether-80", "an-old-cookie-from-another-token")
     for _ in range(MAX_FAILURES * 2):
         assert client.get("/api/sessions").status_code == 401
-    assert client.get("/api/sessions",
-                      headers={"Authorization": f"Bearer {TEST_TOKEN}"}).status_code == 200
+    client.delete_cookie("tether-80")
+    for _ in range(MAX_FAILURES * 2):
+        assert client.get("/api/sessions").status_code == 401
+    assert app.extensions["tether_auth"].throttle.blocked_for("10.0.0.10") == 0
 
 
 # ---------------------------------------------------------------- headers, proxies, ids
@@ -288,9 +334,10 @@ def test_the_page_carries_the_security_headers(app: Flask) -> None:
         "/", base_url="https://tether.example").headers
 
 
-def test_forwarded_headers_are_ignored_without_trusted_proxies(app: Flask) -> None:
+def test_forwarded_headers_are_ignored_without_trusted_proxies(make_app: Any) -> None:
+    app = make_app(TETHER_ALLOWED_HOSTS="localhost,tether.example")
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "tether.example",
-                 "X-Forwarded-For": "10.9.9.9"}
+                 "X-Forwarded-For": "10.9.9.9", "X-Forwarded-Port": "443"}
     response = anonymous(app).get(f"/?token={TEST_TOKEN}", headers=forwarded)
     assert "Secure" not in response.headers["Set-Cookie"]
     # The origin is still the server's own, not the one the headers claim.
@@ -305,10 +352,30 @@ def test_forwarded_headers_are_ignored_without_trusted_proxies(app: Flask) -> No
     assert last.status_code == 429
 
 
+def test_forwarded_headers_from_a_peer_outside_the_trusted_proxies_are_ignored(
+        make_app: Any) -> None:
+    # The proxy is 10.0.0.1; a client reaching gunicorn's port directly forges nothing.
+    app = make_app(TETHER_TRUSTED_PROXIES="10.0.0.1", TETHER_ALLOWED_HOSTS="*")
+    direct = anonymous(app, "10.0.0.66")
+    forged = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "10.1.1.1",
+              "X-Forwarded-Host": "tether.example", "X-Forwarded-Port": "443"}
+    response = direct.get(f"/?token={TEST_TOKEN}", headers=forged)
+    assert response.headers["Set-Cookie"].startswith("tether-80=")
+    assert "Secure" not in response.headers["Set-Cookie"]
+    for n in range(MAX_FAILURES):
+        assert direct.get("/api/sessions", headers={
+            **forged, "X-Forwarded-For": f"10.2.2.{n}",
+            "Authorization": "Bearer wrong-guess"}).status_code == 401
+    assert direct.get("/api/sessions", headers={
+        **forged, "X-Forwarded-For": "10.3.3.3",
+        "Authorization": "Bearer wrong-guess"}).status_code == 429
+
+
 def test_forwarded_headers_are_honoured_from_trusted_proxies(make_app: Any) -> None:
-    app = make_app(TETHER_TRUSTED_PROXIES=1)
+    app = make_app(TETHER_TRUSTED_PROXIES="127.0.0.1, 10.0.0.0/8",
+                   TETHER_ALLOWED_HOSTS="tether.example")
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "tether.example",
-                 "X-Forwarded-For": "10.9.9.9"}
+                 "X-Forwarded-For": "192.0.2.9"}
     client = anonymous(app)
     response = client.get(f"/?token={TEST_TOKEN}", headers=forwarded)
     assert "Secure" in response.headers["Set-Cookie"]
@@ -319,11 +386,194 @@ def test_forwarded_headers_are_honoured_from_trusted_proxies(make_app: Any) -> N
     proxied.set_cookie("tether-443", cookie.value)
     assert proxied.post("/api/sessions", json={}, headers={
         **forwarded, "Origin": "https://tether.example"}).status_code == 201
+    # A TLS port other than 443 reaches the origin check through X-Forwarded-Port.
+    on_8443 = {**forwarded, "X-Forwarded-Port": "8443"}
+    proxied.set_cookie("tether-8443", cookie.value)
+    assert proxied.post("/api/sessions", json={}, headers={
+        **on_8443, "Origin": "https://tether.example:8443"}).status_code == 201
     # Each client behind the proxy is counted by its own address.
     for n in range(MAX_FAILURES + 1):
         last = anonymous(app).get("/api/sessions", headers={
-            "Authorization": "Bearer wrong-guess", "X-Forwarded-For": f"10.1.1.{n}"})
+            **forwarded, "Authorization": "Bearer wrong-guess",
+            "X-Forwarded-For": f"192.0.2.{n}"})
     assert last.status_code == 401
+    # ... and a client naming itself in the header is still counted by the address the
+    # proxy appended (the rightmost untrusted hop).
+    for n in range(MAX_FAILURES + 1):
+        last = anonymous(app).get("/api/sessions", headers={
+            **forwarded, "Authorization": "Bearer wrong-guess",
+            "X-Forwarded-For": f"198.51.100.{n}, 192.0.2.200, 10.1.1.1"})
+    assert last.status_code == 429
+
+
+# ---------------------------------------------------------------- the host allow-list
+
+
+def route_kinds(app: Flask, core: Any) -> list[tuple[str, str]]:
+    """One request of every kind: page, login, logout, API read and write, SSE, long-poll,
+    inbox, WebSocket handshake, static file, metrics."""
+    session = core.create()
+    base = f"/api/sessions/{session.id}"
+    return [("GET", "/"), ("POST", "/login"), ("POST", "/logout"), ("GET", "/api/sessions"),
+            ("POST", "/api/sessions"), ("GET", base + "/stream"), ("GET", base + "/events"),
+            ("GET", "/api/inbox"), ("GET", "/api/ws"), ("GET", "/static/style.css"),
+            ("GET", "/metrics"), ("GET", "/api/openapi.json")]
+
+
+@pytest.mark.parametrize("credentials", ["bearer", "cookie", "none"])
+def test_a_host_not_allowed_is_refused_on_every_route(app: Flask, core: Any,
+                                                      credentials: str) -> None:
+    client = {"bearer": app.test_client(), "cookie": logged_in(app),
+              "none": anonymous(app)}[credentials]
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    for host in ("evil.example", "localhost.evil.example", "127.0.0.1.nip.io", "bad host"):
+        for method, path in route_kinds(app, core):
+            headers = {"Host": host, "Origin": f"http://{host}",
+                       **(upgrade if path == "/api/ws" else {})}
+            response = client.open(path, method=method, headers=headers,
+                                   data={"token": TEST_TOKEN} if path == "/login" else None)
+            assert response.status_code == 403, (host, method, path)
+            assert response.json["error"]["code"] == "host_not_allowed", (host, path)
+            response.close()
+    assert client.get("/healthz", headers={"Host": "evil.example"}).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:8000", "127.0.0.1:8000",
+                                  "[::1]:8000", "LOCALHOST", "localhost.", "127.0.0.2:80"])
+def test_the_loopback_names_are_allowed_by_default(make_app: Any, host: str) -> None:
+    app = make_app(TETHER_HOST="127.0.0.2")
+    assert app.test_client().get("/api/sessions", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("allowed, host, ok", [
+    ("tether.example", "tether.example:8443", True),
+    ("tether.example", "www.tether.example", False),
+    (".tether.example", "www.tether.example", True),
+    (".tether.example", "tether.example", True),
+    (".tether.example", "eviltether.example", False),
+    ("tether.example", "localhost", False),
+    ("*", "anything.example", True),
+    ("192.168.1.20", "192.168.1.20:8000", True),
+])
+def test_allowed_hosts(make_app: Any, allowed: str, host: str, ok: bool) -> None:
+    app = make_app(TETHER_ALLOWED_HOSTS=allowed)
+    status = app.test_client().get("/api/sessions", headers={"Host": host}).status_code
+    assert status == (200 if ok else 403)
+
+
+def test_the_host_from_a_trusted_proxy_is_the_forwarded_one(make_app: Any) -> None:
+    app = make_app(TETHER_TRUSTED_PROXIES="127.0.0.1", TETHER_ALLOWED_HOSTS="tether.example")
+    client = app.test_client()
+    assert client.get("/api/sessions", headers={
+        "Host": "127.0.0.1:8000", "X-Forwarded-Host": "tether.example"}).status_code == 200
+    assert client.get("/api/sessions", headers={
+        "Host": "tether.example", "X-Forwarded-Host": "evil.example"}).status_code == 403
+
+
+# ---------------------------------------------------------------- logins: expiry, logout, keys
+
+
+def test_logout_ends_the_login_and_every_copy_of_its_cookie(app: Flask) -> None:
+    browser = logged_in(app)
+    copy = anonymous(app)
+    copy.set_cookie("tether-80", browser.get_cookie("tether-80").value)
+    other = logged_in(app)
+    assert copy.get("/api/sessions").status_code == 200
+    # Logout is a write: the origin check applies.
+    assert browser.post("/logout", headers={"Origin": "http://evil.example"}).status_code == 403
+    response = browser.post("/logout", headers={"Origin": "http://localhost"})
+    assert response.status_code == 204
+    assert "tether-80=;" in response.headers["Set-Cookie"]  # deleted
+    assert browser.get("/api/sessions").status_code == 401
+    refused = copy.get("/api/sessions")
+    assert refused.status_code == 401 and "logged out" in refused.json["error"]["message"]
+    page = copy.get("/")
+    assert page.status_code == 401 and "logged out" in page.get_data(as_text=True)
+    assert other.get("/api/sessions").status_code == 200  # one browser, not all of them
+
+
+def test_a_logout_is_kept_across_a_restart(make_app: Any) -> None:
+    first = make_app()
+    browser = logged_in(first)
+    cookie = browser.get_cookie("tether-80").value
+    kept = logged_in(first).get_cookie("tether-80").value
+    browser.post("/logout", headers={"Origin": "http://localhost"})
+    second = make_app()  # same data dir: same secret key, same revocations
+    for value, status in ((cookie, 401), (kept, 200)):
+        client = anonymous(second)
+        client.set_cookie("tether-80", value)
+        assert client.get("/api/sessions").status_code == status
+
+
+def test_a_login_expires(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app(TETHER_SESSION_DAYS=1)
+    browser = logged_in(app)
+    assert "Max-Age=86400" in anonymous(app).get(f"/?token={TEST_TOKEN}").headers["Set-Cookie"]
+    assert browser.get("/api/sessions").status_code == 200
+    import time as real_time
+
+    later = real_time.time() + 86400 + 60
+    monkeypatch.setattr("itsdangerous.timed.time.time", lambda: later)
+    response = browser.get("/api/sessions")
+    assert response.status_code == 401 and "expired" in response.json["error"]["message"]
+    page = browser.get("/")
+    assert page.status_code == 401 and "expired" in page.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("change", ["TETHER_TOKEN", "TETHER_SECRET_KEY"])
+def test_changing_the_token_or_the_secret_key_ends_every_login(make_app: Any,
+                                                               change: str) -> None:
+    before = {"TETHER_SECRET_KEY": "the-first-secret-key-0123"}
+    cookie = logged_in(make_app(**before)).get_cookie("tether-80").value
+    same = anonymous(make_app(**before))
+    same.set_cookie("tether-80", cookie)
+    assert same.get("/api/sessions").status_code == 200
+    new_token = "a-new-token-0123456789abcdef"
+    after = {**before, change: "the-second-secret-key-456" if change == "TETHER_SECRET_KEY"
+             else new_token}
+    changed = make_app(**after)
+    client = anonymous(changed)
+    client.set_cookie("tether-80", cookie)
+    response = client.get("/api/sessions")
+    assert response.status_code == 401 and "changed" in response.json["error"]["message"]
+    page = client.get("/")
+    assert "changed" in page.get_data(as_text=True)
+    assert "tether-80=;" in page.headers["Set-Cookie"]  # the stale cookie is dropped
+
+
+def test_the_secret_key_is_kept_in_the_data_dir(make_app: Any, tmp_path: Any) -> None:
+    cookie = logged_in(make_app()).get_cookie("tether-80").value
+    key = tmp_path / "data" / "secret.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    client = anonymous(make_app())
+    client.set_cookie("tether-80", cookie)
+    assert client.get("/api/sessions").status_code == 200
+
+
+def test_a_cookie_of_the_old_format_is_a_changed_login(app: Flask) -> None:
+    client = anonymous(app)
+    client.set_cookie("tether-80", "0" * 64)  # the HMAC the cookie held before
+    assert client.get("/").status_code == 401
+
+
+# ---------------------------------------------------------------- caching
+
+
+def test_every_response_but_static_files_is_no_store(app: Flask, core: Any) -> None:
+    session = core.create()
+    client = logged_in(app)
+    for path in ("/", "/api/sessions", f"/api/sessions/{session.id}",
+                 f"/api/sessions/{session.id}/events", "/api/inbox", "/api/agents",
+                 f"/api/sessions/{session.id}/transcript.jsonl", "/api/sessions/nope",
+                 f"/api/sessions/{session.id}/stream", "/metrics"):
+        response = client.get(path)
+        assert response.headers["Cache-Control"] == "no-store", path
+        response.close()
+    assert anonymous(app).get("/").headers["Cache-Control"] == "no-store"
+    static = client.get("/static/style.css")
+    assert static.headers.get("Cache-Control") != "no-store"
+    static.close()
 
 
 def test_session_ids_are_unguessable(app: Flask) -> None:
@@ -357,9 +607,50 @@ def test_a_weak_token_is_refused_at_start(token: str) -> None:
 ])
 def test_binding_beyond_loopback_needs_a_token(host: str, token: str | None,
                                                refused: bool) -> None:
-    settings = Settings.from_env({"TETHER_HOST": host, "TETHER_TOKEN": token})
+    settings = Settings.from_env({"TETHER_HOST": host, "TETHER_TOKEN": token,
+                                  "TETHER_ALLOWED_HOSTS": "tether.example"})
     if refused:
         with pytest.raises(ValueError, match="without TETHER_TOKEN"):
             check_binding(settings)
     else:
         check_binding(settings)
+
+
+@pytest.mark.parametrize("host, allowed, refused", [
+    ("127.0.0.1", None, False), ("0.0.0.0", None, True), ("192.168.1.5", None, True),
+    ("0.0.0.0", "tether.example", False), ("0.0.0.0", "*", False),
+])
+def test_binding_beyond_loopback_needs_the_allowed_hosts(host: str, allowed: str | None,
+                                                         refused: bool) -> None:
+    settings = Settings.from_env({"TETHER_HOST": host, "TETHER_TOKEN": TEST_TOKEN,
+                                  "TETHER_ALLOWED_HOSTS": allowed})
+    if refused:
+        with pytest.raises(ValueError, match="without TETHER_ALLOWED_HOSTS.*DNS rebinding"):
+            check_binding(settings)
+    else:
+        check_binding(settings)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("", ()), ("0", ()), ("127.0.0.1", ("127.0.0.1/32",)),
+    ("127.0.0.1, 10.0.0.0/8 ,::1", ("127.0.0.1/32", "10.0.0.0/8", "::1/128")),
+    ("192.168.1.7/24", ("192.168.1.0/24",)),
+])
+def test_trusted_proxies_take_addresses_and_networks(value: str, expected: tuple[str]) -> None:
+    settings = Settings.from_env({"TETHER_TRUSTED_PROXIES": value})
+    assert tuple(str(n) for n in settings.trusted_proxies) == expected
+
+
+@pytest.mark.parametrize("value, message", [
+    ("1", "a count of proxies.*127.0.0.1"), ("2", "no longer takes"),
+    ("proxy.example", "not an IP address"), ("10.0.0.0/33", "not an IP address"),
+])
+def test_the_old_proxy_count_and_names_are_refused(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"TETHER_TRUSTED_PROXIES.*{message}"):
+        Settings.from_env({"TETHER_TRUSTED_PROXIES": value})
+
+
+@pytest.mark.parametrize("value", ["https://tether.example", "tether.example/x", "a b", ""])
+def test_a_malformed_allowed_host_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="TETHER_ALLOWED_HOSTS"):
+        Settings.from_env({"TETHER_ALLOWED_HOSTS": value})

@@ -386,7 +386,7 @@ def test_inbox_stream_starts_with_retry_and_a_snapshot(client: FlaskClient,
     response = client.get("/api/inbox/stream", buffered=False)
     assert response.status_code == 200
     assert response.mimetype == "text/event-stream"
-    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["X-Accel-Buffering"] == "no"
     stream = frames(response)
     assert next(stream) == "retry: 2000"

@@ -62,7 +62,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 NEVER_2XX = {"GET /api/ws"}
 
 #: Endpoints that are not API: the page, static files, the login form.
-NOT_API = {"static", "ui.index", "auth.login"}
+NOT_API = {"static", "ui.index", "auth.login", "auth.logout"}
 
 
 def _document(client: FlaskClient) -> dict[str, Any]:

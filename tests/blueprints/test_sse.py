@@ -61,7 +61,7 @@ def test_stream_headers_and_full_replay(client: FlaskClient, sid: str, core) -> 
     response = client.get(f"/api/sessions/{sid}/stream", buffered=False)
     assert response.status_code == 200
     assert response.mimetype == "text/event-stream"
-    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["X-Accel-Buffering"] == "no"
     blocks = read_until(response, "event: caught-up")
     response.close()

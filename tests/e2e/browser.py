@@ -42,9 +42,11 @@ def new_page(browser: Any, server: LiveServer | None = None, viewport: dict[str,
 
 
 def log_in(page: Any, server: LiveServer) -> None:
-    """Open the login URL; the server sets the cookie and sends the page to ``/``."""
+    """Open the login URL (``/#token=…``): the login page posts the token to ``/login``, which
+    sets the cookie and sends the page to ``/``."""
     page.goto(server.login_url)
-    assert page.url == server.url + "/", page.url
+    page.wait_for_url(server.url + "/")
+    page.locator("#app").wait_for(state="attached")
 
 
 def screenshot(page: Any, name: str) -> Path:

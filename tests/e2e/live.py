@@ -52,14 +52,15 @@ class LiveServer:
     """``with LiveServer(tmp_path, TETHER_AGENT="local") as server: server.url``.
 
     The server runs with ``TETHER_TOKEN`` = :data:`~tests.support.TEST_TOKEN`; :meth:`api`
-    sends it, and :attr:`login_url` opens the UI as a browser would. ``TETHER_ALLOW_ROOT=1``
-    lets it start as root, as CI runs.
+    sends it, :attr:`login_url` opens the UI as a browser would (the token in the fragment),
+    and :meth:`login_cookie` logs a program in as the login form does.
+    ``TETHER_ALLOW_ROOT=1`` lets it start as root, as CI runs.
     """
 
     def __init__(self, workdir: Path, **env: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.login_url = f"{self.url}/?token={TEST_TOKEN}"
+        self.login_url = f"{self.url}/#token={TEST_TOKEN}"
         self.workdir = workdir
         self.log_path = workdir / f"gunicorn-{self.port}.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
@@ -150,6 +151,14 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     # -- small API helpers -----------------------------------------------------------------
+
+    def login_cookie(self) -> str:
+        """Log in as the login form does; returns ``name=value`` of the login cookie."""
+        session = requests.Session()
+        session.post(self.url + "/login", data={"token": TEST_TOKEN},
+                     timeout=10).raise_for_status()
+        name = f"tether-{self.port}"
+        return f"{name}={session.cookies[name]}"
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 10)

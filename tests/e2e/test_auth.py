@@ -1,12 +1,16 @@
-"""Authentication on a real gunicorn server: the generated token and its login URL, the refusal
-to listen beyond loopback without a token, WebSocket upgrades, and a browser logging in."""
+"""The edge on a real gunicorn server: the generated token and its login URL, the refusal to
+listen beyond loopback without a token, WebSocket upgrades, the failed-login throttle under
+2,000 concurrent guesses and under another site's images, and a browser logging in through
+the fragment, following a link from another site, and logging out."""
 
 from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,7 @@ import requests
 import websocket
 from playwright.sync_api import expect
 
-from tests.e2e.browser import new_page, screenshot
+from tests.e2e.browser import CHROMIUM_ARGS, WAIT_MS, log_in, new_page, screenshot
 from tests.e2e.live import ROOT, LiveServer, free_port
 from tests.e2e.wsclient import WsClient
 from tests.support import AUTH_HEADERS, TEST_TOKEN
@@ -25,7 +29,7 @@ pytestmark = pytest.mark.e2e
 
 def test_a_generated_token_is_printed_once_in_a_login_url(tmp_path: Path) -> None:
     with LiveServer(tmp_path, TETHER_TOKEN="") as server:
-        found = re.findall(rf"{re.escape(server.url)}/\?token=([\w-]+)", server.log_text())
+        found = re.findall(rf"{re.escape(server.url)}/#token=([\w-]+)", server.log_text())
         assert len(found) == 1, server.log_text()
         token = found[0]
         assert len(token) >= 43 and token != TEST_TOKEN
@@ -61,9 +65,7 @@ def ws_url(server: LiveServer) -> str:
 
 
 def login_cookie(server: LiveServer) -> str:
-    session = requests.Session()
-    session.get(server.login_url, timeout=10).raise_for_status()
-    return f"tether-{server.port}={session.cookies[f'tether-{server.port}']}"
+    return server.login_cookie()
 
 
 def handshake_status(server: LiveServer, **options: Any) -> int:
@@ -124,3 +126,111 @@ def test_a_person_logs_in_with_the_form_and_is_sent_back_to_it_when_signed_out(
         assert page.js_errors == []
     finally:
         page.context.close()
+
+
+def test_concurrent_guesses_get_exactly_the_limit_while_the_right_token_always_works(
+        server: LiveServer) -> None:
+    # 2,000 wrong tokens at once from one address: exactly MAX_FAILURES 401s, then 429s; the
+    # right token, interleaved among them, is accepted every time.
+    from blueprints.throttle import MAX_FAILURES
+
+    def get(header: str) -> int:
+        return requests.get(server.url + "/api/sessions", timeout=30,
+                            headers={"Authorization": header}).status_code
+
+    calls = []
+    for n in range(2000):
+        calls.append(f"Bearer wrong-guess-{n:04d}-xxxxxxxx")
+        if n % 20 == 0:
+            calls.append(f"Bearer {TEST_TOKEN}")
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        statuses = list(pool.map(get, calls))
+    wrong = [s for c, s in zip(calls, statuses, strict=True) if TEST_TOKEN not in c]
+    right = [s for c, s in zip(calls, statuses, strict=True) if TEST_TOKEN in c]
+    assert wrong.count(401) == MAX_FAILURES
+    assert wrong.count(429) == 2000 - MAX_FAILURES
+    assert right == [200] * 100
+
+
+#: Another site, served by Playwright's router (nothing leaves the machine).
+EVIL = "http://evil.example"
+
+
+def evil_page(context: Any, html: str) -> Any:
+    context.route(f"{EVIL}/**", lambda route: route.fulfill(
+        status=200, content_type="text/html", body=html))
+    page = context.new_page()
+    page.goto(EVIL + "/")
+    return page
+
+
+@pytest.mark.browser
+def test_another_sites_images_cannot_lock_the_operator_out(browser: Any,
+                                                           server: LiveServer) -> None:
+    page = new_page(browser, server)
+    try:
+        images = "".join(f'<img src="{server.url}/?token=x{n}">' for n in range(50))
+        evil = evil_page(page.context, f"<html><body>{images}</body></html>")
+        evil.wait_for_load_state("load")
+        evil.close()
+        # Not one of them counted: a fresh browser from the same address can still fail.
+        assert requests.get(server.url + "/api/sessions", timeout=10, headers={
+            "Authorization": "Bearer wrong-once"}).status_code == 401
+        page.reload()
+        expect(page.locator("#conn")).to_have_text("Connected · SSE")
+        page.locator("#empty-new").click()
+        expect(page.locator("#dock")).to_be_visible()
+        assert page.js_errors == []
+    finally:
+        page.context.close()
+
+
+@pytest.mark.browser
+def test_the_fragment_login_leaves_no_token_behind_and_logout_ends_it(
+        browser: Any, tmp_path: Path, server: LiveServer) -> None:
+    # A persistent profile, so that Chromium's own history database can be read afterwards.
+    from tests.e2e.browser import CHROMIUM
+
+    profile = tmp_path / "profile"
+    requested: list[str] = []
+    if True:  # noqa: SIM108 (one block, as the other browser tests' `with`)
+        context = browser.browser_type.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=20_000,
+            viewport={"width": 1280, "height": 800})
+        context.set_default_timeout(WAIT_MS)
+        context.on("request", lambda r: requested.append(r.url))
+        page = context.pages[0] if context.pages else context.new_page()
+        log_in(page, server)
+        expect(page.locator("#conn")).to_have_text("Connected · SSE")
+        assert page.evaluate("location.href") == server.url + "/"
+        # A link from another site opens the page logged in (SameSite=Lax).
+        evil = evil_page(context, f'<a id="go" href="{server.url}/">Tether</a>')
+        evil.click("#go")
+        evil.wait_for_url(server.url + "/")
+        expect(evil.locator("#conn")).to_have_text("Connected · SSE")
+        evil.close()
+        cookie = next(c for c in context.cookies() if c["name"] == f"tether-{server.port}")
+        assert cookie["sameSite"] == "Lax" and cookie["httpOnly"]
+        # Logging out ends the login, for a copy of the cookie too.
+        page.locator("#settings summary").click()  # a desktop window: the drawer is open
+        page.get_by_role("button", name="Log out").click()
+        expect(page.get_by_label("Token")).to_be_visible()
+        copy = requests.get(server.url + "/api/sessions", timeout=10,
+                            cookies={cookie["name"]: cookie["value"]})
+        assert copy.status_code == 401
+        screenshot(page, "logged-out")
+        context.close()
+    assert requested and not [url for url in requested if TEST_TOKEN in url]
+    history = profile / "Default" / "History"
+    assert history.exists()
+    # Chromium records the navigation before the page can replace its address: that row is
+    # kept hidden (urls.hidden = 1: not in chrome://history, nor in the address bar's
+    # suggestions). No entry anyone sees holds the token.
+    with sqlite3.connect(history) as db:
+        visible = [row[0] for row in db.execute("SELECT url FROM urls WHERE hidden = 0")]
+    assert server.url + "/" in visible
+    assert not [url for url in visible if TEST_TOKEN in url], visible
+    server.stop()
+    # The log holds the login URL printed at start, and no request with the token in it.
+    lines = [line for line in server.log_path.read_text().splitlines() if TEST_TOKEN in line]
+    assert len(lines) == 1 and "#token=" in lines[0], lines

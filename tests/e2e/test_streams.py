@@ -101,7 +101,7 @@ def test_retry_headers_and_keepalive_on_the_wire(server: LiveServer) -> None:
                             headers=AUTH_HEADERS, timeout=(5, 10))
     assert response.headers["Content-Type"].startswith("text/event-stream")
     assert response.headers["X-Accel-Buffering"] == "no"
-    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["Cache-Control"] == "no-store"
     raw = b""
     deadline = time.monotonic() + 10
     for chunk in response.iter_content(chunk_size=None):

@@ -1,0 +1,124 @@
+"""Browser logins: signed, expiring, revocable cookies (README "Security").
+
+A browser that proved it holds the token gets a cookie holding a random login id and its issue
+time, signed (itsdangerous, HMAC-SHA1 over a SHA-512-derived key, the library's default) with
+a key derived from both ``TETHER_SECRET_KEY`` and the token. So:
+
+- it expires ``TETHER_SESSION_DAYS`` after it was issued (the signature covers the time);
+- ``POST /logout`` revokes its id: the id is kept, until the cookie would have expired, in
+  ``<data dir>/revoked-logins.json`` (mode 0600), so a copy of the cookie is refused too;
+- changing the token or the secret key changes the signing key, which ends every login.
+
+The cookie never holds the token or anything from which it could be recovered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from tether.datadir import private_file
+
+logger = logging.getLogger(__name__)
+
+#: The revocation list's file name in the data dir.
+REVOKED_FILE = "revoked-logins.json"
+
+
+class Verdict(Enum):
+    """What a login cookie turned out to be."""
+
+    VALID = "valid"
+    EXPIRED = "expired"  # signed by this server, older than the login lifetime
+    INVALID = "invalid"  # not signed with today's key: the token or secret key changed
+    REVOKED = "revoked"  # ended by POST /logout
+
+    @property
+    def reason(self) -> str:
+        """Why the browser must log in again, in words for the login page and the 401."""
+        return {
+            Verdict.VALID: "",
+            Verdict.EXPIRED: "Your login expired: log in again.",
+            Verdict.INVALID: "This server's token or secret key changed since you logged in, "
+                             "which ends every login: log in with its current token.",
+            Verdict.REVOKED: "This login was ended (logged out): log in again.",
+        }[self]
+
+
+@dataclass(frozen=True)
+class Login:
+    verdict: Verdict
+    login_id: str | None = None
+
+
+class Logins:
+    """Issues and checks login cookies.
+
+    :param token: the server's token.
+    :param secret_key: ``TETHER_SECRET_KEY``, or the key kept in the data dir.
+    :param max_age_seconds: a login's lifetime, in seconds.
+    :param revoked_path: where revoked ids are kept; None keeps them in memory only.
+    """
+
+    def __init__(self, token: str, secret_key: str, max_age_seconds: float,
+                 revoked_path: Path | None = None) -> None:
+        key = hmac.new(secret_key.encode(), token.encode(), hashlib.sha256).digest()
+        self._serializer = URLSafeTimedSerializer(key, salt="tether login v2")
+        self.max_age_seconds = max_age_seconds
+        self._revoked_path = revoked_path
+        self._lock = threading.Lock()
+        self._revoked: dict[str, float] = self._load()  # login id -> when its cookie expires
+
+    def issue(self) -> str:
+        """A new login cookie's value (a fresh 128-bit id, signed with the issue time)."""
+        return self._serializer.dumps(secrets.token_hex(16))
+
+    def check(self, value: str) -> Login:
+        """What ``value`` is: valid, expired, invalid or revoked (with its id when signed)."""
+        try:
+            login_id = self._serializer.loads(value, max_age=self.max_age_seconds)
+        except SignatureExpired as exc:
+            return Login(Verdict.EXPIRED, exc.payload if isinstance(exc.payload, str) else None)
+        except BadSignature:
+            return Login(Verdict.INVALID)
+        if not isinstance(login_id, str):
+            return Login(Verdict.INVALID)
+        with self._lock:
+            if login_id in self._revoked:
+                return Login(Verdict.REVOKED, login_id)
+        return Login(Verdict.VALID, login_id)
+
+    def revoke(self, login_id: str) -> None:
+        """End the login ``login_id``: its cookie is refused from now on, everywhere."""
+        with self._lock:
+            now = time.time()
+            self._revoked = {i: t for i, t in self._revoked.items() if t > now}
+            self._revoked[login_id] = now + self.max_age_seconds
+            self._save()
+
+    def _load(self) -> dict[str, float]:
+        if self._revoked_path is None:
+            return {}
+        try:
+            data = json.loads(self._revoked_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            logger.warning("%s is unreadable (%s): no login is revoked", self._revoked_path, exc)
+            return {}
+        now = time.time()
+        return {str(i): float(t) for i, t in data.items() if float(t) > now}
+
+    def _save(self) -> None:
+        if self._revoked_path is not None:
+            private_file(self._revoked_path, json.dumps(self._revoked).encode())
