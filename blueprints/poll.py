@@ -30,7 +30,10 @@ from tether.stores.base import EventLog
 
 bp = Blueprint("poll", __name__)
 
-MAX_WAIT_SECONDS = 60.0
+#: The longest long-poll, in seconds: below 60 s, the read timeout of nginx (proxy_read_timeout)
+#: and of many other proxies by default, so that a long-poll at its maximum is answered by
+#: Tether rather than cut off by a proxy with a 504 (README, Deployment).
+MAX_WAIT_SECONDS = 50.0
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 1000
 NO_STORE = {"Cache-Control": "no-store"}

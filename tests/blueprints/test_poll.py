@@ -72,3 +72,19 @@ def test_huge_wait_and_limit_are_clamped(client: FlaskClient, sid: str) -> None:
     body: dict[str, Any] = client.get(
         f"/api/sessions/{sid}/events?after=0&wait=100000&limit=100000").get_json()
     assert len(body["events"]) == 5
+
+
+def test_longest_wait_is_fifty_seconds_below_proxies_sixty(
+        client: FlaskClient, sid: str, core, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``wait`` of 100000 s holds a session long-poll and an inbox long-poll 50 s at most:
+    under the 60 s read timeout of nginx and most proxies by default, so a long-poll at its
+    maximum is answered by Tether, not cut off with a 504 (README, Deployment)."""
+    asked: list[tuple[str, float | None]] = []
+    monkeypatch.setattr(core.get(sid).log, "wait_for",
+                        lambda after, timeout: asked.append(("events", timeout)) or False)
+    monkeypatch.setattr(core.inbox, "wait_for",
+                        lambda after, timeout: asked.append(("inbox", timeout)) or False)
+    revision = client.get("/api/inbox").get_json()["revision"]
+    assert client.get(f"/api/sessions/{sid}/events?after=5&wait=100000").status_code == 200
+    assert client.get(f"/api/inbox?after={revision}&wait=100000").status_code == 200
+    assert asked == [("events", 50.0), ("inbox", 50.0)]

@@ -528,7 +528,7 @@ def clamped_limit(ctx: Ctx) -> str:
 
 
 def huge_wait_is_accepted(ctx: Ctx) -> str:
-    # Accepted and clamped to 60 s (the clamp itself: tests/blueprints/test_poll.py); events
+    # Accepted and clamped to 50 s (the clamp itself: tests/blueprints/test_poll.py); events
     # exist after the cursor, so it answers at once.
     page = ctx.server.api("GET", f"/api/sessions/{ctx.quiet}/events",
                           params={"after": 0, "wait": 10**5, "limit": 1}, timeout=90)
@@ -710,7 +710,7 @@ def rows() -> list[Row]:
         add(Row(f"poll wait {name}", "poll", http("GET", S + "/events", params={"wait": value}),
                 "400 bad_request", "wait is a plain decimal of at most 6 digits, >= 0"))
     add(Row("poll wait 10^5", "poll", huge_wait_is_accepted, "200",
-            "wait is clamped to 60 s (docs/protocol.md Limits)"))
+            "wait is clamped to 50 s (docs/protocol.md Limits)"))
     for name, value in [("-5", "-5"), ("NaN", "NaN"), ("inf", "inf"), ("1e309", "1e309"),
                         ("0", "0")]:
         add(Row(f"poll limit {name}", "poll", http("GET", S + "/events", params={"limit": value}),
