@@ -121,9 +121,11 @@ const SignedOut = {
 const Refused = {
   explain(status, code, message) {
     if (code === "forbidden") {
-      return "The server refused this change as coming from another site (403). Behind a " +
-        "reverse proxy, it must forward X-Forwarded-Proto, -Host and -Port, and list the " +
-        "proxy in TETHER_TRUSTED_PROXIES (README, Deployment). " + (message || "");
+      const expected = /Origin must be (\S+)/.exec(message || "");
+      return "The server refused this change as coming from another site (403): this page is " +
+        `${location.origin}` + (expected ? `, the server expected ${expected[1]}` : "") +
+        ". Behind a reverse proxy, forward X-Forwarded-Proto, -Host and -Port and list the " +
+        "proxy in TETHER_TRUSTED_PROXIES (README, Deployment).";
     }
     if (code === "host_not_allowed") return `The server does not answer to this address (403): ${message}`;
     if (status === 429) return `The server is refusing logins from your address for now (429): ${message}`;

@@ -234,3 +234,25 @@ def test_the_fragment_login_leaves_no_token_behind_and_logout_ends_it(
     # The log holds the login URL printed at start, and no request with the token in it.
     lines = [line for line in server.log_path.read_text().splitlines() if TEST_TOKEN in line]
     assert len(lines) == 1 and "#token=" in lines[0], lines
+
+
+@pytest.mark.browser
+def test_a_refused_write_is_said_in_words(browser: Any, tmp_path: Path) -> None:
+    # A proxy that forwards https for a page the browser loaded over http (a misconfigured
+    # proxy): the origin check refuses every write. The page must say so, whatever view is
+    # open, not leave a button that does nothing.
+    with LiveServer(tmp_path, TETHER_TRUSTED_PROXIES="127.0.0.1") as server:
+        page = new_page(browser, server)
+        try:
+            page.route("**/api/sessions", lambda route: route.continue_(headers={
+                **route.request.headers, "x-forwarded-proto": "https"}))
+            page.locator("#empty-new").click()
+            banner = page.locator("#refused-banner")
+            expect(banner).to_be_visible()
+            expect(banner).to_contain_text("another site (403)")
+            expect(banner).to_contain_text("X-Forwarded-Proto")
+            screenshot(page, "refused-write")
+            banner.get_by_role("button", name="Dismiss").click()
+            expect(banner).to_be_hidden()
+        finally:
+            page.context.close()

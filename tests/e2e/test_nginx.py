@@ -27,6 +27,7 @@ import websocket
 from playwright.sync_api import expect
 
 from app import create_app
+from tests.e2e.browser import log_in as log_in_page
 from tests.e2e.browser import new_page, screenshot
 from tests.e2e.live import LiveServer
 from tests.e2e.nginx import (
@@ -378,13 +379,13 @@ def test_access_logs_hold_no_token(edge: Nginx, tether: LiveServer) -> None:
 def test_ui_creates_a_session_and_answers_an_approval(browser: Any, edge: Nginx,
                                                       transport: str, query: str,
                                                       shown: str) -> None:
-    """Chromium logs in through nginx with ``/?token=``, starts a local session, runs
-    ``$ uname -a`` after Allow, and sees its output, on the transport asked for (a WebSocket
-    refused by the proxy would fall back to SSE silently)."""
+    """Chromium logs in through nginx with the printed login URL (``/#token=``), starts a
+    local session, runs ``$ uname -a`` after Allow, and sees its output, on the transport
+    asked for (a WebSocket refused by the proxy would fall back to SSE silently)."""
     page = new_page(browser, ignore_https_errors=True)
     try:
-        page.goto(f"{edge.url}/?token={TEST_TOKEN}")
-        assert page.url == edge.url + "/", page.url
+        log_in_page(page, SimpleNamespace(url=edge.url,
+                                          login_url=f"{edge.url}/#token={TEST_TOKEN}"))
         cookie = {c["name"]: c for c in page.context.cookies()}[edge.cookie_name]
         assert cookie["secure"] and cookie["httpOnly"]
         start_session(page, SimpleNamespace(url=edge.url), query)
