@@ -249,7 +249,7 @@ const Sessions = {
     } catch (err) {
       return Composer.showError(`Could not log out: ${err.message}`);
     }
-    window.location.replace("/");
+    window.location.replace("/#logged-out");
   },
 
   fromHash() {

@@ -4,14 +4,24 @@
  * every browser that can show the form can use the URL. */
 (function () {
   "use strict";
+  var status = document.querySelector(".login-status");
+  if (location.hash === "#logged-out") {
+    history.replaceState(null, "", location.pathname + location.search);
+    if (status) status.textContent = "You logged out. This browser's login has ended.";
+    return;
+  }
   var match = /(?:^#|&)token=([^&]*)/.exec(location.hash);
   if (!match) return;
   history.replaceState(null, "", location.pathname + location.search);
-  var token = decodeURIComponent(match[1]);
+  var token;
+  try {
+    token = decodeURIComponent(match[1]);
+  } catch (e) {
+    token = match[1]; // a stray "%": the server says whether it is the token
+  }
   var form = document.querySelector(".login-form");
   if (!token || !form) return;
   form.elements.token.value = token;
-  var status = document.querySelector(".login-status");
   if (status) status.textContent = "Logging in…";
   form.submit();
 })();

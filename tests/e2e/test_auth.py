@@ -215,6 +215,9 @@ def test_the_fragment_login_leaves_no_token_behind_and_logout_ends_it(
         page.locator("#settings summary").click()  # a desktop window: the drawer is open
         page.get_by_role("button", name="Log out").click()
         expect(page.get_by_label("Token")).to_be_visible()
+        expect(page.get_by_role("status")).to_have_text(
+            "You logged out. This browser's login has ended.")
+        assert page.evaluate("location.href") == server.url + "/"
         copy = requests.get(server.url + "/api/sessions", timeout=10,
                             cookies={cookie["name"]: cookie["value"]})
         assert copy.status_code == 401
