@@ -102,6 +102,30 @@ def test_streams_and_polls_need_the_token(server: LiveServer) -> None:
         ok.close()
 
 
+def test_a_rebinding_host_reaches_nothing_on_a_real_server(server: LiveServer) -> None:
+    # A page on another site whose DNS name now points at 127.0.0.1: its requests name that
+    # host. Every route kind refuses it, with the token and without; the WebSocket handshake
+    # too.
+    sid = server.create_session()["id"]
+    evil = {"Host": f"rebind.evil.example:{server.port}"}
+    for headers in (evil, {**evil, **AUTH_HEADERS},
+                    {**evil, "Cookie": server.login_cookie(),
+                     "Origin": f"http://rebind.evil.example:{server.port}"}):
+        for method, path in (("GET", "/"), ("POST", "/login"), ("GET", "/api/sessions"),
+                             ("POST", f"/api/sessions/{sid}/prompt"),
+                             ("GET", f"/api/sessions/{sid}/stream"),
+                             ("GET", f"/api/sessions/{sid}/events?wait=5"),
+                             ("GET", "/api/inbox/stream")):
+            response = requests.request(method, server.url + path, headers=headers, timeout=10,
+                                        json={"text": "hi"} if method == "POST" else None)
+            assert response.status_code == 403, (method, path, headers)
+            assert response.json()["error"]["code"] == "host_not_allowed"
+        assert handshake_status(server, header=[f"{k}: {v}" for k, v in headers.items()
+                                                if k != "Host"],
+                                host=evil["Host"]) == 403
+    assert server.events(sid)["events"] == []  # nothing reached the session
+
+
 @pytest.mark.browser
 def test_a_person_logs_in_with_the_form_and_is_sent_back_to_it_when_signed_out(
         browser: Any, server: LiveServer) -> None:
