@@ -375,7 +375,8 @@ def test_access_logs_hold_no_token(edge: Nginx, tether: LiveServer) -> None:
 
 @pytest.mark.browser
 @pytest.mark.parametrize("transport, query, shown", [("sse", "", "SSE"),
-                                                     ("ws", "?transport=ws", "WebSocket")])
+                                                     ("ws", "?transport=ws", "WebSocket"),
+                                                     ("poll", "?transport=poll", "long-poll")])
 def test_ui_creates_a_session_and_answers_an_approval(browser: Any, edge: Nginx,
                                                       transport: str, query: str,
                                                       shown: str) -> None:
