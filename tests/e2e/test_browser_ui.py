@@ -69,6 +69,11 @@ def test_edit_then_allow_and_allow_for_session(page: Any, server: LiveServer) ->
     expect(card).to_have_attribute("data-state", "allowed")
     expect(card.locator(".card-outcome")).to_have_text("Allowed for this session by you")
     wait_turn_finished(page, turns=2)
+    # The agent keeps the rule for its session: the same command runs without a card.
+    send(page, "$ echo twice")
+    wait_turn_finished(page, turns=3)
+    expect(page.locator(".tool-output").filter(has_text="twice")).to_have_count(2)
+    expect(page.locator('.card[data-kind="approval_request"]')).to_have_count(2)
     assert_rendered_once(page)
     assert not page.js_errors
 

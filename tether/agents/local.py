@@ -207,6 +207,9 @@ class Decision:
     updated_input: Json
     message: str = ""
     interrupt: bool = False
+    #: (tool name, rule content) pairs the host allowed for the rest of the agent session
+    #: ("Allow for this session": an ``addRules`` permission update, behavior allow).
+    session_rules: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -227,11 +230,39 @@ def _decision(response: Json) -> Decision:
     body = body if isinstance(body, dict) else {}
     updated = body.get("updatedInput")
     if body.get("behavior") == "allow" and isinstance(updated, dict):
-        return Decision(True, updated)
+        return Decision(True, updated, session_rules=_session_rules(body.get("updatedPermissions")))
     if body.get("behavior") == "allow":  # PROTOCOLS.md 6.4: the CLI treats this as a deny
         return Decision(False, {}, "Permission was granted without updatedInput.")
     message = str(body.get("message") or "Permission denied.")
     return Decision(False, {}, message, bool(body.get("interrupt")))
+
+
+def _session_rules(updates: Any) -> tuple[tuple[str, str], ...]:
+    """The allow rules in a response's ``updatedPermissions`` (Claude Code's permission
+    updates: ``{"type": "addRules", "rules": [{"toolName", "ruleContent"}], "behavior":
+    "allow", "destination": "session"}``); anything else in it is ignored."""
+    rules = []
+    for update in updates if isinstance(updates, list) else ():
+        if not (isinstance(update, dict) and update.get("type") == "addRules"
+                and update.get("behavior") == "allow"):
+            continue
+        for rule in update.get("rules") or ():
+            if isinstance(rule, dict) and isinstance(rule.get("toolName"), str) \
+                    and isinstance(rule.get("ruleContent"), str):
+                rules.append((rule["toolName"], rule["ruleContent"]))
+    return tuple(rules)
+
+
+def rule_allows(rule: tuple[str, str], name: str, tool_input: Json) -> bool:
+    """Whether an allow rule covers a tool call, as Claude Code matches Bash rules: the exact
+    command, or with a ``:*`` suffix, any command that starts with what precedes it."""
+    tool, content = rule
+    command = tool_input.get("command")
+    if tool != name or not isinstance(command, str):
+        return False
+    if content.endswith(":*"):
+        return command.startswith(content[:-2])
+    return command == content
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -274,6 +305,9 @@ class LocalAgent:
         self.command_timeout, self.word_delay, self.partial = command_timeout, word_delay, partial
         self._out, self._out_lock, self._state = out, threading.Lock(), threading.Lock()
         self._pending: dict[str, Pending] = {}
+        # Rules the host allowed for this agent session ("Allow for this session"): a call
+        # they cover runs without asking again, as Claude Code does.
+        self._session_rules: set[tuple[str, str]] = set()
         self._turn: Turn | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._eof = False
@@ -526,6 +560,10 @@ class LocalAgent:
         tool_use_id = f"toolu_{uuid.uuid4().hex[:24]}"
         block = {"type": "tool_use", "id": tool_use_id, "name": name, "input": tool_input}
         self._message(turn, block, [json.dumps(tool_input)], "tool_use")
+        with self._state:
+            allowed = any(rule_allows(r, name, tool_input) for r in self._session_rules)
+        if allowed:
+            return tool_use_id, Decision(True, tool_input)
         request_id, pending = str(uuid.uuid4()), Pending()
         with self._state:
             stopped = turn.interrupted.is_set() or self._eof
@@ -543,6 +581,9 @@ class LocalAgent:
             self.emit({"type": "control_cancel_request", "request_id": request_id})
             self._abort_tool(turn, tool_use_id)
         decision = _decision(pending.response or {})
+        if decision.session_rules:
+            with self._state:
+                self._session_rules.update(decision.session_rules)
         if not decision.allow:
             turn.denials.append({"tool_name": name, "tool_use_id": tool_use_id,
                                  "tool_input": tool_input})

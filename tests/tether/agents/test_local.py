@@ -264,6 +264,41 @@ def test_shell_command_asks_then_runs(spawn: Callable[..., AgentProcess]) -> Non
 
 
 @pytest.mark.timeout(30)
+def test_allow_for_this_session_keeps_the_rule_for_the_agent_session(
+        spawn: Callable[..., AgentProcess]) -> None:
+    # "Allow for this session" sends the suggestion back as updatedPermissions: the same
+    # command then runs without asking again, as Claude Code does; another one still asks.
+    agent = spawn()
+    agent.user("$ echo again")
+    _, request = agent.permission()
+    agent.answer(request, {"behavior": "allow", "updatedInput": request["request"]["input"],
+                           "updatedPermissions": request["request"]["permission_suggestions"]})
+    agent.result()
+    agent.user("$ echo again")
+    events = agent.result()
+    assert not [e for e in events if e["type"] == "control_request"]
+    (result,) = tool_results(events)
+    assert result["is_error"] is False and result["content"].startswith("again")
+    agent.user("$ echo another")
+    agent.allow(agent.permission()[1])
+    agent.result()
+
+
+@pytest.mark.parametrize("rule, command, allowed", [
+    (("Bash", "npm test"), "npm test", True),
+    (("Bash", "npm test"), "npm test --watch", False),
+    (("Bash", "npm run:*"), "npm run build", True),
+    (("Bash", "npm run:*"), "npm install", False),
+    (("Read", "npm test"), "npm test", False),
+])
+def test_a_session_rule_matches_as_claude_codes_bash_rules(
+        rule: tuple[str, str], command: str, allowed: bool) -> None:
+    from tether.agents.local import rule_allows
+
+    assert rule_allows(rule, "Bash", {"command": command}) is allowed
+
+
+@pytest.mark.timeout(30)
 def test_failing_command_is_an_error_result(spawn: Callable[..., AgentProcess]) -> None:
     agent = spawn()
     agent.user("$ echo oops >&2; exit 3")
