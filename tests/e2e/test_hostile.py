@@ -261,7 +261,7 @@ def raw(data: bytes) -> Callable[[Ctx], str]:
 def stream_head(template: str, extra_headers: bytes) -> Callable[[Ctx], str]:
     """A raw ``GET`` of a stream with extra header bytes; ``"400"``, or ``"200 from N"``."""
     def run(ctx: Ctx) -> str:
-        request = (f"GET {ctx.path(template)} HTTP/1.1\r\nHost: x\r\n".encode() + AUTH
+        request = (f"GET {ctx.path(template)} HTTP/1.1\r\nHost: localhost\r\n".encode() + AUTH
                    + extra_headers + b"Connection: close\r\n\r\n")
         sock = socket.create_connection(("127.0.0.1", ctx.server.port), timeout=30)
         with sock:
@@ -486,7 +486,7 @@ def controls_on_the_wire(ctx: Ctx) -> str:
     assert answer.status_code == 202
     with socket.create_connection(("127.0.0.1", ctx.server.port), timeout=30) as sock:
         # HTTP/1.0: the body comes unchunked, so every byte read is the stream's own.
-        sock.sendall(f"GET /api/sessions/{sid}/stream HTTP/1.0\r\nHost: x\r\n".encode()
+        sock.sendall(f"GET /api/sessions/{sid}/stream HTTP/1.0\r\nHost: localhost\r\n".encode()
                      + AUTH + b"\r\n")
         got = b""
         while b"event: caught-up" not in got:
@@ -539,7 +539,7 @@ def huge_wait_is_accepted(ctx: Ctx) -> str:
 # -- raw framing rows that need more than one exchange -----------------------------------------
 
 def prompt_head(ctx: Ctx, length: int, extra: bytes = b"") -> bytes:
-    return (f"POST /api/sessions/{ctx.idle}/prompt HTTP/1.1\r\nHost: x\r\n".encode() + AUTH
+    return (f"POST /api/sessions/{ctx.idle}/prompt HTTP/1.1\r\nHost: localhost\r\n".encode() + AUTH
             + b"Content-Type: application/json\r\n" + extra
             + f"Content-Length: {length}\r\n\r\n".encode())
 
@@ -569,7 +569,7 @@ def chunked_prompt(chunks: list[bytes], fresh: bool = False) -> Callable[[Ctx], 
     to a new one when the prompt is valid (``fresh``)."""
     def run(ctx: Ctx) -> str:
         sid = ctx.server.create_session(title="chunked")["id"] if fresh else ctx.idle
-        head = (f"POST /api/sessions/{sid}/prompt HTTP/1.1\r\nHost: x\r\n".encode()
+        head = (f"POST /api/sessions/{sid}/prompt HTTP/1.1\r\nHost: localhost\r\n".encode()
                 + AUTH + b"Content-Type: application/json\r\n"
                 + b"Transfer-Encoding: chunked\r\n\r\n")
         answer = raw_request(ctx.server.port, head + b"".join(chunks), read_body=True)
@@ -587,7 +587,7 @@ def slowloris(ctx: Ctx) -> str:
     sock = socket.create_connection(("127.0.0.1", ctx.server.port), timeout=60)
     started = time.monotonic()
     with sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
         closed = False
         for index, byte in enumerate(b"X-Slow: " + b"a" * 2000):
             try:
@@ -740,7 +740,7 @@ def rows() -> list[Row]:
     add(Row("session id 4000 chars", "http", http("GET", "/api/sessions/" + "a" * 4000),
             "404 not_found", "no such session; under the request line limit"))
     add(Row("session id 1 MB", "raw", raw(b"GET /api/sessions/" + b"a" * 2**20
-                                          + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+                                          + b" HTTP/1.1\r\nHost: localhost\r\n\r\n"),
             "414", "over the request line limit (4094 bytes)"))
     # Ids: answers to requests that are not pending here.
     add(Row("approval unknown request id", "http",
@@ -752,7 +752,7 @@ def rows() -> list[Row]:
     add(Row("approval request id 1 MB", "raw",
             lambda ctx: status_of(raw_request(ctx.server.port, (
                 f"POST {ctx.path(Q)}/approvals/".encode() + b"r" * 2**20
-                + b" HTTP/1.1\r\nHost: x\r\n\r\n"))), "414", "over the request line limit"))
+                + b" HTTP/1.1\r\nHost: localhost\r\n\r\n"))), "414", "over the request line limit"))
     add(Row("approval resolved request id", "http", answer_resolved("http"),
             "409 already_resolved", "the first answer won"))
     add(Row("approval expired request id", "http", answer_expired, "409 already_resolved",
@@ -910,7 +910,7 @@ def rows() -> list[Row]:
     add(Row("ws attach twice", "ws", ws_attach_twice, "replay restarted",
             "a second attach moves the cursor: the replay restarts from its after"))
     # HTTP framing against gunicorn itself.
-    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+    head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
     add(Row("header of 8191 bytes", "raw", raw(head + b"X-Big: " + b"b" * 8191 + b"\r\n\r\n"),
             "431", "limit_request_field_size = 8190"))
     add(Row("header of 8000 bytes", "raw", raw(head + b"X-Big: " + b"b" * 8000 + b"\r\n\r\n"),
@@ -918,14 +918,14 @@ def rows() -> list[Row]:
     add(Row("150 headers", "raw", raw(head + b"".join(b"X-H%d: v\r\n" % i for i in range(150))
                                       + b"\r\n"), "431", "limit_request_fields = 100"))
     add(Row("request line of 4095 bytes", "raw",
-            raw(b"GET /healthz?" + b"q" * 4095 + b" HTTP/1.1\r\nHost: x\r\n\r\n"), "414",
+            raw(b"GET /healthz?" + b"q" * 4095 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n"), "414",
             "limit_request_line = 4094"))
     add(Row("garbage request line", "raw", raw(b"HELLO\r\n\r\n"), "400",
             "not HTTP"))
-    add(Row("bad method token", "raw", raw(b"G@T /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), "400",
+    add(Row("bad method token", "raw", raw(b"G@T /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"), "400",
             "not a method"))
     add(Row("Content-Length with chunked", "raw",
-            raw(b"POST /api/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            raw(b"POST /api/sessions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), "400",
             "both framings at once is a request smuggling attempt (RFC 9112 6.1)"))
     add(Row("slowloris head", "raw", slowloris, "closed, no answer",
@@ -1072,7 +1072,7 @@ def test_a_body_trickled_past_the_deadline_is_408_and_closes(tmp_path: Path, fra
     with LiveServer(tmp_path, TETHER_BODY_TIMEOUT=BODY_TIMEOUT) as server:
         target = server.create_session(title="target")["id"]
         other = server.create_session(title="other")["id"]
-        headers = [("Host", "x"), ("Content-Type", "application/json"),
+        headers = [("Host", "localhost"), ("Content-Type", "application/json"),
                    ("Authorization", f"Bearer {TEST_TOKEN}")]
         if framing.startswith("prompt"):
             method, path, body = "POST", f"/api/sessions/{target}/prompt", b'{"text": "hi"}'
@@ -1082,7 +1082,7 @@ def test_a_body_trickled_past_the_deadline_is_408_and_closes(tmp_path: Path, fra
             headers.append(("Transfer-Encoding", "chunked"))
         else:
             method, path, body = "POST", "/login", b"token=" + TEST_TOKEN.encode()
-            headers = [("Host", "x"), ("Content-Type", "application/x-www-form-urlencoded"),
+            headers = [("Host", "localhost"), ("Content-Type", "application/x-www-form-urlencoded"),
                        ("Content-Length", "1000")]
         client = h11.Connection(h11.CLIENT)
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
@@ -1163,7 +1163,7 @@ def test_ten_thousand_open_streams_and_clients_beyond(tmp_path: Path, tally: Tal
         pytest.skip(f"the open-file limit is {limit}: 10,000 sockets need more")
     with LiveServer(tmp_path) as server:
         sid = server.create_session()["id"]
-        request = (f"GET /api/sessions/{sid}/stream HTTP/1.1\r\nHost: x\r\n".encode() + AUTH
+        request = (f"GET /api/sessions/{sid}/stream HTTP/1.1\r\nHost: localhost\r\n".encode() + AUTH
                    + b"\r\n")
         selector = selectors.DefaultSelector()
         buffers: dict[socket.socket, bytearray] = {}
@@ -1178,7 +1178,7 @@ def test_ten_thousand_open_streams_and_clients_beyond(tmp_path: Path, tally: Tal
             buffers[sock] = bytearray()
             opened.append(sock)
         probe = socket.create_connection(("127.0.0.1", server.port), timeout=60)
-        probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         probe.setblocking(False)
         selector.register(probe, selectors.EVENT_READ)
         buffers[probe] = bytearray()
