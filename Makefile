@@ -26,7 +26,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 run: install
-	@echo "Tether: starting on http://$${TETHER_HOST:-127.0.0.1}:$${TETHER_PORT:-8000}/ (agent: $${TETHER_AGENT:-local}, store: $${TETHER_STORE:-sqlite}); Ctrl-C stops it"
+	@echo "Tether: starting (agent: $${TETHER_AGENT:-local}, store: $${TETHER_STORE:-sqlite}); it prints its login URL when ready; Ctrl-C stops it"
 	TETHER_STORE=$${TETHER_STORE:-sqlite} $(VENV)/bin/gunicorn -c gunicorn.conf.py
 
 test: install-test .tools/.claude-code-$(CLAUDE_CODE_VERSION) .tools/.axe-core-$(AXE_CORE_VERSION)

@@ -22,8 +22,9 @@ from blueprints.logins import REVOKED_FILE, Logins
 from blueprints.proxies import TrustedProxies
 from blueprints.sse import ShallowStreams
 from blueprints.ws import MAX_MESSAGE_BYTES
+from tether.addresses import login_urls
 from tether.config import SECRET_SETTINGS, Settings, check_binding, check_user
-from tether.datadir import read_or_create
+from tether.datadir import kept_token, read_or_create
 from tether.sessions import SessionRegistry
 
 logger = logging.getLogger(__name__)
@@ -74,11 +75,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                             SOCK_SERVER_OPTIONS={"max_message_size": MAX_MESSAGE_BYTES})
     app.config.update({k: v for k, v in config.items() if not k.startswith("TETHER_")})
     app.extensions["tether"] = SessionRegistry(settings)
-    token = settings.token.get_secret_value() if settings.token else None
-    if token is None:
-        token = generate_token()
-        logger.warning("TETHER_TOKEN is not set: this process generated one; log in at "
-                       "/#token=%s", token)
+    # TETHER_TOKEN, else the one kept in the data dir (made at the first start).
+    token = (settings.token.get_secret_value() if settings.token
+             else kept_token(settings.data_dir))
     secret_key = (settings.secret_key.get_secret_value() if settings.secret_key
                   else read_or_create(settings.data_dir / SECRET_KEY_FILE, generate_token))
     logins = Logins(token, secret_key, settings.session_days * 86400,
@@ -116,8 +115,9 @@ if __name__ == "__main__":
         check_binding(_settings)
     except ValueError as exc:
         raise SystemExit(f"Tether: {exc}") from None
-    _token = _settings.token.get_secret_value() if _settings.token else generate_token()
-    _app = create_app({"TETHER_TOKEN": _token})
-    print(f"Tether (development server): open http://{_settings.url_host}:{_settings.port}/"
-          f"#token={_token}")
+    _app = create_app()
+    _token = _app.extensions["tether_auth"].token
+    print("Tether (development server): open one of these URLs to log in:")
+    for _url in login_urls(_settings, _settings.port, _token):
+        print(f"    {_url}")
     WSGIServer((_settings.host, _settings.port), _app).serve_forever()

@@ -4,27 +4,52 @@ Read by ``make run`` (``gunicorn -c gunicorn.conf.py``). Host and port come from
 ``TETHER_HOST`` / ``TETHER_PORT`` (tether.config).
 """
 
+import errno
 import os
-import secrets
+import socket
 
 from gunicorn import glogging
 
+from tether.addresses import login_urls, qr_code
 from tether.config import Settings, check_binding, check_user
+from tether.datadir import kept_token, prepare
+from tether.stores.sqlite import StoreInUse, check_free
 
 _settings = Settings.from_env()
+
+
+def _check_start(settings):
+    """Everything that would stop the server, checked before gunicorn starts: each problem is
+    one line, never "ready" followed by a worker's traceback."""
+    check_user(settings)
+    check_binding(settings)
+    if settings.store == "sqlite":
+        check_free(settings.data_dir / "tether.sqlite3")  # another server on this data dir
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as exc:
+            what = ("is in use (another Tether, or another program): stop it, or set "
+                    "TETHER_PORT" if exc.errno == errno.EADDRINUSE else f"fails: {exc.strerror}")
+            raise ValueError(f"listening on {settings.host}:{settings.port} {what}") from None
+
+
 try:
-    check_user(_settings)
-    check_binding(_settings)
-except ValueError as _exc:
+    _check_start(_settings)
+except (ValueError, StoreInUse) as _exc:
     raise SystemExit(f"Tether: {_exc}") from None
 
-# No TETHER_TOKEN: generate one here, in the master, so that every worker it forks (and
-# re-forks) shares it; when_ready prints the login URL once. The master starts no agent, so
-# it keeps the token in its environment; each worker's create_app drops it from its own.
-_generated_token = None
-if _settings.token is None:
-    _generated_token = secrets.token_urlsafe(32)
-    os.environ["TETHER_TOKEN"] = _generated_token
+# The token: TETHER_TOKEN, else the one kept in the data dir (made at the first start), so
+# that a restart logs no browser out. Read here, in the master, so that every worker it forks
+# (and re-forks) has it; the master starts no agent, so it keeps the token in its
+# environment, and each worker's create_app drops it from its own.
+_token_kept = _settings.token is None
+if _token_kept:
+    for _warning in prepare(_settings.data_dir):
+        print(f"Tether: {_warning}")
+    os.environ["TETHER_TOKEN"] = kept_token(_settings.data_dir)
 
 # Server socket
 _host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
@@ -114,12 +139,20 @@ def on_starting(server):
 
 def when_ready(server):
     port = server.address[0][1] if server.address else _settings.port
+    token = os.environ["TETHER_TOKEN"]
     # The token rides in the fragment, which browsers never send: no server, proxy or
     # history entry keeps it (the page posts it to /login and drops it from the address).
-    url = f"http://{_settings.url_host}:{port}/#token={os.environ['TETHER_TOKEN']}"
-    origin = "was generated for this run" if _generated_token else "is TETHER_TOKEN"
-    server.log.info("Tether is ready (agent: %s). Open this URL to log in; the token in it "
-                    "%s:\n\n    %s\n", _settings.agent, origin, url)
+    urls = login_urls(_settings, port, token)
+    where = (f"kept in {_settings.data_dir / 'token'}" if _token_kept else "TETHER_TOKEN")
+    if not urls:  # behind a proxy, whose name is the only allowed host
+        urls = [f"https://{_settings.host_names[0]}/#token={token}"]
+    lines = "\n".join(f"    {url}" for url in urls)
+    server.log.info("Tether is ready (agent: %s). Open a URL to log in (the token in it is %s):"
+                    "\n\n%s\n", _settings.agent, where, lines)
+    phone = [url for url in urls if "//127." not in url and "//[::1]" not in url]
+    if phone and not _settings.binds_loopback:
+        server.log.info("From a phone on the same network, scan this code (it opens %s):\n%s",
+                        phone[0].split("#")[0], qr_code(phone[0]))
 
 
 def post_worker_init(worker):

@@ -30,7 +30,8 @@ def healthz() -> Response:
 @bp.get("/api/agents")
 def agents() -> Response:
     return jsonify(agents=[{"name": a.name, "available": a.available,
-                            "description": a.description}
+                            "description": a.description,
+                            **({"reason": a.reason} if a.reason else {})}
                            for a in current_core().agents.describe()])
 
 

@@ -35,8 +35,6 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-import re
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlencode, urlsplit
@@ -47,6 +45,7 @@ from blueprints.bodies import read_deadline
 from blueprints.errors import error_response
 from blueprints.logins import Logins, Verdict
 from blueprints.throttle import FailureThrottle
+from tether.config import host_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +59,6 @@ ANY_HOST_ENDPOINTS = frozenset({"api.healthz"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Method = Literal["bearer", "cookie"]
-
-_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?")
-
 
 @dataclass(frozen=True)
 class Auth:
@@ -85,19 +81,6 @@ class Auth:
         """Constant-time comparison of ``given`` with the token."""
         return hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
                                    self.token.encode("utf-8"))
-
-
-def host_allowed(host: str, allowed: Collection[str]) -> bool:
-    """True when the ``Host`` value ``host`` (``name[:port]``, ``[v6][:port]``) names one of
-    ``allowed``; a malformed value never does. The port is not compared."""
-    if "*" in allowed:
-        return True
-    match = _HOST.fullmatch(host.strip().lower())
-    if match is None:
-        return False
-    name = match.group(1).strip("[]").rstrip(".")
-    return any(name == ref.lstrip(".") or (ref.startswith(".") and name.endswith(ref))
-               for ref in allowed)
 
 
 def init_app(app: Flask, auth: Auth) -> None:

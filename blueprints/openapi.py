@@ -227,6 +227,9 @@ def _schemas() -> dict[str, Any]:
             "properties": {"agents": {"type": "array", "items": {
                 "type": "object", "required": ["name", "available", "description"],
                 "properties": {"name": {"type": "string"}, "available": {"type": "boolean"},
+                               "reason": {"type": "string", "description": "Why the agent is "
+                                          "not available, and what to install or set; only "
+                                          "when `available` is false."},
                                "description": {"type": "string"}}}}},
         },
         "Pending": {

@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,6 +19,9 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: The checkout Tether runs from (``make run``'s directory).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: Shortest ``TETHER_TOKEN`` accepted, in characters (a generated token has 43).
 MIN_TOKEN_CHARS = 16
@@ -238,36 +241,62 @@ class Settings(BaseSettings):
         return f"[{host}]" if ":" in host else host
 
     def resolve_claude_bin(self) -> str | None:
-        """The ``claude`` executable: ``TETHER_CLAUDE_BIN``, else ``claude`` on ``PATH``."""
+        """The ``claude`` executable: ``TETHER_CLAUDE_BIN``, else ``claude`` on ``PATH``, else
+        the pinned copy ``make claude-code`` (and ``make test``) install under ``.tools/``."""
         if self.claude_bin:
             return self.claude_bin
-        return shutil.which("claude")
+        pinned = PROJECT_ROOT / ".tools" / "node_modules" / ".bin" / "claude"
+        return shutil.which("claude") or (str(pinned) if os.access(pinned, os.X_OK) else None)
+
+
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?")
+
+
+def host_allowed(host: str, allowed: Collection[str]) -> bool:
+    """True when the ``Host`` value ``host`` (``name[:port]``, ``[v6][:port]``, or a bare
+    address) names one of ``allowed`` (``.example.com``: it and its subdomains; ``*``: any);
+    a malformed value never does. The port is not compared."""
+    if "*" in allowed:
+        return True
+    value = host.strip().lower()
+    if ":" in value and not value.startswith("[") and value.count(":") > 1:
+        value = f"[{value}]"  # a bare IPv6 address
+    match = _HOST.fullmatch(value)
+    if match is None:
+        return False
+    name = match.group(1).strip("[]").rstrip(".")
+    return any(name == ref.lstrip(".") or (ref.startswith(".") and name.endswith(ref))
+               for ref in allowed)
 
 
 def check_binding(settings: Settings) -> None:
-    """Refuse to listen beyond this machine without a token the operator chose, or without
-    the host names browsers will use.
+    """Refuse to listen beyond this machine without the host names browsers will use.
 
-    A generated token is printed to the console; on an address others can reach, whoever
-    reads that console (or guesses nothing at all, were auth ever off) would hold a shell.
     Without ``TETHER_ALLOWED_HOSTS`` only loopback names would be answered, which no browser
-    elsewhere uses; the operator must name the hosts, or say ``*`` explicitly.
+    elsewhere uses; the operator must name the hosts, or say ``*`` explicitly. (A token is
+    always there: ``TETHER_TOKEN``, or the one kept in the data dir, 256 random bits.)
 
-    :raises ValueError: ``TETHER_HOST`` is not loopback and ``TETHER_TOKEN`` or
-        ``TETHER_ALLOWED_HOSTS`` is unset.
+    :raises ValueError: ``TETHER_HOST`` is not loopback and ``TETHER_ALLOWED_HOSTS`` is
+        unset; the message suggests this machine's addresses.
     """
-    if not settings.binds_loopback and settings.token is None:
-        raise ValueError(
-            f"refusing to listen on {settings.host} without TETHER_TOKEN: anyone who reaches "
-            "this port could run commands on this machine. Set TETHER_TOKEN to a long random "
-            "secret (python -c 'import secrets; print(secrets.token_urlsafe(32))'), or bind "
-            "127.0.0.1 and reach it through SSH or a reverse proxy.")
-    if not settings.binds_loopback and settings.allowed_hosts is None:
-        raise ValueError(
-            f"refusing to listen on {settings.host} without TETHER_ALLOWED_HOSTS: name the "
-            "host names browsers use to reach this server (TETHER_ALLOWED_HOSTS="
-            "tether.example,192.168.1.20), so that a page on another site cannot reach it "
-            "through a DNS name of its own (DNS rebinding); '*' allows any name.")
+    if settings.binds_loopback or settings.allowed_hosts is not None:
+        return
+    from tether.addresses import reachable_hosts  # it imports this module
+
+    ours = [h for h in reachable_hosts(settings.host) if not _is_loopback(h)]
+    raise ValueError(
+        f"refusing to listen on {settings.host} without TETHER_ALLOWED_HOSTS: name the host "
+        f"names and addresses browsers use to reach this server (this machine's: "
+        f"TETHER_ALLOWED_HOSTS={','.join(ours) or 'tether.example'}), so that a page on "
+        "another site cannot reach it through a DNS name of its own (DNS rebinding); '*' "
+        "allows any name.")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def check_user(settings: Settings) -> None:

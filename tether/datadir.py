@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import stat
 import tempfile
 from collections.abc import Callable
@@ -26,6 +27,9 @@ logger = logging.getLogger(__name__)
 DIR_MODE = 0o700
 #: Mode of every file Tether owns in it.
 FILE_MODE = 0o600
+
+#: The file of the data dir that keeps the token when ``TETHER_TOKEN`` is not set.
+TOKEN_FILE = "token"
 
 #: Files of the data dir's top level that are Tether's: the SQLite store, its WAL and
 #: shared-memory files and its lock file, and every key or token file.
@@ -132,3 +136,14 @@ def _write_temp(path: Path, data: bytes) -> Path:
         os.unlink(name)
         raise
     return Path(name)
+
+
+def kept_token(data_dir: Path) -> str:
+    """The server's token when ``TETHER_TOKEN`` is not set: the one kept in
+    ``<data_dir>/token`` (0600), made at the first start (32 random bytes, URL-safe base64,
+    43 characters). Kept, so that a restart or an upgrade logs no browser out.
+
+    :raises OSError: the data dir cannot be written.
+    :raises ValueError: the file is empty (delete it to have a new token made).
+    """
+    return read_or_create(data_dir / TOKEN_FILE, lambda: secrets.token_urlsafe(32))

@@ -263,8 +263,13 @@ const Sessions = {
       const preferred = document.body.dataset.defaultAgent;
       this.select.replaceChildren(...agents.map((a) => el("option", {
         text: a.available ? a.name : `${a.name} (unavailable)`,
-        attrs: {value: a.name, disabled: !a.available, title: a.description},
+        attrs: {value: a.name, disabled: !a.available, title: a.available ? a.description : a.reason},
       })));
+      // An agent that cannot work here says why, and what to set, in words a phone shows too.
+      const why = agents.filter((a) => !a.available && a.reason);
+      $("agent-why").replaceChildren(...why.map((a) => el("details", {}, [
+        el("summary", {text: `Why is ${a.name} unavailable?`}), el("p", {text: a.reason})])));
+      $("agent-why").hidden = !why.length;
       const pick = agents.find((a) => a.available && a.name === preferred) || agents.find((a) => a.available);
       if (pick) this.select.value = pick.name;
       $("new-session-btn").disabled = !pick;

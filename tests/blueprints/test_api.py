@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
+from tether.agents.catalog import CLAUDE_CREDENTIAL_VARIABLES
 from tether.sessions import SessionRegistry
 
 
@@ -34,8 +36,38 @@ def wait_pending(core: SessionRegistry, sid: str, kind: str = "approvals") -> di
 def test_healthz_and_agents(client: FlaskClient) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
     agents = {a["name"]: a for a in client.get("/api/agents").get_json()["agents"]}
-    assert agents["local"]["available"] is True
-    assert set(agents["claude"]) == {"name", "available", "description"}
+    assert agents["local"]["available"] is True and "reason" not in agents["local"]
+    claude = agents["claude"]
+    assert set(claude) <= {"name", "available", "description", "reason"}
+    assert claude["available"] is ("reason" not in claude)
+
+
+def test_claude_without_a_login_is_unavailable_with_the_reason(
+        make_app: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli = tmp_path / "claude"
+    cli.write_text("#!/bin/sh\n")
+    cli.chmod(0o755)
+    for name in CLAUDE_CREDENTIAL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    client = make_app(TETHER_CLAUDE_BIN=str(cli)).test_client()
+
+    def claude() -> dict[str, Any]:
+        agents = client.get("/api/agents").get_json()["agents"]
+        return next(a for a in agents if a["name"] == "claude")
+
+    assert claude()["available"] is False
+    assert "ANTHROPIC_API_KEY" in claude()["reason"]
+    assert "claude setup-token" in claude()["reason"]
+    monkeypatch.setenv("CLAUDE_CODE_OAUTH_TOKEN", "sk-ant-oat01-x")
+    assert claude() == {**claude(), "available": True} and "reason" not in claude()
+    monkeypatch.delenv("CLAUDE_CODE_OAUTH_TOKEN")
+    (tmp_path / "home" / ".claude").mkdir(parents=True)
+    (tmp_path / "home" / ".claude" / ".credentials.json").write_text("{}")
+    assert claude()["available"] is True  # logged in with `claude /login` under that HOME
+    cli.unlink()
+    assert claude()["available"] is False and "not installed" in claude()["reason"]
 
 
 def test_create_list_get_delete(client: FlaskClient) -> None:

@@ -46,8 +46,8 @@ def test_a_generated_token_is_printed_once_in_a_login_url(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
-def test_listening_beyond_loopback_without_a_token_is_refused(tmp_path: Path,
-                                                              host: str) -> None:
+def test_listening_beyond_loopback_without_allowed_hosts_is_refused(tmp_path: Path,
+                                                                    host: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     env.update(TETHER_HOST=host, TETHER_PORT=str(free_port()),
                TETHER_DATA_DIR=str(tmp_path / "data"), TETHER_ALLOW_ROOT="1")
@@ -56,7 +56,8 @@ def test_listening_beyond_loopback_without_a_token_is_refused(tmp_path: Path,
         done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=60)
         assert done.returncode != 0, argv
-        assert "without TETHER_TOKEN" in done.stderr, (argv, done.stderr[-2000:])
+        assert "without TETHER_ALLOWED_HOSTS" in done.stderr, (argv, done.stderr[-2000:])
+        assert "TETHER_ALLOWED_HOSTS=" in done.stderr  # with this machine's addresses
         assert "Traceback" not in done.stderr, done.stderr[-2000:]
 
 

@@ -922,8 +922,8 @@ def rows() -> list[Row]:
             "limit_request_line = 4094"))
     add(Row("garbage request line", "raw", raw(b"HELLO\r\n\r\n"), "400",
             "not HTTP"))
-    add(Row("bad method token", "raw", raw(b"G@T /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"), "400",
-            "not a method"))
+    add(Row("bad method token", "raw",
+            raw(b"G@T /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"), "400", "not a method"))
     add(Row("Content-Length with chunked", "raw",
             raw(b"POST /api/sessions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), "400",

@@ -24,8 +24,9 @@ class AgentSpec(Protocol):
     name: str
     description: str
 
-    def available(self) -> bool:
-        """True when the CLI can be started on this machine."""
+    def unavailable(self) -> str | None:
+        """Why the agent cannot work on this machine (a missing CLI, no login), saying what
+        to install or set; None when it can."""
 
     def argv(self, agent_session_id: str, resume: bool) -> list[str]:
         """The command line; a list, never shell text (DESIGN.md rule 8)."""
@@ -40,6 +41,8 @@ class AgentInfo:
     name: str
     available: bool
     description: str
+    #: Why it is not available, and what to do; None when it is.
+    reason: str | None = None
 
 
 class AgentCatalog:
@@ -56,7 +59,11 @@ class AgentCatalog:
             raise NotFound(f"no agent named {name!r}; known: {sorted(self._agents)}") from None
 
     def describe(self) -> list[AgentInfo]:
-        return [AgentInfo(a.name, a.available(), a.description) for a in self._agents.values()]
+        infos = []
+        for agent in self._agents.values():
+            reason = agent.unavailable()
+            infos.append(AgentInfo(agent.name, reason is None, agent.description, reason))
+        return infos
 
     def __contains__(self, name: object) -> bool:
         return name in self._agents

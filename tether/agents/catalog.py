@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 
 from tether.agents.base import AgentCatalog, inherited_env
 from tether.agents.claude import STREAM_JSON_FLAGS, session_flag
 from tether.config import Settings
+
+#: Environment variables with which Claude Code needs no login of its own: an API key, a
+#: token from `claude setup-token`, or a third-party provider (Claude Code docs, "Identity and
+#: Access Management" and "Third-party integrations"; checked against CLI 2.1.328).
+CLAUDE_CREDENTIAL_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN",
+                               "CLAUDE_CODE_OAUTH_TOKEN", "CLAUDE_CODE_USE_BEDROCK",
+                               "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY")
+
+
+def claude_login_missing(environ: Mapping[str, str]) -> str | None:
+    """Why Claude Code would answer "Not logged in" in headless mode, or None when it has a
+    credential: one of :data:`CLAUDE_CREDENTIAL_VARIABLES`, or a login stored by `claude
+    /login` (``.credentials.json`` in ``CLAUDE_CONFIG_DIR``, else ``~/.claude``; the macOS
+    keychain is not looked at), or an ``apiKeyHelper`` in its ``settings.json``.
+    ``/login`` itself cannot run headless, so this is checked before a session starts."""
+    if any(environ.get(name) for name in CLAUDE_CREDENTIAL_VARIABLES):
+        return None
+    home = environ.get("HOME") or os.path.expanduser("~")
+    config = Path(environ.get("CLAUDE_CONFIG_DIR") or Path(home) / ".claude")
+    if (config / ".credentials.json").is_file():
+        return None
+    try:
+        if "apiKeyHelper" in json.loads((config / "settings.json").read_text()):
+            return None
+    except (OSError, ValueError, TypeError):
+        pass
+    return ("Claude Code is not logged in, and cannot log in from here: set ANTHROPIC_API_KEY, "
+            "or CLAUDE_CODE_OAUTH_TOKEN (a subscription: run `claude setup-token` once), in "
+            f"Tether's environment, or run Tether with a HOME where `claude` is logged in "
+            f"(looked in {config})")
 
 
 class ClaudeAgent:
@@ -19,9 +52,13 @@ class ClaudeAgent:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    def available(self) -> bool:
+    def unavailable(self) -> str | None:
         path = self._settings.resolve_claude_bin()
-        return bool(path) and os.access(path, os.X_OK)  # type: ignore[arg-type]
+        if not path or not os.access(path, os.X_OK):
+            return ("the claude CLI is not installed: `npm install -g "
+                    "@anthropic-ai/claude-code` (or `make claude-code`, the version the tests "
+                    "drive, under .tools/), or set TETHER_CLAUDE_BIN")
+        return claude_login_missing(os.environ)
 
     def argv(self, agent_session_id: str, resume: bool) -> list[str]:
         binary = self._settings.resolve_claude_bin() or "claude"
@@ -42,8 +79,8 @@ class LocalAgent:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    def available(self) -> bool:
-        return True
+    def unavailable(self) -> str | None:
+        return None
 
     def argv(self, agent_session_id: str, resume: bool) -> list[str]:
         return [sys.executable, "-m", "tether.agents.local", *STREAM_JSON_FLAGS,

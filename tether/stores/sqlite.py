@@ -325,6 +325,16 @@ def _close_private(fd: int) -> None:
         os.close(fd)
 
 
+def check_free(path: Path) -> None:
+    """Check, without keeping it, that no other server holds the store at ``path`` (its lock
+    file): a start can then refuse in one line before anything else runs.
+
+    :raises StoreInUse: another process holds the lock.
+    """
+    if path.parent.is_dir():
+        os.close(_take_lock(path.with_name(path.name + ".lock")))
+
+
 def _take_lock(path: Path) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:

@@ -1,0 +1,113 @@
+"""Starting the server as a newcomer does (issue 17): the token kept across restarts, one
+login URL per reachable address with a QR code for a phone, and a second server on the same
+data dir or port refused in one line."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from playwright.sync_api import expect
+
+from tests.e2e.browser import new_page, screenshot
+from tests.e2e.live import ROOT, LiveServer, free_port
+from tether.addresses import reachable_hosts
+
+pytestmark = pytest.mark.e2e
+
+
+def printed_urls(server: LiveServer) -> list[str]:
+    return re.findall(r"^    (http://\S+/#token=[\w-]+)$", server.log_text(), re.M)
+
+
+def test_the_generated_token_is_kept_across_restarts(tmp_path: Path) -> None:
+    server = LiveServer(tmp_path, TETHER_TOKEN="")
+    with server:
+        [url] = printed_urls(server)
+        token = url.split("#token=")[1]
+        kept = tmp_path / "data" / "token"
+        assert kept.read_text().strip() == token
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+        browser = requests.Session()
+        browser.post(server.url + "/login", data={"token": token}, timeout=10).raise_for_status()
+        assert browser.get(server.url + "/api/sessions", timeout=10).status_code == 200
+        server.stop()
+        server.start()  # a restart, or an upgrade
+        # The same login URL, and the phone's login still works.
+        assert printed_urls(server)[-1] == url
+        assert browser.get(server.url + "/api/sessions", timeout=10).status_code == 200
+
+
+def test_a_server_on_every_address_prints_each_login_url_once_and_a_qr_code(
+        tmp_path: Path) -> None:
+    lan = [h for h in reachable_hosts("0.0.0.0") if not h.startswith("127.")]
+    if not lan:
+        pytest.skip("this machine has no address beyond loopback")
+    allowed = ",".join(["127.0.0.1", *lan])
+    with LiveServer(tmp_path, TETHER_HOST="0.0.0.0", TETHER_ALLOWED_HOSTS=allowed) as server:
+        urls = printed_urls(server)
+        token = "test-token-0123456789abcdef"
+        assert urls == [f"http://{h}:{server.port}/#token={token}"
+                        for h in ["127.0.0.1", *lan]]
+        log = server.log_text()
+        assert "scan this code" in log and "█" in log
+        for url in urls:  # each one logs in
+            host = url.split("/")[2]
+            response = requests.post(server.url + "/login", data={"token": token},
+                                     headers={"Host": host}, allow_redirects=False, timeout=10)
+            assert response.status_code == 303, url
+
+
+def run_second(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    environ.update(TETHER_DATA_DIR=str(tmp_path / "data"), TETHER_ALLOW_ROOT="1",
+                   TETHER_STORE="sqlite", **env)
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    return subprocess.run([str(gunicorn), "-c", "gunicorn.conf.py"], cwd=ROOT, env=environ,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("clash", ["data dir", "port"])
+def test_a_second_server_is_refused_in_one_line(tmp_path: Path, clash: str) -> None:
+    with LiveServer(tmp_path, TETHER_STORE="sqlite") as first:
+        if clash == "data dir":
+            done = run_second(tmp_path, TETHER_PORT=str(free_port()))
+            expected = "another Tether server is using"
+        else:
+            done = run_second(tmp_path / "elsewhere", TETHER_PORT=str(first.port))
+            expected = f"listening on 127.0.0.1:{first.port} is in use"
+        assert done.returncode != 0
+        output = (done.stdout + done.stderr).strip()
+        assert output.count("\n") == 0, output  # one line
+        assert output.startswith("Tether: ") and expected in output, output
+        assert "ready" not in output and "Traceback" not in output
+        assert first.api("GET", "/api/sessions").status_code == 200  # the first one is fine
+
+
+@pytest.mark.browser
+def test_the_page_says_why_claude_is_unavailable(browser: Any, tmp_path: Path) -> None:
+    cli = tmp_path / "claude"
+    cli.write_text("#!/bin/sh\n")
+    cli.chmod(0o755)
+    home = tmp_path / "home"
+    home.mkdir()
+    with LiveServer(tmp_path, TETHER_CLAUDE_BIN=str(cli), HOME=str(home),
+                    ANTHROPIC_API_KEY="", CLAUDE_CODE_OAUTH_TOKEN="") as server:
+        page = new_page(browser, server)
+        try:
+            page.locator("#menu-btn").click()
+            option = page.locator("#agent-select option[value='claude']")
+            expect(option).to_have_text("claude (unavailable)")
+            expect(option).to_be_disabled()
+            page.get_by_text("Why is claude unavailable?").click()
+            expect(page.locator("#agent-why")).to_contain_text("claude setup-token")
+            screenshot(page, "claude-unavailable")
+        finally:
+            page.context.close()
