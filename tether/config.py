@@ -114,13 +114,13 @@ class Settings(BaseSettings):
     #: ``auto_approve_disabled``) and no session auto-approves.
     allow_auto_approve: bool = Field(True, validation_alias=_env("ALLOW_AUTO_APPROVE"))
 
-    @field_validator("token", mode="before")
+    @field_validator("token", "secret_key", mode="before")
     @classmethod
-    def _check_token(cls, value: Any) -> Any:
+    def _check_secret(cls, value: Any) -> Any:
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         if value is None or value == "":
-            return None  # unset: one is generated at start
+            return None  # unset: the one kept in the data dir
         if not isinstance(value, str) or len(value) < MIN_TOKEN_CHARS or not value.isprintable():
             raise ValueError(f"must be at least {MIN_TOKEN_CHARS} printable characters "
                              "(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
@@ -184,17 +184,6 @@ class Settings(BaseSettings):
         if not hosts:
             raise ValueError("is empty: name the hosts browsers use, or '*' for any")
         return tuple(hosts)
-
-    @field_validator("secret_key", mode="before")
-    @classmethod
-    def _check_secret_key(cls, value: Any) -> Any:
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if value is None or value == "":
-            return None  # unset: a key kept in the data dir
-        if not isinstance(value, str) or len(value) < MIN_TOKEN_CHARS:
-            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters")
-        return value
 
     @classmethod
     def from_env(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
