@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Response, jsonify, request
 
 from blueprints import current_core
@@ -13,6 +15,7 @@ from blueprints.bodies import (
     UpdateSession,
     json_body,
 )
+from tether.errors import BadRequest
 
 bp = Blueprint("api", __name__)
 
@@ -79,9 +82,39 @@ def delete_session(session_id: str) -> tuple[str, int]:
 
 @bp.post("/api/sessions/<session_id>/prompt")
 def prompt(session_id: str) -> tuple[Response, int]:
+    """202 ``{"turn": n}``, or with ``queue`` while a turn runs 202 ``{"queued": n}``."""
     session = current_core().get(session_id)
     body = json_body(Prompt)
-    return jsonify(turn=session.submit(body.text)), 202
+    return jsonify(session.prompt(body.text, queue=body.queue)), 202
+
+
+def _position(n: str) -> int:
+    """A queue position from the path: a plain ASCII decimal (1 is the first prompt).
+
+    :raises BadRequest: anything else (``-1``, ``1.0``, ``x``)."""
+    if not re.fullmatch(r"[0-9]{1,18}", n):
+        raise BadRequest(f"queue position {n[:40]!r} is not a whole number (1 is the first)")
+    return int(n)
+
+
+def _queue_id() -> str | None:
+    """``?queue_id=``: the prompt the client means at that position (another one: 404)."""
+    return request.args.get("queue_id") or None
+
+
+@bp.post("/api/sessions/<session_id>/queue/<n>/send")
+def send_queued(session_id: str, n: str) -> tuple[Response, int]:
+    """Send queued prompt ``n`` now: 202 ``{"turn"}``; 409 ``session_busy`` while a turn
+    runs; 404 for no such prompt."""
+    session = current_core().get(session_id)
+    return jsonify(turn=session.send_queued(_position(n), _queue_id())), 202
+
+
+@bp.delete("/api/sessions/<session_id>/queue/<n>")
+def remove_queued(session_id: str, n: str) -> tuple[str, int]:
+    """Remove queued prompt ``n``: 204; 404 for no such prompt."""
+    current_core().get(session_id).remove_queued(_position(n), _queue_id())
+    return "", 204
 
 
 @bp.post("/api/sessions/<session_id>/cancel")

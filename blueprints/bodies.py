@@ -50,6 +50,8 @@ class UpdateSession(Body):
 
 class Prompt(Body):
     text: str
+    #: While a turn runs: queue the prompt (202 ``{"queued": n}``) instead of 409.
+    queue: bool = False
 
 
 class ApprovalAnswer(Body):

@@ -27,6 +27,7 @@ HTTP_STATUS = {
     "method_not_allowed": 405,
     "request_timeout": 408,
     "session_busy": 409,
+    "queue_full": 409,
     "already_resolved": 409,
     "too_many_sessions": 409,
     "payload_too_large": 413,
@@ -57,11 +58,13 @@ JSONRPC_CODE = {
     "internal_error": INTERNAL_ERROR,
     "shutting_down": -32006,
     "auto_approve_disabled": -32007,
+    "queue_full": -32008,
 }
 
 _CODE_FOR_STATUS = {status: code for code, status in HTTP_STATUS.items()
-                    if code not in ("session_busy", "already_resolved", "too_many_sessions",
-                                    "auto_approve_disabled", "host_not_allowed")}
+                    if code not in ("session_busy", "queue_full", "already_resolved",
+                                    "too_many_sessions", "auto_approve_disabled",
+                                    "host_not_allowed")}
 
 
 #: Codes whose answer closes the connection (``Connection: close``): the request's body was

@@ -29,7 +29,7 @@ from pydantic.json_schema import models_json_schema
 from blueprints import bodies, poll
 from blueprints.auth import cookie_name
 from blueprints.errors import HTTP_STATUS
-from tether.sessions import MAX_TITLE_CHARS
+from tether.sessions import MAX_QUEUED, MAX_TITLE_CHARS
 
 bp = Blueprint("openapi", __name__)
 
@@ -57,11 +57,12 @@ ERRORS = {
                        "`Referer`) is not an allowed origin, a state-changing request from "
                        "another site; `auto_approve_disabled`: the server refuses to switch "
                        "auto-approve on (`TETHER_ALLOW_AUTO_APPROVE=0`)."),
-    404: ("NotFound", "No such session, agent or request."),
+    404: ("NotFound", "No such session, agent, request or queued prompt."),
     408: ("RequestTimeout", "`request_timeout`: the body did not arrive whole within "
                             "`TETHER_BODY_TIMEOUT` seconds (default 10); the answer closes "
                             "the connection (`Connection: close`)."),
-    409: ("Conflict", "`session_busy` (a turn is running), `already_resolved` (another answer, "
+    409: ("Conflict", "`session_busy` (a turn is running), `queue_full` (the session's queue "
+                      f"holds {MAX_QUEUED} prompts), `already_resolved` (another answer, "
                       "a timeout or a cancel got there first) or `too_many_sessions` "
                       "(`TETHER_MAX_SESSIONS`)."),
     413: ("PayloadTooLarge", "The body, or the prompt in UTF-8, is over its limit "
@@ -195,6 +196,15 @@ def _parameters() -> dict[str, Any]:
         "SessionId": _path_id("session_id", "A session id (32 hex digits); unknown: 404."),
         "RequestId": _path_id("request_id", "An approval or question id (32 hex digits), "
                                             "from `approval_request` / `clarify_request`."),
+        "Position": {"name": "n", "in": "path", "required": True,
+                     "description": "A queued prompt's position, from 1 (the session's "
+                                    "`queue`); a plain decimal, else a 400; no such "
+                                    "position: 404.",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}},
+        "QueueId": _query("queue_id", {"type": "string", "pattern": ID_PATTERN},
+                          "The `queue_id` the client saw at that position: when the queue "
+                          "changed meanwhile and another prompt is there, 404 (nothing "
+                          "done)."),
         "After": _query("after", cursor, "Event id cursor: events after it (0: all). A plain "
                                          "ASCII decimal integer; anything else is a 400. On a "
                                          "stream, `Last-Event-ID` wins and `after` is not "
@@ -243,7 +253,8 @@ def _schemas() -> dict[str, Any]:
         "Session": {
             "type": "object",
             "required": ["id", "agent", "title", "created_at", "state", "turn_active", "turn",
-                         "last_event_id", "agent_session_id", "auto_approve", "pending"],
+                         "last_event_id", "agent_session_id", "auto_approve", "queue",
+                         "pending"],
             "properties": {
                 "id": {"type": "string", "pattern": ID_PATTERN},
                 "agent": {"type": "string"},
@@ -255,6 +266,14 @@ def _schemas() -> dict[str, Any]:
                 "last_event_id": cursor,
                 "agent_session_id": {"type": ["string", "null"]},
                 "auto_approve": {"type": "boolean"},
+                "queue": {
+                    "type": "array", "maxItems": MAX_QUEUED,
+                    "description": "Prompts queued while a turn ran, first to be sent first.",
+                    "items": {"type": "object", "required": ["n", "queue_id", "text"],
+                              "properties": {"n": {"type": "integer", "minimum": 1},
+                                             "queue_id": {"type": "string",
+                                                          "pattern": ID_PATTERN},
+                                             "text": {"type": "string"}}}},
                 "pending": {
                     "type": "object", "required": ["approvals", "clarify"],
                     "properties": {"approvals": {"type": "array", "items": _ref("Pending")},
@@ -268,6 +287,10 @@ def _schemas() -> dict[str, Any]:
         },
         "Turn": {"type": "object", "required": ["turn"],
                  "properties": {"turn": {"type": "integer", "minimum": 1}}},
+        "Queued": {"type": "object", "required": ["queued"],
+                   "properties": {"queued": {"type": "integer", "minimum": 1,
+                                             "maximum": MAX_QUEUED,
+                                             "description": "Its position in the queue."}}},
         "Cancelled": {"type": "object", "required": ["cancelled"],
                       "properties": {"cancelled": {"type": "boolean"}}},
         "ApprovalResult": {
@@ -287,7 +310,8 @@ def _schemas() -> dict[str, Any]:
                            "section 3: `user`, `agent_session`, `text_delta`, `text`, "
                            "`thinking`, `tool_use`, `tool_result`, `approval_request`, "
                            "`approval_resolved`, `clarify_request`, `clarify_resolved`, "
-                           "`result`, `error`, `turn_end`).",
+                           "`result`, `error`, `turn_end`; docs/protocol.md adds "
+                           "`prompt_queued`, `prompt_dequeued`).",
             "properties": {"id": {"type": "integer", "minimum": 1},
                            "session_id": {"type": "string"},
                            "ts": {"type": "number", "description": "Unix seconds"},
@@ -418,8 +442,10 @@ def _paths() -> dict[str, Any]:
                             "`auto_approve_disabled`, and nothing changes. A title is "
                             f"stripped; empty or over {MAX_TITLE_CHARS} characters is a 400.",
                 tags=sessions),
-            "delete": _op("Stop its turn and forget it",
-                          {"204": {"description": "Deleted."}},
+            "delete": _op("Stop its turn, forget it, remove its workspace",
+                          {"204": {"description": "Deleted: its log, its record, its queue, "
+                                                  "and its own workspace folder "
+                                                  "(`<TETHER_DATA_DIR>/sessions/<id>/`)."}},
                           errors=(*_SECURED, 404, 503), tags=sessions),
         },
         "/api/sessions/{session_id}/transcript.jsonl": {"get": _op(
@@ -429,10 +455,31 @@ def _paths() -> dict[str, Any]:
                      "content": {"application/jsonl": {"schema": {"type": "string"}}}}},
             errors=(*_SECURED, 404), params=[sid], tags=sessions)},
         "/api/sessions/{session_id}/prompt": {"post": _op(
-            "Start a turn", {"202": _json(_ref("Turn"), "The turn started; its number.")},
+            "Start a turn, or queue the prompt",
+            {"202": _json({"oneOf": [_ref("Turn"), _ref("Queued")]},
+                          "`{turn}`: the turn started, its number; `{queued}`: queued "
+                          "(`queue: true` while a turn ran), its position.")},
             errors=(*_WITH_BODY, 404, 409, 503), params=[sid], body=_body(bodies.Prompt),
             description="`text` must not be blank; over `TETHER_MAX_PROMPT_BYTES` (UTF-8) is "
-                        "a 413. A running turn: 409 `session_busy` (never queued).",
+                        "a 413. A running turn: 409 `session_busy`, unless `queue` is true: "
+                        "then the prompt is queued (event `prompt_queued`) and sent by itself "
+                        "when the turn ends `completed`; a stopped or failed turn leaves the "
+                        f"queue. At most {MAX_QUEUED} queued: 409 `queue_full`.",
+            tags=sessions)},
+        "/api/sessions/{session_id}/queue/{n}/send": {"post": _op(
+            "Send a queued prompt now",
+            {"202": _json(_ref("Turn"), "The turn started with it; its number.")},
+            errors=(*_SECURED, 400, 404, 409, 503), params=[sid, _param("Position"),
+                                                            _param("QueueId")],
+            description="It leaves the queue (event `prompt_dequeued`, `reason: \"sent\"`). "
+                        "A running turn: 409 `session_busy` (it stays queued).",
+            tags=sessions)},
+        "/api/sessions/{session_id}/queue/{n}": {"delete": _op(
+            "Remove a queued prompt",
+            {"204": {"description": "Removed; the prompts after it moved up."}},
+            errors=(*_SECURED, 400, 404, 503), params=[sid, _param("Position"),
+                                                       _param("QueueId")],
+            description="Event `prompt_dequeued`, `reason: \"removed\"`.",
             tags=sessions)},
         "/api/sessions/{session_id}/cancel": {"post": _op(
             "Stop the running turn",

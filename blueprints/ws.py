@@ -98,6 +98,11 @@ class SubmitParams(SessionRef, Prompt):
     pass
 
 
+class QueueRef(SessionRef):
+    n: int = Field(ge=1, le=10**9)
+    queue_id: str | None = Field(None, max_length=200)
+
+
 class ApprovalParams(SessionRef, ApprovalAnswer):
     request_id: str = Field(max_length=200)
 
@@ -259,6 +264,8 @@ class Connection:
             "session.attach": (AttachParams, self.session_attach),
             "session.detach": (SessionRef, self.session_detach),
             "prompt.submit": (SubmitParams, self.prompt_submit),
+            "queue.send": (QueueRef, self.queue_send),
+            "queue.remove": (QueueRef, self.queue_remove),
             "turn.cancel": (SessionRef, self.turn_cancel),
             "approval.respond": (ApprovalParams, self.approval_respond),
             "clarify.respond": (ClarifyParams, self.clarify_respond),
@@ -461,7 +468,14 @@ class Connection:
         return {"detached": self.feed.detach(params.session_id)}
 
     def prompt_submit(self, params: SubmitParams) -> dict[str, Any]:
-        return {"turn": self._session(params).submit(params.text)}
+        return self._session(params).prompt(params.text, queue=params.queue)
+
+    def queue_send(self, params: QueueRef) -> dict[str, Any]:
+        return {"turn": self._session(params).send_queued(params.n, params.queue_id)}
+
+    def queue_remove(self, params: QueueRef) -> dict[str, Any]:
+        self._session(params).remove_queued(params.n, params.queue_id)
+        return {"removed": True}
 
     def turn_cancel(self, params: SessionRef) -> dict[str, Any]:
         return {"cancelled": self._session(params).cancel()}

@@ -35,6 +35,12 @@ class SessionBusy(TetherError):
     code = "session_busy"
 
 
+class QueueFull(TetherError):
+    """A prompt was to be queued on a session whose queue holds its most prompts already."""
+
+    code = "queue_full"
+
+
 class AlreadyResolved(TetherError):
     """An answer arrived for an approval or question that another answer already settled."""
 

@@ -31,6 +31,10 @@ KINDS: Final = frozenset(
         "result",
         "error",
         "turn_end",
+        # docs/protocol.md, "Queued prompts": a prompt queued while a turn ran, and the end of
+        # its wait (sent as a turn of its own, or removed by a person).
+        "prompt_queued",
+        "prompt_dequeued",
     }
 )
 

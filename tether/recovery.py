@@ -30,19 +30,22 @@ class LogState:
     with a ``user`` event and no ``turn_end`` (None: none). ``pending``: ``(kind,
     request_id)`` of requests with no resolved event, oldest first (``kind`` is ``approval``
     or ``clarify``). ``agent_session_id``: from the newest ``agent_session`` event (None: the
-    agent never reported one, so its session was never started).
+    agent never reported one, so its session was never started). ``queued``: ``(queue_id,
+    text)`` of prompts queued and neither sent nor removed, in queue order.
     """
 
     turns: int = 0
     open_turn: int | None = None
     pending: list[tuple[str, str]] = field(default_factory=list)
     agent_session_id: str | None = None
+    queued: list[tuple[str, str]] = field(default_factory=list)
 
 
 def scan(log: EventLog) -> LogState:
     """Read the whole log, a page at a time, and sum it up."""
     state = LogState()
     pending: dict[str, str] = {}  # request_id -> kind, in insertion (log) order
+    queued: dict[str, str] = {}  # queue_id -> text, in queue order
     after = 0
     while True:
         page = log.read_after(after, SCAN_PAGE)
@@ -61,10 +64,15 @@ def scan(log: EventLog) -> LogState:
                 pending[str(payload.get("request_id"))] = event.kind.split("_")[0]
             elif event.kind in ("approval_resolved", "clarify_resolved"):
                 pending.pop(str(payload.get("request_id")), None)
+            elif event.kind == "prompt_queued":
+                queued[str(payload.get("queue_id"))] = str(payload.get("text", ""))
+            elif event.kind == "prompt_dequeued":
+                queued.pop(str(payload.get("queue_id")), None)
             elif event.kind == "agent_session" and payload.get("agent_session_id"):
                 state.agent_session_id = str(payload["agent_session_id"])
         after = page[-1].id
     state.pending = [(kind, request_id) for request_id, kind in pending.items()]
+    state.queued = list(queued.items())
     return state
 
 

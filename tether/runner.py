@@ -267,6 +267,11 @@ class Turn:
                 if mtype == "system" and message.get("subtype") == "init":
                     self._host.started = True
                 for kind, payload in translate(message, self._host.spec.name):
+                    if kind == "result" and self._cancel_reason == "cancelled":
+                        # The agent's answer to a person's Stop (an error result, for the
+                        # interrupt): the turn was stopped, nothing went wrong
+                        # (docs/protocol.md, "Stop").
+                        payload["stopped"] = True
                     self._log.append(kind, payload)
                 if mtype == "result":
                     self._got_result = True

@@ -10,10 +10,14 @@ dead server left open (:mod:`tether.recovery`).
 from __future__ import annotations
 
 import logging
+import os
+import re
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +30,7 @@ from tether.errors import (
     BadRequest,
     NotFound,
     PayloadTooLarge,
+    QueueFull,
     SessionBusy,
     ShuttingDown,
     TooManySessions,
@@ -44,6 +49,18 @@ State = Literal["idle", "running", "waiting", "ended"]
 
 #: Longest session title, in characters.
 MAX_TITLE_CHARS = 200
+#: Longest title the first prompt gives a session, in characters ("…" included).
+PROMPT_TITLE_CHARS = 60
+#: Most prompts one session's queue holds (409 ``queue_full`` beyond it).
+MAX_QUEUED = 20
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedPrompt:
+    """A prompt waiting for the running turn to end. ``queue_id``: 32 hex digits."""
+
+    queue_id: str
+    text: str
 
 
 class Session:
@@ -56,16 +73,26 @@ class Session:
     :param on_record_changed: called with the session when what :meth:`record` returns
         changed (title, auto-approve, a turn ended); the registry saves it in the store.
     :param on_turn_ended: called with ``(reason, seconds)`` when a turn ends (metrics).
+    :param title_set: a person chose ``title`` (at creation, or by renaming it since); when
+        False the first prompt names the session (:func:`title_from_prompt`).
+
+    Prompts sent while a turn runs may be queued (:meth:`prompt` with ``queue=True``): the
+    queue is state the server shows (``queue`` in :meth:`to_dict`; ``prompt_queued`` and
+    ``prompt_dequeued`` events) and the user controls (:meth:`send_queued`,
+    :meth:`remove_queued`). Its first prompt is sent by itself when a turn ends
+    ``completed``; a turn that was stopped, timed out, failed or interrupted leaves it.
     """
 
     def __init__(self, session_id: str, agent: AgentSpec, title: str, workspace: Path,
                  log: EventLog, settings: Settings, created_at: float,
                  on_prompts_changed: Callable[[], None] | None = None,
                  on_record_changed: Callable[[Session], None] | None = None,
-                 on_turn_ended: Callable[[str, float], None] | None = None) -> None:
+                 on_turn_ended: Callable[[str, float], None] | None = None,
+                 title_set: bool = True) -> None:
         self.id = session_id
         self.agent = agent
         self.title = title
+        self.title_set = title_set
         self.workspace = workspace
         self.created_at = created_at
         self.log = log
@@ -79,6 +106,7 @@ class Session:
         self._lock = threading.Lock()
         self._turn: Turn | None = None
         self._turns = 0
+        self._queue: list[QueuedPrompt] = []
         self._closed = False
         self._shutting_down = False
 
@@ -115,34 +143,136 @@ class Session:
     def submit(self, text: str) -> int:
         """Start a turn with ``text``; returns its number (1, 2, …).
 
-        The ``user`` event is in the log before this returns.
+        The ``user`` event is in the log before this returns. The first prompt names a session
+        whose title no person chose (:func:`title_from_prompt`).
 
-        :raises SessionBusy: a turn is running (DESIGN.md rule 5: never queued).
+        :raises SessionBusy: a turn is running (DESIGN.md rule 5: never queued silently).
         :raises BadRequest: empty text, or the session was deleted.
         :raises ShuttingDown: the server is stopping.
         :raises PayloadTooLarge: ``text`` is over ``TETHER_MAX_PROMPT_BYTES`` in UTF-8.
         """
+        started = self.prompt(text)
+        return started["turn"]
+
+    def prompt(self, text: str, queue: bool = False) -> dict[str, int]:
+        """Start a turn with ``text`` or, with ``queue`` while a turn runs, queue it.
+
+        :returns: ``{"turn": n}`` (a turn started; its ``user`` event is in the log), or
+            ``{"queued": n}`` (``n`` its position in the queue, from 1; its ``prompt_queued``
+            event is in the log).
+        :raises SessionBusy: a turn is running and ``queue`` is False.
+        :raises QueueFull: the queue holds :data:`MAX_QUEUED` prompts already.
+        :raises BadRequest: empty text, or the session was deleted.
+        :raises ShuttingDown: the server is stopping.
+        :raises PayloadTooLarge: ``text`` is over ``TETHER_MAX_PROMPT_BYTES`` in UTF-8.
+        """
+        self._check_text(text)
+        with self._lock:
+            self._check_open()
+            if self._turn is not None:
+                if not queue:
+                    raise SessionBusy(f"turn {self._turns} is still running")
+                if len(self._queue) >= MAX_QUEUED:
+                    raise QueueFull(f"the queue holds {MAX_QUEUED} prompts, its limit; send or "
+                                    "remove one first")
+                item = QueuedPrompt(secrets.token_hex(16), text)
+                position = len(self._queue) + 1
+                self.log.append("prompt_queued", {"queue_id": item.queue_id,
+                                                  "position": position, "text": text})
+                self._queue.append(item)  # once the log holds it
+                return {"queued": position}
+            turn, named = self._start_locked(text)
+        self._started(turn, named)
+        return {"turn": turn.number}
+
+    def send_queued(self, position: int, queue_id: str | None = None) -> int:
+        """Send queued prompt ``position`` (from 1) now, as a new turn; returns its number.
+
+        :param queue_id: when given, the prompt at ``position`` must be this one (a client
+            that saw an older queue gets :class:`NotFound` rather than another prompt).
+        :raises NotFound: no such position (or it holds another prompt).
+        :raises SessionBusy: a turn is running (the prompt stays queued).
+        :raises BadRequest: the session was deleted.
+        :raises ShuttingDown: the server is stopping.
+        """
+        with self._lock:
+            self._check_open()
+            index = self._queue_index(position, queue_id)
+            if self._turn is not None:
+                raise SessionBusy(f"turn {self._turns} is still running; queued prompt "
+                                  f"{position} is sent when it ends")
+            item = self._queue.pop(index)
+            self.log.append("prompt_dequeued", {"queue_id": item.queue_id,
+                                                "position": position, "reason": "sent"})
+            turn, named = self._start_locked(item.text)
+        self._started(turn, named)
+        return turn.number
+
+    def remove_queued(self, position: int, queue_id: str | None = None) -> None:
+        """Remove queued prompt ``position`` (from 1); the ones after it move up.
+
+        :param queue_id: as for :meth:`send_queued`.
+        :raises NotFound: no such position (or it holds another prompt).
+        :raises BadRequest: the session was deleted.
+        :raises ShuttingDown: the server is stopping.
+        """
+        with self._lock:
+            self._check_open()
+            item = self._queue.pop(self._queue_index(position, queue_id))
+            self.log.append("prompt_dequeued", {"queue_id": item.queue_id,
+                                                "position": position, "reason": "removed"})
+
+    @property
+    def queue(self) -> list[QueuedPrompt]:
+        """The queued prompts, first to be sent first."""
+        with self._lock:
+            return list(self._queue)
+
+    def _check_text(self, text: str) -> None:
         if not text.strip():
             raise BadRequest("text must not be empty")
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > self._settings.max_prompt_bytes:
             raise PayloadTooLarge(f"text is {size} bytes; the limit is "
                                   f"{self._settings.max_prompt_bytes} (TETHER_MAX_PROMPT_BYTES)")
-        with self._lock:
-            if self._closed:
-                if self._shutting_down:
-                    raise ShuttingDown("the server is shutting down; prompt again once it is "
-                                       "back (the session and its log are kept)")
-                raise BadRequest("the session was deleted")
-            if self._turn is not None:
-                raise SessionBusy(f"turn {self._turns} is still running")
-            self._turns += 1
-            turn = Turn(self._turns, text, self._host, self.log, self.prompts, self._settings,
-                        self._turn_finished)
-            self._turn = turn
-            self.log.append("user", {"turn": turn.number, "text": text})
+
+    def _check_open(self) -> None:
+        # Under the lock.
+        if self._closed:
+            if self._shutting_down:
+                raise ShuttingDown("the server is shutting down; prompt again once it is "
+                                   "back (the session and its log are kept)")
+            raise BadRequest("the session was deleted")
+
+    def _queue_index(self, position: int, queue_id: str | None) -> int:
+        # Under the lock.
+        if not 1 <= position <= len(self._queue):
+            raise NotFound(f"no queued prompt {position}: the queue holds {len(self._queue)}")
+        if queue_id is not None and self._queue[position - 1].queue_id != queue_id:
+            raise NotFound(f"queued prompt {position} is not {queue_id[:40]!r} (the queue "
+                           "changed); read the session again")
+        return position - 1
+
+    def _start_locked(self, text: str) -> tuple[Turn, bool]:
+        """Under the lock: the next turn, created, its ``user`` event appended (not started).
+        :returns: the turn, and whether this prompt named the session."""
+        named = False
+        if self._turns == 0 and not self.title_set:
+            self.title = title_from_prompt(text, self.title)
+            named = True
+        self._turns += 1
+        turn = Turn(self._turns, text, self._host, self.log, self.prompts, self._settings,
+                    self._turn_finished)
+        self._turn = turn
+        self.log.append("user", {"turn": turn.number, "text": text})
+        return turn, named
+
+    def _started(self, turn: Turn, named: bool) -> None:
+        """Outside the lock: start ``turn``; tell the inbox and the store of a new title."""
         turn.start()
-        return turn.number
+        if named:
+            self._on_prompts_changed()  # inbox entries carry the title
+            self._save_record()
 
     def update(self, title: str | None = None, auto_approve: bool | None = None) -> None:
         """Rename the session and/or switch auto-approve (None leaves a field as it is).
@@ -164,6 +294,7 @@ class Session:
                 "tool call waits for a person")
         if title is not None:
             self.title = check_title(title)
+            self.title_set = True  # a person's title: the first prompt leaves it
             self._on_prompts_changed()  # inbox entries carry the title
         if auto_approve is not None:
             self.prompts.auto_approve = auto_approve
@@ -207,10 +338,10 @@ class Session:
         """What the store keeps about this session (besides its log)."""
         return SessionRecord(self.id, self.agent.name, self.title, self.created_at,
                              str(self.workspace), self.auto_approve, self.agent_session_id,
-                             self._turns)
+                             self._turns, self.title_set)
 
     def restore(self, turns: int, auto_approve: bool, agent_session_id: str,
-                resume: bool) -> None:
+                resume: bool, queued: list[tuple[str, str]] | None = None) -> None:
         """Take back what a previous server knew (the registry restoring from a durable
         store), before any turn runs.
 
@@ -219,9 +350,13 @@ class Session:
             the next process continues it (``--resume``) instead of starting it.
         :param auto_approve: what the session had; off whatever it was when
             ``TETHER_ALLOW_AUTO_APPROVE`` is off now.
+        :param queued: ``(queue_id, text)`` of the prompts its log shows queued and neither
+            sent nor removed (:func:`tether.recovery.scan`); they stay queued until a person
+            sends or removes them (the turn they waited for ended with the server).
         """
         with self._lock:
             self._turns = turns
+            self._queue = [QueuedPrompt(queue_id, text) for queue_id, text in queued or ()]
         if auto_approve and not self._settings.allow_auto_approve:
             logger.warning("session %s had auto-approve on; it is off, as "
                            "TETHER_ALLOW_AUTO_APPROVE=0 says", self.id)
@@ -246,6 +381,8 @@ class Session:
             "last_event_id": self.log.last_id,
             "agent_session_id": self.agent_session_id,
             "auto_approve": self.auto_approve,
+            "queue": [{"n": n, "queue_id": item.queue_id, "text": item.text}
+                      for n, item in enumerate(self.queue, 1)],
             "pending": {
                 "approvals": [p.summary() for p in pending if p.kind == "approval"],
                 "clarify": [p.summary() for p in pending if p.kind == "clarify"],
@@ -254,7 +391,10 @@ class Session:
 
     def _turn_finished(self, turn: Turn, reason: str) -> None:
         # Under the session lock: turn_end and the freed slot are one step, so a client that
-        # sees turn_end can prompt again at once, and no prompt slips in before turn_end.
+        # sees turn_end can prompt again at once, and no prompt slips in before turn_end. A
+        # turn that completed sends the first queued prompt in the same step, so no prompt
+        # sent meanwhile overtakes the queue.
+        follow: Turn | None = None
         with self._lock:
             try:
                 self.log.append("turn_end", {"turn": turn.number, "reason": reason})
@@ -262,12 +402,42 @@ class Session:
                 logger.info("session %s closed before turn %s ended", self.id, turn.number)
             if self._turn is turn:
                 self._turn = None
+            if reason == "completed" and self._queue and not self._closed:
+                item = self._queue.pop(0)
+                try:
+                    self.log.append("prompt_dequeued", {"queue_id": item.queue_id,
+                                                        "position": 1, "reason": "sent"})
+                    follow, _ = self._start_locked(item.text)
+                except Exception:  # the store refused the write: the prompt stays queued
+                    logger.exception("session %s: queued prompt not sent", self.id)
+                    self._queue.insert(0, item)
         self._on_turn_ended(reason, time.monotonic() - turn.started)
+        if follow is not None:
+            follow.start()
+        self._save_record()
+
+    def _save_record(self) -> None:
         try:
-            self._on_record_changed(self)  # the turn counter, the agent session
+            self._on_record_changed(self)  # the title, the turn counter, the agent session
         except Exception as exc:  # the log already holds the truth; recovery reads it
-            logger.warning("session %s: record not saved after turn %s: %r", self.id,
-                           turn.number, exc)
+            logger.warning("session %s: record not saved: %r", self.id, exc)
+
+
+def title_from_prompt(text: str, fallback: str) -> str:
+    """A session's title from its first prompt: the first line that is not blank, its
+    whitespace collapsed, at most :data:`PROMPT_TITLE_CHARS` characters, cut at a word
+    boundary when it can be and ended with "…" when cut. ``fallback`` when nothing is left."""
+    line = next((line for line in text.splitlines() if line.strip()), "")
+    title = re.sub(r"\s+", " ", line).strip()
+    if not title:
+        return fallback
+    if len(title) <= PROMPT_TITLE_CHARS:
+        return title
+    cut = title[:PROMPT_TITLE_CHARS - 1]
+    space = cut.rfind(" ")
+    if space >= PROMPT_TITLE_CHARS // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,.;:-") + "…"
 
 
 def check_title(title: str) -> str:
@@ -352,7 +522,8 @@ class SessionRegistry:
                               self.store.create_log(session_id), self.settings, created,
                               on_prompts_changed=self.inbox.changed,
                               on_record_changed=self._save,
-                              on_turn_ended=self.metrics.turn_ended)
+                              on_turn_ended=self.metrics.turn_ended,
+                              title_set=title is not None)
             self.store.save_session(session.record())
             with self._lock:
                 self._sessions[session_id] = session
@@ -379,7 +550,8 @@ class SessionRegistry:
         return sorted(sessions, key=lambda s: (s.created_at, s.id), reverse=True)
 
     def delete(self, session_id: str) -> None:
-        """Stop the session's turn and agent and forget it.
+        """Stop the session's turn and agent, forget it, and remove its own workspace
+        (``<TETHER_DATA_DIR>/sessions/<id>/``, see :meth:`_remove_workspace`).
 
         :raises NotFound: unknown session.
         :raises ShuttingDown: the server is stopping (the session stays).
@@ -396,6 +568,28 @@ class SessionRegistry:
             self._deleted_events += session.log.last_id
         self.store.drop_log(session_id)
         self.inbox.changed()  # its entries are gone
+        self._remove_workspace(session)
+
+    def _remove_workspace(self, session: Session) -> None:
+        """Remove the session's workspace, once its turn and agent have stopped, when it is the
+        session's own: exactly ``<TETHER_DATA_DIR>/sessions/<session id>``, a real directory
+        (not a symbolic link), resolved inside ``<TETHER_DATA_DIR>/sessions``. Any other
+        folder (one the session was opened in) is left alone. Symbolic links inside are
+        removed, never followed (:func:`shutil.rmtree`), so their targets survive. Failures
+        are logged: the session is gone either way."""
+        root = (self.settings.data_dir / "sessions").resolve()
+        own = root / session.id
+        workspace = Path(os.path.abspath(session.workspace))
+        if workspace != own or own.is_symlink() or own.resolve().parent != root:
+            logger.info("session %s: workspace %s is not its own; left in place", session.id,
+                        session.workspace)
+            return
+        if not own.is_dir():
+            return
+        try:
+            shutil.rmtree(own)
+        except OSError as exc:
+            logger.warning("session %s: workspace %s not removed: %r", session.id, own, exc)
 
     def shutdown(self) -> None:
         """Server exit: new sessions, prompts and deletes are refused (:class:`ShuttingDown`),
@@ -452,10 +646,11 @@ class SessionRegistry:
             session = Session(record.id, spec, record.title, workspace, log, self.settings,
                               record.created_at, on_prompts_changed=self.inbox.changed,
                               on_record_changed=self._save,
-                              on_turn_ended=self.metrics.turn_ended)
+                              on_turn_ended=self.metrics.turn_ended,
+                              title_set=record.title_set)
             session.restore(max(record.turns, state.turns), record.auto_approve,
                             state.agent_session_id or record.agent_session_id,
-                            resume=state.agent_session_id is not None)
+                            resume=state.agent_session_id is not None, queued=state.queued)
             with self._lock:
                 self._sessions[record.id] = session
             if closed or session.record() != record:

@@ -38,23 +38,29 @@ const Composer = {
     this.error.hidden = !text;
   },
 
+  /** Send, or while a turn runs queue it on the server (sent by itself when the turn ends). */
   async submit(raw, preset = false) {
     const text = raw.trim();
     const id = Sessions.currentId;
     if (!text || !id || this.sending) return;
-    if (Transcript.turnActive) return this.showError("The agent is still working: wait, or Stop it first.");
+    const queue = Transcript.turnActive && !preset;
+    if (Transcript.turnActive && preset) return;
     this.sending = true;
     this.showError("");
     this.update();
     try {
-      await Api.prompt(id, text);
+      await Api.prompt(id, text, queue);
       if (!preset) {
         this.input.value = "";
         this.grow();
       }
       Transcript.pinned = true;
+      // The first prompt names the session.
+      if (Sessions.current && Sessions.current.turn === 0) Sessions.refresh();
     } catch (err) {
-      this.showError(err.code === "session_busy" ? "The agent is still working on the previous turn." : `Could not send: ${err.message}`);
+      const why = {session_busy: "The agent is still working on the previous turn.",
+        queue_full: `Could not queue: ${err.message}`};
+      this.showError(why[err.code] || `Could not send: ${err.message}`);
     } finally {
       this.sending = false;
       this.update();
@@ -82,7 +88,13 @@ const Composer = {
     const waiting = running ? Cards.pendingCount() : 0;
     this.stop.hidden = !running;
     this.stop.disabled = this.stopping;
-    this.send.disabled = running || this.sending;
+    // While a turn runs, Send queues the message for after it.
+    this.send.disabled = this.sending;
+    this.send.setAttribute("aria-label", running ? "Queue" : "Send");
+    this.send.title = running ? "Queue: sent when this turn ends" : "";
+    this.send.querySelector("span").textContent = running ? "Queue" : "Send";
+    this.input.placeholder = running ? "Queue a message for after this turn…" : "Message the agent…";
+    Queue.render();
     document.querySelectorAll("[data-preset]").forEach((b) => { b.disabled = running || this.sending; });
     $("turn-status").hidden = !running;
     $("turn-status").dataset.waiting = waiting ? "true" : "false";
@@ -100,6 +112,73 @@ const Composer = {
     const started = Transcript.turnStarted;
     const elapsed = started ? Date.now() - started : 0;
     $("turn-timer").textContent = Transcript.turnActive && elapsed >= 1000 ? formatDuration(elapsed) : "";
+  },
+};
+
+// ------------------------------------------------------------------ Queue
+
+/** Prompts queued on the server while a turn ran (prompt_queued / prompt_dequeued events, so
+ *  every tab and a reload see the same queue). Each can be removed; once the last turn was
+ *  stopped (the queue stays), sent now. */
+const Queue = {
+  items: [], // {queue_id, text}, first to be sent first
+  shown: null,
+
+  reset() {
+    this.items = [];
+    this.render();
+  },
+
+  apply(event) {
+    if (event.kind === "prompt_queued") this.items.push({queue_id: event.queue_id, text: event.text});
+    else this.items = this.items.filter((q) => q.queue_id !== event.queue_id);
+    this.render();
+  },
+
+  render() {
+    const list = $("queue-list");
+    if (!list) return;
+    const idle = !Transcript.turnActive;
+    // Composer.update runs on every event: rebuild only on a change, so no button is replaced
+    // under a finger mid-tap.
+    const key = `${idle}|${this.items.map((q) => q.queue_id).join(",")}`;
+    if (key === this.shown) return;
+    this.shown = key;
+    list.hidden = this.items.length === 0;
+    list.replaceChildren(...this.items.map((item, i) => {
+      const n = i + 1;
+      const remove = el("button", {className: "icon-btn queue-remove", attrs: {type: "button",
+        "aria-label": `Remove queued message ${n}`, title: "Remove"}}, [icon("M6 6l12 12M18 6L6 18")]);
+      remove.addEventListener("click", () => this.act(item, "remove"));
+      const buttons = [remove];
+      if (idle) {
+        const now = el("button", {className: "btn btn-small queue-send", text: "Send now",
+          attrs: {type: "button", "aria-label": `Send queued message ${n} now`}});
+        now.addEventListener("click", () => this.act(item, "send"));
+        buttons.unshift(now);
+      }
+      return el("li", {className: "queue-item", attrs: {"data-queue-id": item.queue_id}}, [
+        el("span", {className: "queue-label", text: idle ? "Queued" : `Queued · ${n === 1 ? "next" : `#${n}`}`}),
+        el("span", {className: "queue-text", text: item.text, attrs: {title: item.text}}),
+        ...buttons,
+      ]);
+    }));
+  },
+
+  async act(item, what) {
+    const id = Sessions.currentId;
+    const n = this.items.indexOf(item) + 1;
+    if (!id || n < 1) return;
+    Composer.showError("");
+    try {
+      if (what === "send") await Api.sendQueued(id, n, item.queue_id);
+      else await Api.unqueue(id, n, item.queue_id);
+    } catch (err) {
+      // 404: it was sent or removed meanwhile (its event is on the way).
+      if (!(err instanceof ApiError && err.status === 404)) {
+        Composer.showError(`Could not ${what === "send" ? "send" : "remove"} it: ${err.message}`);
+      }
+    }
   },
 };
 
@@ -471,7 +550,8 @@ const Sessions = {
     const s = this.current;
     if (!s) return;
     const ok = await Dialog.ask({title: `Delete “${this.title(s)}”?`,
-      text: "Its running turn is stopped and its transcript is gone for good.", ok: "Delete", danger: true});
+      text: "Its running turn is stopped. Its transcript and its workspace folder are deleted for good.",
+      ok: "Delete", danger: true});
     if (!ok) return $("session-menu-btn").focus();
     try {
       await Api.remove(s.id);

@@ -193,6 +193,7 @@ const Transcript = {
       lastState: "idle", pinned: true});
     this.tools.clear();
     this.cards.clear();
+    Queue.reset();
     Composer.update();
   },
 
@@ -316,6 +317,8 @@ const Transcript = {
     },
     result(event) {
       this.endStreaming();
+      // The agent's answer to a person's Stop: the turn_end line says it ("Stopped by you").
+      if (event.stopped) return;
       const parts = [];
       if (typeof event.duration_ms === "number") parts.push(`${(event.duration_ms / 1000).toFixed(1)} s`);
       if (typeof event.cost_usd === "number") {
@@ -345,11 +348,19 @@ const Transcript = {
       this.endStreaming();
       this.turnActive = false;
       this.turnStarted = null;
-      this.lastState = event.reason === "completed" ? "idle" : "stopped";
-      const labels = {cancelled: "Stopped", timeout: "Timed out", error: "Ended by an error",
+      // A person's Stop leaves the session idle; "stopped" is for an agent that died or ran out of time.
+      this.lastState = ["completed", "cancelled"].includes(event.reason) ? "idle" : "stopped";
+      const labels = {timeout: "Timed out", error: "Ended by an error",
         interrupted: "Interrupted: the server restarted"};
-      if (labels[event.reason]) this.notice(event, labels[event.reason], "warn");
+      if (event.reason === "cancelled") this.notice(event, "Stopped by you", "neutral");
+      else if (labels[event.reason]) this.notice(event, labels[event.reason], "warn");
       else this.add(el("li", {className: "item turn-rule", attrs: {"aria-hidden": "true"}}), event);
+    },
+    prompt_queued(event) {
+      Queue.apply(event);
+    },
+    prompt_dequeued(event) {
+      Queue.apply(event);
     },
   },
 };
@@ -399,15 +410,19 @@ const Tools = {
 
   result(event) {
     const text = stringify(event.content) || "(no output)";
+    // Claude Code's (and the local agent's) answer to Stop: not a failure of the tool.
+    const stopped = event.is_error && /^\[Request interrupted by user/.test(text);
+    if (stopped) event = {...event, is_error: false};
     const box = Transcript.tools.get(event.tool_use_id);
     const name = box ? box.dataset.toolName : "";
     // Shell output keeps its columns (scrolls sideways, like a terminal); other results wrap.
     const terminal = name === "Bash" && !event.is_error;
     // A file's contents, or an edit's confirmation, are folded away: the call says it all.
     const quiet = !event.is_error && ["Read", "Edit", "MultiEdit", "Write"].includes(name);
-    const out = el("div", {className: `tool-output${event.is_error ? " is-error" : ""}`},
-      [foldable(text, event.is_error ? "Error output" : "Output",
-        `tool-output-text${terminal ? " terminal" : ""}`, !terminal, quiet)]);
+    const out = stopped ? el("div", {className: "tool-output is-stopped", text: "Stopped before it finished"})
+      : el("div", {className: `tool-output${event.is_error ? " is-error" : ""}`},
+        [foldable(text, event.is_error ? "Error output" : "Output",
+          `tool-output-text${terminal ? " terminal" : ""}`, !terminal, quiet)]);
     out.dataset.eventId = String(event.id);
     out.dataset.kind = event.kind;
     if (box) box.append(out);

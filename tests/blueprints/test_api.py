@@ -401,3 +401,154 @@ def test_transcript_of_a_real_turn(client: FlaskClient, core: SessionRegistry,
 def test_transcript_of_an_unknown_session_is_404(client: FlaskClient) -> None:
     response = client.get("/api/sessions/nope/transcript.jsonl")
     assert response.status_code == 404 and error_code(response) == "not_found"
+
+
+# -- issue 17: Stop, titles from the first prompt, deleting the workspace ----------------------
+
+def test_a_stop_is_no_error_in_the_log(client: FlaskClient, core: SessionRegistry,
+                                       sid: str) -> None:
+    """The agent answers Stop with an error result; the log marks it ``stopped`` and holds no
+    ``error`` event, so no client shows a failure for it."""
+    client.post(f"/api/sessions/{sid}/prompt", json={"text": "$ sleep 30"})
+    pending = wait_pending(core, sid)
+    client.post(f"/api/sessions/{sid}/approvals/{pending['request_id']}",
+                json={"decision": "allow"})
+    for _ in range(200):  # the command runs
+        if any(e.kind == "approval_resolved" for e in core.get(sid).log.read_after(0)):
+            break
+        time.sleep(0.025)
+    time.sleep(0.2)
+    assert client.post(f"/api/sessions/{sid}/cancel").get_json() == {"cancelled": True}
+    assert core.get(sid).wait_idle(10)
+    events = core.get(sid).log.read_after(0)
+    assert [e.kind for e in events if e.kind == "error"] == []
+    result = next(e for e in events if e.kind == "result")
+    assert result.payload["stopped"] is True and result.payload["is_error"] is True
+    assert events[-1].payload["reason"] == "cancelled"
+    assert client.get(f"/api/sessions/{sid}").get_json()["state"] == "idle"
+
+
+def test_a_completed_turn_s_result_is_not_marked_stopped(client: FlaskClient,
+                                                         core: SessionRegistry, sid: str) -> None:
+    client.post(f"/api/sessions/{sid}/prompt", json={"text": "help"})
+    assert core.get(sid).wait_idle(10)
+    result = next(e for e in core.get(sid).log.read_after(0) if e.kind == "result")
+    assert "stopped" not in result.payload
+
+
+def test_the_first_prompt_names_an_unnamed_session(client: FlaskClient,
+                                                   core: SessionRegistry) -> None:
+    session = client.post("/api/sessions", json={"agent": "local"}).get_json()
+    assert session["title"] == "local session"
+    sid = session["id"]
+    client.post(f"/api/sessions/{sid}/prompt",
+                json={"text": "\n  $ echo   hello\tthere  \nand a second line"})
+    assert client.get(f"/api/sessions/{sid}").get_json()["title"] == "$ echo hello there"
+    listed = client.get("/api/sessions").get_json()["sessions"]
+    assert [s["title"] for s in listed] == ["$ echo hello there"]
+    # The inbox shows it too (the turn waits for an approval).
+    pending = wait_pending(core, sid)
+    entries = client.get("/api/inbox").get_json()["entries"]
+    assert [(e["request_id"], e["session_title"]) for e in entries] == [
+        (pending["request_id"], "$ echo hello there")]
+    client.post(f"/api/sessions/{sid}/cancel")
+    assert core.get(sid).wait_idle(10)
+    # Only the first prompt names it.
+    client.post(f"/api/sessions/{sid}/prompt", json={"text": "help"})
+    assert core.get(sid).wait_idle(10)
+    assert client.get(f"/api/sessions/{sid}").get_json()["title"] == "$ echo hello there"
+
+
+def test_a_long_first_prompt_is_shortened_on_a_word_boundary(client: FlaskClient,
+                                                             core: SessionRegistry) -> None:
+    sid = client.post("/api/sessions").get_json()["id"]
+    text = ("Please look at the failing deployment of the billing service and tell me "
+            "why the health check keeps timing out")
+    client.post(f"/api/sessions/{sid}/prompt", json={"text": text})
+    title = client.get(f"/api/sessions/{sid}").get_json()["title"]
+    assert title == "Please look at the failing deployment of the billing…"
+    assert len(title) <= 60 and text.startswith(title[:-1])
+    assert core.get(sid).wait_idle(10)
+    sid = client.post("/api/sessions").get_json()["id"]
+    client.post(f"/api/sessions/{sid}/prompt", json={"text": "x" * 300})
+    assert client.get(f"/api/sessions/{sid}").get_json()["title"] == "x" * 59 + "…"
+    assert core.get(sid).wait_idle(10)
+
+
+def test_a_title_a_person_chose_is_kept(client: FlaskClient, core: SessionRegistry) -> None:
+    given = client.post("/api/sessions", json={"title": "Nightly build"}).get_json()["id"]
+    renamed = client.post("/api/sessions").get_json()["id"]
+    assert client.patch(f"/api/sessions/{renamed}", json={"title": "Mine"}).status_code == 200
+    for sid in (given, renamed):
+        client.post(f"/api/sessions/{sid}/prompt", json={"text": "help"})
+        assert core.get(sid).wait_idle(10)
+    assert client.get(f"/api/sessions/{given}").get_json()["title"] == "Nightly build"
+    assert client.get(f"/api/sessions/{renamed}").get_json()["title"] == "Mine"
+
+
+def test_the_title_from_the_first_prompt_survives_a_restart_and_a_rename_wins(
+        make_app: Any) -> None:
+    app = make_app(TETHER_STORE="sqlite")
+    client, core = app.test_client(), app.extensions["tether"]
+    sid = client.post("/api/sessions").get_json()["id"]
+    client.post(f"/api/sessions/{sid}/prompt", json={"text": "help me"})
+    assert core.get(sid).wait_idle(10)
+    core.shutdown()
+    client = make_app(TETHER_STORE="sqlite").test_client()
+    assert client.get(f"/api/sessions/{sid}").get_json()["title"] == "help me"
+    client.patch(f"/api/sessions/{sid}", json={"title": "Renamed"})
+    assert client.get(f"/api/sessions/{sid}").get_json()["title"] == "Renamed"
+
+
+def test_delete_removes_the_session_s_own_workspace_but_no_symlink_target(
+        client: FlaskClient, core: SessionRegistry, tmp_path: Any) -> None:
+    sid = client.post("/api/sessions").get_json()["id"]
+    client.post(f"/api/sessions/{sid}/prompt", json={"text": "$ echo made > made.txt"})
+    allow = wait_pending(core, sid)
+    client.post(f"/api/sessions/{sid}/approvals/{allow['request_id']}",
+                json={"decision": "allow"})
+    assert core.get(sid).wait_idle(10)
+    workspace = core.settings.data_dir / "sessions" / sid
+    assert (workspace / "made.txt").read_text() == "made\n"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep me")
+    (workspace / "link").symlink_to(outside)
+    (workspace / "file-link").symlink_to(outside / "precious.txt")
+    (workspace / "sub").mkdir()
+    (workspace / "sub" / "deep.txt").write_text("x")
+    other = client.post("/api/sessions").get_json()["id"]
+
+    assert client.delete(f"/api/sessions/{sid}").status_code == 204
+    assert not workspace.exists() and not workspace.is_symlink()
+    assert (outside / "precious.txt").read_text() == "keep me"
+    assert (core.settings.data_dir / "sessions" / other).is_dir()  # another session's stays
+
+
+def test_delete_leaves_a_workspace_that_is_not_the_session_s_own(make_app: Any,
+                                                                 tmp_path: Any) -> None:
+    """A session whose record names another folder (one it was opened in), or whose own
+    workspace path is a symbolic link, keeps that folder."""
+    from tether.stores.base import SessionRecord
+
+    app = make_app(TETHER_STORE="sqlite")
+    core = app.extensions["tether"]
+    mine = tmp_path / "my-project"
+    mine.mkdir()
+    (mine / "code.py").write_text("print(1)")
+    core.store.save_session(SessionRecord("a" * 32, "local", "opened", 1.0, str(mine), False,
+                                          "x", 0, True))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "data.txt").write_text("keep")
+    linked = core.settings.data_dir / "sessions" / ("b" * 32)
+    linked.parent.mkdir(parents=True, exist_ok=True)
+    linked.symlink_to(elsewhere)
+    core.store.save_session(SessionRecord("b" * 32, "local", "linked", 2.0, str(linked), False,
+                                          "y", 0, True))
+    core.shutdown()
+    client = make_app(TETHER_STORE="sqlite").test_client()
+    assert client.delete(f"/api/sessions/{'a' * 32}").status_code == 204
+    assert client.delete(f"/api/sessions/{'b' * 32}").status_code == 204
+    assert (mine / "code.py").read_text() == "print(1)"
+    assert linked.is_symlink() and (elsewhere / "data.txt").read_text() == "keep"

@@ -25,6 +25,7 @@ fuzzer types is ever run as a shell command (the ``local`` agent runs ``$ <cmd>`
 from __future__ import annotations
 
 import os
+import secrets
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -214,7 +215,8 @@ def test_readme_and_protocol_name_the_same_paths(client: FlaskClient) -> None:
     root = Path(__file__).resolve().parents[2]
     text = (root / "README.md").read_text() + (root / "docs" / "protocol.md").read_text()
     for path in _document(client)["paths"]:
-        written = path.replace("{session_id}", "<id>").replace("{request_id}", "<request_id>")
+        written = (path.replace("{session_id}", "<id>").replace("{request_id}", "<request_id>")
+                   .replace("{n}", "<n>"))
         assert written in text, path
 
 
@@ -238,6 +240,18 @@ class Target:
               "options": [{"label": "a", "description": ""}, {"label": "b", "description": ""}],
               "multiSelect": False}], None)[0].request_id
 
+    def queued_id(self) -> str:
+        """The id of the target's first queued prompt, queued as a restart would bring it back
+        (its turn is over: the fuzzer's prompts fail at once, a missing binary)."""
+        queue = self.session.queue
+        if queue:
+            return queue[0].queue_id
+        session = self.session
+        queue_id = secrets.token_hex(16)
+        session.restore(session.turn, session.auto_approve, session.agent_session_id,
+                        resume=False, queued=[(queue_id, "fuzz")])
+        return queue_id
+
     def _pending(self, kind: str) -> str | None:
         if self.session.state == "ended":
             return None
@@ -253,6 +267,11 @@ class Target:
         if self.session.state == "ended":  # the fuzzer deleted it: a fresh one
             self.session = self.core.create(agent="claude", title="fuzz target")
         params["session_id"] = self.session.id
+        if "/queue/" in case.path and zlib.crc32(sid.encode("utf-8", "replace")) % 3:
+            params["n"] = 1
+            queue_id = self.queued_id()  # position 1 holds a prompt
+            if isinstance(case.query, dict) and "queue_id" in case.query:
+                case.query["queue_id"] = queue_id
         rid = params.get("request_id")
         if isinstance(rid, str) and zlib.crc32(rid.encode("utf-8", "replace")) % 3:
             params["request_id"] = (self.approval_id() if "/approvals/" in case.path

@@ -331,7 +331,7 @@ def test_stop_a_running_command(page: Any, server: LiveServer) -> None:
     pending_card(page).get_by_role("button", name="Allow", exact=True).click()
     expect(page.locator("#turn-status-text")).to_have_text("Working…")
     page.get_by_role("button", name="Stop the running turn").click()
-    expect(page.locator('[data-kind="turn_end"]')).to_have_text("Stopped")
+    expect(page.locator('[data-kind="turn_end"]')).to_have_text("Stopped by you")
     wait_turn_finished(page)
     expect(page.get_by_role("button", name="Send")).to_be_enabled()
     assert_rendered_once(page)

@@ -73,7 +73,9 @@ class SessionRecord:
 
     ``created_at`` is Unix time in seconds; ``workspace`` an absolute path; ``turns`` the
     number of the newest turn; ``agent_session_id`` the agent's conversation id (Claude Code's
-    session id, which ``--resume`` takes).
+    session id, which ``--resume`` takes); ``title_set`` whether a person chose the title (at
+    creation or by renaming): False while it is the default or the one the first prompt gave,
+    so that the first prompt may name the session.
     """
 
     id: str
@@ -84,6 +86,7 @@ class SessionRecord:
     auto_approve: bool
     agent_session_id: str
     turns: int
+    title_set: bool = False
 
 
 class Store(Protocol):

@@ -59,8 +59,8 @@ DB_NAME = "tether.sqlite3"
 DEFAULT_TAIL = 1024
 #: Rows read per query when replaying from the file; the hub runs other greenlets between.
 PAGE_ROWS = 1000
-#: ``PRAGMA user_version`` of the schema below.
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version`` of the schema below; :data:`_MIGRATIONS` bring older files to it.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -72,7 +72,8 @@ CREATE TABLE sessions (
     workspace TEXT NOT NULL,
     auto_approve INTEGER NOT NULL,
     agent_session_id TEXT NOT NULL,
-    turns INTEGER NOT NULL
+    turns INTEGER NOT NULL,
+    title_set INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE events (
     session_id TEXT NOT NULL,
@@ -83,6 +84,16 @@ CREATE TABLE events (
     PRIMARY KEY (session_id, id)
 ) WITHOUT ROWID;
 """
+
+
+#: Statements that bring a file of schema ``n - 1`` to schema ``n`` (key ``n``), each run in
+#: one transaction with the new ``user_version``.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2: whether a person chose the title. Sessions of schema 1 had one unless their title is
+    # the default "<agent> session" (issue 17: the first prompt names an unnamed session).
+    2: ("ALTER TABLE sessions ADD COLUMN title_set INTEGER NOT NULL DEFAULT 0",
+        "UPDATE sessions SET title_set = (title != agent || ' session')"),
+}
 
 
 class StoreInUse(RuntimeError):
@@ -206,6 +217,18 @@ class SqliteStore:
                        (secrets.token_hex(8),))
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
+        # A file of an older Tether: one transaction per schema step (version 0 was created at
+        # the newest schema just now).
+        for target in range(version + 1, SCHEMA_VERSION + 1) if version else ():
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _MIGRATIONS[target]:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={target}")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
         return str(db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
 
     # -- logs --------------------------------------------------------------------------
@@ -247,16 +270,19 @@ class SqliteStore:
         with self._lock:
             self._connection().execute(
                 "INSERT OR REPLACE INTO sessions (id, agent, title, created_at, workspace, "
-                "auto_approve, agent_session_id, turns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "auto_approve, agent_session_id, turns, title_set) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.id, record.agent, record.title, record.created_at, record.workspace,
-                 int(record.auto_approve), record.agent_session_id, record.turns))
+                 int(record.auto_approve), record.agent_session_id, record.turns,
+                 int(record.title_set)))
 
     def sessions(self) -> list[SessionRecord]:
         with self._lock:
             rows = self._connection().execute(
                 "SELECT id, agent, title, created_at, workspace, auto_approve, "
-                "agent_session_id, turns FROM sessions ORDER BY created_at, id").fetchall()
-        return [SessionRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7])
+                "agent_session_id, turns, title_set FROM sessions ORDER BY created_at, id"
+            ).fetchall()
+        return [SessionRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], bool(r[8]))
                 for r in rows]
 
     # -- lifetime ----------------------------------------------------------------------

@@ -157,6 +157,48 @@ def test_a_database_from_a_newer_tether_is_refused(tmp_path: Path) -> None:
     SqliteStore(tmp_path / "other.sqlite3").close()  # and its lock was released
 
 
+#: The schema Tether wrote before issue 17 (user_version 1): no ``title_set`` column.
+SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE sessions (id TEXT PRIMARY KEY, agent TEXT NOT NULL, title TEXT NOT NULL,
+    created_at REAL NOT NULL, workspace TEXT NOT NULL, auto_approve INTEGER NOT NULL,
+    agent_session_id TEXT NOT NULL, turns INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE events (session_id TEXT NOT NULL, id INTEGER NOT NULL, kind TEXT NOT NULL,
+    ts REAL NOT NULL, data BLOB NOT NULL, PRIMARY KEY (session_id, id)) WITHOUT ROWID;
+INSERT INTO meta VALUES ('epoch', 'old-epoch');
+INSERT INTO sessions VALUES ('a', 'local', 'local session', 1.0, '/w', 0, 'x', 0);
+INSERT INTO sessions VALUES ('b', 'claude', 'Nightly build', 2.0, '/w', 1, 'y', 3);
+INSERT INTO events VALUES ('b', 1, 'text', 2.5, '{"id":1}');
+PRAGMA user_version=1;
+"""
+
+
+def test_a_database_of_schema_1_is_migrated_and_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / DB_NAME
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA_1)
+    store = SqliteStore(path)
+    try:
+        assert store.epoch == "old-epoch"
+        # A default title was no person's choice: the first prompt may still name it.
+        assert store.sessions() == [
+            record("a", title="local session", created_at=1.0, agent_session_id="x",
+                   title_set=False),
+            record("b", agent="claude", title="Nightly build", created_at=2.0,
+                   auto_approve=True, agent_session_id="y", turns=3, title_set=True)]
+        assert store.open_log("b").last_id == 1
+        store.save_session(record("a", title="renamed", title_set=True))
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
+    again = SqliteStore(path)
+    try:
+        assert again.sessions()[0] == record("a", title="renamed", title_set=True)
+    finally:
+        again.close()
+
+
 def test_a_replay_from_the_file_reads_page_by_page(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_store, "PAGE_ROWS", 7)
