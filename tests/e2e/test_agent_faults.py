@@ -86,7 +86,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     mode, pids = workdir / "mode", workdir / "pids"
     with LiveServer(workdir, TETHER_CLAUDE_BIN=claude, TETHER_TURN_TIMEOUT=TURN_TIMEOUT,
                     TETHER_CANCEL_GRACE=0.3, TETHER_AGENT_IDLE_TIMEOUT=0,
-                    FAULTY_CLI_MODE=mode, FAULTY_CLI_PIDS=pids) as server:
+                    FAULTY_CLI_MODE=mode, FAULTY_CLI_PIDS=pids,
+                    # a credential, so that /api/agents judges the binary alone
+                    ANTHROPIC_API_KEY="sk-ant-fake") as server:
         yield Rig(server, claude, mode, pids)
 
 
