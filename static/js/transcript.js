@@ -58,12 +58,16 @@ function addCopyButtons(root) {
 
 // ------------------------------------------------------------------ Markdown
 
+const HTML_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"};
+const escapeHtml = (text) => String(text).replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]);
+
 const Markdown = {
   ready: null,
   init() {
     this.ready = typeof window.marked === "object" && typeof window.DOMPurify === "function"
       && DOMPurify.isSupported;
     if (!this.ready) return;
+    marked.use(this.textOnly);
     // Links open elsewhere and leak nothing; images are dropped (no remote fetches from
     // untrusted text), and so is anything DOMPurify does not consider plain content.
     DOMPurify.addHook("afterSanitizeAttributes", (node) => {
@@ -74,6 +78,38 @@ const Markdown = {
         node.setAttribute("rel", "noopener noreferrer nofollow");
       }
     });
+  },
+
+  /** marked (v18) options: an agent's raw HTML is text. A coding agent's prose is full of
+   *  `List<String>`, `make <target>`, `<Foo />` and tag names; as Markdown they are raw HTML,
+   *  which the sanitizer would drop without a trace ("make " for `make <target>`: a wrong
+   *  instruction). So no html token is ever made (block or inline): the characters stay text,
+   *  escaped by the text renderer. Entity references (`&amp;`, `&#60;`) stay as written too,
+   *  for the same reason. Autolinks `<https://…>` (and `<user@host>`) still link; `<std::x>`
+   *  and other non-web schemes are text. Code spans and blocks are marked's own, untouched.
+   *  DOMPurify still runs after this (defense in depth). */
+  textOnly: {
+    tokenizer: {
+      html() { return undefined; }, // block HTML: the lines become a paragraph
+      tag() { return undefined; }, // inline HTML: the characters become text
+      autolink(src) {
+        const scheme = /^<([a-zA-Z][a-zA-Z0-9+.-]{1,31}):/.exec(src);
+        return scheme && !/^(https?|ftp|mailto)$/i.test(scheme[1]) ? undefined : false;
+      },
+      inlineText(src) {
+        // marked's own decodes numeric references (`&#60;` becomes `<`); keep the source.
+        const cap = this.rules.inline.text.exec(src);
+        return cap ? {type: "text", raw: cap[0], text: cap[0], escaped: false} : undefined;
+      },
+    },
+    renderer: {
+      text(token) {
+        // A token with children (a tight list item) renders them; plain text is escaped
+        // whole, `&` included (marked leaves `&amp;` alone, so it would show as `&`).
+        if (token.tokens) return false;
+        return escapeHtml(token.text);
+      },
+    },
   },
 
   /** Render untrusted Markdown into `container` (safe: sanitized DOM, never raw HTML). */
