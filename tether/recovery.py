@@ -30,13 +30,17 @@ class LogState:
     with a ``user`` event and no ``turn_end`` (None: none). ``pending``: ``(kind,
     request_id)`` of requests with no resolved event, oldest first (``kind`` is ``approval``
     or ``clarify``). ``agent_session_id``: from the newest ``agent_session`` event (None: the
-    agent never reported one, so its session was never started).
+    agent never reported one, so its session was never started). ``session_cost_usd`` and
+    ``agent_total_cost_usd``: the session's spend so far and the agent's running total, from
+    the newest ``result`` that carries them (0 and None: none does).
     """
 
     turns: int = 0
     open_turn: int | None = None
     pending: list[tuple[str, str]] = field(default_factory=list)
     agent_session_id: str | None = None
+    session_cost_usd: float = 0.0
+    agent_total_cost_usd: float | None = None
 
 
 def scan(log: EventLog) -> LogState:
@@ -63,6 +67,12 @@ def scan(log: EventLog) -> LogState:
                 pending.pop(str(payload.get("request_id")), None)
             elif event.kind == "agent_session" and payload.get("agent_session_id"):
                 state.agent_session_id = str(payload["agent_session_id"])
+            elif event.kind == "result" and isinstance(payload.get("session_cost_usd"),
+                                                       int | float):
+                state.session_cost_usd = float(payload["session_cost_usd"])
+                total = payload.get("agent_total_cost_usd")
+                state.agent_total_cost_usd = float(total) if isinstance(total, int | float) \
+                    else None
         after = page[-1].id
     state.pending = [(kind, request_id) for request_id, kind in pending.items()]
     return state

@@ -210,7 +210,8 @@ class Session:
                              self._turns)
 
     def restore(self, turns: int, auto_approve: bool, agent_session_id: str,
-                resume: bool) -> None:
+                resume: bool, session_cost_usd: float = 0.0,
+                agent_total_cost_usd: float | None = None) -> None:
         """Take back what a previous server knew (the registry restoring from a durable
         store), before any turn runs.
 
@@ -219,9 +220,15 @@ class Session:
             the next process continues it (``--resume``) instead of starting it.
         :param auto_approve: what the session had; off whatever it was when
             ``TETHER_ALLOW_AUTO_APPROVE`` is off now.
+        :param session_cost_usd: what the session's turns cost so far, and
+        :param agent_total_cost_usd: the agent's running total then (its log's newest
+            ``result`` says both): a resumed Claude Code carries its total on, so the next
+            turn's cost is the difference from it (:class:`~tether.agents.claude.CostMeter`).
         """
         with self._lock:
             self._turns = turns
+        self._host.costs.session_usd = session_cost_usd
+        self._host.costs.last_total = agent_total_cost_usd
         if auto_approve and not self._settings.allow_auto_approve:
             logger.warning("session %s had auto-approve on; it is off, as "
                            "TETHER_ALLOW_AUTO_APPROVE=0 says", self.id)
@@ -455,7 +462,9 @@ class SessionRegistry:
                               on_turn_ended=self.metrics.turn_ended)
             session.restore(max(record.turns, state.turns), record.auto_approve,
                             state.agent_session_id or record.agent_session_id,
-                            resume=state.agent_session_id is not None)
+                            resume=state.agent_session_id is not None,
+                            session_cost_usd=state.session_cost_usd,
+                            agent_total_cost_usd=state.agent_total_cost_usd)
             with self._lock:
                 self._sessions[record.id] = session
             if closed or session.record() != record:

@@ -354,8 +354,14 @@ const Transcript = {
       this.endStreaming();
       const parts = [];
       if (typeof event.duration_ms === "number") parts.push(`${(event.duration_ms / 1000).toFixed(1)} s`);
-      if (typeof event.cost_usd === "number") {
-        parts.push(`$${event.cost_usd.toFixed(event.cost_usd && event.cost_usd < 0.01 ? 4 : 2)}`);
+      // The turn's own cost and the session's sum; none at all for an agent that reports no
+      // cost (the local agent has no model). Before session_cost_usd existed, cost_usd was
+      // Claude Code's running total: said so, not passed off as the turn's.
+      const usd = (n) => `$${n === 0 ? "0" : n.toFixed(n < 1 ? 4 : 2)}`;
+      if (typeof event.cost_usd === "number" && typeof event.session_cost_usd === "number") {
+        parts.push(`${usd(event.cost_usd)} this turn`, `${usd(event.session_cost_usd)} session`);
+      } else if (typeof event.cost_usd === "number" && event.cost_usd > 0) {
+        parts.push(`${usd(event.cost_usd)} agent's running total`);
       }
       const usage = event.usage || {};
       const fmt = (n) => Number(n).toLocaleString("en-US");

@@ -179,6 +179,7 @@ def test_tool_calls_by_kind(page: Any, server: LiveServer) -> None:
       const lines = Array.from({length: 100}, (_, i) => i + 1).join("\\n");
       apply({kind: "tool_result", tool_use_id: "t4", content: lines, is_error: false});
       apply({kind: "result", is_error: false, duration_ms: 4200, cost_usd: 0.0123,
+             session_cost_usd: 0.0456,
              usage: {input_tokens: 1200, output_tokens: 345, cache_read_input_tokens: 800}});
       apply({kind: "turn_end", turn: 1, reason: "completed"});
     }""")
@@ -193,8 +194,36 @@ def test_tool_calls_by_kind(page: Any, server: LiveServer) -> None:
     bash = page.locator('[data-tool-name="Bash"]')
     expect(bash.locator("details.fold summary")).to_have_text("Output · 100 lines")
     expect(page.locator('[data-kind="result"]').last).to_have_text(
-        "Done · 4.2 s · $0.01 · 1,200 in / 345 out / 800 cached tokens")
+        "Done · 4.2 s · $0.0123 this turn · $0.0456 session · 1,200 in / 345 out / 800 cached "
+        "tokens")
     screenshot(page, "tool-kinds")
+    assert not page.js_errors
+
+
+def test_cost_is_the_turns_own_with_the_session_beside_it(page: Any, server: LiveServer) -> None:
+    """The local agent has no model: its result line shows no cost at all. A Claude result
+    shows the turn's cost and the session's sum; an old log's cost_usd (Claude Code's running
+    total, no session_cost_usd) is labelled as such (issue 17, item 5)."""
+    start_session(page, server)
+    send(page, "hello")
+    wait_turn_finished(page)
+    local = page.locator('[data-kind="result"]').last
+    expect(local).to_have_text(re.compile(r"^Done · \d+\.\d s · 0 in / \d+ out tokens$"))
+    expect(local).not_to_contain_text("$")
+    page.evaluate("""() => {
+      let id = Transcript.lastId;
+      const apply = (e) => Transcript.apply({id: ++id, ...e});
+      apply({kind: "user", text: "two", turn: 2, ts: Date.now() / 1000});
+      apply({kind: "result", is_error: false, duration_ms: 1500, cost_usd: 0,
+             session_cost_usd: 1.5, usage: {}});
+      apply({kind: "turn_end", turn: 2, reason: "completed"});
+      apply({kind: "user", text: "old", turn: 3, ts: Date.now() / 1000});
+      apply({kind: "result", is_error: false, duration_ms: 1500, cost_usd: 0.0041, usage: {}});
+      apply({kind: "turn_end", turn: 3, reason: "completed"});
+    }""")
+    results = page.locator('[data-kind="result"]')
+    expect(results.nth(1)).to_have_text("Done · 1.5 s · $0 this turn · $1.50 session")
+    expect(results.nth(2)).to_have_text("Done · 1.5 s · $0.0041 agent's running total")
     assert not page.js_errors
 
 

@@ -403,7 +403,7 @@ class LocalAgent:
         self.emit({"type": "result", "subtype": subtype, "is_error": subtype != "success",
                    "duration_ms": int((time.monotonic() - turn.started) * 1000),
                    "duration_api_ms": 0, "num_turns": turn.messages, "result": turn.final_text,
-                   "session_id": self.session_id, "total_cost_usd": 0,
+                   "session_id": self.session_id,  # no model, no cost: no total_cost_usd
                    "usage": {"input_tokens": 0, "output_tokens": turn.words},
                    "permission_denials": turn.denials, "terminal_reason": reason,
                    "uuid": str(uuid.uuid4())})
