@@ -211,6 +211,7 @@ const Transcript = {
   streaming: null,
   tools: new Map(),
   cards: new Map(),
+  toolCards: new Map(), // tool_use_id -> its approval or question card
   turnActive: false,
   turnStarted: null,
   lastState: "idle", // idle | running | waiting | stopped
@@ -229,6 +230,7 @@ const Transcript = {
       lastState: "idle", pinned: true});
     this.tools.clear();
     this.cards.clear();
+    this.toolCards.clear();
     Composer.update();
   },
 
@@ -442,6 +444,25 @@ const Tools = {
   result(event) {
     const text = stringify(event.content) || "(no output)";
     const box = Transcript.tools.get(event.tool_use_id);
+    const card = Transcript.toolCards.get(event.tool_use_id);
+    // A denied call's error is the denial the card shows; an answered question's result is
+    // the answer the card shows: the card's outcome stands for it (shown once, not twice).
+    if (card && Cards.saysAlready(card, event)) {
+      const outcome = card.querySelector(".card-outcome");
+      outcome.dataset.eventId = String(event.id);
+      outcome.dataset.kind = event.kind;
+      return;
+    }
+    // No card: nobody was asked. Claude Code says who decided (tool_result_meta): its own
+    // rules (`config`: its settings' allow rules, its permission mode) or a hook.
+    const permission = event.permission || {};
+    const decidedBy = {config: "the agent's rules", hook: "a hook"}[permission.source];
+    if (box && !card && decidedBy) {
+      const verb = permission.decision === "reject" ? "Denied" : "Allowed";
+      box.querySelector(".tool-head").append(el("span", {className: "tool-rule",
+        text: `${verb} by ${decidedBy}`}));
+      box.dataset.decidedBy = permission.source;
+    }
     const name = box ? box.dataset.toolName : "";
     // Shell output keeps its columns (scrolls sideways, like a terminal); other results wrap.
     const terminal = name === "Bash" && !event.is_error;
@@ -459,12 +480,16 @@ const Tools = {
 
 // ------------------------------------------------------------------ Cards
 
+/** What Tether tells the agent for a denial without a message (tether/agents/claude.py). */
+const DEFAULT_DENIAL = "The user denied this from Tether.";
+
 const Cards = {
   /** Cards sit inside their tool call's block when there is one, else on their own. */
   place(card, event) {
     card.dataset.eventId = String(event.id);
     card.dataset.kind = event.kind;
     Transcript.cards.set(event.request_id, card);
+    if (event.tool_use_id) Transcript.toolCards.set(event.tool_use_id, card);
     const box = event.tool_use_id && Transcript.tools.get(event.tool_use_id);
     if (box) box.append(card);
     else Transcript.root.append(el("li", {className: "item"}, [card]));
@@ -651,9 +676,22 @@ const Cards = {
     Composer.update();
   },
 
+  /** True when a tool_result only repeats what the settled `card` says: the denial's
+   *  message (or Tether's default one, or the CLI's interrupt marker), or, for an answered
+   *  question, the CLI's "User has answered your questions" text. */
+  saysAlready(card, event) {
+    const state = card.dataset.state;
+    if (state === "answered") return !event.is_error;
+    if (!["denied", "timeout", "cancelled"].includes(state) || !event.is_error) return false;
+    const text = stringify(event.content).trim();
+    return text === (card.dataset.message || "").trim() || text === DEFAULT_DENIAL
+      || text.startsWith("[Request interrupted by user");
+  },
+
   resolved(event) {
     const card = Transcript.cards.get(event.request_id);
     if (!card) return;
+    card.dataset.message = event.message || "";
     const by = event.by === Client.label ? "you" : event.by || "someone";
     let state, text;
     if (event.reason === "timeout") [state, text] = ["timeout", event.kind === "clarify_resolved" ? "Timed out: no answer" : "Timed out: denied"];

@@ -227,6 +227,103 @@ def test_cost_is_the_turns_own_with_the_session_beside_it(page: Any, server: Liv
     assert not page.js_errors
 
 
+def test_answered_question_is_shown_once(page: Any, server: LiveServer) -> None:
+    """The card shows the question and the answer; the CLI's "User has answered your
+    questions" tool result is not repeated under it (issue 17, item 11)."""
+    session_id = start_session(page, server)
+    send(page, "ask Deploy now? yes | no")
+    card = pending_card(page)
+    card.get_by_role("button", name="yes").click()
+    wait_turn_finished(page)
+    expect(card.locator(".card-outcome")).to_have_text("Answered by you: Deploy now? → yes")
+    events = server.events(session_id)["events"]
+    result = next(e for e in events if e["kind"] == "tool_result")
+    assert "User has answered your questions" in result["content"]
+    expect(page.locator("#transcript")).not_to_contain_text("User has answered")
+    expect(page.locator(".tool-output")).to_have_count(0)
+    # The card's outcome stands for the tool result: every event is on screen once.
+    expect(card.locator(".card-outcome")).to_have_attribute("data-event-id", str(result["id"]))
+    ids = assert_rendered_once(page)
+    page.reload()
+    wait_turn_finished(page)
+    assert assert_rendered_once(page) == ids
+    expect(page.locator(".tool-output")).to_have_count(0)
+    screenshot(page, "answered-once")
+    assert not page.js_errors
+
+
+def test_denial_is_shown_once(page: Any, server: LiveServer) -> None:
+    """The denial and its message are on the card, and only there: not again as the tool's
+    error output, nor in the agent's reply (issue 17, item 11)."""
+    start_session(page, server)
+    send(page, "$ uname -a")
+    card = pending_card(page)
+    card.get_by_label(re.compile("Message with your answer")).fill("not on the build box")
+    card.get_by_role("button", name="Deny").click()
+    wait_turn_finished(page)
+    expect(card.locator(".card-outcome")).to_have_text("Denied by you: not on the build box")
+    expect(page.locator(".tool-output")).to_have_count(0)
+    transcript = page.locator("#transcript").text_content()
+    assert transcript.count("not on the build box") == 1, transcript
+    expect(page.locator('[data-kind="text"]')).to_have_text(
+        "I did not run uname -a: it was denied.")
+    ids = assert_rendered_once(page)
+    page.reload()
+    wait_turn_finished(page)
+    assert assert_rendered_once(page) == ids
+    assert page.locator("#transcript").text_content().count("not on the build box") == 1
+    screenshot(page, "denied-once")
+    assert not page.js_errors
+
+
+def test_calls_allowed_by_the_agents_own_rules_are_labelled(page: Any,
+                                                             server: LiveServer) -> None:
+    """Claude-shaped events (the Claude fixtures' tool_result_meta, as the driver passes it
+    on): a call Claude Code's own rules allowed is labelled; one a person allowed, one with
+    no permission decision, and one whose tool result is only an error are not; a denial by
+    its rules says so (issue 17, item 11)."""
+    start_session(page, server)
+    page.evaluate("""() => {
+      let id = Transcript.lastId;
+      const apply = (e) => Transcript.apply({id: ++id, ...e});
+      apply({kind: "user", text: "build", turn: 1, ts: Date.now() / 1000});
+      apply({kind: "tool_use", tool_use_id: "t1", name: "Bash",
+             input: {command: "npm test", description: "Run the tests"}});
+      apply({kind: "tool_result", tool_use_id: "t1", content: "ok", is_error: false,
+             permission: {decision: "accept", source: "config"}});
+      apply({kind: "tool_use", tool_use_id: "t2", name: "Bash",
+             input: {command: "touch x", description: "Create x"}});
+      apply({kind: "approval_request", request_id: "r2", tool_use_id: "t2", tool_name: "Bash",
+             input: {command: "touch x", description: "Create x"}});
+      apply({kind: "approval_resolved", request_id: "r2", decision: "allow", reason: "user",
+             by: "Pixel", message: null, updated_input: null, updated_permissions: null});
+      apply({kind: "tool_result", tool_use_id: "t2", content: "", is_error: false,
+             permission: {decision: "accept", source: "user_temporary"}});
+      apply({kind: "tool_use", tool_use_id: "t3", name: "Read", input: {file_path: "a.txt"}});
+      apply({kind: "tool_result", tool_use_id: "t3", content: "text", is_error: false});
+      apply({kind: "tool_use", tool_use_id: "t4", name: "Bash", input: {command: "rm -rf /"}});
+      apply({kind: "tool_result", tool_use_id: "t4",
+             content: "Permission to use Bash has been denied.", is_error: true,
+             permission: {decision: "reject", source: "config"}});
+      apply({kind: "result", is_error: false, duration_ms: 900, usage: {}});
+      apply({kind: "turn_end", turn: 1, reason: "completed"});
+    }""")
+    def tool(tool_use_id: str) -> Any:
+        return page.locator(f'[data-tool-use-id="{tool_use_id}"]')
+
+    expect(tool("t1").locator(".tool-rule")).to_have_text("Allowed by the agent's rules")
+    expect(tool("t2").locator(".tool-rule")).to_have_count(0)
+    expect(tool("t2").locator(".card-outcome")).to_have_text("Allowed by Pixel")
+    expect(tool("t3").locator(".tool-rule")).to_have_count(0)
+    expect(tool("t4").locator(".tool-rule")).to_have_text("Denied by the agent's rules")
+    expect(tool("t4").locator(".tool-output.is-error")).to_contain_text("has been denied")
+    expect(page.locator(".tool-rule")).to_have_count(2)
+    assert_phone_friendly(page)
+    tool("t1").scroll_into_view_if_needed()
+    screenshot(page, "allowed-by-rules")
+    assert not page.js_errors
+
+
 def test_turn_timer_and_state_pill(page: Any, server: LiveServer) -> None:
     start_session(page, server)
     send(page, "$ sleep 3")

@@ -280,6 +280,17 @@ def test_cancel_interrupts_and_leaves_no_process(server: LiveServer) -> None:
     assert more[-1]["reason"] == "completed"
 
 
+def test_a_call_the_user_allowed_says_so(server: LiveServer) -> None:
+    sid = server.create_session()["id"]
+    run_turn(server, sid, "[bash] please create the file")
+    request = server.wait_for_event(sid, "approval_request")
+    server.api("POST", f"/api/sessions/{sid}/approvals/{request['request_id']}",
+               json={"decision": "allow"})
+    events = events_until_turn_end(server, sid)
+    result = next(e for e in events if e["kind"] == "tool_result")
+    assert result["permission"] == {"decision": "accept", "source": "user_temporary"}
+
+
 def results_of(server: LiveServer, sid: str, prompts: list[str]) -> list[dict[str, Any]]:
     after, results = 0, []
     for text in prompts:

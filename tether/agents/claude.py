@@ -54,7 +54,7 @@ def translate(message: Mapping[str, Any], agent: str) -> Translated:
     if kind == "assistant":
         return _assistant(message.get("message") or {})
     if kind == "user":
-        return _tool_results(message.get("message") or {})
+        return _tool_results(message)
     if kind == "result":
         return [("result", _result(message))]
     return []
@@ -83,13 +83,36 @@ def _assistant(message: Mapping[str, Any]) -> Translated:
 
 
 def _tool_results(message: Mapping[str, Any]) -> Translated:
+    """``tool_result`` events, each with the CLI's ``permission`` decision when it reported
+    one (``tool_result_meta``, PROTOCOLS.md 1.3): ``source`` ``config`` means Claude Code's
+    own rules decided (its settings' allow and deny rules, its permission mode) and nobody
+    was asked; ``user_temporary`` / ``user_reject`` are Tether's answers; ``hook``, a hook's."""
+    decisions = _permission_decisions(message.get("tool_result_meta"))
+    body = message.get("message")
     out: Translated = []
-    for block in _blocks(message.get("content")):
+    for block in _blocks(body.get("content") if isinstance(body, Mapping) else None):
         if block.get("type") == "tool_result":
-            out.append(("tool_result", {"tool_use_id": block.get("tool_use_id"),
-                                        "content": _flatten(block.get("content")),
-                                        "is_error": bool(block.get("is_error", False))}))
+            payload = {"tool_use_id": block.get("tool_use_id"),
+                       "content": _flatten(block.get("content")),
+                       "is_error": bool(block.get("is_error", False))}
+            decision = decisions.get(str(block.get("tool_use_id")))
+            if decision:
+                payload["permission"] = decision
+            out.append(("tool_result", payload))
     return out
+
+
+def _permission_decisions(meta: Any) -> dict[str, dict[str, str]]:
+    """``{tool_use_id: {"decision", "source"}}`` from a ``tool_result_meta`` list; only those
+    two fields, and only when both are strings."""
+    found: dict[str, dict[str, str]] = {}
+    for item in meta if isinstance(meta, list) else []:
+        decision = item.get("permission_decision") if isinstance(item, Mapping) else None
+        if (isinstance(decision, Mapping) and isinstance(decision.get("decision"), str)
+                and isinstance(decision.get("source"), str)):
+            found[str(item.get("id"))] = {"decision": decision["decision"],
+                                          "source": decision["source"]}
+    return found
 
 
 def _result(message: Mapping[str, Any]) -> dict[str, Any]:

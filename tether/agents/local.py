@@ -611,7 +611,8 @@ class LocalAgent:
     def _shell(self, turn: Turn, command: str) -> None:
         outcome = self._bash(turn, command, "Run a shell command")
         if outcome.exit_code is None:
-            self._say(turn, f"I did not run `{command}`: {outcome.denied}")
+            # The denial and its message are on the approval card already: not repeated.
+            self._say(turn, f"I did not run `{command}`: it was denied.")
         elif outcome.timed_out:
             self._say(turn, f"`{outcome.command}` timed out after {self.command_timeout:g} s "
                             f"and was killed (exit code {outcome.exit_code}).")
