@@ -32,6 +32,9 @@ class LogState:
     or ``clarify``). ``agent_session_id``: from the newest ``agent_session`` event (None: the
     agent never reported one, so its session was never started). ``queued``: ``(queue_id,
     text)`` of prompts queued and neither sent nor removed, in queue order.
+    ``session_cost_usd`` and ``agent_total_cost_usd``: the session's spend so far and the
+    agent's running total, from the newest ``result`` that carries them (0 and None: none
+    does).
     """
 
     turns: int = 0
@@ -39,6 +42,8 @@ class LogState:
     pending: list[tuple[str, str]] = field(default_factory=list)
     agent_session_id: str | None = None
     queued: list[tuple[str, str]] = field(default_factory=list)
+    session_cost_usd: float = 0.0
+    agent_total_cost_usd: float | None = None
 
 
 def scan(log: EventLog) -> LogState:
@@ -70,6 +75,12 @@ def scan(log: EventLog) -> LogState:
                 queued.pop(str(payload.get("queue_id")), None)
             elif event.kind == "agent_session" and payload.get("agent_session_id"):
                 state.agent_session_id = str(payload["agent_session_id"])
+            elif event.kind == "result" and isinstance(payload.get("session_cost_usd"),
+                                                       int | float):
+                state.session_cost_usd = float(payload["session_cost_usd"])
+                total = payload.get("agent_total_cost_usd")
+                state.agent_total_cost_usd = float(total) if isinstance(total, int | float) \
+                    else None
         after = page[-1].id
     state.pending = [(kind, request_id) for request_id, kind in pending.items()]
     state.queued = list(queued.items())

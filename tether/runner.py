@@ -22,6 +22,7 @@ from typing import Any
 from tether.agents.base import AgentSpec
 from tether.agents.claude import (
     ASK_USER_QUESTION,
+    CostMeter,
     control_error,
     control_request,
     control_success,
@@ -70,6 +71,8 @@ class AgentHost:
         self._process: AgentProcess | None = None
         self._idle_timer: threading.Timer | None = None
         self._lock = threading.Lock()
+        #: The session's spend: the CLI reports a running total of its agent session.
+        self.costs = CostMeter()
 
     def resume(self, agent_session_id: str) -> None:
         """Continue an agent session an earlier server started (a session restored from a
@@ -267,11 +270,13 @@ class Turn:
                 if mtype == "system" and message.get("subtype") == "init":
                     self._host.started = True
                 for kind, payload in translate(message, self._host.spec.name):
-                    if kind == "result" and self._cancel_reason == "cancelled":
-                        # The agent's answer to a person's Stop (an error result, for the
-                        # interrupt): the turn was stopped, nothing went wrong
-                        # (docs/protocol.md, "Stop").
-                        payload["stopped"] = True
+                    if kind == "result":
+                        payload.update(self._host.costs.result(message.get("total_cost_usd")))
+                        if self._cancel_reason == "cancelled":
+                            # The agent's answer to a person's Stop (an error result, for the
+                            # interrupt): the turn was stopped, nothing went wrong
+                            # (docs/protocol.md, "Stop").
+                            payload["stopped"] = True
                     self._log.append(kind, payload)
                 if mtype == "result":
                     self._got_result = True

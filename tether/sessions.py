@@ -341,7 +341,9 @@ class Session:
                              self._turns, self.title_set)
 
     def restore(self, turns: int, auto_approve: bool, agent_session_id: str,
-                resume: bool, queued: list[tuple[str, str]] | None = None) -> None:
+                resume: bool, queued: list[tuple[str, str]] | None = None,
+                session_cost_usd: float = 0.0,
+                agent_total_cost_usd: float | None = None) -> None:
         """Take back what a previous server knew (the registry restoring from a durable
         store), before any turn runs.
 
@@ -353,10 +355,16 @@ class Session:
         :param queued: ``(queue_id, text)`` of the prompts its log shows queued and neither
             sent nor removed (:func:`tether.recovery.scan`); they stay queued until a person
             sends or removes them (the turn they waited for ended with the server).
+        :param session_cost_usd: what the session's turns cost so far, and
+        :param agent_total_cost_usd: the agent's running total then (its log's newest
+            ``result`` says both): a resumed Claude Code carries its total on, so the next
+            turn's cost is the difference from it (:class:`~tether.agents.claude.CostMeter`).
         """
         with self._lock:
             self._turns = turns
             self._queue = [QueuedPrompt(queue_id, text) for queue_id, text in queued or ()]
+        self._host.costs.session_usd = session_cost_usd
+        self._host.costs.last_total = agent_total_cost_usd
         if auto_approve and not self._settings.allow_auto_approve:
             logger.warning("session %s had auto-approve on; it is off, as "
                            "TETHER_ALLOW_AUTO_APPROVE=0 says", self.id)
@@ -650,7 +658,9 @@ class SessionRegistry:
                               title_set=record.title_set)
             session.restore(max(record.turns, state.turns), record.auto_approve,
                             state.agent_session_id or record.agent_session_id,
-                            resume=state.agent_session_id is not None, queued=state.queued)
+                            resume=state.agent_session_id is not None, queued=state.queued,
+                            session_cost_usd=state.session_cost_usd,
+                            agent_total_cost_usd=state.agent_total_cost_usd)
             with self._lock:
                 self._sessions[record.id] = session
             if closed or session.record() != record:

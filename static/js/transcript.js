@@ -58,12 +58,16 @@ function addCopyButtons(root) {
 
 // ------------------------------------------------------------------ Markdown
 
+const HTML_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"};
+const escapeHtml = (text) => String(text).replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]);
+
 const Markdown = {
   ready: null,
   init() {
     this.ready = typeof window.marked === "object" && typeof window.DOMPurify === "function"
       && DOMPurify.isSupported;
     if (!this.ready) return;
+    marked.use(this.textOnly);
     // Links open elsewhere and leak nothing; images are dropped (no remote fetches from
     // untrusted text), and so is anything DOMPurify does not consider plain content.
     DOMPurify.addHook("afterSanitizeAttributes", (node) => {
@@ -74,6 +78,38 @@ const Markdown = {
         node.setAttribute("rel", "noopener noreferrer nofollow");
       }
     });
+  },
+
+  /** marked (v18) options: an agent's raw HTML is text. A coding agent's prose is full of
+   *  `List<String>`, `make <target>`, `<Foo />` and tag names; as Markdown they are raw HTML,
+   *  which the sanitizer would drop without a trace ("make " for `make <target>`: a wrong
+   *  instruction). So no html token is ever made (block or inline): the characters stay text,
+   *  escaped by the text renderer. Entity references (`&amp;`, `&#60;`) stay as written too,
+   *  for the same reason. Autolinks `<https://…>` (and `<user@host>`) still link; `<std::x>`
+   *  and other non-web schemes are text. Code spans and blocks are marked's own, untouched.
+   *  DOMPurify still runs after this (defense in depth). */
+  textOnly: {
+    tokenizer: {
+      html() { return undefined; }, // block HTML: the lines become a paragraph
+      tag() { return undefined; }, // inline HTML: the characters become text
+      autolink(src) {
+        const scheme = /^<([a-zA-Z][a-zA-Z0-9+.-]{1,31}):/.exec(src);
+        return scheme && !/^(https?|ftp|mailto)$/i.test(scheme[1]) ? undefined : false;
+      },
+      inlineText(src) {
+        // marked's own decodes numeric references (`&#60;` becomes `<`); keep the source.
+        const cap = this.rules.inline.text.exec(src);
+        return cap ? {type: "text", raw: cap[0], text: cap[0], escaped: false} : undefined;
+      },
+    },
+    renderer: {
+      text(token) {
+        // A token with children (a tight list item) renders them; plain text is escaped
+        // whole, `&` included (marked leaves `&amp;` alone, so it would show as `&`).
+        if (token.tokens) return false;
+        return escapeHtml(token.text);
+      },
+    },
   },
 
   /** Render untrusted Markdown into `container` (safe: sanitized DOM, never raw HTML). */
@@ -175,6 +211,7 @@ const Transcript = {
   streaming: null,
   tools: new Map(),
   cards: new Map(),
+  toolCards: new Map(), // tool_use_id -> its approval or question card
   turnActive: false,
   turnStarted: null,
   lastState: "idle", // idle | running | waiting | stopped
@@ -194,6 +231,7 @@ const Transcript = {
     this.tools.clear();
     this.cards.clear();
     Queue.reset();
+    this.toolCards.clear();
     Composer.update();
   },
 
@@ -321,8 +359,14 @@ const Transcript = {
       if (event.stopped) return;
       const parts = [];
       if (typeof event.duration_ms === "number") parts.push(`${(event.duration_ms / 1000).toFixed(1)} s`);
-      if (typeof event.cost_usd === "number") {
-        parts.push(`$${event.cost_usd.toFixed(event.cost_usd && event.cost_usd < 0.01 ? 4 : 2)}`);
+      // The turn's own cost and the session's sum; none at all for an agent that reports no
+      // cost (the local agent has no model). Before session_cost_usd existed, cost_usd was
+      // Claude Code's running total: said so, not passed off as the turn's.
+      const usd = (n) => `$${n === 0 ? "0" : n.toFixed(n < 1 ? 4 : 2)}`;
+      if (typeof event.cost_usd === "number" && typeof event.session_cost_usd === "number") {
+        parts.push(`${usd(event.cost_usd)} this turn`, `${usd(event.session_cost_usd)} session`);
+      } else if (typeof event.cost_usd === "number" && event.cost_usd > 0) {
+        parts.push(`${usd(event.cost_usd)} agent's running total`);
       }
       const usage = event.usage || {};
       const fmt = (n) => Number(n).toLocaleString("en-US");
@@ -414,6 +458,25 @@ const Tools = {
     const stopped = event.is_error && /^\[Request interrupted by user/.test(text);
     if (stopped) event = {...event, is_error: false};
     const box = Transcript.tools.get(event.tool_use_id);
+    const card = Transcript.toolCards.get(event.tool_use_id);
+    // A denied call's error is the denial the card shows; an answered question's result is
+    // the answer the card shows: the card's outcome stands for it (shown once, not twice).
+    if (card && Cards.saysAlready(card, event)) {
+      const outcome = card.querySelector(".card-outcome");
+      outcome.dataset.eventId = String(event.id);
+      outcome.dataset.kind = event.kind;
+      return;
+    }
+    // No card: nobody was asked. Claude Code says who decided (tool_result_meta): its own
+    // rules (`config`: its settings' allow rules, its permission mode) or a hook.
+    const permission = event.permission || {};
+    const decidedBy = {config: "the agent's rules", hook: "a hook"}[permission.source];
+    if (box && !card && decidedBy) {
+      const verb = permission.decision === "reject" ? "Denied" : "Allowed";
+      box.querySelector(".tool-head").append(el("span", {className: "tool-rule",
+        text: `${verb} by ${decidedBy}`}));
+      box.dataset.decidedBy = permission.source;
+    }
     const name = box ? box.dataset.toolName : "";
     // Shell output keeps its columns (scrolls sideways, like a terminal); other results wrap.
     const terminal = name === "Bash" && !event.is_error;
@@ -432,12 +495,16 @@ const Tools = {
 
 // ------------------------------------------------------------------ Cards
 
+/** What Tether tells the agent for a denial without a message (tether/agents/claude.py). */
+const DEFAULT_DENIAL = "The user denied this from Tether.";
+
 const Cards = {
   /** Cards sit inside their tool call's block when there is one, else on their own. */
   place(card, event) {
     card.dataset.eventId = String(event.id);
     card.dataset.kind = event.kind;
     Transcript.cards.set(event.request_id, card);
+    if (event.tool_use_id) Transcript.toolCards.set(event.tool_use_id, card);
     const box = event.tool_use_id && Transcript.tools.get(event.tool_use_id);
     if (box) box.append(card);
     else Transcript.root.append(el("li", {className: "item"}, [card]));
@@ -624,9 +691,22 @@ const Cards = {
     Composer.update();
   },
 
+  /** True when a tool_result only repeats what the settled `card` says: the denial's
+   *  message (or Tether's default one, or the CLI's interrupt marker), or, for an answered
+   *  question, the CLI's "User has answered your questions" text. */
+  saysAlready(card, event) {
+    const state = card.dataset.state;
+    if (state === "answered") return !event.is_error;
+    if (!["denied", "timeout", "cancelled"].includes(state) || !event.is_error) return false;
+    const text = stringify(event.content).trim();
+    return text === (card.dataset.message || "").trim() || text === DEFAULT_DENIAL
+      || text.startsWith("[Request interrupted by user");
+  },
+
   resolved(event) {
     const card = Transcript.cards.get(event.request_id);
     if (!card) return;
+    card.dataset.message = event.message || "";
     const by = event.by === Client.label ? "you" : event.by || "someone";
     let state, text;
     if (event.reason === "timeout") [state, text] = ["timeout", event.kind === "clarify_resolved" ? "Timed out: no answer" : "Timed out: denied"];

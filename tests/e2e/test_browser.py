@@ -242,7 +242,10 @@ def test_deny_with_message(page: Any, server: LiveServer) -> None:
     expect(card.locator(".card-outcome")).to_have_text(
         "Denied by you: not in this workspace")
     wait_turn_finished(page)
-    expect(page.locator(".tool-output.is-error")).to_contain_text("not in this workspace")
+    # The agent was told (its tool result); the card's outcome says it, once.
+    expect(page.locator(".tool-output")).to_have_count(0)
+    expect(page.locator('[data-kind="text"]')).to_have_text(
+        "I did not run touch denied.txt: it was denied.")
     workspace = server.workdir / "data" / "sessions" / session_id
     assert workspace.is_dir()
     assert not (workspace / "denied.txt").exists()

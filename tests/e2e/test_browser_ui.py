@@ -184,6 +184,7 @@ def test_tool_calls_by_kind(page: Any, server: LiveServer) -> None:
       const lines = Array.from({length: 100}, (_, i) => i + 1).join("\\n");
       apply({kind: "tool_result", tool_use_id: "t4", content: lines, is_error: false});
       apply({kind: "result", is_error: false, duration_ms: 4200, cost_usd: 0.0123,
+             session_cost_usd: 0.0456,
              usage: {input_tokens: 1200, output_tokens: 345, cache_read_input_tokens: 800}});
       apply({kind: "turn_end", turn: 1, reason: "completed"});
     }""")
@@ -198,8 +199,133 @@ def test_tool_calls_by_kind(page: Any, server: LiveServer) -> None:
     bash = page.locator('[data-tool-name="Bash"]')
     expect(bash.locator("details.fold summary")).to_have_text("Output · 100 lines")
     expect(page.locator('[data-kind="result"]').last).to_have_text(
-        "Done · 4.2 s · $0.01 · 1,200 in / 345 out / 800 cached tokens")
+        "Done · 4.2 s · $0.0123 this turn · $0.0456 session · 1,200 in / 345 out / 800 cached "
+        "tokens")
     screenshot(page, "tool-kinds")
+    assert not page.js_errors
+
+
+def test_cost_is_the_turns_own_with_the_session_beside_it(page: Any, server: LiveServer) -> None:
+    """The local agent has no model: its result line shows no cost at all. A Claude result
+    shows the turn's cost and the session's sum; an old log's cost_usd (Claude Code's running
+    total, no session_cost_usd) is labelled as such (issue 17, item 5)."""
+    start_session(page, server)
+    send(page, "hello")
+    wait_turn_finished(page)
+    local = page.locator('[data-kind="result"]').last
+    expect(local).to_have_text(re.compile(r"^Done · \d+\.\d s · 0 in / \d+ out tokens$"))
+    expect(local).not_to_contain_text("$")
+    page.evaluate("""() => {
+      let id = Transcript.lastId;
+      const apply = (e) => Transcript.apply({id: ++id, ...e});
+      apply({kind: "user", text: "two", turn: 2, ts: Date.now() / 1000});
+      apply({kind: "result", is_error: false, duration_ms: 1500, cost_usd: 0,
+             session_cost_usd: 1.5, usage: {}});
+      apply({kind: "turn_end", turn: 2, reason: "completed"});
+      apply({kind: "user", text: "old", turn: 3, ts: Date.now() / 1000});
+      apply({kind: "result", is_error: false, duration_ms: 1500, cost_usd: 0.0041, usage: {}});
+      apply({kind: "turn_end", turn: 3, reason: "completed"});
+    }""")
+    results = page.locator('[data-kind="result"]')
+    expect(results.nth(1)).to_have_text("Done · 1.5 s · $0 this turn · $1.50 session")
+    expect(results.nth(2)).to_have_text("Done · 1.5 s · $0.0041 agent's running total")
+    assert not page.js_errors
+
+
+def test_answered_question_is_shown_once(page: Any, server: LiveServer) -> None:
+    """The card shows the question and the answer; the CLI's "User has answered your
+    questions" tool result is not repeated under it (issue 17, item 11)."""
+    session_id = start_session(page, server)
+    send(page, "ask Deploy now? yes | no")
+    card = pending_card(page)
+    card.get_by_role("button", name="yes").click()
+    wait_turn_finished(page)
+    expect(card.locator(".card-outcome")).to_have_text("Answered by you: Deploy now? → yes")
+    events = server.events(session_id)["events"]
+    result = next(e for e in events if e["kind"] == "tool_result")
+    assert "User has answered your questions" in result["content"]
+    expect(page.locator("#transcript")).not_to_contain_text("User has answered")
+    expect(page.locator(".tool-output")).to_have_count(0)
+    # The card's outcome stands for the tool result: every event is on screen once.
+    expect(card.locator(".card-outcome")).to_have_attribute("data-event-id", str(result["id"]))
+    ids = assert_rendered_once(page)
+    page.reload()
+    wait_turn_finished(page)
+    assert assert_rendered_once(page) == ids
+    expect(page.locator(".tool-output")).to_have_count(0)
+    screenshot(page, "answered-once")
+    assert not page.js_errors
+
+
+def test_denial_is_shown_once(page: Any, server: LiveServer) -> None:
+    """The denial and its message are on the card, and only there: not again as the tool's
+    error output, nor in the agent's reply (issue 17, item 11)."""
+    start_session(page, server)
+    send(page, "$ uname -a")
+    card = pending_card(page)
+    card.get_by_label(re.compile("Message with your answer")).fill("not on the build box")
+    card.get_by_role("button", name="Deny").click()
+    wait_turn_finished(page)
+    expect(card.locator(".card-outcome")).to_have_text("Denied by you: not on the build box")
+    expect(page.locator(".tool-output")).to_have_count(0)
+    transcript = page.locator("#transcript").text_content()
+    assert transcript.count("not on the build box") == 1, transcript
+    expect(page.locator('[data-kind="text"]')).to_have_text(
+        "I did not run uname -a: it was denied.")
+    ids = assert_rendered_once(page)
+    page.reload()
+    wait_turn_finished(page)
+    assert assert_rendered_once(page) == ids
+    assert page.locator("#transcript").text_content().count("not on the build box") == 1
+    screenshot(page, "denied-once")
+    assert not page.js_errors
+
+
+def test_calls_allowed_by_the_agents_own_rules_are_labelled(page: Any,
+                                                             server: LiveServer) -> None:
+    """Claude-shaped events (the Claude fixtures' tool_result_meta, as the driver passes it
+    on): a call Claude Code's own rules allowed is labelled; one a person allowed, one with
+    no permission decision, and one whose tool result is only an error are not; a denial by
+    its rules says so (issue 17, item 11)."""
+    start_session(page, server)
+    page.evaluate("""() => {
+      let id = Transcript.lastId;
+      const apply = (e) => Transcript.apply({id: ++id, ...e});
+      apply({kind: "user", text: "build", turn: 1, ts: Date.now() / 1000});
+      apply({kind: "tool_use", tool_use_id: "t1", name: "Bash",
+             input: {command: "npm test", description: "Run the tests"}});
+      apply({kind: "tool_result", tool_use_id: "t1", content: "ok", is_error: false,
+             permission: {decision: "accept", source: "config"}});
+      apply({kind: "tool_use", tool_use_id: "t2", name: "Bash",
+             input: {command: "touch x", description: "Create x"}});
+      apply({kind: "approval_request", request_id: "r2", tool_use_id: "t2", tool_name: "Bash",
+             input: {command: "touch x", description: "Create x"}});
+      apply({kind: "approval_resolved", request_id: "r2", decision: "allow", reason: "user",
+             by: "Pixel", message: null, updated_input: null, updated_permissions: null});
+      apply({kind: "tool_result", tool_use_id: "t2", content: "", is_error: false,
+             permission: {decision: "accept", source: "user_temporary"}});
+      apply({kind: "tool_use", tool_use_id: "t3", name: "Read", input: {file_path: "a.txt"}});
+      apply({kind: "tool_result", tool_use_id: "t3", content: "text", is_error: false});
+      apply({kind: "tool_use", tool_use_id: "t4", name: "Bash", input: {command: "rm -rf /"}});
+      apply({kind: "tool_result", tool_use_id: "t4",
+             content: "Permission to use Bash has been denied.", is_error: true,
+             permission: {decision: "reject", source: "config"}});
+      apply({kind: "result", is_error: false, duration_ms: 900, usage: {}});
+      apply({kind: "turn_end", turn: 1, reason: "completed"});
+    }""")
+    def tool(tool_use_id: str) -> Any:
+        return page.locator(f'[data-tool-use-id="{tool_use_id}"]')
+
+    expect(tool("t1").locator(".tool-rule")).to_have_text("Allowed by the agent's rules")
+    expect(tool("t2").locator(".tool-rule")).to_have_count(0)
+    expect(tool("t2").locator(".card-outcome")).to_have_text("Allowed by Pixel")
+    expect(tool("t3").locator(".tool-rule")).to_have_count(0)
+    expect(tool("t4").locator(".tool-rule")).to_have_text("Denied by the agent's rules")
+    expect(tool("t4").locator(".tool-output.is-error")).to_contain_text("has been denied")
+    expect(page.locator(".tool-rule")).to_have_count(2)
+    assert_phone_friendly(page)
+    tool("t1").scroll_into_view_if_needed()
+    screenshot(page, "allowed-by-rules")
     assert not page.js_errors
 
 

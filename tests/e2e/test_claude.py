@@ -278,3 +278,56 @@ def test_cancel_interrupts_and_leaves_no_process(server: LiveServer) -> None:
     run_turn(server, sid, "[text] still there?")
     more = events_until_turn_end(server, sid, after=after)
     assert more[-1]["reason"] == "completed"
+
+
+def test_a_call_the_user_allowed_says_so(server: LiveServer) -> None:
+    sid = server.create_session()["id"]
+    run_turn(server, sid, "[bash] please create the file")
+    request = server.wait_for_event(sid, "approval_request")
+    server.api("POST", f"/api/sessions/{sid}/approvals/{request['request_id']}",
+               json={"decision": "allow"})
+    events = events_until_turn_end(server, sid)
+    result = next(e for e in events if e["kind"] == "tool_result")
+    assert result["permission"] == {"decision": "accept", "source": "user_temporary"}
+
+
+def results_of(server: LiveServer, sid: str, prompts: list[str]) -> list[dict[str, Any]]:
+    after, results = 0, []
+    for text in prompts:
+        run_turn(server, sid, text)
+        events = events_until_turn_end(server, sid, after=after)
+        results += [e for e in events if e["kind"] == "result"]
+        after = events[-1]["id"]
+    return results
+
+
+def test_each_turn_costs_its_own_share_across_processes(server: LiveServer) -> None:
+    """This module's server starts a process per turn: each process's running total is
+    that turn's cost, and the session sums them (issue 17, item 5)."""
+    sid = server.create_session()["id"]
+    first, second = results_of(server, sid, ["[text] one", "[text] two"])
+    assert first["cost_usd"] > 0
+    assert second["cost_usd"] == pytest.approx(first["cost_usd"])
+    assert first["session_cost_usd"] == pytest.approx(first["cost_usd"])
+    assert second["session_cost_usd"] == pytest.approx(2 * first["cost_usd"])
+
+
+def test_each_turn_costs_its_own_share_within_one_process(
+        api: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One process kept across turns (TETHER_AGENT_IDLE_TIMEOUT): Claude Code's
+    ``total_cost_usd`` grows with each turn; the event's ``cost_usd`` is the turn's own (the
+    fake API bills every turn the same), not the running total (issue 17, item 5)."""
+    workdir = tmp_path_factory.mktemp("claude-cost")
+    home = workdir / "home"
+    home.mkdir()
+    with LiveServer(workdir, TETHER_AGENT="claude", TETHER_CLAUDE_BIN=claude_bin(),
+                    TETHER_AGENT_IDLE_TIMEOUT=120, ANTHROPIC_BASE_URL=api.base_url,
+                    ANTHROPIC_API_KEY="sk-ant-fake", HOME=str(home),
+                    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1") as server:
+        sid = server.create_session()["id"]
+        results = results_of(server, sid, ["[text] one", "[text] two", "[text] three"])
+        assert server.api("DELETE", f"/api/sessions/{sid}").status_code == 204
+    unit = results[0]["cost_usd"]
+    assert unit > 0
+    assert [r["cost_usd"] for r in results] == pytest.approx([unit, unit, unit])
+    assert [r["session_cost_usd"] for r in results] == pytest.approx([unit, 2 * unit, 3 * unit])

@@ -9,6 +9,7 @@ The builders produce the lines Tether writes to the CLI's stdin.
 from __future__ import annotations
 
 import itertools
+import math
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -53,7 +54,7 @@ def translate(message: Mapping[str, Any], agent: str) -> Translated:
     if kind == "assistant":
         return _assistant(message.get("message") or {})
     if kind == "user":
-        return _tool_results(message.get("message") or {})
+        return _tool_results(message)
     if kind == "result":
         return [("result", _result(message))]
     return []
@@ -82,25 +83,88 @@ def _assistant(message: Mapping[str, Any]) -> Translated:
 
 
 def _tool_results(message: Mapping[str, Any]) -> Translated:
+    """``tool_result`` events, each with the CLI's ``permission`` decision when it reported
+    one (``tool_result_meta``, PROTOCOLS.md 1.3): ``source`` ``config`` means Claude Code's
+    own rules decided (its settings' allow and deny rules, its permission mode) and nobody
+    was asked; ``user_temporary`` / ``user_reject`` are Tether's answers; ``hook``, a hook's."""
+    decisions = _permission_decisions(message.get("tool_result_meta"))
+    body = message.get("message")
     out: Translated = []
-    for block in _blocks(message.get("content")):
+    for block in _blocks(body.get("content") if isinstance(body, Mapping) else None):
         if block.get("type") == "tool_result":
-            out.append(("tool_result", {"tool_use_id": block.get("tool_use_id"),
-                                        "content": _flatten(block.get("content")),
-                                        "is_error": bool(block.get("is_error", False))}))
+            payload = {"tool_use_id": block.get("tool_use_id"),
+                       "content": _flatten(block.get("content")),
+                       "is_error": bool(block.get("is_error", False))}
+            decision = decisions.get(str(block.get("tool_use_id")))
+            if decision:
+                payload["permission"] = decision
+            out.append(("tool_result", payload))
     return out
 
 
+def _permission_decisions(meta: Any) -> dict[str, dict[str, str]]:
+    """``{tool_use_id: {"decision", "source"}}`` from a ``tool_result_meta`` list; only those
+    two fields, and only when both are strings."""
+    found: dict[str, dict[str, str]] = {}
+    for item in meta if isinstance(meta, list) else []:
+        decision = item.get("permission_decision") if isinstance(item, Mapping) else None
+        if (isinstance(decision, Mapping) and isinstance(decision.get("decision"), str)
+                and isinstance(decision.get("source"), str)):
+            found[str(item.get("id"))] = {"decision": decision["decision"],
+                                          "source": decision["source"]}
+    return found
+
+
 def _result(message: Mapping[str, Any]) -> dict[str, Any]:
-    # "success" may still carry is_error: true (an API error, PROTOCOLS.md 1.3).
+    # "success" may still carry is_error: true (an API error, PROTOCOLS.md 1.3). The cost is
+    # not here: total_cost_usd is a running total, which only the runner can turn into the
+    # turn's own cost (CostMeter).
     return {"is_error": bool(message.get("is_error", False)),
             "subtype": message.get("subtype"),
             "text": message.get("result") if isinstance(message.get("result"), str) else "",
             "duration_ms": message.get("duration_ms"),
-            "cost_usd": message.get("total_cost_usd"),
             "usage": message.get("usage") or {},
             "num_turns": message.get("num_turns"),
             "terminal_reason": message.get("terminal_reason")}
+
+
+class CostMeter:
+    """What a session's turns cost, from Claude Code's running total.
+
+    A ``result``'s ``total_cost_usd`` is a running total, not the turn's cost: ``/help`` with
+    0 tokens reported $0.0041 (the turns before it). It belongs to the agent session: a
+    process started with ``--resume`` carries it on (observed with 2.1.328,
+    tests/fixtures/claude/resume.jsonl: 0.00014 then 0.00028 across two processes), and
+    ``/clear`` resets it to $0.00. So a turn's own cost is this total minus the previous
+    one; when there is no previous one, or the total went down (``/clear``, or a process
+    that did not get the total back), this total whole is the turn's.
+
+    One meter per session (its agent host); the runner calls :meth:`result` for each
+    ``result``. A restored session starts with what its log's newest ``result`` says.
+
+    :param session_usd: the sum of the session's turns so far.
+    :param last_total: the CLI's running total at the session's newest ``result``.
+    """
+
+    def __init__(self, session_usd: float = 0.0, last_total: float | None = None) -> None:
+        self.session_usd = session_usd
+        self.last_total = last_total
+
+    def result(self, total: Any) -> dict[str, float]:
+        """The cost fields of a ``result`` event for a CLI running total of ``total``:
+        ``cost_usd`` (this turn), ``session_cost_usd`` (the session so far) and
+        ``agent_total_cost_usd`` (``total`` as reported, for the next restore). None of them
+        when the agent reports no cost (the ``local`` agent has no model): absent, not 0."""
+        if isinstance(total, bool) or not isinstance(total, int | float) \
+                or not math.isfinite(total) or total < 0:
+            return {}
+        last = self.last_total
+        turn = total if last is None or total < last else total - last
+        self.last_total = total
+        self.session_usd += turn
+        # Rounded: differences of binary floats print as 0.00014000000000000001.
+        return {"cost_usd": round(turn, 10), "session_cost_usd": round(self.session_usd, 10),
+                "agent_total_cost_usd": total}
 
 
 def _blocks(content: Any) -> list[Mapping[str, Any]]:

@@ -437,7 +437,7 @@ class LocalAgent:
         self.emit({"type": "result", "subtype": subtype, "is_error": subtype != "success",
                    "duration_ms": int((time.monotonic() - turn.started) * 1000),
                    "duration_api_ms": 0, "num_turns": turn.messages, "result": turn.final_text,
-                   "session_id": self.session_id, "total_cost_usd": 0,
+                   "session_id": self.session_id,  # no model, no cost: no total_cost_usd
                    "usage": {"input_tokens": 0, "output_tokens": turn.words},
                    "permission_denials": turn.denials, "terminal_reason": reason,
                    "uuid": str(uuid.uuid4())})
@@ -652,7 +652,8 @@ class LocalAgent:
     def _shell(self, turn: Turn, command: str) -> None:
         outcome = self._bash(turn, command, "Run a shell command")
         if outcome.exit_code is None:
-            self._say(turn, f"I did not run `{command}`: {outcome.denied}")
+            # The denial and its message are on the approval card already: not repeated.
+            self._say(turn, f"I did not run `{command}`: it was denied.")
         elif outcome.timed_out:
             self._say(turn, f"`{outcome.command}` timed out after {self.command_timeout:g} s "
                             f"and was killed (exit code {outcome.exit_code}).")
