@@ -3,6 +3,31 @@
 
 // ------------------------------------------------------------------ Composer
 
+/** What a new session's agent can do, shown until its first prompt (the transcript is
+ *  empty then, and a blank screen teaches nothing). */
+const Intro = {
+  LOCAL: [
+    ["$ <command>", "runs a shell command in the session's workspace, once you allow it"],
+    ["triage · disk · memory · processes", "run a few read-only checks and sum them up"],
+    ["ask Deploy now? yes | no", "asks you a question, with its options"],
+  ],
+  update() {
+    const s = Sessions.current;
+    const show = Boolean(Sessions.currentId && s && Transcript.untouched);
+    $("intro").hidden = !show;
+    if (!show || $("intro").dataset.agent === s.agent) return;
+    $("intro").dataset.agent = s.agent;
+    const lines = s.agent === "local"
+      ? Intro.LOCAL.map(([what, does]) => el("li", {}, [el("code", {text: what}), document.createTextNode(` ${does}`)]))
+      : [el("li", {text: "Describe a task; the agent works in this session's folder and asks before it runs tools."}),
+        el("li", {}, [el("code", {text: "/"}), document.createTextNode(" at the start of a message lists its commands.")])];
+    const agent = (Sessions.agents || []).find((a) => a.name === s.agent);
+    $("intro").replaceChildren(
+      el("p", {className: "intro-lead", text: agent ? agent.description : `The ${s.agent} agent.`}),
+      el("ul", {className: "intro-list"}, lines));
+  },
+};
+
 const Composer = {
   sending: false,
   stopping: false,
@@ -339,6 +364,8 @@ const Sessions = {
   async loadAgents() {
     try {
       const {agents} = await Api.agents();
+      this.agents = agents;
+      Intro.update();
       const preferred = document.body.dataset.defaultAgent;
       this.select.replaceChildren(...agents.map((a) => el("option", {
         text: a.available ? a.name : `${a.name} (unavailable)`,
@@ -438,7 +465,7 @@ const Sessions = {
     $("transcript").hidden = !has;
     $("dock").hidden = !has;
     $("session-menu-btn").hidden = !has;
-    $("session-meta").textContent = "";
+    for (const id of ["meta-agent", "meta-model"]) $(id).textContent = "";
     this.current = this.list.find((s) => s.id === id) || null;
     this.renderHeader();
     this.renderList();
@@ -468,6 +495,7 @@ const Sessions = {
     const s = this.current;
     $("session-title").textContent = s ? this.title(s) : this.currentId ? "Loading…" : "Tether";
     $("presets").hidden = !(s && s.agent === "local");
+    Intro.update();
     document.title = `${Inbox.count ? `(${Inbox.count}) ` : ""}${s ? `${this.title(s)} · Tether` : "Tether"}`;
     const auto = Boolean(s && s.auto_approve);
     $("auto-banner").hidden = !auto;
@@ -513,7 +541,7 @@ const Sessions = {
   showGone(id) {
     if (id !== this.currentId) return;
     $("session-title").textContent = "Session not found";
-    $("session-meta").textContent = "";
+    for (const id of ["meta-agent", "meta-model"]) $(id).textContent = "";
     $("dock").hidden = true;
     $("session-menu-btn").hidden = true;
     $("state-pill").hidden = true;

@@ -235,6 +235,11 @@ const Transcript = {
     Composer.update();
   },
 
+  /** True until the session's first prompt: the intro says what the agent can do. */
+  get untouched() {
+    return !this.root.querySelector(".msg-user");
+  },
+
   /** Apply one event; the Feeder hands them over in order, exactly once. */
   apply(event) {
     if (typeof event.id !== "number" || event.id <= this.lastId) return;
@@ -247,6 +252,7 @@ const Transcript = {
       console.error("tether: cannot render event", event, err);
     }
     Sessions.noteEvent(event);
+    if (event.kind === "user") Intro.update();
     Composer.update();
     this.stickToBottom();
   },
@@ -303,8 +309,11 @@ const Transcript = {
       this.add(el("li", {className: "item msg msg-user"}, [el("div", {className: "bubble", text: event.text})]), event);
     },
     agent_session(event) {
-      const model = event.model && event.model !== event.agent ? ` · ${event.model}` : "";
-      $("session-meta").textContent = `${event.agent} agent${model}`;
+      // On a phone only the model shows (the agent is in the session list): one short line.
+      const model = event.model && event.model !== event.agent ? event.model : "";
+      $("meta-agent").textContent = model ? `${event.agent} agent · ` : `${event.agent} agent`;
+      $("meta-model").textContent = model;
+      $("session-meta").title = `${event.agent} agent${model ? ` · ${model}` : ""}`;
     },
     text_delta(event) {
       if (!this.streaming) {

@@ -494,3 +494,37 @@ def test_card_that_timed_out_is_read_only(browser: Any, tmp_path: Path) -> None:
             assert not page.js_errors
         finally:
             page.context.close()
+
+
+def test_a_new_session_says_what_its_agent_can_do_until_the_first_prompt(
+        page: Any, server: LiveServer) -> None:
+    start_session(page, server)
+    intro = page.locator("#intro")
+    expect(intro).to_be_visible()
+    for text in ("$ <command>", "triage · disk · memory · processes", "ask Deploy now? yes | no"):
+        expect(intro).to_contain_text(text)
+    screenshot(page, "new-session-intro")
+    send(page, "hello")
+    expect(intro).to_be_hidden()
+    page.reload()  # a reload of a session that has had its first prompt shows none
+    expect(page.locator("#conn")).to_have_text("Connected · SSE")
+    expect(page.locator(".msg-user")).to_have_count(1)
+    expect(intro).to_be_hidden()
+
+
+def test_the_phone_header_keeps_one_line_and_shows_the_model(page: Any,
+                                                            server: LiveServer) -> None:
+    start_session(page, server)
+    topbar = page.locator(".topbar")
+    height = topbar.bounding_box()["height"]
+    # What a long connection state and a model name do to the line: nothing to its height.
+    page.evaluate("""() => {
+      document.getElementById('conn-text').textContent =
+        'Reconnecting in 30 s, then falling back to long-poll';
+      document.getElementById('meta-agent').textContent = 'claude agent · ';
+      document.getElementById('meta-model').textContent = 'claude-opus-5-5';
+    }""")
+    assert topbar.bounding_box()["height"] == height
+    expect(page.locator("#meta-model")).to_be_visible()
+    expect(page.locator("#meta-agent")).to_be_hidden()  # the phone shows the model alone
+    screenshot(page, "phone-header-long-state")
