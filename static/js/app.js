@@ -118,7 +118,8 @@ const Composer = {
     this.send.setAttribute("aria-label", running ? "Queue" : "Send");
     this.send.title = running ? "Queue: sent when this turn ends" : "";
     this.send.querySelector("span").textContent = running ? "Queue" : "Send";
-    this.input.placeholder = running ? "Queue a message for after this turn…" : "Message the agent…";
+    // Short enough for one line on a phone; the Send button says "Queue" on wider screens.
+    this.input.placeholder = running ? "Queue a message…" : "Message the agent…";
     Queue.render();
     document.querySelectorAll("[data-preset]").forEach((b) => { b.disabled = running || this.sending; });
     $("turn-status").hidden = !running;
