@@ -2,7 +2,8 @@
 
 Chromium is Debian's (/usr/bin/chromium), never a downloaded one. Each test saves a screenshot
 of its final state into test-artifacts/. ``UPDATE_DOCS_SCREENSHOT=1`` also refreshes
-docs/screenshot.png (the README picture) from ``test_docs_screenshot``.
+docs/screenshot-desktop.png and docs/screenshot-phone.png (the README pictures) from
+``test_docs_screenshot``.
 """
 
 from __future__ import annotations
@@ -372,10 +373,19 @@ def test_docs_screenshot(browser: Any, server: LiveServer) -> None:
         send(page, "$ git init -q && git status --short")
         pending_card(page)
         expect(page.locator("#conn")).to_have_text("Connected · SSE")
-        path = screenshot(page, "docs-screenshot")
+        shots = {"desktop": screenshot(page, "docs-screenshot-desktop")}
+        phone = new_page(browser, server, color_scheme="light")  # the same session, a phone
+        try:
+            phone.goto(f"{server.url}/#s={session_id}")
+            expect(pending_card(phone)).to_be_visible()
+            expect(phone.locator("#conn")).to_have_text("Connected · SSE")
+            shots["phone"] = screenshot(phone, "docs-screenshot-phone")
+            assert not phone.js_errors
+        finally:
+            phone.context.close()
         if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
-            (ROOT / "docs").mkdir(exist_ok=True)
-            shutil.copyfile(path, ROOT / "docs" / "screenshot.png")
+            for layout, path in shots.items():
+                shutil.copyfile(path, ROOT / "docs" / f"screenshot-{layout}.png")
         server.api("POST", f"/api/sessions/{session_id}/cancel")
         assert not page.js_errors
     finally:
