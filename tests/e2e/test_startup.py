@@ -9,6 +9,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,36 @@ def test_the_page_says_why_claude_is_unavailable(browser: Any, tmp_path: Path) -
             screenshot(page, "claude-unavailable")
         finally:
             page.context.close()
+
+
+def test_make_runs_install_alone_starts_the_server(tmp_path: Path) -> None:
+    """`make run` installs the runtime dependencies only (the tests' venv has many more): that
+    install alone must start the server. gunicorn's gevent worker once failed on a module
+    only a test dependency had brought in."""
+    venv = tmp_path / "venv"
+    done = subprocess.run(["make", "install", f"VENV={venv}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "!!" not in done.stderr  # no setuptools banner
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env.update(TETHER_PORT=str(port), TETHER_DATA_DIR=str(tmp_path / "data"),
+               TETHER_ALLOW_ROOT="1", PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
+    server = subprocess.Popen([str(venv / "bin" / "gunicorn"), "-c", "gunicorn.conf.py"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the server did not answer /healthz")
+    finally:
+        server.terminate()
+        server.wait(20)
+        server.stdout.close()
