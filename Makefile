@@ -27,7 +27,7 @@ install-test: $(VENV)/.installed-test
 
 run: install
 	@echo "Tether: starting (agent: $${TETHER_AGENT:-local}, store: $${TETHER_STORE:-sqlite}); it prints its login URL when ready; Ctrl-C stops it"
-	TETHER_STORE=$${TETHER_STORE:-sqlite} $(VENV)/bin/gunicorn -c gunicorn.conf.py
+	@TETHER_STORE=$${TETHER_STORE:-sqlite} $(VENV)/bin/gunicorn -c gunicorn.conf.py
 
 test: install-test .tools/.claude-code-$(CLAUDE_CODE_VERSION) .tools/.axe-core-$(AXE_CORE_VERSION)
 	$(PY) -m pytest $(PYTEST_ARGS)
