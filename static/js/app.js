@@ -211,7 +211,6 @@ const Slash = {
     if (note) items.push(el("li", {className: "slash-note", text: note, attrs: {role: "presentation"}}));
     this.list.replaceChildren(...items);
     this.list.hidden = false;
-    this.input.setAttribute("aria-expanded", "true");
     this.status.textContent = found.length ? `${found.length} command${found.length === 1 ? "" : "s"}` : note;
     this.highlight();
   },
@@ -232,7 +231,6 @@ const Slash = {
     this.shown = [];
     this.active = -1;
     this.input.removeAttribute("aria-activedescendant");
-    this.input.setAttribute("aria-expanded", "false");
     this.status.textContent = "";
   },
 
