@@ -311,7 +311,8 @@ def _schemas() -> dict[str, Any]:
                            "`thinking`, `tool_use`, `tool_result`, `approval_request`, "
                            "`approval_resolved`, `clarify_request`, `clarify_resolved`, "
                            "`result`, `error`, `turn_end`; docs/protocol.md adds "
-                           "`prompt_queued`, `prompt_dequeued`).",
+                           "`prompt_queued`, `prompt_dequeued`, `commands`, "
+                           "`context_cleared`).",
             "properties": {"id": {"type": "integer", "minimum": 1},
                            "session_id": {"type": "string"},
                            "ts": {"type": "number", "description": "Unix seconds"},

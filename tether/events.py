@@ -35,6 +35,9 @@ KINDS: Final = frozenset(
         # its wait (sent as a turn of its own, or removed by a person).
         "prompt_queued",
         "prompt_dequeued",
+        # docs/protocol.md, "Slash commands": the agent's commands, and /clear's answer.
+        "commands",
+        "context_cleared",
     }
 )
 

@@ -30,6 +30,7 @@ from tether.agents.claude import (
     translate,
     user_message,
 )
+from tether.agents.commands import command_list
 from tether.config import Settings
 from tether.process import MAX_LINE_BYTES, AgentProcess
 from tether.prompts import PendingRequest, PromptRegistry
@@ -73,6 +74,11 @@ class AgentHost:
         self._lock = threading.Lock()
         #: The session's spend: the CLI reports a running total of its agent session.
         self.costs = CostMeter()
+        #: The agent's slash commands as last appended (a ``commands`` event), and what the
+        #: live process's ``initialize`` response listed.
+        self.commands: list[dict[str, Any]] | None = None
+        self._reported_commands: Any = None
+        self._initialize_id: str | None = None
 
     def resume(self, agent_session_id: str) -> None:
         """Continue an agent session an earlier server started (a session restored from a
@@ -103,10 +109,40 @@ class AgentHost:
         process = AgentProcess(argv, self.workspace, self.spec.env())
         logger.info("started agent %s pid %s", self.spec.name, process.pid)
         # The SDK's first message (PROTOCOLS.md 2.2); answered before any user message.
-        process.send(control_request("initialize", hooks=None))
+        initialize = control_request("initialize", hooks=None)
+        with self._lock:
+            self._initialize_id = initialize["request_id"]
+            self._reported_commands = None
+        process.send(initialize)
         with self._lock:
             self._process = process
         return process
+
+    def initialized(self, message: Mapping[str, Any]) -> None:
+        """A ``control_response`` from the agent: keep the ``commands`` of the answer to our
+        ``initialize`` (PROTOCOLS.md 2.2, 7)."""
+        response = message.get("response")
+        if not isinstance(response, Mapping) or response.get("subtype") != "success":
+            return
+        body = response.get("response")
+        if response.get("request_id") == self._initialize_id and isinstance(body, Mapping):
+            self._reported_commands = body.get("commands")
+
+    def agent_init(self, message: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+        """A ``system/init``: the agent session is started, under the id it reports (``/clear``
+        starts a new one, PROTOCOLS.md 7: a later ``--resume`` must name that one, or the
+        cleared conversation comes back). Returns the command list when it changed (a
+        ``commands`` event is due), else None."""
+        self.started = True
+        session_id = message.get("session_id")
+        if isinstance(session_id, str) and session_id:
+            self.agent_session_id = session_id
+        commands = command_list(self._reported_commands, message.get("slash_commands"),
+                                getattr(self.spec, "refused_commands", {}))
+        if not commands or commands == self.commands:
+            return None
+        self.commands = commands
+        return commands
 
     def idle(self) -> None:
         """The turn is over: stop the process after ``idle_seconds`` unless a turn starts."""
@@ -266,9 +302,12 @@ class Turn:
                 entry = self._cli_requests.get(str(message.get("request_id")))
                 if entry is not None:
                     self._prompts.cancel(entry.request_id, "The agent withdrew the request.")
-            elif mtype != "control_response":
+            elif mtype == "control_response":
+                self._host.initialized(message)
+            else:
+                commands = None
                 if mtype == "system" and message.get("subtype") == "init":
-                    self._host.started = True
+                    commands = self._host.agent_init(message)
                 for kind, payload in translate(message, self._host.spec.name):
                     if kind == "result":
                         payload.update(self._host.costs.result(message.get("total_cost_usd")))
@@ -278,6 +317,8 @@ class Turn:
                             # (docs/protocol.md, "Stop").
                             payload["stopped"] = True
                     self._log.append(kind, payload)
+                if commands is not None:
+                    self._log.append("commands", {"commands": commands})
                 if mtype == "result":
                     self._got_result = True
                     return "error" if message.get("is_error") else "completed"

@@ -40,7 +40,9 @@ const Composer = {
     this.stop = $("stop-btn");
     this.error = $("composer-error");
     this.form.addEventListener("submit", (e) => { e.preventDefault(); this.submit(this.input.value); });
+    Slash.init(this.input);
     this.input.addEventListener("keydown", (e) => {
+      if (Slash.onKey(e)) return;
       if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
         e.preventDefault();
         this.submit(this.input.value);
@@ -68,6 +70,12 @@ const Composer = {
     const text = raw.trim();
     const id = Sessions.currentId;
     if (!text || !id || this.sending) return;
+    // A command the agent refuses headless is not sent: say why here, not after a round trip.
+    const refused = preset ? null : Slash.refused(text);
+    if (refused) {
+      Slash.close();
+      return this.showError(`/${refused.name} is not sent: ${refused.reason}.`);
+    }
     const queue = Transcript.turnActive && !preset;
     if (Transcript.turnActive && preset) return;
     this.sending = true;
@@ -138,6 +146,143 @@ const Composer = {
     const started = Transcript.turnStarted;
     const elapsed = started ? Date.now() - started : 0;
     $("turn-timer").textContent = Transcript.turnActive && elapsed >= 1000 ? formatDuration(elapsed) : "";
+  },
+};
+
+// ------------------------------------------------------------------ Slash commands
+
+/** Completion of the agent's slash commands (the session's newest `commands` event) while the
+ *  message is `/` and a name: arrows move, Enter or Tab completes, Escape closes, a tap picks.
+ *  Commands the agent refuses headless are listed greyed with the reason, and never sent. */
+const Slash = {
+  commands: [],
+  shown: [],
+  active: -1,
+
+  init(input) {
+    this.input = input;
+    this.list = $("slash-list");
+    this.status = $("slash-status");
+    input.addEventListener("input", () => this.refresh());
+    input.addEventListener("click", () => this.refresh());
+    input.addEventListener("blur", () => setTimeout(() => {
+      if (document.activeElement !== input) this.close();
+    }, 150));
+  },
+
+  set(commands) {
+    this.commands = Array.isArray(commands) ? commands : [];
+    if (!this.list.hidden) this.refresh();
+  },
+
+  reset() {
+    this.commands = [];
+    this.close();
+  },
+
+  /** The command a message starts with (`/name …`), if the agent listed it. */
+  find(text) {
+    const m = /^\/(\S+)/.exec(text.trim());
+    if (!m) return null;
+    const name = m[1].toLowerCase();
+    return this.commands.find((c) => c.name.toLowerCase() === name
+      || (c.aliases || []).some((a) => a.toLowerCase() === name)) || null;
+  },
+
+  refused(text) {
+    const command = this.find(text);
+    return command && command.available === false ? command : null;
+  },
+
+  /** Matches for the word after `/`: names (and aliases) that start with it, then the rest
+   *  that contain it. */
+  matches(word) {
+    const w = word.toLowerCase();
+    const names = (c) => [c.name, ...(c.aliases || [])].map((n) => n.toLowerCase());
+    const starts = this.commands.filter((c) => names(c).some((n) => n.startsWith(w)));
+    const contains = this.commands.filter((c) => !starts.includes(c) && names(c).some((n) => n.includes(w)));
+    return [...starts, ...contains];
+  },
+
+  refresh() {
+    const value = this.input.value;
+    const m = /^\/(\S*)$/.exec(value);
+    const atEnd = this.input.selectionStart === value.length;
+    if (!m || !atEnd) return this.close();
+    if (!this.commands.length) {
+      return this.render([], "The agent lists its commands once it has answered a first message.");
+    }
+    const found = this.matches(m[1]);
+    this.render(found, found.length ? "" : `No command starts with /${m[1]}.`);
+  },
+
+  render(found, note) {
+    this.shown = found;
+    this.active = found.length ? 0 : -1;
+    const items = found.map((c, i) => {
+      const off = c.available === false;
+      const detail = off ? `Not available: ${c.reason}` : c.description || "";
+      const item = el("li", {className: `slash-item${off ? " is-refused" : ""}`, attrs: {
+        role: "option", id: `slash-opt-${i}`, "aria-selected": "false",
+        "aria-disabled": off ? "true" : undefined, "data-command": c.name}}, [
+        el("span", {className: "slash-name", text: `/${c.name}`}),
+        c.argument_hint ? el("span", {className: "slash-hint", text: c.argument_hint}) : null,
+        detail ? el("span", {className: "slash-desc", text: detail}) : null,
+      ]);
+      // Keep the focus (and the phone's keyboard) in the message box.
+      item.addEventListener("pointerdown", (e) => e.preventDefault());
+      item.addEventListener("click", () => this.complete(i));
+      return item;
+    });
+    if (note) items.push(el("li", {className: "slash-note", text: note, attrs: {role: "presentation"}}));
+    this.list.replaceChildren(...items);
+    this.list.hidden = false;
+    this.status.textContent = found.length ? `${found.length} command${found.length === 1 ? "" : "s"}` : note;
+    this.highlight();
+  },
+
+  highlight() {
+    [...this.list.querySelectorAll(".slash-item")].forEach((item, i) => {
+      item.setAttribute("aria-selected", i === this.active ? "true" : "false");
+      if (i === this.active) item.scrollIntoView({block: "nearest"});
+    });
+    if (this.active >= 0) this.input.setAttribute("aria-activedescendant", `slash-opt-${this.active}`);
+    else this.input.removeAttribute("aria-activedescendant");
+  },
+
+  close() {
+    if (!this.list || this.list.hidden) return;
+    this.list.hidden = true;
+    this.list.replaceChildren();
+    this.shown = [];
+    this.active = -1;
+    this.input.removeAttribute("aria-activedescendant");
+    this.status.textContent = "";
+  },
+
+  /** Put `/name ` in the box; a refused one says why at once. */
+  complete(i) {
+    const command = this.shown[i];
+    if (!command) return;
+    this.input.value = `/${command.name}${command.available === false ? "" : " "}`;
+    this.close();
+    this.input.focus();
+    Composer.grow();
+    Composer.showError(command.available === false ? `/${command.name} is not available: ${command.reason}.` : "");
+  },
+
+  /** Keys while the list is open; true when the key was the list's. */
+  onKey(e) {
+    if (this.list.hidden || e.isComposing) return false;
+    const n = this.shown.length;
+    if (e.key === "Escape") this.close();
+    else if (e.key === "ArrowDown" && n) this.active = (this.active + 1) % n;
+    else if (e.key === "ArrowUp" && n) this.active = (this.active - 1 + n) % n;
+    else if ((e.key === "Enter" || e.key === "Tab") && !e.shiftKey && this.active >= 0) this.complete(this.active);
+    else return false;
+    e.preventDefault();
+    if (!this.list.hidden) this.highlight();
+    return true;
   },
 };
 

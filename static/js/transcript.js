@@ -231,6 +231,7 @@ const Transcript = {
     this.tools.clear();
     this.cards.clear();
     Queue.reset();
+    Slash.reset();
     this.toolCards.clear();
     Composer.update();
   },
@@ -328,7 +329,11 @@ const Transcript = {
       if (!item) item = this.add(el("li", {className: "item msg msg-agent"}, [el("div", {className: "bubble"})]), event);
       item.dataset.eventId = String(event.id);
       item.dataset.kind = "text";
-      Markdown.render(item.firstChild, event.text || "");
+      // A slash command's output (/cost, /context) is laid out in columns: kept as sent.
+      if (event.command_output) {
+        item.classList.add("command-output");
+        item.firstChild.replaceChildren(el("pre", {className: "command-output-text", text: event.text || ""}));
+      } else Markdown.render(item.firstChild, event.text || "");
       this.endStreaming();
     },
     thinking(event) {
@@ -411,6 +416,13 @@ const Transcript = {
     },
     prompt_queued(event) {
       Queue.apply(event);
+    },
+    commands(event) {
+      Slash.set(event.commands);
+    },
+    context_cleared(event) {
+      this.endStreaming();
+      this.notice(event, "Context cleared: the agent starts afresh", "neutral");
     },
     prompt_dequeued(event) {
       Queue.apply(event);

@@ -528,3 +528,128 @@ def test_the_phone_header_keeps_one_line_and_shows_the_model(page: Any,
     expect(page.locator("#meta-model")).to_be_visible()
     expect(page.locator("#meta-agent")).to_be_hidden()  # the phone shows the model alone
     screenshot(page, "phone-header-long-state")
+
+
+def claude_commands() -> list[dict[str, Any]]:
+    """The command list Tether makes of the Claude Code 2.1.328 recording."""
+    from tether.agents.commands import CLAUDE_HEADLESS_REFUSED, command_list
+    lines = (ROOT / "tests" / "fixtures" / "claude" / "slash.jsonl").read_text().splitlines()
+    records = [json.loads(line)["msg"] for line in lines]
+    reported = next(m["response"]["response"]["commands"] for m in records
+                    if m["type"] == "control_response")
+    names = next(m["slash_commands"] for m in records if m.get("subtype") == "init")
+    return command_list(reported, names, CLAUDE_HEADLESS_REFUSED)
+
+
+def test_slash_command_completion(page: Any, server: LiveServer) -> None:
+    """Typing `/` lists the agent's commands, filtered as you type; arrows, Tab and Enter
+    complete, Escape closes, a tap picks; a command the agent refuses headless is greyed with
+    its reason and Send refuses it without a request (issue 17, item 6)."""
+    start_session(page, server)
+    box = page.get_by_label("Message", exact=True)
+    listbox = page.get_by_role("listbox", name="Slash commands")
+    box.fill("/")
+    expect(listbox).to_contain_text("once it has answered a first message")
+    box.press("Escape")
+    expect(listbox).to_be_hidden()
+    send(page, "hello")
+    wait_turn_finished(page)
+
+    box.fill("/")
+    options = listbox.get_by_role("option")
+    expect(options).to_have_count(6)
+    expect(options.first).to_contain_text("/triage")
+    box.press_sequentially("p")
+    expect(options).to_have_count(2)  # /processes starts with it, /help contains it
+    expect(options.nth(0)).to_have_attribute("aria-selected", "true")
+    box.press("ArrowDown")
+    expect(options.nth(1)).to_have_attribute("aria-selected", "true")
+    expect(box).to_have_attribute("aria-activedescendant", "slash-opt-1")
+    box.press("ArrowUp")
+    box.press("Tab")
+    expect(box).to_have_value("/processes ")
+    expect(listbox).to_be_hidden()
+    expect(box).to_be_focused()
+
+    box.fill("/as")
+    expect(options).to_have_count(1)
+    expect(options.first).to_contain_text("<question>? <option> | <option>")
+    box.fill("/he")
+    box.press("Enter")  # completes; a second Enter sends
+    expect(box).to_have_value("/help ")
+    box.press("Enter")
+    expect(box).to_have_value("")
+    wait_turn_finished(page, turns=2)
+    expect(page.locator('[data-kind="text"]').last).to_contain_text("I am Tether's local agent")
+
+    # Claude Code's commands, as the runner lists them from the real CLI's answers.
+    page.evaluate("""(commands) => Transcript.apply({id: Transcript.lastId + 1,
+                                                     kind: "commands", commands})""",
+                  claude_commands())
+    prompts: list[str] = []
+    page.on("request", lambda r: prompts.append(r.url) if r.url.endswith("/prompt") else None)
+    box.fill("/")
+    box.press_sequentially("pl")
+    plan = options.filter(has_text="/plan")
+    expect(plan).to_have_attribute("aria-disabled", "true")
+    expect(plan).to_contain_text("Not available: plan mode is not available headless yet")
+    box.fill("/mo")
+    expect(options.first).to_contain_text("/model")
+    expect(options.first).to_contain_text("<model>")
+    box.fill("/co")  # /cost is an alias of /usage; /compact, /config, /context start with it
+    expect(options.filter(has_text="/usage")).to_have_count(1)
+    box.fill("/")
+    box.press_sequentially("l")
+    expect(options.filter(has_text="/login")).to_have_attribute("aria-disabled", "true")
+    assert_phone_friendly(page)
+    screenshot(page, "slash-completion")
+    # A tap on a greyed one (aria-disabled: Playwright needs force) fills it in and says why.
+    options.filter(has_text="/plan").click(force=True)
+    expect(box).to_have_value("/plan")
+    expect(page.locator("#composer-error")).to_have_text(
+        "/plan is not available: plan mode is not available headless yet.")
+    box.press("Enter")
+    expect(page.locator("#composer-error")).to_have_text(
+        "/plan is not sent: plan mode is not available headless yet.")
+    expect(box).to_have_value("/plan")
+    screenshot(page, "slash-refused")
+    box.fill("/help")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#composer-error")).to_contain_text("/help is not sent")
+    assert prompts == []
+    assert not page.js_errors
+
+
+def test_command_output_is_preformatted_and_clear_is_marked(page: Any,
+                                                             server: LiveServer) -> None:
+    """/cost's columns stay columns (escaped, in a <pre>), and /clear leaves a marker; each
+    event on screen once, across a reload (issue 17, item 6)."""
+    start_session(page, server)
+    send(page, "hello")
+    wait_turn_finished(page)
+    cost = ("Estimated cost:        $0.0000\nTotal duration (API):  0s\n"
+            "Usage:                 0 input, <b>0</b> output")
+    page.evaluate("""(cost) => {
+      let id = Transcript.lastId;
+      const apply = (e) => Transcript.apply({id: ++id, ...e});
+      apply({kind: "user", text: "/cost", turn: 2, ts: Date.now() / 1000});
+      apply({kind: "text", text: cost, command_output: true});
+      apply({kind: "result", is_error: false, duration_ms: 20, usage: {}});
+      apply({kind: "turn_end", turn: 2, reason: "completed"});
+      apply({kind: "user", text: "/clear", turn: 3, ts: Date.now() / 1000});
+      apply({kind: "context_cleared", trigger: "clear"});
+      apply({kind: "result", is_error: false, duration_ms: 20, usage: {}});
+      apply({kind: "turn_end", turn: 3, reason: "completed"});
+    }""", cost)
+    pre = page.locator('[data-kind="text"] pre.command-output-text')
+    expect(pre).to_have_count(1)
+    assert pre.text_content() == cost  # columns, newlines and the angle brackets as sent
+    assert pre.evaluate("n => getComputedStyle(n).whiteSpace") == "pre"
+    expect(page.locator("#transcript b")).to_have_count(0)
+    marker = page.locator('[data-kind="context_cleared"]')
+    expect(marker).to_have_text("Context cleared: the agent starts afresh")
+    assert_rendered_once(page)
+    assert_phone_friendly(page)
+    marker.scroll_into_view_if_needed()
+    screenshot(page, "slash-output")
+    assert not page.js_errors

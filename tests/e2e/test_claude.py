@@ -252,6 +252,41 @@ def test_second_turn_resumes_the_conversation(server: LiveServer, api: FakeAnthr
     assert len(set(sessions)) == 1
 
 
+def test_slash_commands_list_output_and_clear(server: LiveServer) -> None:
+    """Issue 17, item 6, with the real CLI: its commands become a ``commands`` event with the
+    headless refusals marked; /cost's output is command output; /model's confirmation is
+    shown; /clear is a ``context_cleared`` event, and the next turn (a new process: idle
+    timeout 0) does not get the cleared conversation back."""
+    sid = server.create_session()["id"]
+    run_turn(server, sid, "[remember] the password is swordfish")
+    events = events_until_turn_end(server, sid)
+    listed = [e for e in events if e["kind"] == "commands"]
+    assert len(listed) == 1
+    commands = {c["name"]: c for c in listed[0]["commands"]}
+    assert commands["model"]["available"] is True and commands["model"]["argument_hint"]
+    assert commands["plan"]["available"] is False
+    assert commands["plan"]["reason"] == "plan mode is not available headless yet"
+    assert commands["help"]["available"] is False and commands["login"]["available"] is False
+
+    def turn(text: str) -> list[dict[str, Any]]:
+        nonlocal events
+        run_turn(server, sid, text)
+        events = events_until_turn_end(server, sid, after=events[-1]["id"])
+        return events
+
+    cost = [e for e in turn("/cost") if e["kind"] == "text"]
+    assert len(cost) == 1 and cost[0]["command_output"] is True
+    assert re.search(r"^Estimated cost: +\$", cost[0]["text"], re.M)
+    assert "\nTotal duration (API):  " in cost[0]["text"] and "\nUsage" in cost[0]["text"]
+    model = [e for e in turn("/model sonnet") if e["kind"] == "text"]
+    assert model[0]["text"].startswith("Set model to") and model[0]["command_output"] is True
+    cleared = turn("/clear")
+    assert [e["kind"] for e in cleared].count("context_cleared") == 1
+    recalled = turn("[recall] what did I say?")
+    assert [e["text"] for e in recalled if e["kind"] == "text"][-1] == "I remember: nothing"
+    assert not any(e["kind"] == "commands" for e in recalled)  # the same list: not again
+
+
 def test_cancel_interrupts_and_leaves_no_process(server: LiveServer) -> None:
     sid = server.create_session()["id"]
     run_turn(server, sid, "[slow] sleep for a while")

@@ -293,7 +293,24 @@ def sc_mid_turn_message(c: Claude, ws: Path) -> Body:
     return {"result": res["result"], "num_turns": res.get("num_turns"), "second_result": extra}
 
 
+#: Slash commands sent one per turn (``slash.jsonl``): refused headless, local output in
+#: columns, the model switch, and ``/clear`` between two prompts.
+SLASH_PROMPTS = ("/help", "/plan", "/login", "/cost", "/model sonnet", "Remember banana", "/clear",
+                 "Say hello again")
+
+
+def sc_slash(c: Claude, ws: Path) -> Body:
+    c.send(INITIALIZE)
+    answers = {}
+    for text in SLASH_PROMPTS:
+        c.send(user(text))
+        res = c.wait_for(is_type("result"))
+        answers[text] = {k: res.get(k) for k in ("result", "local_command", "session_id")}
+    return {"answers": answers}
+
+
 SCENARIOS: dict[str, t.Callable[[Claude, Path], Body]] = {
+    "slash": sc_slash,
     "text": sc_text, "tool_allow": sc_tool_allow, "tool_deny": sc_tool_deny, "ask": sc_ask,
     "interrupt": sc_interrupt, "interrupt_streaming": sc_interrupt_streaming,
     "two_turns": sc_two_turns, "api_error": sc_api_error, "no_initialize": sc_no_initialize,

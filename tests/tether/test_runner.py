@@ -257,3 +257,60 @@ def test_lone_surrogate_in_a_prompt_reaches_the_agent(core: SessionRegistry) -> 
     session.submit("hello \ud800 there")
     assert session.wait_idle(10)
     assert last(session, "turn_end")["reason"] == "completed"
+
+
+def test_commands_are_appended_once_after_the_agent_session(core: SessionRegistry) -> None:
+    """The local agent's commands reach the log as one ``commands`` event, after the first
+    turn's ``agent_session``, and not again while they stay the same (issue 17, item 6)."""
+    session = core.create()
+    for text in ("hello", "/help"):
+        session.submit(text)
+        assert session.wait_idle(10)
+    seen = kinds(session)
+    assert seen.count("commands") == 1 and seen.index("commands") == seen.index("agent_session") + 1
+    names = [c["name"] for c in last(session, "commands")["commands"]]
+    assert names == ["triage", "disk", "memory", "processes", "ask", "help"]
+    # `/help` is the local agent's help, like any text it does not know.
+    texts = [e.payload["text"] for e in session.log.read_after(0) if e.kind == "text"]
+    assert texts[0] == texts[1] and texts[1].startswith("I am Tether's local agent")
+
+
+CLEARING_AGENT = r"""
+import json, sys, uuid
+sid = sys.argv[-1].split("=", 1)[1]
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("type") == "control_request":
+        print(json.dumps({"type": "control_response", "response": {"subtype": "success",
+              "request_id": msg["request_id"], "response": {}}}), flush=True)
+    elif msg.get("type") == "user":
+        if msg["message"]["content"] == "/clear":  # as Claude Code 2.1.328 answers it
+            print(json.dumps({"type": "conversation_reset", "trigger": "clear",
+                  "session_id": sid}), flush=True)
+            sid = str(uuid.uuid4())
+        print(json.dumps({"type": "system", "subtype": "init", "session_id": sid,
+              "model": "echo", "cwd": "."}), flush=True)
+        print(json.dumps({"type": "result", "subtype": "success", "is_error": False,
+              "result": ""}), flush=True)
+"""
+
+
+def test_after_clear_the_next_process_resumes_the_new_conversation(tmp_path: Path) -> None:
+    """/clear starts a new agent session: a process started after it resumes that one, not
+    the cleared conversation (which would come back whole)."""
+    agent = ScriptAgent("clearer", CLEARING_AGENT)
+    core = make_core(tmp_path, agent, agent_idle_seconds=0)
+    try:
+        session = core.create(agent="clearer")
+        first = session.agent_session_id
+        for text in ("one", "/clear", "two"):
+            session.submit(text)
+            assert session.wait_idle(10)
+        cleared = [e.payload for e in session.log.read_after(0) if e.kind == "context_cleared"]
+        assert cleared == [{"trigger": "clear"}]
+        new = last(session, "agent_session")["agent_session_id"]
+        assert new != first and session.agent_session_id == new
+        assert [call[-1] for call in agent.calls] == [
+            f"--session-id={first}", f"--resume={first}", f"--resume={new}"]
+    finally:
+        core.shutdown()

@@ -19,6 +19,9 @@ class AgentSpec(Protocol):
 
     ``argv`` gets the agent session id (a UUID) and whether the agent already has that
     session (then it must resume it rather than start it).
+
+    An agent may also have ``refused_commands``, ``{name: reason}``: slash commands it
+    refuses headless, shown unavailable in the ``commands`` event (tether/agents/commands.py).
     """
 
     name: str

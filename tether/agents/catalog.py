@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tether.agents.base import AgentCatalog, inherited_env
 from tether.agents.claude import STREAM_JSON_FLAGS, session_flag
+from tether.agents.commands import CLAUDE_HEADLESS_REFUSED
 from tether.config import Settings
 
 #: Environment variables with which Claude Code needs no login of its own: an API key, a
@@ -48,6 +49,8 @@ class ClaudeAgent:
 
     name = "claude"
     description = "Claude Code: a real coding agent (needs the claude CLI and an API key)."
+    #: Slash commands it refuses headless, with the reason the composer shows.
+    refused_commands = CLAUDE_HEADLESS_REFUSED
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -75,6 +78,7 @@ class LocalAgent:
     name = "local"
     description = ("Local helper: runs shell commands you approve ($ cmd), diagnostics "
                    "(triage, disk, memory, processes) and questions (ask). No API key.")
+    refused_commands: dict[str, str] = {}
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings

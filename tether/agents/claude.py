@@ -49,12 +49,18 @@ def translate(message: Mapping[str, Any], agent: str) -> Translated:
     if kind == "system" and message.get("subtype") == "init":
         return [("agent_session", {"agent": agent, "agent_session_id": message.get("session_id"),
                                    "model": message.get("model"), "cwd": message.get("cwd")})]
+    if kind == "conversation_reset":
+        # The CLI's answer to /clear (PROTOCOLS.md 7): a new conversation, nothing of the old
+        # one kept; its next system/init carries the new session id.
+        trigger = message.get("trigger")
+        return [("context_cleared", {"trigger": trigger if isinstance(trigger, str) else None})]
     if kind == "stream_event":
         return _stream_event(message.get("event") or {})
     if kind == "assistant":
-        return _assistant(message.get("message") or {})
+        return _assistant(message.get("message") or {},
+                          command_output="local_command_source" in message)
     if kind == "user":
-        return _tool_results(message)
+        return _command_stdout(message) or _tool_results(message)
     if kind == "result":
         return [("result", _result(message))]
     return []
@@ -68,18 +74,41 @@ def _stream_event(event: Mapping[str, Any]) -> Translated:
     return []
 
 
-def _assistant(message: Mapping[str, Any]) -> Translated:
+def _assistant(message: Mapping[str, Any], command_output: bool = False) -> Translated:
+    """``command_output``: the text is a slash command's output (the CLI marks it with
+    ``local_command_source``, PROTOCOLS.md 7): text laid out in columns, not Markdown, so the
+    ``text`` event says ``command_output: true`` and the page keeps it preformatted."""
     out: Translated = []
     for block in _blocks(message.get("content")):
         btype = block.get("type")
         if btype == "text":
-            out.append(("text", {"text": str(block.get("text", ""))}))
+            payload: dict[str, Any] = {"text": str(block.get("text", ""))}
+            if command_output:
+                payload["command_output"] = True
+            out.append(("text", payload))
         elif btype == "thinking":
             out.append(("thinking", {"text": str(block.get("thinking", ""))}))
         elif btype == "tool_use":
             out.append(("tool_use", {"tool_use_id": block.get("id"), "name": block.get("name"),
                                      "input": block.get("input") or {}}))
     return out
+
+
+_STDOUT_OPEN, _STDOUT_CLOSE = "<local-command-stdout>", "</local-command-stdout>"
+
+
+def _command_stdout(message: Mapping[str, Any]) -> Translated:
+    """A slash command's output sent as a user message (``/compact``: ``<local-command-stdout>
+    Compacted </local-command-stdout>``, PROTOCOLS.md 7) as command output text."""
+    body = message.get("message")
+    content = body.get("content") if isinstance(body, Mapping) else None
+    if not isinstance(content, str):
+        return []
+    text = content.strip()
+    if not (text.startswith(_STDOUT_OPEN) and text.endswith(_STDOUT_CLOSE)):
+        return []
+    inner = text[len(_STDOUT_OPEN):-len(_STDOUT_CLOSE)].strip()
+    return [("text", {"text": inner, "command_output": True})] if inner else []
 
 
 def _tool_results(message: Mapping[str, Any]) -> Translated:

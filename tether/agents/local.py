@@ -36,6 +36,9 @@ Commands (the user text, stripped):
   one-line summary instead of the concatenated deltas, so a big run does not end in one
   multi-megabyte event.
 - anything else: a short help text.
+- Each command but `$` and `bench` may be typed with a slash too (`/triage`, `/ask …`,
+  `/help`): the `initialize` response's `commands` and `system/init`'s `slash_commands` list
+  them, as Claude Code lists its own (PROTOCOLS.md 7), so Tether's composer completes them.
 """
 
 from __future__ import annotations
@@ -78,6 +81,22 @@ BENCH_USAGE = (
 )
 
 Json = dict[str, Any]
+
+#: The slash commands this agent offers, in the shape of Claude Code's ``initialize``
+#: response (PROTOCOLS.md 7): ``/triage`` is ``triage`` and so on; ``/help`` is the help text.
+COMMANDS: list[Json] = [
+    {"name": "triage", "description": "Uptime, disk, memory and the busiest processes, "
+                                      "each command approved, then a summary",
+     "argumentHint": ""},
+    {"name": "disk", "description": "Disk usage and the workspace's size", "argumentHint": ""},
+    {"name": "memory", "description": "Memory use and the kernel's counters",
+     "argumentHint": ""},
+    {"name": "processes", "description": "The busiest processes by CPU and by memory",
+     "argumentHint": ""},
+    {"name": "ask", "description": "Have the agent ask you a question, with 2 to 4 options",
+     "argumentHint": "<question>? <option> | <option>"},
+    {"name": "help", "description": "What this agent can do", "argumentHint": ""},
+]
 
 
 def _log(message: str) -> None:
@@ -372,7 +391,7 @@ class LocalAgent:
         request_id = message.get("request_id")
         subtype = (message.get("request") or {}).get("subtype")
         if subtype == "initialize":
-            body = {"commands": [], "models": [{"value": MODEL}], "pid": os.getpid(),
+            body = {"commands": COMMANDS, "models": [{"value": MODEL}], "pid": os.getpid(),
                     "claude_code_version": VERSION}
         elif subtype == "interrupt":
             body = {"still_queued": []}
@@ -424,7 +443,8 @@ class LocalAgent:
         with self._state:
             self._turn = turn
         self.emit(self._base("system", subtype="init", cwd=self.cwd, tools=TOOLS, mcp_servers=[],
-                             model=MODEL, permissionMode="default", slash_commands=[],
+                             model=MODEL, permissionMode="default",
+                             slash_commands=[c["name"] for c in COMMANDS],
                              apiKeySource="none", claude_code_version=VERSION))
         subtype, reason = "success", "completed"
         try:
@@ -443,6 +463,10 @@ class LocalAgent:
                    "uuid": str(uuid.uuid4())})
 
     def _dispatch(self, turn: Turn, text: str) -> None:
+        name = text[1:].split(None, 1)[0].lower() if text.startswith("/") and text[1:2].strip() \
+            else ""
+        if name in {c["name"] for c in COMMANDS}:
+            text = text[1:]  # `/triage` is `triage`, `/ask …` is `ask …`, `/help` the help
         word = text.lower()
         if text.startswith("$") and text[1:].strip():
             self._shell(turn, text[1:].strip())

@@ -184,7 +184,11 @@ def test_initialize_is_answered(spawn: Callable[..., AgentProcess]) -> None:
     assert response["response"]["models"] == [{"value": "local"}]
     assert response["response"]["pid"] == agent.proc.pid
     assert response["response"]["claude_code_version"] == "tether-local"
-    assert response["response"]["commands"] == []
+    # Its own slash commands, in Claude Code's shape (issue 17, item 6).
+    names = [c["name"] for c in response["response"]["commands"]]
+    assert names == ["triage", "disk", "memory", "processes", "ask", "help"]
+    ask = response["response"]["commands"][4]
+    assert ask["argumentHint"] == "<question>? <option> | <option>" and ask["description"]
     assert agent.close() == 0
 
 
@@ -428,7 +432,7 @@ def test_ask_with_one_option_explains_the_syntax(spawn: Callable[..., AgentProce
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("preset", ["triage", "disk", "Memory", "PROCESSES"])
+@pytest.mark.parametrize("preset", ["triage", "disk", "Memory", "PROCESSES", "/disk"])
 def test_preset_asks_each_command(spawn: Callable[..., AgentProcess], preset: str) -> None:
     agent = spawn()
     agent.user(preset)
@@ -439,7 +443,7 @@ def test_preset_asks_each_command(spawn: Callable[..., AgentProcess], preset: st
             break
         commands.append(seen[-1]["request"]["input"]["command"])
         agent.allow(seen[-1])
-    assert [s.command for s in local.PRESETS[preset.lower()]] == commands
+    assert [s.command for s in local.PRESETS[preset.lower().lstrip("/")]] == commands
     assert len(commands) >= 2
     summary = seen[-1]
     assert summary["subtype"] == "success" and summary["num_turns"] == len(commands) + 1
