@@ -490,6 +490,9 @@ class RedisStore:
                                         min=str(log.last_id + 1), max="+", count=PAGE_ROWS)
             if not exists or closed == b"1":
                 log.close()
+                with self._lock:  # deleted (by any process): this store forgets it too
+                    if self._logs.get(log.session_id) is log:
+                        del self._logs[log.session_id]
 
     def _lost_data(self) -> None:
         """Redis lost its data: close every open log (their ids cannot continue)."""

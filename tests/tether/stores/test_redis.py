@@ -222,6 +222,7 @@ def test_drop_in_one_store_closes_the_log_in_the_other(make_store: StoreMaker) -
     with pytest.raises(RuntimeError, match="closed"):
         log_b.append("text", {"text": "after"})
     assert b.sessions() == [] and a.sessions() == []
+    assert b.open_log("s") is not log_b  # B forgot the deleted log (no mirror kept for it)
 
 
 def test_a_log_of_a_deleted_session_refuses_appends_even_before_it_hears_of_it(
