@@ -59,7 +59,8 @@ bind = f"{_host}:{_settings.port}"
 wsgi_app = "app:create_app()"
 
 # Worker processes
-# Sessions live in one process (memory or SQLite store): exactly one worker (on_starting).
+# Sessions and their turns live in one process, whatever the store: exactly one worker
+# (on_starting) until the Redis store can share them (issue 14).
 workers = 1
 worker_class = "gevent"
 # Each SSE stream and long-poll holds one connection; an idle stream costs a greenlet.
@@ -130,10 +131,11 @@ logger_class = AccessLog
 def on_starting(server):
     if server.cfg.workers != 1:
         raise SystemExit(
-            f"Tether's sessions live in one process (the memory store in its memory, the "
-            f"SQLite store behind one connection and a lock file), so it needs exactly one "
-            f"worker (workers = {server.cfg.workers} was asked). One gevent worker holds "
-            f"thousands of connections; for more, use a shared store (Redis) once it exists."
+            f"Tether runs exactly one worker for now (workers = {server.cfg.workers} was "
+            f"asked): sessions and their turns live in the worker that runs them. Several "
+            f"workers will need TETHER_STORE=redis, which is being built for that (issue 14: "
+            f"its event logs are already shared between processes; turn ownership and "
+            f"takeover are not). One gevent worker holds thousands of connections."
         )
 
 

@@ -48,7 +48,8 @@ def events(session_id: str) -> Response:
     limit = parse_limit(request.args.get("limit"), "limit", DEFAULT_LIMIT, MAX_LIMIT)
     inbox_seen = parse_cursor(request.args.get("inbox"), "inbox")
     log, inbox = session.log, core.inbox
-    reset = after > log.last_id
+    # Past this worker's view is not past the end until the store says so (EventLog.sync).
+    reset = after > log.last_id and after > log.sync(after)
     if reset:
         after = 0
     elif wait > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from tests.redis_server import RedisServer
 from tests.support import AUTH_HEADERS, TALLY, TALLY_NAMES, TEST_TOKEN, Tally
 from tether.sessions import SessionRegistry
 
@@ -84,3 +86,18 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def core(app: Flask) -> SessionRegistry:
     return app.extensions["tether"]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private redis-server (tests/redis_server.py) shared by the session's tests: each
+    test keeps to its own key prefix (:func:`redis_prefix`). Tests that stop, restart or
+    flush Redis start their own ``RedisServer``."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix of this test's own (TETHER_REDIS_PREFIX)."""
+    return f"t{secrets.token_hex(6)}"

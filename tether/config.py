@@ -86,7 +86,17 @@ class Settings(BaseSettings):
         0.02, ge=0, allow_inf_nan=False, validation_alias=_env("LOCAL_WORD_DELAY")
     )
     max_sessions: int = Field(1000, gt=0, validation_alias=_env("MAX_SESSIONS"))
-    store: Literal["memory", "sqlite"] = Field("memory", validation_alias=_env("STORE"))
+    store: Literal["memory", "sqlite", "redis"] = Field("memory",
+                                                        validation_alias=_env("STORE"))
+    #: TETHER_STORE=redis: the server (``redis://[[user]:password@]host:port/db``); a secret,
+    #: as it may carry a password (SECRET_SETTINGS).
+    redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"),
+                                 validation_alias=_env("REDIS_URL"))
+    #: TETHER_STORE=redis: the start of every key (``<prefix>:epoch``, ``<prefix>:{<sid>}:log``
+    #: …), so that several Tethers can share one Redis database.
+    redis_prefix: str = Field("tether", min_length=1, max_length=100,
+                              pattern=r"^[A-Za-z0-9_.:-]+$",
+                              validation_alias=_env("REDIS_PREFIX"))
 
     # Trust (README "Security")
     token: SecretStr | None = Field(None, validation_alias=_env("TOKEN"))

@@ -97,7 +97,9 @@ class Feed:
 
         :returns: ``{"session_id", "after", "last_event_id", "epoch", "reset"}``.
         """
-        last = log.last_id
+        # A cursor past this process's view may be one another process served (Redis
+        # store): only past the store's end is it a reset.
+        last = log.sync(after) if after > log.last_id else log.last_id
         reset = after > last or (epoch is not None and epoch != self.epoch)
         cursor = 0 if reset else after
         with self._lock:

@@ -1,6 +1,6 @@
-"""Server restarts lose nothing (issue 4): a real gunicorn with ``TETHER_STORE=sqlite``, stopped
-gracefully (SIGTERM) or killed (SIGKILL to its whole process group), then started again on the
-same data dir and port.
+"""Server restarts lose nothing (issue 4): a real gunicorn with ``TETHER_STORE=sqlite``, or
+``TETHER_STORE=redis`` on a private redis-server (issue 14), stopped gracefully (SIGTERM) or
+killed (SIGKILL to its whole process group), then started again on the same data dir and port.
 
 After either, every session and every event is back with the same ids and the same epoch, a
 client resumes with its cursor and gets exactly the rest, a turn that was running ends once
@@ -71,14 +71,25 @@ def sse_after(server: LiveServer, sid: str, last_event_id: int,
     raise AssertionError("the stream ended before it caught up")
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def durable(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The settings of a durable store: SQLite in the data dir, or a private Redis under this
+    test's own key prefix."""
+    if request.param == "sqlite":
+        return {"TETHER_STORE": "sqlite"}
+    server = request.getfixturevalue("redis_server")
+    return {"TETHER_STORE": "redis", "TETHER_REDIS_URL": server.url,
+            "TETHER_REDIS_PREFIX": request.getfixturevalue("redis_prefix")}
+
+
 def check_log(tally: Tally, events: list[dict[str, Any]]) -> None:
     """Ids 1..N, each once, in order (tallied)."""
     tally.check_exact(list(range(1, len(events) + 1)), [e["id"] for e in events])
 
 
-def test_sigterm_and_start_bring_back_every_session_and_event(tmp_path: Path,
-                                                              tally: Tally) -> None:
-    with LiveServer(tmp_path, TETHER_STORE="sqlite") as server:
+def test_sigterm_and_start_bring_back_every_session_and_event(
+        tmp_path: Path, tally: Tally, durable: dict[str, str]) -> None:
+    with LiveServer(tmp_path, **durable) as server:
         done = server.create_session(title="done")["id"]
         prompt(server, done, "hello")
         first_end = server.wait_for_event(done, "turn_end")
@@ -98,9 +109,10 @@ def test_sigterm_and_start_bring_back_every_session_and_event(tmp_path: Path,
 
         server.stop()
         tally.add("restarts")
-        # The stop left everything in the database file: the WAL checkpointed and emptied.
-        wal = tmp_path / "data" / "tether.sqlite3-wal"
-        assert not wal.exists() or wal.stat().st_size == 0
+        if durable["TETHER_STORE"] == "sqlite":
+            # The stop left everything in the database file: the WAL checkpointed and emptied.
+            wal = tmp_path / "data" / "tether.sqlite3-wal"
+            assert not wal.exists() or wal.stat().st_size == 0
         server.start()
 
         again = server.api("GET", "/api/sessions").json()
@@ -138,9 +150,9 @@ def test_sigterm_and_start_bring_back_every_session_and_event(tmp_path: Path,
 
 
 def test_sigkill_mid_turn_then_start_interrupts_the_turn_and_cancels_its_requests(
-        tmp_path: Path, tally: Tally) -> None:
+        tmp_path: Path, tally: Tally, durable: dict[str, str]) -> None:
     # Words 0.1 s apart: the help text streams for seconds, so the kill lands mid-turn.
-    with LiveServer(tmp_path, TETHER_STORE="sqlite", TETHER_LOCAL_WORD_DELAY=0.1) as server:
+    with LiveServer(tmp_path, TETHER_LOCAL_WORD_DELAY=0.1, **durable) as server:
         asking = server.create_session(title="asking")["id"]
         prompt(server, asking, "$ echo back")
         request = server.wait_for_event(asking, "approval_request")

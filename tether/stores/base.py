@@ -4,8 +4,8 @@ A store hands out one :class:`EventLog` per session. Transports use only
 :meth:`EventLog.read_after` and :meth:`EventLog.wait_for` (DESIGN.md rule 7); the runner and
 the prompt registry use :meth:`EventLog.append`. A store also keeps one
 :class:`SessionRecord` per session, so that a durable store can bring sessions back after a
-restart. Backends: ``memory`` (one process, the default), ``sqlite`` (durable, one host);
-``redis`` slots in behind the same protocol.
+restart. Backends: ``memory`` (one process, the default), ``sqlite`` (durable, one host),
+``redis`` (durable, its logs shared by every process that opens it).
 """
 
 from __future__ import annotations
@@ -51,6 +51,13 @@ class EventLog(Protocol):
         :returns: True when an event after ``after`` exists (or the log closed), False on
             timeout.
         """
+
+    def sync(self, after: int) -> int:
+        """Make this process's view of the log hold every event up to ``after`` that the
+        store holds, and return :attr:`last_id`. Call it before treating a cursor past
+        ``last_id`` as past the end (a reset): with the Redis store another process may have
+        served that client events this one has not heard of yet. Memory and SQLite logs are
+        the whole truth already: it only returns ``last_id``."""
 
     def watch(self, flag: threading.Event) -> None:
         """Set ``flag`` on every append and on close, until :meth:`unwatch`.

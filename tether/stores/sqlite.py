@@ -160,6 +160,9 @@ class SqliteEventLog(WakeupSource):
     def wait_for(self, after: int, timeout: float | None) -> bool:
         return self._wakeup.wait_for(lambda: self._closed or self._last_id > after, timeout)
 
+    def sync(self, after: int) -> int:
+        return self.last_id  # this process holds the whole log
+
 
 class SqliteStore:
     """Logs, session records and the epoch in one SQLite file; see the module docstring.

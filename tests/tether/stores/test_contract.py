@@ -1,6 +1,8 @@
 """The store contract (tether/stores/base.py), run against every store: the in-memory one,
-the SQLite one, and the SQLite one with a two-event memory tail, so that reads stitch rows
-from the file to events in memory.
+the SQLite one, the SQLite one with a two-event memory tail, so that reads stitch rows
+from the file to events in memory, and the Redis one (a private redis-server,
+tests/redis_server.py), also with a two-event tail, so that reads stitch stream entries to
+events in memory.
 
 The memory-only tests stay in tests/tether/test_log.py.
 """
@@ -18,19 +20,27 @@ import pytest
 
 from tether.stores.base import EventLog, SessionRecord, Store
 from tether.stores.memory import MemoryStore
+from tether.stores.redis import RedisStore
 from tether.stores.sqlite import SqliteStore
 
 CLOCK = 1763900000.1234
 StoreFactory = Callable[[], Store]
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-tail-2"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-tail-2", "redis", "redis-tail-2"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     stores: list[Store] = []
+    if request.param.startswith("redis"):
+        server = request.getfixturevalue("redis_server")
+        prefix = request.getfixturevalue("redis_prefix")
 
     def factory() -> Store:
         if request.param == "memory":
             store: Store = MemoryStore(clock=lambda: CLOCK)
+        elif request.param.startswith("redis"):
+            # Each store its own prefix: a new store is a new Redis "database".
+            store = RedisStore(server.url, f"{prefix}-{len(stores)}", clock=lambda: CLOCK,
+                               tail=2 if request.param == "redis-tail-2" else 1024)
         else:
             tail = 2 if request.param == "sqlite-tail-2" else 1024
             store = SqliteStore(tmp_path / f"db{len(stores)}" / "tether.sqlite3",

@@ -1,0 +1,690 @@
+"""The Redis store: every session's log and record in Redis, shared by every process that opens
+it (``TETHER_STORE=redis``; /work/shared/SCALE-OUT.md sections 3-5).
+
+Keys (``P`` is ``TETHER_REDIS_PREFIX``; ``{sid}`` is a hash tag, literally in braces)
+    ``P:epoch``         string: the store's epoch (16 hex digits), ``SET NX`` at the first start.
+    ``P:sessions``      zset: session ids scored by ``created_at`` (Unix seconds).
+    ``P:{sid}:rec``     hash: the :class:`SessionRecord` fields, plus ``last`` (newest event id)
+                        and ``closed`` (1 once deleted).
+    ``P:{sid}:log``     stream: one entry per event, entry id ``N-0`` for event ``N``, one field
+                        ``d`` holding the envelope bytes (DESIGN.md rule 3). Never trimmed.
+    ``P:wake``          stream, ``MAXLEN ~ 50000``: one entry per change, entry id ``q-0`` with
+                        ``q`` from ``INCR P:wake:seq`` (so wake ids have no gaps); fields ``s``
+                        (session id) and either ``n`` (its newest event id) and ``d`` (that
+                        event's bytes when at most 1 KiB, else empty), or ``c`` (a control:
+                        ``closed`` when the session was deleted).
+    ``P:wake:seq``      string: the wake counter.
+
+Appends
+    Every append is one call of the Redis Function ``tether_v<N>_append`` (library
+    ``tether_v<N>``, :data:`LIBRARY`): it checks the epoch and that the session is neither
+    closed nor gone, takes ``last + 1``, ``XADD``\\ s the event with that explicit id (which
+    Redis refuses at or below the stream's top: a second guard against reusing ids), sets
+    ``last``, and adds the wake entry; all in one atomic step, so ids have no gaps and no
+    duplicates however many processes append. Python encodes the envelope as
+    :func:`tether.events.make_event` does; the function only puts ``{"id":N`` in front, so
+    the bytes are the other stores' bytes.
+
+Delivery
+    Each process serves the logs it opened from memory (a mirror: ``last_id``, ``closed`` and
+    the newest ``tail`` events), reads older events from the stream in pages, and wakes its
+    waiters on a local :class:`~tether.wakeup.Wakeup`. One wake reader per store (a daemon
+    thread; a greenlet under gevent), on a connection of its own, follows ``P:wake`` with a
+    blocking ``XREAD`` and brings each open log up to date: it applies an event carried in the
+    wake entry when it is the next one, fetches the rest with ``XRANGE``, and wakes each
+    changed log once per batch. A jump in the wake ids (a reconnect, or a reader that fell
+    more than ``MAXLEN`` behind) resyncs every open log from Redis. The appender applies its
+    own event at once, so its clients pay one round trip and nothing more. Wake entries are
+    only hints (DESIGN.md rule 2): the log streams are the truth.
+
+A cursor ahead of this process's view
+    Another process may have served a client events this one has not heard of yet. Callers
+    that would treat a cursor past ``last_id`` as a reset first call
+    :meth:`RedisEventLog.sync`, which reads ``last`` and the missing events from Redis; only a
+    cursor past Redis's ``last`` is past the end.
+
+Durability
+    As durable as Redis is configured: with ``appendonly yes`` and ``appendfsync everysec``,
+    a Tether crash loses nothing, a crash of the Redis host at most about one second (as with
+    SQLite's ``synchronous=NORMAL``, a client then past the end gets ``reset``). If Redis loses
+    its data (a FLUSHALL, a restart without persistence), the epoch key goes with it: appends
+    on the old logs raise :class:`EpochChanged` instead of starting ids again at 1, and the
+    next start gets a new epoch. ``maxmemory-policy`` must be ``noeviction`` (a warning is
+    logged when Redis reports another): evicting a record would restart its ids.
+
+Errors
+    Redis being unreachable makes a command raise :class:`redis.exceptions.ConnectionError`
+    (or :class:`~redis.exceptions.TimeoutError`) to its caller; the wake reader logs it once,
+    retries with a back-off and resyncs every open log when Redis is back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from tether.events import Event, make_event
+from tether.stores.base import SessionRecord
+from tether.stores.sqlite import StoredPayload
+from tether.wakeup import Wakeup, WakeupSource
+
+logger = logging.getLogger(__name__)
+
+#: Events each log keeps in memory (its newest).
+DEFAULT_TAIL = 1024
+#: Entries per ``XRANGE`` when reading a log from Redis; other greenlets run between pages.
+PAGE_ROWS = 1000
+#: ``MAXLEN ~`` of the wake stream: how far (in entries) a reader may fall behind before it
+#: must resync every log instead of following the wakes.
+WAKE_MAXLEN = 50000
+#: Wake entries carry the event's bytes up to this size (bytes); larger ones are fetched.
+WAKE_DATA_BYTES = 1024
+#: Milliseconds the wake reader blocks in one ``XREAD``.
+WAKE_BLOCK_MS = 5000
+#: Wake entries per ``XREAD``.
+WAKE_COUNT = 1000
+#: Seconds: the command connections' socket timeout, the pool's wait for a free connection,
+#: the wake reader's socket timeout (longer than the block), its longest back-off.
+COMMAND_TIMEOUT = 10.0
+POOL_TIMEOUT = 5.0
+READER_SOCKET_TIMEOUT = WAKE_BLOCK_MS / 1000 + 5.0
+READER_MAX_BACKOFF = 5.0
+#: Connections in the command pool (the wake reader has its own).
+MAX_CONNECTIONS = 64
+
+#: Version of the Redis Function library below: bump it with every change of the Lua code.
+LIBRARY_VERSION = 1
+LIBRARY = f"tether_v{LIBRARY_VERSION}"
+_APPEND = f"{LIBRARY}_append"
+_DROP = f"{LIBRARY}_drop"
+
+# Redis Functions (Redis 7): one library, loaded at start when missing or different.
+# No JSON in Lua (cjson's key order and escapes differ from Python's): the envelope after its
+# id comes ready-made from Python. Error replies start with a code the store matches.
+_LIBRARY_CODE = f"""#!lua name={LIBRARY}
+
+-- KEYS: epoch rec log wake wakeseq    ARGV: epoch fence ('' = none) sid envelope-after-id
+local function append(keys, args)
+  if redis.call('GET', keys[1]) ~= args[1] then
+    return redis.error_reply('EPOCH the store lost its data: its epoch changed')
+  end
+  if redis.call('EXISTS', keys[2]) == 0 then
+    return redis.error_reply('CLOSED the session is gone')
+  end
+  local st = redis.call('HMGET', keys[2], 'closed', 'fence', 'last')
+  if st[1] == '1' then return redis.error_reply('CLOSED the session is closed') end
+  if args[2] ~= '' and args[2] ~= st[2] then
+    return redis.error_reply('FENCED another worker owns the session')
+  end
+  if not st[3] and redis.call('EXISTS', keys[3]) == 1 then
+    return redis.error_reply('CORRUPT the log exists but its record has no last id')
+  end
+  local n = (tonumber(st[3]) or 0) + 1
+  local id = string.format('%d', n)
+  local data = '{{"id":' .. id .. args[4]
+  redis.call('XADD', keys[3], id .. '-0', 'd', data)  -- refuses an id at or below the top
+  redis.call('HSET', keys[2], 'last', id)
+  local q = string.format('%d', redis.call('INCR', keys[5]))
+  if #data > {WAKE_DATA_BYTES} then data = '' end
+  redis.call('XADD', keys[4], 'MAXLEN', '~', {WAKE_MAXLEN}, q .. '-0',
+             's', args[3], 'n', id, 'd', data)
+  return n
+end
+
+-- KEYS: sessions rec log wake wakeseq    ARGV: sid
+local function drop(keys, args)
+  redis.call('ZREM', keys[1], args[1])
+  if redis.call('EXISTS', keys[2]) == 0 and redis.call('EXISTS', keys[3]) == 0 then
+    return 0
+  end
+  redis.call('HSET', keys[2], 'closed', '1')
+  local q = string.format('%d', redis.call('INCR', keys[5]))
+  redis.call('XADD', keys[4], 'MAXLEN', '~', {WAKE_MAXLEN}, q .. '-0', 's', args[1],
+             'c', 'closed')
+  -- Appends refuse a closed record and a missing one alike, so the keys can go now.
+  redis.call('UNLINK', keys[2], keys[3])
+  return 1
+end
+
+redis.register_function('{_APPEND}', append)
+redis.register_function('{_DROP}', drop)
+"""
+
+_RECORD_FIELDS = ("agent", "title", "created_at", "workspace", "auto_approve",
+                  "agent_session_id", "turns", "title_set")
+
+
+class EpochChanged(RuntimeError):
+    """Redis no longer holds this store's epoch: it lost its data (a FLUSHALL, a restart
+    without persistence). Nothing is appended under a stale epoch, so ids are never reused;
+    every open log of the store is closed. A restart of the server takes the new epoch."""
+
+
+class RedisEventLog(WakeupSource):
+    """One session's log as this process sees it: ``last_id``, ``closed`` and the newest
+    ``tail`` events in memory (ids contiguous, ending at ``last_id``), older events read from
+    the ``P:{sid}:log`` stream. Made by :meth:`RedisStore.create_log` /
+    :meth:`RedisStore.open_log`, never directly.
+    """
+
+    def __init__(self, store: RedisStore, session_id: str, last_id: int, tail: int) -> None:
+        self.session_id = session_id
+        self._store = store
+        self._tail_size = max(tail, 1)
+        #: The newest events, ids contiguous and ending at ``_last_id`` (perhaps none).
+        self._tail: list[Event] = []
+        self._last_id = last_id
+        self._wakeup = Wakeup()
+        self._closed = False
+        # One append of this process at a time: its own event is applied in id order.
+        self._append_lock = threading.Lock()
+
+    @property
+    def last_id(self) -> int:
+        return self._last_id
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def append(self, kind: str, payload: Mapping[str, Any]) -> Event:
+        """See :meth:`tether.stores.base.EventLog.append`; also
+
+        :raises RuntimeError: the log is closed here, or the session was deleted (by any
+            process).
+        :raises EpochChanged: Redis lost its data (a RuntimeError too).
+        :raises redis.exceptions.ConnectionError: Redis is unreachable; the event may or
+            may not be in the log (the wake reader brings it in if it is).
+        """
+        with self._append_lock:
+            if self._closed:
+                raise RuntimeError(f"log of session {self.session_id} is closed")
+            event = self._store._append(self, kind, payload)
+            if not self._apply([event]):
+                # Another process appended ids in between, and their wakes are not here yet.
+                self._store._refresh([self])
+        return event
+
+    def read_after(self, after: int, limit: int | None = None) -> list[Event]:
+        start = max(after, 0)
+        with self._wakeup.lock:
+            last = self._last_id
+            stop = last if limit is None else min(last, start + max(limit, 0))
+            if stop <= start:
+                return []
+            first_cached = last - len(self._tail) + 1
+            low = max(start + 1, first_cached)
+            cached = self._tail[low - first_cached:stop - first_cached + 1] if stop >= low else []
+        if start + 1 >= first_cached:
+            return cached
+        # Older than the tail: stream entries, which never change, read outside the lock.
+        return self._store._read(self, start, min(stop, first_cached - 1)) + cached
+
+    def wait_for(self, after: int, timeout: float | None) -> bool:
+        return self._wakeup.wait_for(lambda: self._closed or self._last_id > after, timeout)
+
+    def sync(self, after: int) -> int:
+        """Make sure this process's view holds every event up to ``after`` that Redis holds:
+        when ``after`` is past ``last_id`` (a client that another process served), read the
+        record's ``last`` and the missing events from Redis. Returns ``last_id``; a cursor
+        still past it is past the end of the log.
+
+        :raises redis.exceptions.ConnectionError: Redis is unreachable.
+        """
+        if after > self._last_id and not self._closed:
+            self._store._refresh([self])
+        return self._last_id
+
+    # -- for RedisStore ----------------------------------------------------------------
+
+    def _apply(self, events: Iterable[Event]) -> bool:
+        """Take ``events`` (ascending ids) into the view: those at or below ``last_id`` are
+        already there, the next one is added; wake waiters once if anything was. Returns
+        False when an event was not the next one (a gap: fetch from Redis)."""
+        with self._wakeup.lock:
+            changed = False
+            contiguous = True
+            for event in events:
+                if event.id <= self._last_id:
+                    continue
+                if event.id != self._last_id + 1:
+                    contiguous = False
+                    break
+                self._tail.append(event)
+                self._last_id = event.id
+                changed = True
+            if len(self._tail) >= 2 * self._tail_size:
+                del self._tail[:len(self._tail) - self._tail_size]
+            if changed:
+                self._wakeup.notify()
+        return contiguous
+
+
+class RedisStore:
+    """Logs, session records and the epoch in Redis; see the module docstring.
+
+    :param url: ``redis://[[user]:password@]host:port/db`` (``TETHER_REDIS_URL``).
+    :param prefix: the start of every key (``TETHER_REDIS_PREFIX``).
+    :param tail: events each log keeps in memory.
+    :raises redis.exceptions.ConnectionError: Redis is unreachable.
+    :raises RuntimeError: Redis is older than 7.0 (no Functions).
+    """
+
+    durable = True
+
+    def __init__(self, url: str, prefix: str = "tether", clock: Callable[[], float] = time.time,
+                 tail: int = DEFAULT_TAIL) -> None:
+        self.prefix = prefix
+        self._clock = clock
+        self._tail = tail
+        self._url = url
+        self._keys = _Keys(prefix)
+        self._lock = threading.Lock()  # the dict of open logs
+        self._logs: dict[str, RedisEventLog] = {}
+        self._closed = False
+        self._pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT,
+            socket_timeout=COMMAND_TIMEOUT, socket_connect_timeout=POOL_TIMEOUT,
+            socket_keepalive=True)
+        self._redis = redis.Redis(connection_pool=self._pool)
+        try:
+            self._check_server()
+            self._load_library()
+            self._redis.set(self._keys.epoch, secrets.token_hex(8), nx=True)
+            epoch = self._redis.get(self._keys.epoch)
+            if epoch is None:
+                raise RuntimeError("Redis dropped the epoch key right after it was set")
+            self.epoch = epoch.decode()
+        except BaseException:
+            self._pool.disconnect()
+            raise
+        self._stop = threading.Event()
+        #: The reader's own stop signal: a stream only this store writes, at close.
+        self._stop_key = f"{prefix}:stop:{secrets.token_hex(8)}"
+        self._reader_client: redis.Redis | None = None
+        self._reader = threading.Thread(target=self._read_wakes, daemon=True,
+                                        name=f"tether-redis-wake-{prefix}")
+        self._reader.start()
+
+    # -- logs --------------------------------------------------------------------------
+
+    def create_log(self, session_id: str) -> RedisEventLog:
+        """A log for a new session id (empty: session ids are random, never reused). Creates
+        its record (``last`` 0), which appends require."""
+        self._redis.hsetnx(self._keys.rec(session_id), "last", 0)
+        return self.open_log(session_id)
+
+    def open_log(self, session_id: str) -> RedisEventLog:
+        """The log of ``session_id`` as Redis holds it (empty if it holds none; a session
+        whose record is gone opens closed).
+
+        :raises redis.exceptions.ConnectionError: Redis is unreachable.
+        """
+        with self._lock:
+            log = self._logs.get(session_id)
+        if log is not None:
+            return log
+        raw = self._redis.hget(self._keys.rec(session_id), "last")
+        fresh = RedisEventLog(self, session_id, int(raw or 0), self._tail)
+        with self._lock:
+            log = self._logs.setdefault(session_id, fresh)
+            if self._closed:
+                log.close()
+        if log is fresh:
+            # Registered before this read: a wake that raced the open is applied or fetched.
+            self._refresh([log])
+        return log
+
+    def drop_log(self, session_id: str) -> None:
+        """Delete a session everywhere: its record and log are removed from Redis, it leaves
+        ``P:sessions``, and a ``closed`` wake closes its log in every process (here at once).
+        Unknown ids are ignored."""
+        with self._lock:
+            log = self._logs.pop(session_id, None)
+        if log is not None:
+            log.close()
+        keys = self._keys
+        self._fcall(_DROP, [keys.sessions, keys.rec(session_id), keys.log(session_id),
+                            keys.wake, keys.wake_seq], [session_id])
+
+    # -- session records ---------------------------------------------------------------
+
+    def save_session(self, record: SessionRecord) -> None:
+        fields = {"agent": record.agent, "title": record.title,
+                  "created_at": repr(float(record.created_at)), "workspace": record.workspace,
+                  "auto_approve": int(record.auto_approve),
+                  "agent_session_id": record.agent_session_id, "turns": record.turns,
+                  "title_set": int(record.title_set)}
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(self._keys.rec(record.id), mapping=fields)
+        pipe.zadd(self._keys.sessions, {record.id: float(record.created_at)})
+        pipe.execute()
+
+    def sessions(self) -> list[SessionRecord]:
+        """Oldest ``created_at`` first, ties by id (as the SQLite store orders them)."""
+        ids = [raw.decode() for raw in self._redis.zrange(self._keys.sessions, 0, -1)]
+        records: list[SessionRecord] = []
+        for start in range(0, len(ids), PAGE_ROWS):
+            page = ids[start:start + PAGE_ROWS]
+            pipe = self._redis.pipeline(transaction=False)
+            for session_id in page:
+                pipe.hmget(self._keys.rec(session_id), _RECORD_FIELDS)
+            for session_id, values in zip(page, pipe.execute(), strict=True):
+                if values[0] is None:
+                    continue  # deleted between the two reads
+                f = dict(zip(_RECORD_FIELDS, (v.decode() for v in values), strict=True))
+                records.append(SessionRecord(
+                    session_id, f["agent"], f["title"], float(f["created_at"]), f["workspace"],
+                    f["auto_approve"] == "1", f["agent_session_id"], int(f["turns"]),
+                    f["title_set"] == "1"))
+        return records
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop the wake reader, close every log (here only: other processes keep theirs)
+        and release the connections. Idempotent. Redis persists on its own (AOF)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            logs = list(self._logs.values())
+        for log in logs:
+            log.close()
+        self._stop.set()
+        try:  # wake the reader out of its XREAD
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.xadd(self._stop_key, {"x": "1"})
+            pipe.expire(self._stop_key, 60)
+            pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError):
+            pass  # Redis is gone: the reader is in its back-off, which the stop flag ends
+        self._reader.join(READER_SOCKET_TIMEOUT + 1)
+        if self._reader.is_alive():
+            logger.warning("the Redis wake reader did not stop within %.0f s",
+                           READER_SOCKET_TIMEOUT + 1)
+        try:
+            self._redis.unlink(self._stop_key)
+        except (RedisConnectionError, RedisTimeoutError):
+            pass
+        self._redis.close()
+        self._pool.disconnect()
+
+    # -- for RedisEventLog -------------------------------------------------------------
+
+    def _append(self, log: RedisEventLog, kind: str, payload: Mapping[str, Any]) -> Event:
+        """One FCALL: the event with the next id, encoded as make_event does."""
+        draft = make_event(0, log.session_id, self._clock(), kind, payload)
+        rest = draft.data[len(_ID0):]  # the envelope after '{"id":0'
+        keys = self._keys
+        sid = log.session_id
+        try:
+            n = int(self._fcall(_APPEND, [keys.epoch, keys.rec(sid), keys.log(sid), keys.wake,
+                                          keys.wake_seq], [self.epoch, "", sid, rest]))
+        except ResponseError as exc:
+            message = str(exc)
+            if message.startswith("CLOSED"):
+                log.close()
+                raise RuntimeError(f"log of session {sid} is closed ({message})") from None
+            if message.startswith("EPOCH"):
+                self._lost_data()
+                raise EpochChanged(
+                    f"Redis no longer holds epoch {self.epoch} (it lost its data): nothing "
+                    f"was appended to session {sid}; restart the server to take the new "
+                    "epoch") from None
+            raise
+        return Event(n, sid, draft.ts, kind, draft.payload, b'{"id":%d' % n + rest)
+
+    def _read(self, log: RedisEventLog, after: int, upto: int) -> list[Event]:
+        """Events ``after < id <= upto`` from the stream, in pages of :data:`PAGE_ROWS`."""
+        events: list[Event] = []
+        key = self._keys.log(log.session_id)
+        while after < upto:
+            entries = self._redis.xrange(key, min=str(after + 1), max=str(upto),
+                                         count=PAGE_ROWS)
+            events.extend(self._decode(log.session_id, entries))
+            if len(entries) < PAGE_ROWS:
+                break  # the session was deleted meanwhile, or this was the last page
+            after = events[-1].id
+            time.sleep(0)  # under gevent: let other greenlets run between pages
+        return events
+
+    def _refresh(self, logs: Iterable[RedisEventLog], client: redis.Redis | None = None) -> None:
+        """Bring ``logs`` up to Redis: each record's ``closed`` and whether it still exists,
+        and the events after each log's ``last_id`` (one pipeline; further pages per log).
+        A log whose session is closed or gone is closed here, after its last events."""
+        logs = [log for log in logs if not log.closed]
+        if not logs:
+            return
+        client = client or self._redis
+        pipe = client.pipeline(transaction=False)
+        for log in logs:
+            rec = self._keys.rec(log.session_id)
+            pipe.exists(rec)
+            pipe.hget(rec, "closed")
+            pipe.xrange(self._keys.log(log.session_id), min=str(log.last_id + 1), max="+",
+                        count=PAGE_ROWS)
+        results = pipe.execute()
+        for i, log in enumerate(logs):
+            exists, closed, entries = results[3 * i:3 * i + 3]
+            while entries:
+                log._apply(self._decode(log.session_id, entries))
+                if len(entries) < PAGE_ROWS:
+                    break
+                time.sleep(0)
+                entries = client.xrange(self._keys.log(log.session_id),
+                                        min=str(log.last_id + 1), max="+", count=PAGE_ROWS)
+            if not exists or closed == b"1":
+                log.close()
+                with self._lock:  # deleted (by any process): this store forgets it too
+                    if self._logs.get(log.session_id) is log:
+                        del self._logs[log.session_id]
+
+    def _lost_data(self) -> None:
+        """Redis lost its data: close every open log (their ids cannot continue)."""
+        logger.error("Redis no longer holds this store's epoch %s (prefix %s): it lost its "
+                     "data (FLUSHALL, or a restart without persistence). Every log is closed; "
+                     "restart Tether to start again under a new epoch.", self.epoch,
+                     self.prefix)
+        with self._lock:
+            logs = list(self._logs.values())
+        for log in logs:
+            log.close()
+
+    def _decode(self, session_id: str, entries: list[Any]) -> list[Event]:
+        return [_event_from(session_id, int(entry_id.split(b"-", 1)[0]), fields[b"d"])
+                for entry_id, fields in entries]
+
+    def _fcall(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return self._redis.fcall(name, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+        self._load_library()  # FUNCTION FLUSH, or a Redis that lost its data and functions
+        return self._redis.fcall(name, len(keys), *keys, *args)
+
+    # -- start -------------------------------------------------------------------------
+
+    def _check_server(self) -> None:
+        version = str(self._redis.info("server").get("redis_version", "0"))
+        if int(version.split(".")[0]) < 7:
+            raise RuntimeError(f"TETHER_STORE=redis needs Redis 7.0 or later (Functions); "
+                               f"this one is {version}")
+        try:
+            reply = self._redis.config_get("maxmemory-policy")
+        except ResponseError:
+            return  # CONFIG is disabled (managed Redis): the operator's word is taken
+        policy = {_text(k): _text(v) for k, v in reply.items()}.get("maxmemory-policy")
+        if policy not in (None, "noeviction"):
+            logger.warning("Redis has maxmemory-policy %s: Tether needs noeviction (an evicted "
+                           "session record would restart its event ids)", policy)
+
+    def _load_library(self) -> None:
+        """Load :data:`LIBRARY` when Redis lacks it or holds other code under its name."""
+        listed = self._redis.function_list(library=LIBRARY, withcode=True)
+        for library in listed:
+            entry = {_text(k): v for k, v in _pairs(library)}
+            if _text(entry.get("library_name")) == LIBRARY:
+                if _text(entry.get("library_code")) == _LIBRARY_CODE:
+                    return
+        self._redis.function_load(_LIBRARY_CODE, replace=True)
+
+    # -- the wake reader ---------------------------------------------------------------
+
+    def _read_wakes(self) -> None:
+        """The reader's loop (its own thread or greenlet, its own connection): follow
+        ``P:wake`` and bring every open log up to date; survive Redis going away."""
+        client = redis.Redis.from_url(self._url, single_connection_client=True,
+                                      socket_timeout=READER_SOCKET_TIMEOUT,
+                                      socket_connect_timeout=POOL_TIMEOUT,
+                                      socket_keepalive=True)
+        self._reader_client = client
+        seen: int | None = None  # the newest wake id handled; None: resync first
+        backoff = 0.0
+        failing = False
+        try:
+            while not self._stop.is_set():
+                try:
+                    if seen is None:
+                        # Where the wakes stand now, then every log from Redis: any change
+                        # after that point comes as a wake (those already applied are skipped).
+                        top = client.xrevrange(self._keys.wake, count=1)
+                        seen = int(top[0][0].split(b"-", 1)[0]) if top else 0
+                        self._resync(client)
+                    reply = client.xread({self._keys.wake: f"{seen}-0", self._stop_key: "0-0"},
+                                         count=WAKE_COUNT, block=WAKE_BLOCK_MS)
+                    if failing:
+                        logger.info("Redis is reachable again: following its wakes")
+                        failing, backoff = False, 0.0
+                    if not reply:
+                        self._resync(client)  # quiet for a while: check positions anyway
+                        continue
+                    for stream, entries in reply:
+                        if stream.decode() == self._keys.wake:
+                            seen = self._handle(client, seen, entries)
+                except (RedisConnectionError, RedisTimeoutError, ResponseError, OSError) as exc:
+                    if self._stop.is_set():
+                        break
+                    if not failing:
+                        logger.warning("Redis wake reader: %r; retrying (the logs resync when "
+                                       "Redis is back)", exc)
+                        failing = True
+                    seen = None
+                    backoff = min(max(backoff * 2, 0.1), READER_MAX_BACKOFF)
+                    self._stop.wait(backoff)
+                except Exception:  # a bug must not end delivery for good
+                    logger.exception("Redis wake reader failed; resyncing")
+                    seen = None
+                    self._stop.wait(1.0)
+        finally:
+            client.close()
+
+    def _handle(self, client: redis.Redis, seen: int, entries: list[Any]) -> int:
+        """One batch of wake entries: apply what is carried and next, fetch the rest, close
+        deleted sessions' logs. Returns the newest wake id."""
+        dirty: dict[str, RedisEventLog] = {}
+        jumped = False
+        for entry_id, fields in entries:
+            q = int(entry_id.split(b"-", 1)[0])
+            jumped = jumped or q != seen + 1
+            seen = q
+            session_id = fields[b"s"].decode()
+            log = self._logs.get(session_id)
+            if log is None or log.closed:
+                continue
+            if b"c" in fields:
+                if fields[b"c"] == b"closed":
+                    dirty[session_id] = log  # its events first, then the close (_refresh)
+                continue
+            if session_id in dirty:
+                continue
+            n = int(fields[b"n"])
+            data = fields.get(b"d") or b""
+            if n <= log.last_id:
+                continue
+            if n == log.last_id + 1 and data:
+                log._apply([_event_from(session_id, n, data)])
+            else:
+                dirty[session_id] = log
+        if jumped:
+            self._resync(client)
+        elif dirty:
+            self._refresh(dirty.values(), client)
+        return seen
+
+    def _resync(self, client: redis.Redis) -> None:
+        """Every open log from Redis (after a reconnect, a jump in wake ids, a quiet spell),
+        and the epoch: if Redis lost it, every log closes."""
+        epoch = client.get(self._keys.epoch)
+        if epoch is None or epoch.decode() != self.epoch:
+            if any(not log.closed for log in list(self._logs.values())):
+                self._lost_data()
+            return
+        with self._lock:
+            logs = list(self._logs.values())
+        for start in range(0, len(logs), PAGE_ROWS):
+            self._refresh(logs[start:start + PAGE_ROWS], client)
+
+
+_ID0 = b'{"id":0'
+
+
+class _Keys:
+    """Key names under a prefix (module docstring)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.epoch = f"{prefix}:epoch"
+        self.sessions = f"{prefix}:sessions"
+        self.wake = f"{prefix}:wake"
+        self.wake_seq = f"{prefix}:wake:seq"
+
+    def rec(self, session_id: str) -> str:
+        return f"{self.prefix}:{{{session_id}}}:rec"
+
+    def log(self, session_id: str) -> str:
+        return f"{self.prefix}:{{{session_id}}}:log"
+
+
+def _event_from(session_id: str, event_id: int, data: bytes) -> Event:
+    """An :class:`Event` from its stored bytes: ``ts`` and ``kind`` are read from the head
+    of the envelope, the payload is decoded only if someone asks for it (rule 3)."""
+    head = b'{"id":%d,"session_id":%s,"ts":' % (event_id, json.dumps(session_id).encode())
+    try:
+        if not data.startswith(head):
+            raise ValueError("unexpected envelope head")
+        ts_end = data.index(b',"kind":"', len(head))
+        kind_end = data.index(b'"', ts_end + 9)
+        ts = float(data[len(head):ts_end])
+        kind = data[ts_end + 9:kind_end].decode()
+    except ValueError:  # not the shape make_event writes: decode it all
+        envelope = json.loads(data)
+        ts, kind = float(envelope["ts"]), str(envelope["kind"])
+    return Event(event_id, session_id, ts, kind, StoredPayload(data), data)
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _pairs(library: Any) -> Iterable[tuple[Any, Any]]:
+    """FUNCTION LIST's entry for one library: a flat list of names and values (RESP2), or a
+    dict (RESP3)."""
+    if isinstance(library, dict):
+        return library.items()
+    return zip(library[::2], library[1::2], strict=True)
