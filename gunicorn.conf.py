@@ -25,6 +25,8 @@ def _check_start(settings):
     check_binding(settings)
     if settings.store == "sqlite":
         check_free(settings.data_dir / "tether.sqlite3")  # another server on this data dir
+    if settings.store == "redis":
+        _check_redis(settings)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -34,6 +36,24 @@ def _check_start(settings):
             what = ("is in use (another Tether, or another program): stop it, or set "
                     "TETHER_PORT" if exc.errno == errno.EADDRINUSE else f"fails: {exc.strerror}")
             raise ValueError(f"listening on {settings.host}:{settings.port} {what}") from None
+
+
+def _check_redis(settings):
+    """The Redis store answers, or one line saying where it was looked for (the URL's
+    password left out: TETHER_REDIS_URL is a secret setting)."""
+    from urllib.parse import urlsplit
+
+    import redis
+
+    url = settings.redis_url.get_secret_value()
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3) as client:
+            client.ping()
+    except redis.RedisError as exc:
+        parts = urlsplit(url)
+        where = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+        raise ValueError(f"the Redis store does not answer at {where} (TETHER_REDIS_URL): "
+                         f"{exc}") from None
 
 
 try:

@@ -68,8 +68,8 @@ def test_a_server_on_every_address_prints_each_login_url_once_and_a_qr_code(
 
 def run_second(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
-    environ.update(TETHER_DATA_DIR=str(tmp_path / "data"), TETHER_ALLOW_ROOT="1",
-                   TETHER_STORE="sqlite", **env)
+    environ.update({"TETHER_DATA_DIR": str(tmp_path / "data"), "TETHER_ALLOW_ROOT": "1",
+                    "TETHER_STORE": "sqlite", **env})
     gunicorn = Path(sys.executable).with_name("gunicorn")
     return subprocess.run([str(gunicorn), "-c", "gunicorn.conf.py"], cwd=ROOT, env=environ,
                           capture_output=True, text=True, timeout=60)
@@ -145,3 +145,13 @@ def test_make_runs_install_alone_starts_the_server(tmp_path: Path) -> None:
         server.terminate()
         server.wait(20)
         server.stdout.close()
+
+
+def test_an_unreachable_redis_store_is_refused_in_one_line_without_its_password(
+        tmp_path: Path) -> None:
+    done = run_second(tmp_path, TETHER_STORE="redis", TETHER_PORT=str(free_port()),
+                      TETHER_REDIS_URL=f"redis://:pa55-word@127.0.0.1:{free_port()}/0")
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode != 0 and output.count("\n") == 0, output
+    assert "the Redis store does not answer at redis://127.0.0.1:" in output
+    assert "pa55-word" not in output and "Traceback" not in output
