@@ -10,12 +10,13 @@ restart. Backends: ``memory`` (one process, the default), ``sqlite`` (durable, o
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tether.events import Event
+from tether.events import ENVELOPE_KEYS, Event
 
 
 class EventLog(Protocol):
@@ -125,3 +126,50 @@ class Store(Protocol):
     def close(self) -> None:
         """Server exit: close every log, flush everything written to stable storage, release
         the store. Idempotent."""
+
+
+def split_read(after: int, limit: int | None, last: int,
+               tail: list[Event]) -> tuple[int, int, list[Event]]:
+    """Plan a ``read_after`` on a log that keeps its newest events in ``tail`` (contiguous,
+    ending at ``last``) and the rest in storage. Call it under the log's lock.
+
+    :returns: ``(start, older, cached)``: the events ``start+1 .. older`` must come from
+        storage (none when ``older <= start``), followed by ``cached``, from the tail.
+    """
+    start = max(after, 0)
+    stop = last if limit is None else min(last, start + max(limit, 0))
+    if stop <= start:
+        return start, start, []
+    first_cached = last - len(tail) + 1
+    low = max(start + 1, first_cached)
+    cached = tail[low - first_cached:stop - first_cached + 1] if stop >= low else []
+    return start, min(stop, first_cached - 1), cached
+
+
+class StoredPayload(Mapping[str, Any]):
+    """The payload of an event read back from the file, decoded from its stored bytes on
+    first use: a replay sends the bytes as they are and never needs it (rule 3)."""
+
+    __slots__ = ("_data", "_decoded")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._decoded: dict[str, Any] | None = None
+
+    def _payload(self) -> dict[str, Any]:
+        if self._decoded is None:  # two threads may both decode: same result, no harm
+            envelope = json.loads(self._data)
+            self._decoded = {k: v for k, v in envelope.items() if k not in ENVELOPE_KEYS}
+        return self._decoded
+
+    def __getitem__(self, key: str) -> Any:
+        return self._payload()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._payload())
+
+    def __len__(self) -> int:
+        return len(self._payload())
+
+    def __repr__(self) -> str:
+        return repr(self._payload())

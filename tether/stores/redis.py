@@ -74,8 +74,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tether.events import Event, make_event
-from tether.stores.base import SessionRecord
-from tether.stores.sqlite import StoredPayload
+from tether.stores.base import SessionRecord, StoredPayload, split_read
 from tether.wakeup import Wakeup, WakeupSource
 
 logger = logging.getLogger(__name__)
@@ -216,19 +215,12 @@ class RedisEventLog(WakeupSource):
         return event
 
     def read_after(self, after: int, limit: int | None = None) -> list[Event]:
-        start = max(after, 0)
         with self._wakeup.lock:
-            last = self._last_id
-            stop = last if limit is None else min(last, start + max(limit, 0))
-            if stop <= start:
-                return []
-            first_cached = last - len(self._tail) + 1
-            low = max(start + 1, first_cached)
-            cached = self._tail[low - first_cached:stop - first_cached + 1] if stop >= low else []
-        if start + 1 >= first_cached:
+            start, older, cached = split_read(after, limit, self._last_id, self._tail)
+        if older <= start:
             return cached
         # Older than the tail: stream entries, which never change, read outside the lock.
-        return self._store._read(self, start, min(stop, first_cached - 1)) + cached
+        return self._store._read(self, start, older) + cached
 
     def wait_for(self, after: int, timeout: float | None) -> bool:
         return self._wakeup.wait_for(lambda: self._closed or self._last_id > after, timeout)

@@ -39,18 +39,17 @@ Memory
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tether.events import ENVELOPE_KEYS, Event, make_event
-from tether.stores.base import SessionRecord
+from tether.events import Event, make_event
+from tether.stores.base import SessionRecord, StoredPayload, split_read
 from tether.wakeup import Wakeup, WakeupSource
 
 #: The database's file name under ``TETHER_DATA_DIR``.
@@ -143,19 +142,12 @@ class SqliteEventLog(WakeupSource):
         return event
 
     def read_after(self, after: int, limit: int | None = None) -> list[Event]:
-        start = max(after, 0)
         with self._wakeup.lock:
-            last = self._last_id
-            stop = last if limit is None else min(last, start + max(limit, 0))
-            if stop <= start:
-                return []
-            first_cached = last - len(self._tail) + 1
-            low = max(start + 1, first_cached)
-            cached = self._tail[low - first_cached:stop - first_cached + 1] if stop >= low else []
-        if start + 1 >= first_cached:
+            start, older, cached = split_read(after, limit, self._last_id, self._tail)
+        if older <= start:
             return cached
         # Older than the tail: committed rows, which never change, read outside the log's lock.
-        return self._store._read(self.session_id, start, min(stop, first_cached - 1)) + cached
+        return self._store._read(self.session_id, start, older) + cached
 
     def wait_for(self, after: int, timeout: float | None) -> bool:
         return self._wakeup.wait_for(lambda: self._closed or self._last_id > after, timeout)
@@ -377,32 +369,3 @@ def _take_lock(path: Path) -> int:
         os.close(fd)
         raise
     return fd
-
-
-class StoredPayload(Mapping[str, Any]):
-    """The payload of an event read back from the file, decoded from its stored bytes on
-    first use: a replay sends the bytes as they are and never needs it (rule 3)."""
-
-    __slots__ = ("_data", "_decoded")
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._decoded: dict[str, Any] | None = None
-
-    def _payload(self) -> dict[str, Any]:
-        if self._decoded is None:  # two threads may both decode: same result, no harm
-            envelope = json.loads(self._data)
-            self._decoded = {k: v for k, v in envelope.items() if k not in ENVELOPE_KEYS}
-        return self._decoded
-
-    def __getitem__(self, key: str) -> Any:
-        return self._payload()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._payload())
-
-    def __len__(self) -> int:
-        return len(self._payload())
-
-    def __repr__(self) -> str:
-        return repr(self._payload())
