@@ -34,7 +34,8 @@ def healthz() -> Response:
 def agents() -> Response:
     return jsonify(agents=[{"name": a.name, "available": a.available,
                             "description": a.description,
-                            **({"reason": a.reason} if a.reason else {})}
+                            **({"reason": a.reason} if a.reason else {}),
+                            **({"commands": a.commands} if a.commands else {})}
                            for a in current_core().agents.describe()])
 
 

@@ -240,6 +240,10 @@ def _schemas() -> dict[str, Any]:
                                "reason": {"type": "string", "description": "Why the agent is "
                                           "not available, and what to install or set; only "
                                           "when `available` is false."},
+                               "commands": {"type": "array", "items": {"type": "object"},
+                                            "description": "The slash commands the agent "
+                                            "listed last, in any session (as in a `commands` "
+                                            "event); absent until one of its processes ran."},
                                "description": {"type": "string"}}}}},
         },
         "Pending": {

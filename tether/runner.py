@@ -142,6 +142,8 @@ class AgentHost:
         if not commands or commands == self.commands:
             return None
         self.commands = commands
+        # What this agent offers, for the composer of a session whose agent has not run yet.
+        self.spec.known_commands = commands
         return commands
 
     def idle(self) -> None:

@@ -210,7 +210,10 @@ const Slash = {
     const atEnd = this.input.selectionStart === value.length;
     if (!m || !atEnd) return this.close();
     if (!this.commands.length) {
-      return this.render([], "The agent lists its commands once it has answered a first message.");
+      // Before this session's agent has run: what the same agent listed in another session.
+      const agent = Sessions.current && (Sessions.agents || []).find((a) => a.name === Sessions.current.agent);
+      if (agent && Array.isArray(agent.commands) && agent.commands.length) this.commands = agent.commands;
+      else return this.render([], "The agent lists its commands once it has answered a first message.");
     }
     const found = this.matches(m[1]);
     this.render(found, found.length ? "" : `No command starts with /${m[1]}.`);

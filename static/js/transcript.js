@@ -419,6 +419,9 @@ const Transcript = {
     },
     commands(event) {
       Slash.set(event.commands);
+      // Remembered for this agent's next new session, whose own agent has not run yet.
+      const agent = Sessions.current && (Sessions.agents || []).find((a) => a.name === Sessions.current.agent);
+      if (agent) agent.commands = event.commands;
     },
     context_cleared(event) {
       this.endStreaming();

@@ -653,3 +653,26 @@ def test_command_output_is_preformatted_and_clear_is_marked(page: Any,
     marker.scroll_into_view_if_needed()
     screenshot(page, "slash-output")
     assert not page.js_errors
+
+
+def test_a_new_session_offers_the_commands_its_agent_listed_before(browser: Any,
+                                                                   server: LiveServer) -> None:
+    # The agent has answered once, in another session: a new session's composer lists its
+    # commands before its own agent has run (GET /api/agents carries them).
+    earlier = server.create_session(agent="local")["id"]
+    server.api("POST", f"/api/sessions/{earlier}/prompt", json={"text": "hello"})
+    server.wait_for_event(earlier, "turn_end")
+    local = next(a for a in server.api("GET", "/api/agents").json()["agents"]
+                 if a["name"] == "local")
+    assert "/triage" in {f"/{c['name']}" for c in local["commands"]}
+    page = new_page(browser, server)
+    try:
+        page.get_by_role("button", name="Open the session list").click()
+        page.locator("#new-session-btn").click()
+        box = page.get_by_label("Message", exact=True)
+        box.fill("/")
+        options = page.get_by_role("listbox", name="Slash commands").get_by_role("option")
+        expect(options).to_have_count(6)
+        expect(options.first).to_contain_text("/triage")
+    finally:
+        page.context.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from tether.config import SECRET_SETTINGS
 from tether.errors import NotFound
@@ -26,6 +26,9 @@ class AgentSpec(Protocol):
 
     name: str
     description: str
+    #: The slash commands its newest process listed (any session's; None until one ran):
+    #: what a new session's composer offers before its own agent has answered.
+    known_commands: list[dict[str, Any]] | None
 
     def unavailable(self) -> str | None:
         """Why the agent cannot work on this machine (a missing CLI, no login), saying what
@@ -46,6 +49,8 @@ class AgentInfo:
     description: str
     #: Why it is not available, and what to do; None when it is.
     reason: str | None = None
+    #: The slash commands it listed last (:attr:`AgentSpec.known_commands`).
+    commands: list[dict[str, Any]] | None = None
 
 
 class AgentCatalog:
@@ -65,7 +70,8 @@ class AgentCatalog:
         infos = []
         for agent in self._agents.values():
             reason = agent.unavailable()
-            infos.append(AgentInfo(agent.name, reason is None, agent.description, reason))
+            infos.append(AgentInfo(agent.name, reason is None, agent.description, reason,
+                                   getattr(agent, "known_commands", None)))
         return infos
 
     def __contains__(self, name: object) -> bool:

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from tether.agents.base import AgentCatalog, inherited_env
 from tether.agents.claude import STREAM_JSON_FLAGS, session_flag
@@ -49,6 +50,7 @@ class ClaudeAgent:
 
     name = "claude"
     description = "Claude Code: a real coding agent (needs the claude CLI and an API key)."
+    known_commands: list[dict[str, Any]] | None = None
     #: Slash commands it refuses headless, with the reason the composer shows.
     refused_commands = CLAUDE_HEADLESS_REFUSED
 
@@ -76,6 +78,7 @@ class LocalAgent:
     """``python -m tether.agents.local``: no model, no key, no network; the same protocol."""
 
     name = "local"
+    known_commands: list[dict[str, Any]] | None = None
     description = ("Local helper: runs shell commands you approve ($ cmd), diagnostics "
                    "(triage, disk, memory, processes) and questions (ask). No API key.")
     refused_commands: dict[str, str] = {}
