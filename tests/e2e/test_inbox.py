@@ -76,9 +76,11 @@ def test_inbox_stream_and_long_poll_follow_every_session(server: LiveServer) -> 
 
 
 def test_session_long_poll_carries_the_inbox(server: LiveServer) -> None:
-    watcher = server.create_session()["id"]
+    # Titled sessions: an untitled one is named by its first prompt, and that rename is an
+    # inbox change of its own (entries carry the title), which would end the wait first.
+    watcher = server.create_session(title="watcher")["id"]
     revision = server.api("GET", "/api/inbox").json()["revision"]
-    other = server.create_session()["id"]
+    other = server.create_session(title="other")["id"]
     result: dict[str, Any] = {}
     poller = threading.Thread(target=lambda: result.update(server.api(
         "GET", f"/api/sessions/{watcher}/events",
