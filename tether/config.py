@@ -11,11 +11,19 @@ import ipaddress
 import os
 import re
 import shutil
+import socket
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -97,6 +105,19 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("tether", min_length=1, max_length=100,
                               pattern=r"^[A-Za-z0-9_.:-]+$",
                               validation_alias=_env("REDIS_PREFIX"))
+    #: TETHER_STORE=redis: seconds a worker that stopped renewing its heartbeat keeps its
+    #: sessions; past it another worker ends its turns ``interrupted`` and takes them over.
+    lease_seconds: float = Field(10.0, gt=0, le=3600, allow_inf_nan=False,
+                                 validation_alias=_env("LEASE_SECONDS"))
+    #: TETHER_STORE=redis: seconds between a worker's heartbeats (less than the lease).
+    heartbeat_seconds: float = Field(2.0, gt=0, le=600, allow_inf_nan=False,
+                                     validation_alias=_env("HEARTBEAT_SECONDS"))
+    #: TETHER_STORE=redis: this host's name in worker ids (default: the hostname); unique
+    #: per host, as gunicorn's process ids are only unique on one host.
+    host_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=100,
+                         pattern=r"^[A-Za-z0-9_.-]+$", validation_alias=_env("HOST_ID"))
+    #: Adds ``X-Tether-Worker: <worker id>`` to every response (for tests and debugging).
+    debug_worker: bool = Field(False, validation_alias=_env("DEBUG_WORKER"))
 
     # Trust (README "Security")
     token: SecretStr | None = Field(None, validation_alias=_env("TOKEN"))
@@ -123,6 +144,15 @@ class Settings(BaseSettings):
     #: Sessions may switch auto-approve on; off, every such change is refused (403
     #: ``auto_approve_disabled``) and no session auto-approves.
     allow_auto_approve: bool = Field(True, validation_alias=_env("ALLOW_AUTO_APPROVE"))
+
+    @model_validator(mode="after")
+    def _check_lease(self) -> Settings:
+        if self.heartbeat_seconds * 2 > self.lease_seconds:
+            raise ValueError(
+                f"TETHER_HEARTBEAT_SECONDS ({self.heartbeat_seconds:g}) must be at most half "
+                f"of TETHER_LEASE_SECONDS ({self.lease_seconds:g}): a worker must renew its "
+                "lease at least twice before it runs out")
+        return self
 
     @field_validator("token", "secret_key", mode="before")
     @classmethod
@@ -206,7 +236,8 @@ class Settings(BaseSettings):
             return cls(**dict(overrides or {}))
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" if err["loc"]
+                else str(err["msg"]).removeprefix("Value error, ") for err in exc.errors()
             )
             raise ValueError(f"invalid Tether settings: {problems}") from None
 
