@@ -23,6 +23,7 @@ from blueprints.proxies import TrustedProxies
 from blueprints.sse import ShallowStreams
 from blueprints.ws import MAX_MESSAGE_BYTES
 from tether.addresses import login_urls
+from tether.cluster.registry import ClusterRegistry
 from tether.config import SECRET_SETTINGS, Settings, check_binding, check_user
 from tether.datadir import kept_token, read_or_create
 from tether.sessions import SessionRegistry
@@ -74,7 +75,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(MAX_CONTENT_LENGTH=2 * settings.max_prompt_bytes + 64 * 1024,
                             SOCK_SERVER_OPTIONS={"max_message_size": MAX_MESSAGE_BYTES})
     app.config.update({k: v for k, v in config.items() if not k.startswith("TETHER_")})
-    app.extensions["tether"] = SessionRegistry(settings)
+    registry = ClusterRegistry if settings.store == "redis" else SessionRegistry
+    app.extensions["tether"] = registry(settings)
     # TETHER_TOKEN, else the one kept in the data dir (made at the first start).
     token = (settings.token.get_secret_value() if settings.token
              else kept_token(settings.data_dir))

@@ -36,6 +36,7 @@ HTTP_STATUS = {
     "request_header_fields_too_large": 431,
     "internal_error": 500,
     "shutting_down": 503,
+    "store_unavailable": 503,
 }
 
 #: JSON-RPC 2.0 error codes (specification section 5.1) and Tether's own (-32001 to -32007).
@@ -59,6 +60,7 @@ JSONRPC_CODE = {
     "shutting_down": -32006,
     "auto_approve_disabled": -32007,
     "queue_full": -32008,
+    "store_unavailable": -32009,
 }
 
 _CODE_FOR_STATUS = {status: code for code, status in HTTP_STATUS.items()

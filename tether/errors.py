@@ -84,3 +84,15 @@ class ShuttingDown(TetherError):
     retry once it is back."""
 
     code = "shutting_down"
+
+
+class StoreUnavailable(TetherError):
+    """The shared store (Redis) does not answer: nothing was changed, or the change may have
+    landed (a write whose reply was lost); retry once it is back."""
+
+    code = "store_unavailable"
+
+
+class Fenced(RuntimeError):
+    """This worker no longer owns the session (another took it over while this one was
+    stalled or cut off from Redis): it must write nothing more for it and stop its agent."""

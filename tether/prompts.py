@@ -234,16 +234,42 @@ class PromptRegistry:
         del self._pending[request.request_id]
         self._settled[request.request_id] = request
         request.resolution = resolution
-        payload: dict[str, Any] = {"request_id": request.request_id, "reason": resolution.reason,
-                                   "by": resolution.by}
-        if request.kind == "approval":
-            # What the agent was actually allowed to do: an edited input, session-wide rules.
-            payload.update(decision=resolution.decision, message=resolution.message,
-                           updated_input=_plain(resolution.updated_input),
-                           updated_permissions=resolution.updated_permissions)
-        else:
-            payload.update(answers=dict(resolution.answers or {}), message=resolution.message)
-        self._log.append(f"{request.kind}_resolved", payload)
+        self._log.append(f"{request.kind}_resolved",
+                         resolved_payload(request.request_id, request.kind, resolution))
+
+
+def resolved_payload(request_id: str, kind: Kind, resolution: Resolution) -> dict[str, Any]:
+    """The payload of the ``approval_resolved`` / ``clarify_resolved`` event that settles
+    request ``request_id`` (docs/protocol.md)."""
+    payload: dict[str, Any] = {"request_id": request_id, "reason": resolution.reason,
+                               "by": resolution.by}
+    if kind == "approval":
+        # What the agent was actually allowed to do: an edited input, session-wide rules.
+        payload.update(decision=resolution.decision, message=resolution.message,
+                       updated_input=_plain(resolution.updated_input),
+                       updated_permissions=resolution.updated_permissions)
+    else:
+        payload.update(answers=dict(resolution.answers or {}), message=resolution.message)
+    return payload
+
+
+def resolution_from(kind: str, payload: Mapping[str, Any]) -> Resolution:
+    """The :class:`Resolution` a resolved event's payload carries (its inverse:
+    :func:`resolved_payload`)."""
+    if kind == "approval":
+        return Resolution(payload.get("decision", "deny"), payload.get("reason", "user"),
+                          by=payload.get("by"), message=payload.get("message"),
+                          updated_input=payload.get("updated_input"),
+                          updated_permissions=payload.get("updated_permissions"))
+    answers = payload.get("answers") or {}
+    return Resolution("allow" if payload.get("reason") == "user" else "deny",
+                      payload.get("reason", "user"), by=payload.get("by"),
+                      message=payload.get("message"), answers=answers)
+
+
+def describe(resolution: Resolution | None) -> str:
+    """How a request was settled, for the 409 ``already_resolved`` message."""
+    return _describe(resolution)
 
 
 def _plain(value: Mapping[str, Any] | None) -> dict[str, Any] | None:

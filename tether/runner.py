@@ -32,6 +32,7 @@ from tether.agents.claude import (
 )
 from tether.agents.commands import command_list
 from tether.config import Settings
+from tether.errors import Fenced
 from tether.process import MAX_LINE_BYTES, AgentProcess
 from tether.prompts import PendingRequest, PromptRegistry
 from tether.stores.base import EventLog
@@ -79,6 +80,10 @@ class AgentHost:
         self.commands: list[dict[str, Any]] | None = None
         self._reported_commands: Any = None
         self._initialize_id: str | None = None
+        #: Called with ``(pid, True)`` when an agent process starts and ``(pid, False)`` when
+        #: it is stopped (the cluster records its agents' process groups, so that gunicorn's
+        #: master can kill them if this worker dies: tether.cluster.membership).
+        self.on_process: Callable[[int, bool], None] | None = None
 
     def resume(self, agent_session_id: str) -> None:
         """Continue an agent session an earlier server started (a session restored from a
@@ -105,9 +110,11 @@ class AgentHost:
             stale, self._process = self._process, None
         if stale is not None:
             stale.stop(0)
+            self._tell(stale.pid, False)
         argv = self.spec.argv(self.agent_session_id, resume=self.started)
         process = AgentProcess(argv, self.workspace, self.spec.env())
         logger.info("started agent %s pid %s", self.spec.name, process.pid)
+        self._tell(process.pid, True)
         # The SDK's first message (PROTOCOLS.md 2.2); answered before any user message.
         initialize = control_request("initialize", hooks=None)
         with self._lock:
@@ -164,6 +171,14 @@ class AgentHost:
             process, self._process = self._process, None
         if process is not None:
             process.stop(self._grace)
+            self._tell(process.pid, False)
+
+    def _tell(self, pid: int, started: bool) -> None:
+        if self.on_process is not None:
+            try:
+                self.on_process(pid, started)
+            except Exception:  # bookkeeping must not stop an agent starting or stopping
+                logger.exception("agent pid %s: on_process failed", pid)
 
     def _cancel_idle_timer(self) -> None:
         if self._idle_timer is not None:
@@ -197,6 +212,7 @@ class Turn:
         self.started = time.monotonic()
         self._cli_requests: dict[str, PendingRequest] = {}
         self._got_result = False
+        self._fenced = False
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"turn-{number}")
 
     def start(self) -> None:
@@ -250,6 +266,13 @@ class Turn:
             timer.start()
         try:
             reason = self._drive()
+        except Fenced:
+            # Another worker took the session over (this one was stalled past its lease):
+            # it wrote the turn's end; this one writes nothing more and stops the agent.
+            logger.warning("turn %s: the session is no longer this worker's; stopping its "
+                           "agent", self.number)
+            self._fenced = True
+            reason = "interrupted"
         except OSError as exc:
             self._error(f"could not start the {self._host.spec.name} agent: {exc}")
         except Exception as exc:  # a bug must still end the turn with turn_end
@@ -265,7 +288,7 @@ class Turn:
             self._prompts.cancel_all()
             if self._cancel_reason is not None:
                 reason = self._cancel_reason
-            if self._got_result and self._cancel_reason is None:
+            if self._got_result and self._cancel_reason is None and not self._fenced:
                 self._host.idle()
             else:
                 self._host.stop()  # Stop leaves no process behind
@@ -362,9 +385,11 @@ class Turn:
         return "error"
 
     def _error(self, message: str) -> None:
+        if self._fenced:
+            return
         try:
             self._log.append("error", {"message": message})
-        except RuntimeError:  # the session was deleted meanwhile
+        except RuntimeError:  # the session was deleted meanwhile, or taken over (Fenced)
             pass
 
     # -- control requests from the agent -------------------------------------------------

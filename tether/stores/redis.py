@@ -66,6 +66,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from importlib import resources
 from typing import Any
 
 import redis
@@ -73,6 +74,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tether.errors import Fenced
 from tether.events import Event, make_event
 from tether.stores.base import SessionRecord, StoredPayload, split_read
 from tether.wakeup import Wakeup, WakeupSource
@@ -102,62 +104,19 @@ READER_MAX_BACKOFF = 5.0
 MAX_CONNECTIONS = 64
 
 #: Version of the Redis Function library below: bump it with every change of the Lua code.
-LIBRARY_VERSION = 1
+LIBRARY_VERSION = 2
 LIBRARY = f"tether_v{LIBRARY_VERSION}"
-_APPEND = f"{LIBRARY}_append"
-_DROP = f"{LIBRARY}_drop"
+#: Codes of the functions' refusals (:class:`Refused`).
+REFUSALS = frozenset({"CLOSED", "BUSY", "QUEUE_FULL", "TOO_MANY", "NOT_FOUND",
+                      "EXISTS", "CORRUPT"})
 
-# Redis Functions (Redis 7): one library, loaded at start when missing or different.
-# No JSON in Lua (cjson's key order and escapes differ from Python's): the envelope after its
-# id comes ready-made from Python. Error replies start with a code the store matches.
-_LIBRARY_CODE = f"""#!lua name={LIBRARY}
-
--- KEYS: epoch rec log wake wakeseq    ARGV: epoch fence ('' = none) sid envelope-after-id
-local function append(keys, args)
-  if redis.call('GET', keys[1]) ~= args[1] then
-    return redis.error_reply('EPOCH the store lost its data: its epoch changed')
-  end
-  if redis.call('EXISTS', keys[2]) == 0 then
-    return redis.error_reply('CLOSED the session is gone')
-  end
-  local st = redis.call('HMGET', keys[2], 'closed', 'fence', 'last')
-  if st[1] == '1' then return redis.error_reply('CLOSED the session is closed') end
-  if args[2] ~= '' and args[2] ~= st[2] then
-    return redis.error_reply('FENCED another worker owns the session')
-  end
-  if not st[3] and redis.call('EXISTS', keys[3]) == 1 then
-    return redis.error_reply('CORRUPT the log exists but its record has no last id')
-  end
-  local n = (tonumber(st[3]) or 0) + 1
-  local id = string.format('%d', n)
-  local data = '{{"id":' .. id .. args[4]
-  redis.call('XADD', keys[3], id .. '-0', 'd', data)  -- refuses an id at or below the top
-  redis.call('HSET', keys[2], 'last', id)
-  local q = string.format('%d', redis.call('INCR', keys[5]))
-  if #data > {WAKE_DATA_BYTES} then data = '' end
-  redis.call('XADD', keys[4], 'MAXLEN', '~', {WAKE_MAXLEN}, q .. '-0',
-             's', args[3], 'n', id, 'd', data)
-  return n
-end
-
--- KEYS: sessions rec log wake wakeseq    ARGV: sid
-local function drop(keys, args)
-  redis.call('ZREM', keys[1], args[1])
-  if redis.call('EXISTS', keys[2]) == 0 and redis.call('EXISTS', keys[3]) == 0 then
-    return 0
-  end
-  redis.call('HSET', keys[2], 'closed', '1')
-  local q = string.format('%d', redis.call('INCR', keys[5]))
-  redis.call('XADD', keys[4], 'MAXLEN', '~', {WAKE_MAXLEN}, q .. '-0', 's', args[1],
-             'c', 'closed')
-  -- Appends refuse a closed record and a missing one alike, so the keys can go now.
-  redis.call('UNLINK', keys[2], keys[3])
-  return 1
-end
-
-redis.register_function('{_APPEND}', append)
-redis.register_function('{_DROP}', drop)
-"""
+# Redis Functions (Redis 7): one library (redis_functions.lua), loaded at start when missing
+# or different. Error replies start with a code the store matches.
+_LIBRARY_CODE = (resources.files("tether.stores").joinpath("redis_functions.lua")
+                 .read_text(encoding="utf-8")
+                 .replace("@LIBRARY@", LIBRARY)
+                 .replace("@WAKE_MAXLEN@", str(WAKE_MAXLEN))
+                 .replace("@WAKE_DATA_BYTES@", str(WAKE_DATA_BYTES)))
 
 _RECORD_FIELDS = ("agent", "title", "created_at", "workspace", "auto_approve",
                   "agent_session_id", "turns", "title_set")
@@ -167,6 +126,16 @@ class EpochChanged(RuntimeError):
     """Redis no longer holds this store's epoch: it lost its data (a FLUSHALL, a restart
     without persistence). Nothing is appended under a stale epoch, so ids are never reused;
     every open log of the store is closed. A restart of the server takes the new epoch."""
+
+
+class Refused(RuntimeError):
+    """A Redis Function refused a change; ``code`` says why (:data:`REFUSALS`): the session
+    is closed or gone (CLOSED), the caller no longer owns it (FENCED), a turn runs (BUSY)…"""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
 
 
 class RedisEventLog(WakeupSource):
@@ -196,8 +165,12 @@ class RedisEventLog(WakeupSource):
     def closed(self) -> bool:
         return self._closed
 
-    def append(self, kind: str, payload: Mapping[str, Any]) -> Event:
+    def append(self, kind: str, payload: Mapping[str, Any], fence: str = "") -> Event:
         """See :meth:`tether.stores.base.EventLog.append`; also
+
+        :param fence: the caller's fencing token as the session's owner (``""``: any
+            process may append this event, such as an answer).
+        :raises tether.errors.Fenced: another worker owns the session now.
 
         :raises RuntimeError: the log is closed here, or the session was deleted (by any
             process).
@@ -208,7 +181,7 @@ class RedisEventLog(WakeupSource):
         with self._append_lock:
             if self._closed:
                 raise RuntimeError(f"log of session {self.session_id} is closed")
-            event = self._store._append(self, kind, payload)
+            event = self._store._append(self, kind, payload, fence)
             if not self._apply([event]):
                 # Another process appended ids in between, and their wakes are not here yet.
                 self._store._refresh([self])
@@ -300,6 +273,13 @@ class RedisStore:
         except BaseException:
             self._pool.disconnect()
             raise
+        #: Called by the wake reader with ``(session_id, control)`` for every control wake
+        #: (``cancel N``, ``inbox R``, ``rec``, ``closed``), whether or not a log of that
+        #: session is open here; and with no argument after every resync (a reconnect, a
+        #: jump in the wake ids, a quiet spell), when controls may have been missed. Both
+        #: run on the reader: they must not block.
+        self.on_control: Callable[[str, str], None] | None = None
+        self.on_resync: Callable[[], None] | None = None
         self._stop = threading.Event()
         #: The reader's own stop signal: a stream only this store writes, at close.
         self._stop_key = f"{prefix}:stop:{secrets.token_hex(8)}"
@@ -307,6 +287,16 @@ class RedisStore:
         self._reader = threading.Thread(target=self._read_wakes, daemon=True,
                                         name=f"tether-redis-wake-{prefix}")
         self._reader.start()
+
+    @property
+    def client(self) -> redis.Redis:
+        """The command client (a blocking pool of :data:`MAX_CONNECTIONS`): short commands
+        only, never a blocking one."""
+        return self._redis
+
+    def key(self, session_id: str, name: str) -> str:
+        """A session's key: ``<prefix>:{<session id>}:<name>``."""
+        return f"{self.prefix}:{{{session_id}}}:{name}"
 
     # -- logs --------------------------------------------------------------------------
 
@@ -345,9 +335,7 @@ class RedisStore:
             log = self._logs.pop(session_id, None)
         if log is not None:
             log.close()
-        keys = self._keys
-        self._fcall(_DROP, [keys.sessions, keys.rec(session_id), keys.log(session_id),
-                            keys.wake, keys.wake_seq], [session_id])
+        self.call("drop", session_id)
 
     # -- session records ---------------------------------------------------------------
 
@@ -418,28 +406,48 @@ class RedisStore:
 
     # -- for RedisEventLog -------------------------------------------------------------
 
-    def _append(self, log: RedisEventLog, kind: str, payload: Mapping[str, Any]) -> Event:
+    def _append(self, log: RedisEventLog, kind: str, payload: Mapping[str, Any],
+                fence: str = "") -> Event:
         """One FCALL: the event with the next id, encoded as make_event does."""
         draft = make_event(0, log.session_id, self._clock(), kind, payload)
         rest = draft.data[len(_ID0):]  # the envelope after '{"id":0'
-        keys = self._keys
         sid = log.session_id
         try:
-            n = int(self._fcall(_APPEND, [keys.epoch, keys.rec(sid), keys.log(sid), keys.wake,
-                                          keys.wake_seq], [self.epoch, "", sid, rest]))
-        except ResponseError as exc:
-            message = str(exc)
-            if message.startswith("CLOSED"):
+            n = int(self.call("append", sid, fence, rest))
+        except Refused as exc:
+            if exc.code == "CLOSED":
                 log.close()
-                raise RuntimeError(f"log of session {sid} is closed ({message})") from None
-            if message.startswith("EPOCH"):
+                raise RuntimeError(f"log of session {sid} is closed ({exc})") from None
+            raise
+        return Event(n, sid, draft.ts, kind, draft.payload, b'{"id":%d' % n + rest)
+
+    def call(self, function: str, session_id: str, *args: Any) -> Any:
+        """Call Redis Function ``<library>_<function>`` on session ``session_id`` (its
+        arguments after the prefix, the epoch and the session id: redis_functions.lua).
+
+        :raises EpochChanged: Redis lost its data (every open log is closed).
+        :raises tether.errors.Fenced: the caller's fencing token is stale (another worker
+            owns the session now).
+        :raises Refused: the function refused (``code``: CLOSED, BUSY, QUEUE_FULL,
+            TOO_MANY, NOT_FOUND, EXISTS, CORRUPT).
+        :raises redis.exceptions.ConnectionError: Redis is unreachable.
+        """
+        try:
+            return self._fcall(f"{LIBRARY}_{function}", [],
+                               [self.prefix, self.epoch, session_id, *args])
+        except ResponseError as exc:
+            code, _, message = str(exc).partition(" ")
+            if code == "EPOCH":
                 self._lost_data()
                 raise EpochChanged(
                     f"Redis no longer holds epoch {self.epoch} (it lost its data): nothing "
-                    f"was appended to session {sid}; restart the server to take the new "
-                    "epoch") from None
+                    f"was written to session {session_id}; restart the server to take the "
+                    "new epoch") from None
+            if code == "FENCED":
+                raise Fenced(f"session {session_id}: {message}") from None
+            if code in REFUSALS:
+                raise Refused(code, message) from None
             raise
-        return Event(n, sid, draft.ts, kind, draft.payload, b'{"id":%d' % n + rest)
 
     def _read(self, log: RedisEventLog, after: int, upto: int) -> list[Event]:
         """Events ``after < id <= upto`` from the stream, in pages of :data:`PAGE_ROWS`."""
@@ -596,6 +604,12 @@ class RedisStore:
             jumped = jumped or q != seen + 1
             seen = q
             session_id = fields[b"s"].decode()
+            if b"c" in fields and self.on_control is not None:
+                try:
+                    self.on_control(session_id, fields[b"c"].decode())
+                except Exception:  # a handler's bug must not stop delivery
+                    logger.exception("Redis wake reader: control %r of session %s failed",
+                                     fields[b"c"], session_id)
             log = self._logs.get(session_id)
             if log is None or log.closed:
                 continue
@@ -631,6 +645,11 @@ class RedisStore:
             logs = list(self._logs.values())
         for start in range(0, len(logs), PAGE_ROWS):
             self._refresh(logs[start:start + PAGE_ROWS], client)
+        if self.on_resync is not None:
+            try:
+                self.on_resync()
+            except Exception:
+                logger.exception("Redis wake reader: the resync handler failed")
 
 
 _ID0 = b'{"id":0'

@@ -1,0 +1,209 @@
+"""Two workers of one cluster, in one process, on a private Redis: every command from either
+worker, one agent run on the owner, and a dead worker's turns taken over."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.redis_server import RedisServer
+from tether.agents.base import AgentCatalog
+from tether.agents.catalog import LocalAgent
+from tether.cluster.registry import ClusterRegistry
+from tether.config import Settings
+from tether.errors import AlreadyResolved, NotFound, SessionBusy
+
+Workers = tuple[ClusterRegistry, ClusterRegistry]
+
+
+def settings_for(tmp_path: Path, redis_server: RedisServer, prefix: str,
+                 **extra: Any) -> Settings:
+    return Settings.from_env({"data_dir": tmp_path, "local_word_delay_seconds": 0,
+                              "cancel_grace_seconds": 1, "TETHER_STORE": "redis",
+                              "TETHER_REDIS_URL": redis_server.url,
+                              "TETHER_REDIS_PREFIX": prefix, "TETHER_LEASE_SECONDS": 1,
+                              "TETHER_HEARTBEAT_SECONDS": 0.2, **extra})
+
+
+def worker(settings: Settings, name: str) -> ClusterRegistry:
+    return ClusterRegistry(settings, agents=AgentCatalog([LocalAgent(settings)]),
+                           worker=f"{settings.host_id}:{name}:0")
+
+
+@pytest.fixture
+def workers(tmp_path: Path, redis_server: RedisServer, redis_prefix: str) -> Iterator[Workers]:
+    settings = settings_for(tmp_path, redis_server, redis_prefix)
+    a, b = worker(settings, "1"), worker(settings, "2")
+    yield a, b
+    for registry in (a, b):
+        registry.shutdown()
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"not within {timeout} s")
+
+
+def events(registry: ClusterRegistry, sid: str) -> list[Any]:
+    log = registry.get(sid).log
+    log.sync(10**9)
+    return log.read_after(0)
+
+
+def kinds(registry: ClusterRegistry, sid: str) -> list[str]:
+    return [e.kind for e in events(registry, sid)]
+
+
+def turn_end(registry: ClusterRegistry, sid: str, turn: int) -> dict[str, Any]:
+    def found() -> Any:
+        for event in events(registry, sid):
+            if event.kind == "turn_end" and event.payload["turn"] == turn:
+                return dict(event.payload)
+        return None
+    return wait_until(found)
+
+
+def pending_approval(registry: ClusterRegistry, sid: str) -> str:
+    def found() -> Any:
+        approvals = registry.get(sid).to_dict()["pending"]["approvals"]
+        return approvals[0]["request_id"] if approvals else None
+    return wait_until(found)
+
+
+def test_a_session_made_on_one_worker_is_served_by_the_other(workers: Workers) -> None:
+    a, b = workers
+    session = a.create(title="shared")
+    assert b.get(session.id).title == "shared"
+    assert [s.id for s in b.list()] == [session.id]
+    assert b.get(session.id).to_dict()["state"] == "idle"
+    with pytest.raises(NotFound):
+        b.get("0" * 32)
+
+
+def test_a_prompt_on_either_worker_runs_on_the_owner(workers: Workers) -> None:
+    a, b = workers
+    sid = a.create().id
+    assert b.get(sid).submit("hello") == 1  # b claims the session: it runs the agent
+    assert turn_end(a, sid, 1)["reason"] == "completed"
+    assert a.get(sid).submit("hello again") == 2  # b, alive, still owns it
+    assert turn_end(b, sid, 2)["reason"] == "completed"
+    assert b.get(sid).agent_running and not a.get(sid).agent_running
+    assert [e.data for e in events(a, sid)] == [e.data for e in events(b, sid)]
+    assert [e.id for e in events(a, sid)] == list(range(1, len(events(a, sid)) + 1))
+
+
+def test_busy_is_decided_for_the_whole_cluster(workers: Workers) -> None:
+    a, b = workers
+    sid = a.create().id
+    a.get(sid).submit("$ echo waiting")
+    pending_approval(b, sid)
+    with pytest.raises(SessionBusy):
+        b.get(sid).submit("hello")
+    assert b.get(sid).prompt("later", queue=True) == {"queued": 1}
+    assert [q.text for q in a.get(sid).queue] == ["later"]
+
+
+def test_an_answer_on_another_worker_reaches_the_agent_and_the_first_wins(
+        workers: Workers) -> None:
+    a, b = workers
+    sid = a.create().id
+    a.get(sid).submit("$ echo answered")
+    rid = pending_approval(b, sid)
+    b.get(sid).prompts.answer_approval(rid, "allow", by="phone")
+    with pytest.raises(AlreadyResolved, match="answered by phone"):
+        a.get(sid).prompts.answer_approval(rid, "deny", by="desk")
+    assert turn_end(a, sid, 1)["reason"] == "completed"
+    log = events(b, sid)
+    resolved = [e.payload for e in log if e.kind == "approval_resolved"]
+    assert [(p["decision"], p["by"]) for p in resolved] == [("allow", "phone")]
+    assert any(e.kind == "tool_result" and "answered" in str(e.payload) for e in log)
+
+
+def test_stop_on_a_worker_that_does_not_run_the_turn(workers: Workers) -> None:
+    a, b = workers
+    sid = a.create().id
+    a.get(sid).submit("$ echo never")
+    pending_approval(b, sid)
+    assert b.get(sid).cancel() is True
+    assert turn_end(b, sid, 1)["reason"] == "cancelled"
+    assert b.get(sid).cancel() is False
+    resolved = [e.payload for e in events(a, sid) if e.kind == "approval_resolved"]
+    assert [p["reason"] for p in resolved] == ["cancelled"]
+
+
+def test_a_completed_turn_sends_the_queue_on_its_owner(workers: Workers) -> None:
+    a, b = workers
+    sid = a.create().id
+    a.get(sid).submit("$ echo first")
+    rid = pending_approval(b, sid)
+    assert b.get(sid).prompt("hello", queue=True) == {"queued": 1}
+    b.get(sid).prompts.answer_approval(rid, "allow")
+    assert turn_end(b, sid, 2)["reason"] == "completed"
+    assert kinds(b, sid).count("prompt_dequeued") == 1
+    assert a.get(sid).queue == []
+
+
+def test_the_inbox_is_the_clusters(workers: Workers) -> None:
+    a, b = workers
+    before = b.inbox.snapshot()["revision"]
+    sid = a.create(title="asks").id
+    a.get(sid).submit("$ echo inbox")
+    pending_approval(a, sid)
+    wait_until(lambda: b.inbox.revision > before)
+    entries = b.inbox.snapshot()["entries"]
+    assert [(e["session_id"], e["session_title"], e["kind"]) for e in entries] == \
+        [(sid, "asks", "approval")]
+    b.get(sid).cancel()
+    wait_until(lambda: b.inbox.snapshot()["entries"] == [])
+
+
+def test_delete_on_a_worker_that_does_not_run_the_turn(workers: Workers) -> None:
+    a, b = workers
+    sid = a.create().id
+    a.get(sid).submit("$ echo never")
+    pending_approval(a, sid)
+    b.delete(sid)
+    with pytest.raises(NotFound):
+        b.get(sid)
+    wait_until(lambda: _gone(a, sid))
+    assert a.list() == []
+
+
+def _gone(registry: ClusterRegistry, sid: str) -> bool:
+    try:
+        registry.get(sid)
+    except NotFound:
+        return True
+    return False
+
+
+def test_a_dead_workers_turn_is_taken_over(tmp_path: Path, redis_server: RedisServer,
+                                           redis_prefix: str) -> None:
+    settings = settings_for(tmp_path, redis_server, redis_prefix)
+    a, b = worker(settings, "1"), worker(settings, "2")
+    try:
+        sid = a.create().id
+        b.get(sid).submit("$ echo orphan")  # b owns it
+        rid = pending_approval(a, sid)
+        # b dies: its heartbeat stops, nothing of it runs any more (as after SIGKILL).
+        b.membership._stop.set()
+        b.store._stop.set()  # type: ignore[attr-defined]
+        end = turn_end(a, sid, 1)
+        assert end["reason"] == "interrupted"
+        resolved = [e.payload for e in events(a, sid) if e.kind == "approval_resolved"]
+        assert [(p["request_id"], p["reason"]) for p in resolved] == [(rid, "cancelled")]
+        # The next prompt claims it again, on a live worker.
+        assert a.get(sid).submit("hello") == 2
+        assert turn_end(a, sid, 2)["reason"] == "completed"
+    finally:
+        a.shutdown()
+        b.shutdown()

@@ -1,0 +1,277 @@
+"""Who is alive in the cluster: heartbeats, the reaper, takeover (SCALE-OUT.md section 7).
+
+Keys (``P`` is ``TETHER_REDIS_PREFIX``)
+    ``P:w:<wid>``         string with a TTL of ``TETHER_LEASE_SECONDS``: the worker's
+                          heartbeat, renewed every ``TETHER_HEARTBEAT_SECONDS`` with ``XX``.
+    ``P:workers``         set: every worker id that registered and was not reaped yet.
+    ``P:w:<wid>:owned``   set: the sessions the worker owns.
+    ``P:w:<wid>:pgids``   set: its agents' process groups (for gunicorn's master).
+    ``P:reaper``          string, 1 s: one reaper pass at a time (an efficiency lock only:
+                          takeover is a compare-and-set, safe to race).
+
+A worker whose ``XX`` renewal finds its heartbeat gone was declared dead: it stops every
+agent it runs and forgets its sessions (another worker took them over), then registers
+again under a new id. A worker that cannot reach Redis for longer than the lease less one
+heartbeat stops its agents too, before its lease can pass to another ("expire early").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from tether.cluster.envelopes import rest
+from tether.config import Settings
+from tether.prompts import Resolution, resolved_payload
+from tether.stores.redis import RedisStore, Refused
+from tether.workers import ids_of_process, renamed, worker_id
+
+logger = logging.getLogger(__name__)
+
+#: The ``message`` of requests a dead worker left pending.
+TAKEOVER_MESSAGE = "The worker running the turn stopped."
+#: Compare-and-set attempts of one takeover.
+TAKEOVER_ATTEMPTS = 10
+
+
+class Membership:
+    """This worker's heartbeat and reaper.
+
+    :param wid: this worker's id; by default :func:`tether.workers.worker_id`.
+    :param on_lost: called with no argument when this worker learns it was declared dead
+        (or lost Redis for longer than its lease allows): stop every agent, forget every
+        session.
+    """
+
+    def __init__(self, store: RedisStore, settings: Settings,
+                 on_lost: Callable[[], None], wid: str | None = None) -> None:
+        self._store = store
+        self._client = store.client
+        self._prefix = store.prefix
+        self._lease_ms = int(settings.lease_seconds * 1000)
+        self._interval = settings.heartbeat_seconds
+        self._host_id = settings.host_id
+        self._on_lost = on_lost
+        #: This worker's id (:mod:`tether.workers`; ``wid`` for several in one process).
+        self.worker_id = wid or worker_id(self._host_id)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_renewal = time.monotonic()
+
+    def heartbeat_key(self, wid: str) -> str:
+        return f"{self._prefix}:w:{wid}"
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register this worker and start its heartbeat and reaper. A first reaper pass runs
+        at once: a host that restarts after a crash ends what its dead workers left open
+        before it serves anyone (their processes are gone, so no lease is waited for)."""
+        self._register()
+        try:
+            self.reap()
+        except Exception:  # the periodic passes retry
+            logger.exception("worker %s: the first reaper pass failed", self.worker_id)
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"tether-membership-{self.worker_id}")
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the heartbeat and leave the cluster (a graceful stop: call after the
+        sessions were released)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self._interval + 5)
+        try:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(self.heartbeat_key(self.worker_id),
+                        f"{self.heartbeat_key(self.worker_id)}:owned",
+                        f"{self.heartbeat_key(self.worker_id)}:pgids")
+            pipe.srem(f"{self._prefix}:workers", self.worker_id)
+            pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            logger.warning("worker %s: not unregistered (the reaper will): %r", self.worker_id,
+                           exc)
+
+    def _register(self) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.set(self.heartbeat_key(self.worker_id), os.getpid(), px=self._lease_ms)
+        pipe.sadd(f"{self._prefix}:workers", self.worker_id)
+        pipe.execute()
+        self._last_renewal = time.monotonic()
+        logger.info("worker %s joined the cluster (prefix %s)", self.worker_id, self._prefix)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval * random.uniform(0.8, 1.0)):
+            try:
+                self._renew()
+                self.reap()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                silent = time.monotonic() - self._last_renewal
+                if silent > self._lease_ms / 1000 - self._interval:
+                    logger.error("worker %s: Redis unreachable for %.1f s, close to the lease "
+                                 "(TETHER_LEASE_SECONDS): stopping this worker's agents; %r",
+                                 self.worker_id, silent, exc)
+                    self._lost()
+                else:
+                    logger.warning("worker %s: heartbeat failed: %r", self.worker_id, exc)
+            except Exception:  # a bug must not end the heartbeat
+                logger.exception("worker %s: heartbeat pass failed", self.worker_id)
+
+    def _renew(self) -> None:
+        renewed = self._client.set(self.heartbeat_key(self.worker_id), os.getpid(),
+                                   px=self._lease_ms, xx=True)
+        if renewed:
+            self._last_renewal = time.monotonic()
+            return
+        logger.error("worker %s was declared dead (its heartbeat lapsed: a stall longer than "
+                     "TETHER_LEASE_SECONDS?): its sessions were taken over; stopping its "
+                     "agents and joining again", self.worker_id)
+        self._lost()
+
+    def _lost(self) -> None:
+        self._on_lost()
+        self.worker_id = renamed(self.worker_id)
+        try:
+            self._register()
+        except (RedisConnectionError, RedisTimeoutError):
+            self._last_renewal = time.monotonic()  # joins again at the next renewal
+
+    # -- processes -----------------------------------------------------------------------
+
+    def agent_process(self, pid: int, started: bool) -> None:
+        """Record (or forget) one of this worker's agents' process groups."""
+        key = f"{self.heartbeat_key(self.worker_id)}:pgids"
+        try:
+            if started:
+                self._client.sadd(key, pid)
+            else:
+                self._client.srem(key, pid)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            logger.warning("agent pid %s not recorded: %r", pid, exc)
+
+    # -- the reaper ----------------------------------------------------------------------
+
+    def reap(self) -> int:
+        """One reaper pass: take over the sessions of every worker whose heartbeat is gone.
+        Workers of this host whose process no longer exists are declared dead at once.
+        Returns how many sessions were taken over."""
+        if not self._client.set(f"{self._prefix}:reaper", self.worker_id, nx=True, px=1000):
+            return 0
+        wids = sorted(w.decode() for w in self._client.smembers(f"{self._prefix}:workers"))
+        if not wids:
+            return 0
+        pipe = self._client.pipeline(transaction=False)
+        for wid in wids:
+            pipe.exists(self.heartbeat_key(wid))
+        alive = pipe.execute()
+        taken = 0
+        for wid, beating in zip(wids, alive, strict=True):
+            if wid == self.worker_id:
+                continue
+            if beating and not self._died_here(wid):
+                continue
+            if beating:  # its process is gone from this host: no need to wait for the lease
+                self._client.delete(self.heartbeat_key(wid))
+                kill_groups(self._client, self.heartbeat_key(wid))
+            owned = self._client.smembers(f"{self.heartbeat_key(wid)}:owned")
+            for sid in sorted(s.decode() for s in owned):
+                taken += self.take_over(sid, wid)
+            if not self._client.scard(f"{self.heartbeat_key(wid)}:owned"):
+                pipe = self._client.pipeline(transaction=True)
+                pipe.srem(f"{self._prefix}:workers", wid)
+                pipe.delete(f"{self.heartbeat_key(wid)}:owned")
+                pipe.execute()
+                logger.info("reaped worker %s", wid)
+        return taken
+
+    def _died_here(self, wid: str) -> bool:
+        host_id, pid, _ = wid.rsplit(":", 2)
+        if host_id != self._host_id or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def take_over(self, session_id: str, dead: str) -> int:
+        """End what worker ``dead`` left open in session ``session_id``: its pending requests
+        resolved ``cancelled``, its turn ended ``interrupted``; the session is then free.
+        A compare-and-set, retried while the session changes under it. Returns 1 when this
+        call did it, 0 when there was nothing to do (or another worker did it)."""
+        store = self._store
+        for _ in range(TAKEOVER_ATTEMPTS):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hmget(store.key(session_id, "rec"), ["owner", "fence", "turn_active"])
+            pipe.hgetall(store.key(session_id, "pending"))
+            (owner, fence, active), pending = pipe.execute()
+            if owner is None or owner.decode() != dead:
+                return 0
+            now = time.time()
+            args: list[Any] = [dead, (fence or b"0").decode(), (active or b"0").decode()]
+            number = int(active or 0)
+            args.append(rest(session_id, now, "turn_end", {"turn": number,
+                                                           "reason": "interrupted"})
+                        if number else "")
+            cancelled = Resolution("deny", "cancelled", message=TAKEOVER_MESSAGE)
+            for rid, raw in pending.items():
+                kind = json.loads(raw)["kind"]
+                args += [rid, rest(session_id, now, f"{kind}_resolved",
+                                   resolved_payload(rid.decode(), kind, cancelled))]
+            try:
+                reply = store.call("takeover", session_id, *args)
+            except Refused as exc:
+                if exc.code == "CLOSED":
+                    return 0
+                raise
+            reply = reply.decode() if isinstance(reply, bytes) else str(reply)
+            if reply == "OK":
+                logger.warning("session %s: took over from worker %s (turn %s ended "
+                               "interrupted, %s requests cancelled)", session_id, dead,
+                               number or "none", len(pending))
+                return 1
+            if reply == "GONE":
+                return 0
+        logger.warning("session %s: takeover from %s kept racing; the next pass retries",
+                       session_id, dead)
+        return 0
+
+
+def kill_groups(client: redis.Redis, heartbeat_key: str) -> None:
+    """SIGKILL every agent process group a worker recorded, and forget them."""
+    key = f"{heartbeat_key}:pgids"
+    for raw in client.smembers(key):
+        try:
+            os.killpg(int(raw), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, ValueError):
+            pass
+    client.delete(key)
+
+
+def worker_exited(settings: Settings, pid: int) -> None:
+    """gunicorn's master saw worker ``pid`` exit (its ``child_exit`` hook): kill the agents
+    it ran (they run in sessions of their own, so they outlive it) and drop its heartbeat,
+    so that the next reaper pass, on any worker, takes its sessions over at once rather
+    than after the lease. Connects afresh (the master holds no Redis client)."""
+    url = settings.redis_url.get_secret_value()
+    prefix = settings.redis_prefix
+    with redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3) as client:
+        wids = [w.decode() for w in client.smembers(f"{prefix}:workers")]
+        for wid in ids_of_process(wids, settings.host_id, pid):
+            key = f"{prefix}:w:{wid}"
+            kill_groups(client, key)
+            client.delete(key)

@@ -1,0 +1,315 @@
+"""The cluster's session registry: the transports' one entry point with ``TETHER_STORE=redis``.
+
+The same surface as :class:`tether.sessions.SessionRegistry`; sessions live in Redis, so
+any worker serves any session: one this worker has not seen yet is loaded on first use,
+one deleted on another worker is forgotten when its ``closed`` control arrives. The inbox's
+revision is the cluster's (``P:inbox:rev``), so every worker's clients see the same
+revisions, and a change on any worker wakes the inbox streams of all.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tether.agents.base import AgentCatalog
+from tether.cluster.errors import available
+from tether.cluster.membership import Membership
+from tether.cluster.prompts import pending_from
+from tether.cluster.sessions import ClusterSession
+from tether.config import Settings
+from tether.errors import NotFound, ShuttingDown, TooManySessions
+from tether.inbox import Inbox
+from tether.prompts import PendingRequest
+from tether.sessions import SessionRegistry, check_title
+from tether.stores.base import Store
+from tether.stores.redis import RedisStore, Refused
+
+logger = logging.getLogger(__name__)
+
+#: Sessions read per pipeline when listing.
+LIST_PAGE = 500
+
+
+class ClusterInbox(Inbox):
+    """The inbox with the cluster's revision: advanced by ``inbox R`` controls and by every
+    snapshot, which reads the revision from Redis first."""
+
+    def __init__(self, source: Any, store: RedisStore) -> None:
+        self._store = store
+        super().__init__(source, store.epoch, self._read_revision())
+
+    def _read_revision(self) -> int:
+        return int(self._store.client.get(f"{self._store.prefix}:inbox:rev") or 0)
+
+    def advance(self, revision: int) -> None:
+        """Redis's inbox revision is ``revision`` (or newer): wake waiters if it moved."""
+        with self._wakeup.lock:
+            if revision > self._revision:
+                self._revision = revision
+                self._wakeup.notify()
+
+    def changed(self) -> None:
+        """Nothing to do: every change of the inbox bumps Redis's revision itself."""
+
+    @available
+    def snapshot(self) -> dict[str, Any]:
+        self.advance(self._read_revision())
+        return super().snapshot()
+
+
+class ClusterRegistry(SessionRegistry):
+    """Every session of the cluster, as this worker serves them.
+
+    :param store: a :class:`~tether.stores.redis.RedisStore` (by default the one the
+        settings name).
+    :param worker: this worker's id (several workers in one process, in tests); by default
+        :func:`tether.workers.worker_id`.
+    :raises redis.exceptions.ConnectionError: Redis is unreachable at start.
+    """
+
+    def __init__(self, settings: Settings, store: Store | None = None,
+                 agents: AgentCatalog | None = None,
+                 clock: Callable[[], float] = time.time, worker: str | None = None) -> None:
+        self._worker = worker
+        super().__init__(settings, store, agents, clock)
+
+    @property
+    def redis_store(self) -> RedisStore:
+        assert isinstance(self.store, RedisStore)
+        return self.store
+
+    @property
+    def worker_id(self) -> str:
+        return self.membership.worker_id
+
+    def _restore(self) -> None:
+        """Join the cluster (called by the base class's constructor): nothing to restore,
+        as the sessions live in Redis; a dead worker's turns are the reaper's."""
+        store = self.store
+        if not isinstance(store, RedisStore):
+            raise TypeError("the cluster registry needs the Redis store (TETHER_STORE=redis)")
+        self._stopping = False
+        self.membership = Membership(store, self.settings, self._lost_all, self._worker)
+        self.inbox = ClusterInbox(self._pending_by_session, store)
+        store.on_control = self._control
+        store.on_resync = self._resync
+        self.membership.start()
+
+    # -- sessions ----------------------------------------------------------------------
+
+    @available
+    def create(self, agent: str | None = None, title: str | None = None) -> ClusterSession:
+        """See :meth:`tether.sessions.SessionRegistry.create`; the session limit is the
+        cluster's."""
+        spec = self.agents.get(agent or self.settings.agent)
+        title = check_title(title) if title is not None and title.strip() else None
+        if self._stopping:
+            raise ShuttingDown("this server is shutting down; create the session once it is "
+                               "back")
+        session_id = secrets.token_hex(16)
+        workspace = (self.settings.data_dir / "sessions" / session_id).resolve()
+        workspace.mkdir(parents=True, exist_ok=True)
+        created = round(self._clock(), 3)
+        try:
+            self.redis_store.call(
+                "create", session_id, repr(created), self.settings.max_sessions,
+                "agent", spec.name, "title", title or f"{spec.name} session",
+                "title_set", int(title is not None), "workspace", str(workspace),
+                "auto_approve", 0, "agent_session_id", "")
+        except Refused as exc:
+            workspace.rmdir()
+            if exc.code == "TOO_MANY":
+                raise TooManySessions(
+                    f"this server holds {self.settings.max_sessions} sessions, its limit "
+                    "(TETHER_MAX_SESSIONS); delete one first") from None
+            raise
+        logger.info("created session %s (agent %s)", session_id, spec.name)
+        return self.get(session_id)
+
+    @available
+    def get(self, session_id: str) -> ClusterSession:
+        """:raises NotFound: unknown (or deleted) session."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+        if session is not None and not session.log.closed:
+            return session  # type: ignore[return-value]
+        values = self.redis_store.client.hmget(
+            self.redis_store.key(session_id, "rec"), ["agent", "workspace", "created_at",
+                                                      "closed"])
+        agent, workspace, created_at, closed = (None if v is None else v.decode()
+                                                for v in values)
+        if agent is None or closed == "1" or workspace is None:
+            raise NotFound(f"no session {session_id[:80]!r}")
+        return self._build(session_id, agent, workspace, float(created_at or 0))
+
+    def _build(self, session_id: str, agent: str, workspace: str,
+               created_at: float) -> ClusterSession:
+        try:
+            spec = self.agents.get(agent)
+        except NotFound:
+            raise NotFound(f"session {session_id[:80]!r} runs agent {agent!r}, which this "
+                           "server does not offer") from None
+        log = self.redis_store.open_log(session_id)
+        session = ClusterSession(
+            session_id, spec, Path(workspace), created_at, log, self.redis_store,
+            self.settings, me=lambda: self.membership.worker_id,
+            take_over=self._take_over, stopping=lambda: self._stopping,
+            on_turn_ended=self.metrics.turn_ended,
+            on_process=self.membership.agent_process, clock=self._clock)
+        with self._lock:
+            current = self._sessions.get(session_id)
+            if current is not None and not current.log.closed:
+                return current  # type: ignore[return-value]
+            self._sessions[session_id] = session  # type: ignore[assignment]
+        return session
+
+    @available
+    def list(self) -> list[ClusterSession]:  # type: ignore[override]
+        """Every session of the cluster, newest first (ties by id, as the other stores)."""
+        client = self.redis_store.client
+        listed = client.zrange(f"{self.store.prefix}:sessions", 0, -1,  # type: ignore[attr-defined]
+                               withscores=True)
+        ordered = sorted(((score, raw.decode()) for raw, score in listed), reverse=True)
+        sessions: list[ClusterSession] = []
+        with self._lock:
+            known = dict(self._sessions)
+        missing = [sid for _, sid in ordered if sid not in known or known[sid].log.closed]
+        loaded: dict[str, ClusterSession] = {}
+        for start in range(0, len(missing), LIST_PAGE):
+            page = missing[start:start + LIST_PAGE]
+            pipe = client.pipeline(transaction=False)
+            for sid in page:
+                pipe.hmget(self.redis_store.key(sid, "rec"), ["agent", "workspace",
+                                                              "created_at", "closed"])
+            for sid, values in zip(page, pipe.execute(), strict=True):
+                agent, workspace, created_at, closed = (None if v is None else v.decode()
+                                                        for v in values)
+                if agent is None or workspace is None or closed == "1":
+                    continue
+                try:
+                    loaded[sid] = self._build(sid, agent, workspace, float(created_at or 0))
+                except NotFound as exc:
+                    logger.warning("%s; not listed", exc.message)
+        for _, sid in ordered:
+            session = loaded.get(sid) or known.get(sid)
+            if session is not None and not session.log.closed:
+                sessions.append(session)  # type: ignore[arg-type]
+        return sessions
+
+    @available
+    def delete(self, session_id: str) -> None:
+        """Stop the session's turn wherever it runs, then delete it everywhere and remove
+        its own workspace.
+
+        :raises NotFound: unknown session.
+        :raises ShuttingDown: this worker is stopping (the session stays).
+        """
+        if self._stopping:
+            raise ShuttingDown("this server is shutting down; delete the session once it is "
+                               "back")
+        session = self.get(session_id)
+        session.cancel()
+        if not session.wait_idle(self.settings.cancel_grace_seconds * 3 + 5):
+            logger.warning("session %s: its turn did not end in time; deleted anyway",
+                           session_id)
+        with self._lock:
+            self._sessions.pop(session_id, None)
+            self._deleted_events += session.log.last_id
+        self.redis_store.drop_log(session_id)
+        session.closed_elsewhere()
+        self._remove_workspace(session)  # type: ignore[arg-type]
+
+    def shutdown(self) -> None:
+        """This worker stops: the turns it runs end ``interrupted``, its agents stop, its
+        sessions are released for other workers, it leaves the cluster; the sessions and
+        every other worker's turns go on. Safe to call twice."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            self._shutting_down = True
+            sessions = [s for s in self._sessions.values()
+                        if isinstance(s, ClusterSession) and s.owned]
+        turns = [turn for turn in (s.stop_here("interrupted") for s in sessions) if turn]
+        deadline = time.monotonic() + self.settings.cancel_grace_seconds * 2 + 1
+        for turn in turns:
+            turn.join(max(deadline - time.monotonic(), 0))
+        for session in sessions:
+            session.release()
+        self.membership.stop()
+        self.inbox.close()
+        self.store.close()
+
+    # -- the wake reader's controls ------------------------------------------------------
+
+    def _control(self, session_id: str, control: str) -> None:
+        name, _, value = control.partition(" ")
+        if name == "inbox":
+            self.inbox.advance(int(value))  # type: ignore[attr-defined]
+            return
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if name == "closed":
+                self._sessions.pop(session_id, None)
+        if not isinstance(session, ClusterSession):
+            return
+        if name == "cancel" and session.owned:
+            threading.Thread(target=session.cancel_here, args=(int(value),), daemon=True).start()
+        elif name == "closed":
+            threading.Thread(target=session.closed_elsewhere, daemon=True).start()
+
+    def _resync(self) -> None:
+        """Controls may have been missed: the inbox's revision, and Stops of owned turns."""
+        self.inbox.advance(self.inbox._read_revision())  # type: ignore[attr-defined]
+        with self._lock:
+            owned = [s for s in self._sessions.values()
+                     if isinstance(s, ClusterSession) and s.owned]
+        for session in owned:
+            threading.Thread(target=session.check_cancel, daemon=True).start()
+
+    def _lost_all(self) -> None:
+        with self._lock:
+            owned = [s for s in self._sessions.values()
+                     if isinstance(s, ClusterSession) and s.owned]
+        for session in owned:
+            session.lost()
+
+    def _take_over(self, session_id: str, dead: str) -> None:
+        self.membership.take_over(session_id, dead)
+
+    # -- figures -----------------------------------------------------------------------
+
+    def figures(self) -> dict[str, int]:
+        sessions = self.list()
+        pending = [p for _, _, requests in self._pending_by_session() for p in requests]
+        approvals = sum(p.kind == "approval" for p in pending)
+        with self._lock:
+            deleted = self._deleted_events
+        return {"sessions": len(sessions),
+                "events_appended": deleted + sum(s.log.last_id for s in sessions),
+                "approvals_pending": approvals,
+                "questions_pending": len(pending) - approvals,
+                "agent_processes": sum(s.agent_running for s in sessions)}
+
+    def _pending_by_session(self) -> list[tuple[str, str, list[PendingRequest]]]:
+        sessions = self.list()
+        client = self.redis_store.client
+        found: list[tuple[str, str, list[PendingRequest]]] = []
+        for start in range(0, len(sessions), LIST_PAGE):
+            page = sessions[start:start + LIST_PAGE]
+            pipe = client.pipeline(transaction=False)
+            for session in page:
+                pipe.hget(self.redis_store.key(session.id, "rec"), "title")
+                pipe.hgetall(self.redis_store.key(session.id, "pending"))
+            replies = pipe.execute()
+            for i, session in enumerate(page):
+                title, pending = replies[2 * i], replies[2 * i + 1]
+                if pending:
+                    found.append((session.id, (title or b"").decode(), pending_from(pending)))
+        return found

@@ -1,0 +1,556 @@
+"""One session as a worker of the cluster serves it (SCALE-OUT.md sections 6 and 7).
+
+Every worker can serve every session: it reads the session's state from Redis when asked
+(no copy to go stale), and changes it through the Redis Functions. One worker, the owner,
+runs the agent. A prompt on any worker starts the turn in one function
+(``begin_turn``: busy is decided for the whole cluster); the worker that claimed the session
+(it had no live owner) starts the turn itself, otherwise the owner starts it when the
+``user`` event reaches its view of the log: the log is the command channel. A Stop sets
+the session's ``cancel`` and wakes the owner with a ``cancel N`` control. The owner's
+writes carry its fencing token, so a worker that was taken over writes nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tether.agents.base import AgentSpec
+from tether.cluster.envelopes import HOLE, rest, template
+from tether.cluster.prompts import ClusterPrompts, pending_from
+from tether.config import Settings
+from tether.errors import (
+    AutoApproveDisabled,
+    BadRequest,
+    Fenced,
+    NotFound,
+    PayloadTooLarge,
+    QueueFull,
+    SessionBusy,
+    ShuttingDown,
+)
+from tether.events import Event
+from tether.runner import AgentHost, Turn
+from tether.sessions import MAX_QUEUED, QueuedPrompt, State, check_title, title_from_prompt
+from tether.stores.redis import RedisEventLog, RedisStore, Refused
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between a closing session's checks that its turn has ended.
+CLOSE_POLL_SECONDS = 0.05
+
+
+class FencedLog:
+    """A session's log as its owner's runner writes it: every append carries the owner's
+    fencing token (:class:`tether.errors.Fenced` once another worker took over)."""
+
+    def __init__(self, log: RedisEventLog, fence: str) -> None:
+        self._log = log
+        self._fence = fence
+        self.session_id = log.session_id
+
+    def append(self, kind: str, payload: Mapping[str, Any]) -> Event:
+        return self._log.append(kind, payload, fence=self._fence)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+
+class ClusterSession:
+    """Session ``session_id`` on this worker. Made by the cluster registry.
+
+    :param me: this worker's id (it changes if the worker re-registers after a lapse).
+    :param take_over: ``(session_id, dead_owner)``: end what a dead owner left open
+        (:meth:`tether.cluster.membership.Membership.take_over`).
+    :param stopping: True once this worker shuts down (its refusals say so).
+    """
+
+    def __init__(self, session_id: str, agent: AgentSpec, workspace: Path, created_at: float,
+                 log: RedisEventLog, store: RedisStore, settings: Settings,
+                 me: Callable[[], str], take_over: Callable[[str, str], None],
+                 stopping: Callable[[], bool],
+                 on_turn_ended: Callable[[str, float], None] | None = None,
+                 on_process: Callable[[int, bool], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.id = session_id
+        self.agent = agent
+        self.workspace = workspace
+        self.created_at = created_at
+        self.log = log
+        self._store = store
+        self._settings = settings
+        self._me = me
+        self._take_over = take_over
+        self._stopping = stopping
+        self._on_turn_ended = on_turn_ended or (lambda reason, seconds: None)
+        self._on_process = on_process
+        self._clock = clock
+        self._rec = store.key(session_id, "rec")
+        self.prompts = ClusterPrompts(store, session_id, settings.prompt_timeout_seconds,
+                                      lambda: self._fence, clock)
+        # What this worker does as the owner, under _lock.
+        self._lock = threading.Lock()
+        self._fence = ""  # this worker's fencing token; "" while it is not the owner
+        self._host: AgentHost | None = None
+        self._turn: Turn | None = None
+        self._started = 0  # the newest turn this worker started (or saw start elsewhere)
+        self._cancel_for = 0  # a Stop for this turn number arrived
+        self._follower: threading.Thread | None = None
+
+    # -- reading (any worker) ------------------------------------------------------------
+
+    def _fields(self, *names: str) -> list[str | None]:
+        values = self._store.client.hmget(self._rec, names)
+        return [None if v is None else v.decode() for v in values]
+
+    @property
+    def title(self) -> str:
+        return self._fields("title")[0] or ""
+
+    @property
+    def auto_approve(self) -> bool:
+        return self._fields("auto_approve")[0] == "1"
+
+    @property
+    def turn_active(self) -> bool:
+        return self._fields("turn_active")[0] not in (None, "0")
+
+    @property
+    def turn(self) -> int:
+        return int(self._fields("turns")[0] or 0)
+
+    @property
+    def agent_session_id(self) -> str:
+        return self._fields("agent_session_id")[0] or ""
+
+    @property
+    def agent_running(self) -> bool:
+        host = self._host
+        return host is not None and host.running
+
+    @property
+    def state(self) -> State:
+        return self.to_dict()["state"]
+
+    @property
+    def queue(self) -> list[QueuedPrompt]:
+        raw = self._store.client.lrange(self._store.key(self.id, "queue"), 0, -1)
+        return [_queued(item) for item in raw]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The session object of DESIGN.md section 4, read from Redis in one round trip."""
+        pipe = self._store.client.pipeline(transaction=True)
+        pipe.hgetall(self._rec)
+        pipe.hgetall(self._store.key(self.id, "pending"))
+        pipe.lrange(self._store.key(self.id, "queue"), 0, -1)
+        raw_rec, raw_pending, raw_queue = pipe.execute()
+        rec = {k.decode(): v.decode() for k, v in raw_rec.items()}
+        pending = pending_from(raw_pending)
+        active = rec.get("turn_active", "0") != "0"
+        closed = rec.get("closed") == "1" or not rec
+        state: State = ("ended" if closed else "idle" if not active
+                        else "waiting" if pending else "running")
+        queue = [_queued(item) for item in raw_queue]
+        return {
+            "id": self.id,
+            "agent": self.agent.name,
+            "title": rec.get("title", ""),
+            "created_at": self.created_at,
+            "state": state,
+            "turn_active": active,
+            "turn": int(rec.get("turns", 0)),
+            "last_event_id": max(int(rec.get("last", 0)), self.log.last_id),
+            "agent_session_id": rec.get("agent_session_id", ""),
+            "auto_approve": rec.get("auto_approve") == "1",
+            "queue": [{"n": n, "queue_id": item.queue_id, "text": item.text}
+                      for n, item in enumerate(queue, 1)],
+            "pending": {
+                "approvals": [p.summary() for p in pending if p.kind == "approval"],
+                "clarify": [p.summary() for p in pending if p.kind == "clarify"],
+            },
+        }
+
+    # -- commands (any worker) ---------------------------------------------------------
+
+    def submit(self, text: str) -> int:
+        """See :meth:`tether.sessions.Session.submit`."""
+        return self.prompt(text)["turn"]
+
+    def prompt(self, text: str, queue: bool = False) -> dict[str, int]:
+        """See :meth:`tether.sessions.Session.prompt`; busy is decided for the whole
+        cluster, in one Redis Function."""
+        self._check_text(text)
+        self._check_running()
+        while True:
+            now = self._clock()
+            user_head, user_tail = template(self.id, now, "user", {"turn": HOLE, "text": text})
+            args: list[Any] = [self._me(), title_from_prompt(text, ""), user_head, user_tail]
+            if queue:
+                queue_id = secrets.token_hex(16)
+                queued_head, queued_tail = template(
+                    self.id, now, "prompt_queued",
+                    {"queue_id": queue_id, "position": HOLE, "text": text})
+                args += [MAX_QUEUED, _item(queue_id, text), queued_head, queued_tail]
+            reply = self._call("begin_turn", *args)
+            what = reply[0].decode()
+            if what == "takeover":
+                self._take_over(self.id, reply[1].decode())
+                continue
+            if what == "queued":
+                return {"queued": int(reply[1])}
+            number = int(reply[1])
+            self._started_elsewhere_or_here(number, text, reply)
+            return {"turn": number}
+
+    def send_queued(self, position: int, queue_id: str | None = None) -> int:
+        """See :meth:`tether.sessions.Session.send_queued`."""
+        self._check_running()
+        while True:
+            item = self._queue_item(position, queue_id)
+            queued = _queued(item)
+            now = self._clock()
+            dequeued = rest(self.id, now, "prompt_dequeued",
+                            {"queue_id": queued.queue_id, "position": position,
+                             "reason": "sent"})
+            user_head, user_tail = template(self.id, now, "user",
+                                            {"turn": HOLE, "text": queued.text})
+            reply = self._call("dequeue", position, item, dequeued, self._me(), "",
+                               user_head, user_tail, queue_position=position)
+            if reply[0].decode() == "takeover":
+                self._take_over(self.id, reply[1].decode())
+                continue
+            number = int(reply[1])
+            self._started_elsewhere_or_here(number, queued.text, reply)
+            return number
+
+    def remove_queued(self, position: int, queue_id: str | None = None) -> None:
+        """See :meth:`tether.sessions.Session.remove_queued`."""
+        self._check_running()
+        item = self._queue_item(position, queue_id)
+        dequeued = rest(self.id, self._clock(), "prompt_dequeued",
+                        {"queue_id": _queued(item).queue_id, "position": position,
+                         "reason": "removed"})
+        self._call("dequeue", position, item, dequeued, queue_position=position)
+
+    def update(self, title: str | None = None, auto_approve: bool | None = None) -> None:
+        """See :meth:`tether.sessions.Session.update`."""
+        self._check_running()
+        if auto_approve and not self._settings.allow_auto_approve:
+            raise AutoApproveDisabled(
+                "auto-approve is disabled on this server (TETHER_ALLOW_AUTO_APPROVE=0): every "
+                "tool call waits for a person")
+        fields: list[Any] = []
+        if title is not None:
+            fields += ["title", check_title(title), "title_set", 1]
+        if auto_approve is not None:
+            fields += ["auto_approve", int(auto_approve)]
+        if fields:
+            # Inbox entries carry the title.
+            self._call("update", 1 if title is not None else 0, *fields)
+
+    def cancel(self) -> bool:
+        """Stop the running turn, wherever it runs. False when no turn is running (or it is
+        being stopped already)."""
+        reply = self._call("request_cancel")
+        if isinstance(reply, list):  # its owner is dead: end the turn now
+            self._take_over(self.id, reply[1].decode())
+            return True
+        return bool(int(reply))
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no turn runs in the cluster; True if idle within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.turn_active:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(CLOSE_POLL_SECONDS)
+        return True
+
+    def _call(self, function: str, *args: Any, queue_position: int | None = None) -> Any:
+        try:
+            return self._store.call(function, self.id, *args)
+        except Refused as exc:
+            if exc.code == "BUSY":
+                raise SessionBusy(exc.message) from None
+            if exc.code == "QUEUE_FULL":
+                raise QueueFull(f"the queue holds {MAX_QUEUED} prompts, its limit; send or "
+                                "remove one first") from None
+            if exc.code == "NOT_FOUND" and queue_position is not None:
+                raise NotFound(f"no queued prompt {queue_position}: the queue changed; read "
+                               "the session again") from None
+            if exc.code == "CLOSED":
+                raise BadRequest("the session was deleted") from None
+            raise
+
+    def _queue_item(self, position: int, queue_id: str | None) -> bytes:
+        items = self._store.client.lrange(self._store.key(self.id, "queue"), 0, -1)
+        if not 1 <= position <= len(items):
+            raise NotFound(f"no queued prompt {position}: the queue holds {len(items)}")
+        item = items[position - 1]
+        if queue_id is not None and _queued(item).queue_id != queue_id:
+            raise NotFound(f"queued prompt {position} is not {queue_id[:40]!r} (the queue "
+                           "changed); read the session again")
+        return item
+
+    def _check_text(self, text: str) -> None:
+        if not text.strip():
+            raise BadRequest("text must not be empty")
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > self._settings.max_prompt_bytes:
+            raise PayloadTooLarge(f"text is {size} bytes; the limit is "
+                                  f"{self._settings.max_prompt_bytes} (TETHER_MAX_PROMPT_BYTES)")
+
+    def _check_running(self) -> None:
+        if self._stopping():
+            raise ShuttingDown("this server is shutting down; try again (another worker, or "
+                               "this one once it is back, takes it)")
+
+    # -- the owner ---------------------------------------------------------------------
+
+    def _started_elsewhere_or_here(self, number: int, text: str, reply: list[Any]) -> None:
+        """After ``begin_turn``/``dequeue``: the owner it names starts turn ``number``; when
+        that is this worker, now (else its view of the log brings the ``user`` event)."""
+        owner, fence = reply[2].decode(), str(int(reply[3]))
+        if owner == self._me():
+            self.own(fence)
+            self._run_turn(number, text)
+
+    def own(self, fence: str) -> None:
+        """This worker owns the session under ``fence``: follow its log for turns begun and
+        requests answered on other workers."""
+        with self._lock:
+            if self._fence == fence:
+                return
+            fresh = self._fence == ""
+            self._fence = fence
+            if fresh:
+                self._load_agent_state()
+            if self._follower is None or not self._follower.is_alive():
+                self._follower = threading.Thread(target=self._follow, daemon=True,
+                                                  name=f"owner-{self.id[:8]}")
+                self._follower.start()
+
+    @property
+    def owned(self) -> bool:
+        return self._fence != ""
+
+    def _load_agent_state(self) -> None:
+        # Under _lock: the agent's conversation and spend as the previous owner left them.
+        agent_session_id, started, spent, total, turns = self._fields(
+            "agent_session_id", "agent_started", "session_cost_usd", "agent_total_cost_usd",
+            "turns")
+        host = AgentHost(self.agent, self.workspace, self._settings)
+        host.on_process = self._on_process
+        if agent_session_id:
+            if started == "1":
+                host.resume(agent_session_id)
+            else:
+                host.agent_session_id = agent_session_id
+        host.costs.session_usd = float(spent or 0)
+        host.costs.last_total = float(total) if total else None
+        if self._host is not None:
+            self._host.stop()
+        self._host = host
+        # Turns begun before this claim are not this worker's to start.
+        self._started = max(self._started, int(turns or 0) - 1)
+
+    def _run_turn(self, number: int, text: str) -> None:
+        """Start turn ``number`` here, once (this worker is the owner)."""
+        with self._lock:
+            if number <= self._started or not self._fence or self._host is None:
+                return
+            self._started = number
+            fence, host = self._fence, self._host
+            if not self.workspace.is_dir() and host.started:
+                turn = None
+            else:
+                self.workspace.mkdir(parents=True, exist_ok=True)
+                turn = Turn(number, text, host, FencedLog(self.log, fence), self.prompts,
+                            self._settings, self._turn_finished)
+                self._turn = turn
+            cancelled = self._cancel_for >= number
+        if turn is None:
+            self._missing_workspace(number, fence)
+            return
+        if cancelled:
+            turn.cancel("cancelled")
+        turn.start()
+
+    def _missing_workspace(self, number: int, fence: str) -> None:
+        """The conversation to resume lives in a workspace this host does not have: say so
+        and end the turn, rather than start it afresh in an empty folder."""
+        try:
+            self.log.append("error", {"message": (
+                f"the workspace {self.workspace} is missing on this host, so the agent's "
+                "conversation cannot be resumed here: across hosts TETHER_DATA_DIR and the "
+                "agent's HOME must be one shared filesystem, mounted at the same path")},
+                fence=fence)
+            end = rest(self.id, self._clock(), "turn_end", {"turn": number, "reason": "error"})
+            self._store.call("end_turn", self.id, fence, number, end)
+        except (Fenced, RuntimeError) as exc:
+            logger.warning("session %s: turn %s not ended: %r", self.id, number, exc)
+
+    def _turn_finished(self, turn: Turn, reason: str) -> None:
+        """The owner's turn is over: ``turn_end``, and the freed slot, in one function; a
+        completed turn sends the queue's first prompt in the same step."""
+        fence = self._fence
+        follow: tuple[int, str] | None = None
+        try:
+            head = None
+            if reason == "completed":
+                head = self._store.client.lindex(self._store.key(self.id, "queue"), 0)
+            now = self._clock()
+            args: list[Any] = [fence, turn.number,
+                               rest(self.id, now, "turn_end",
+                                    {"turn": turn.number, "reason": reason})]
+            if head is not None:
+                queued = _queued(head)
+                user_head, user_tail = template(self.id, now, "user",
+                                                {"turn": HOLE, "text": queued.text})
+                args += [head, rest(self.id, now, "prompt_dequeued",
+                                    {"queue_id": queued.queue_id, "position": 1,
+                                     "reason": "sent"}), user_head, user_tail]
+                follow = (0, queued.text)
+            ended, number = (int(v) for v in self._store.call("end_turn", self.id, *args))
+            if number > 0 and follow is not None:
+                follow = (number, follow[1])
+            elif number < 0:  # the queue changed meanwhile: send its head as a client would
+                follow = None
+                self._send_head()
+            else:
+                follow = None
+            self._save_agent_state(fence)
+        except Fenced:
+            logger.warning("session %s: turn %s ended after another worker took the session "
+                           "over", self.id, turn.number)
+            self.lost()
+        except Exception as exc:  # closed, or Redis away: the reaper ends it if need be
+            logger.warning("session %s: turn %s: turn_end not written: %r", self.id,
+                           turn.number, exc)
+        with self._lock:
+            if self._turn is turn:
+                self._turn = None
+        self._on_turn_ended(reason, time.monotonic() - turn.started)
+        if follow is not None:
+            self._run_turn(*follow)
+
+    def _send_head(self) -> None:
+        try:
+            self.send_queued(1)
+        except Exception as exc:  # a prompt raced it in: the queue waits for its turn
+            logger.info("session %s: queued prompt not sent: %r", self.id, exc)
+
+    def _save_agent_state(self, fence: str) -> None:
+        host = self._host
+        if host is None:
+            return
+        fields: dict[str, Any] = {"agent_session_id": host.agent_session_id,
+                                  "agent_started": int(host.started),
+                                  "session_cost_usd": repr(host.costs.session_usd)}
+        if host.costs.last_total is not None:
+            fields["agent_total_cost_usd"] = repr(host.costs.last_total)
+        if self._fence == fence:
+            self._store.client.hset(self._rec, mapping=fields)
+
+    def _follow(self) -> None:
+        """The owner's follower, while this worker owns the session: turns begun on other
+        workers, answers given on any."""
+        cursor = self.log.last_id
+        # Events appended before this worker owned the session: answers to its requests
+        # cannot be among them, turns are not its to start (_started).
+        while self._fence and not self.log.closed:
+            self.log.wait_for(cursor, self._settings.heartbeat_seconds)
+            events = self.log.read_after(cursor, 1000)
+            for event in events:
+                if event.kind == "user":
+                    self._run_turn(int(event.payload.get("turn") or 0),
+                                   str(event.payload.get("text", "")))
+                elif event.kind in ("approval_resolved", "clarify_resolved"):
+                    self.prompts.resolved(event)
+                elif event.kind == "agent_session" and self._fence:
+                    # Saved at once: if this worker dies mid-turn, the next owner resumes it.
+                    self._store.client.hset(self._rec, mapping={
+                        "agent_session_id": str(event.payload.get("agent_session_id", "")),
+                        "agent_started": 1})
+            if events:
+                cursor = events[-1].id
+
+    def cancel_here(self, number: int) -> None:
+        """A ``cancel N`` control: stop turn ``number`` if it runs here (or once it starts)."""
+        with self._lock:
+            self._cancel_for = max(self._cancel_for, number)
+            turn = self._turn
+        if turn is not None and turn.number == number:
+            turn.cancel("cancelled")
+
+    def check_cancel(self) -> None:
+        """After a resync (wakes may have been missed): act on a Stop not yet seen."""
+        turn = self._turn
+        if turn is None:
+            return
+        cancel = self._fields("cancel")[0]
+        if cancel and int(cancel) == turn.number:
+            self.cancel_here(turn.number)
+
+    def lost(self) -> None:
+        """This worker no longer owns the session (taken over, or its heartbeat lapsed):
+        stop its agent and wake its waiters, writing nothing."""
+        with self._lock:
+            self._fence = ""
+            turn, host = self._turn, self._host
+            self._host = None
+        self.prompts.abandon("This worker lost the session to another.")
+        if turn is not None:
+            turn.cancel("interrupted")
+        if host is not None:
+            threading.Thread(target=host.stop, daemon=True).start()
+
+    def stop_here(self, reason: str = "interrupted") -> Turn | None:
+        """This worker stops (or the session was deleted): cancel the turn it runs, with
+        ``reason``; returns it, to wait for."""
+        with self._lock:
+            turn = self._turn
+        if turn is not None:
+            turn.cancel(reason)
+        return turn
+
+    def release(self) -> None:
+        """After :meth:`stop_here` and the turn's end: stop the agent, give the session up."""
+        with self._lock:
+            fence, host = self._fence, self._host
+            self._fence, self._host = "", None
+        if host is not None:
+            host.stop()
+        self.prompts.abandon("The server stopped.")
+        if fence:
+            try:
+                self._store.call("release", self.id, self._me(), fence)
+            except Exception as exc:
+                logger.info("session %s: not released: %r", self.id, exc)
+
+    def closed_elsewhere(self) -> None:
+        """The session was deleted (by any worker): stop what runs here."""
+        self.stop_here("cancelled")
+        with self._lock:
+            self._fence = ""
+            host, self._host = self._host, None
+        self.prompts.abandon("The session was deleted.")
+        if host is not None:
+            threading.Thread(target=host.stop, daemon=True).start()
+        self.log.close()
+
+
+def _item(queue_id: str, text: str) -> str:
+    """A queued prompt as the ``queue`` list holds it."""
+    return json.dumps({"queue_id": queue_id, "text": text}, separators=(",", ":"))
+
+
+def _queued(item: bytes) -> QueuedPrompt:
+    held = json.loads(item)
+    return QueuedPrompt(held["queue_id"], held["text"])
