@@ -1,7 +1,8 @@
-"""gunicorn settings for Tether: one gevent worker holding many long-lived streams.
+"""gunicorn settings for Tether: gevent workers holding many long-lived streams.
 
 Read by ``make run`` (``gunicorn -c gunicorn.conf.py``). Host and port come from
-``TETHER_HOST`` / ``TETHER_PORT`` (tether.config).
+``TETHER_HOST`` / ``TETHER_PORT`` (tether.config); the number of workers is gunicorn's own
+(``WEB_CONCURRENCY``, or ``-w``), more than one only with ``TETHER_STORE=redis``.
 """
 
 import errno
@@ -79,9 +80,9 @@ bind = f"{_host}:{_settings.port}"
 wsgi_app = "app:create_app()"
 
 # Worker processes
-# Sessions and their turns live in one process, whatever the store: exactly one worker
-# (on_starting) until the Redis store can share them (issue 14).
-workers = 1
+# `workers` is not set here: gunicorn's default reads WEB_CONCURRENCY (1 when unset), and -w
+# on the command line wins over both. More than one needs TETHER_STORE=redis, where sessions
+# and their turns are shared between workers (nworkers_changed refuses the others).
 worker_class = "gevent"
 # Each SSE stream and long-poll holds one connection; an idle stream costs a greenlet.
 worker_connections = 10000
@@ -148,15 +149,29 @@ QUIET_PATHS = frozenset({"/healthz", "/api/inbox", "/metrics"})
 logger_class = AccessLog
 
 
-def on_starting(server):
-    if server.cfg.workers != 1:
-        raise SystemExit(
-            f"Tether runs exactly one worker for now (workers = {server.cfg.workers} was "
-            f"asked): sessions and their turns live in the worker that runs them. Several "
-            f"workers will need TETHER_STORE=redis, which is being built for that (issue 14: "
-            f"its event logs are already shared between processes; turn ownership and "
-            f"takeover are not). One gevent worker holds thousands of connections."
-        )
+def _workers_refusal(workers):
+    """Why ``workers`` workers cannot run with this store, or None when they can."""
+    if workers > 1 and _settings.store != "redis":
+        return (f"{workers} workers were asked (WEB_CONCURRENCY or -w), but with "
+                f"TETHER_STORE={_settings.store} sessions and their turns live in the one "
+                f"process that runs them: run one worker (one gevent worker holds thousands "
+                f"of connections), or set TETHER_STORE=redis (with TETHER_TOKEN) to share "
+                f"them between workers and hosts")
+    return None
+
+
+def nworkers_changed(server, new_value, old_value):
+    # The final number of workers (the conf file, WEB_CONCURRENCY and -w all applied), set in
+    # the master before it logs, binds or forks anything: the first call (old_value None) is
+    # the start, refused in one line. Later ones are SIGTTIN / SIGTTOU or a reload (SIGHUP),
+    # where exiting would end every session: the change is undone and logged instead.
+    refusal = _workers_refusal(new_value)
+    if refusal is None:
+        return
+    if old_value is None:
+        raise SystemExit(f"Tether: {refusal}")
+    server.log.error("Tether: not changing to %s workers: %s", new_value, refusal)
+    server._num_workers = old_value  # the property's storage: setting it again would recurse
 
 
 def when_ready(server):
