@@ -24,6 +24,12 @@ def _check_start(settings):
     one line, never "ready" followed by a worker's traceback."""
     check_user(settings)
     check_binding(settings)
+    if settings.store == "redis" and settings.token is None:
+        raise ValueError(
+            "TETHER_STORE=redis needs TETHER_TOKEN, set to the same value on every host: "
+            "without it each host's gunicorn master would make a token of its own, and a "
+            "browser logged in through one host would be refused by the others "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
     if settings.store == "sqlite":
         check_free(settings.data_dir / "tether.sqlite3")  # another server on this data dir
     if settings.store == "redis":

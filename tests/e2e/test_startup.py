@@ -19,6 +19,7 @@ from playwright.sync_api import expect
 
 from tests.e2e.browser import new_page, screenshot
 from tests.e2e.live import ROOT, LiveServer, free_port
+from tests.support import TEST_TOKEN
 from tether.addresses import reachable_hosts
 
 pytestmark = pytest.mark.e2e
@@ -150,8 +151,20 @@ def test_make_runs_install_alone_starts_the_server(tmp_path: Path) -> None:
 def test_an_unreachable_redis_store_is_refused_in_one_line_without_its_password(
         tmp_path: Path) -> None:
     done = run_second(tmp_path, TETHER_STORE="redis", TETHER_PORT=str(free_port()),
+                      TETHER_TOKEN=TEST_TOKEN,
                       TETHER_REDIS_URL=f"redis://:pa55-word@127.0.0.1:{free_port()}/0")
     output = (done.stdout + done.stderr).strip()
     assert done.returncode != 0 and output.count("\n") == 0, output
     assert "the Redis store does not answer at redis://127.0.0.1:" in output
     assert "pa55-word" not in output and "Traceback" not in output
+
+
+def test_the_redis_store_without_a_token_is_refused_in_one_line(tmp_path: Path) -> None:
+    # Refused before Redis is asked anything: none answers at this URL.
+    done = run_second(tmp_path, TETHER_STORE="redis", TETHER_PORT=str(free_port()),
+                      TETHER_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode != 0 and output.count("\n") == 0, output
+    assert output.startswith("Tether: TETHER_STORE=redis needs TETHER_TOKEN"), output
+    assert "each host's gunicorn master would make a token of its own" in output
+    assert not (tmp_path / "data" / "token").exists()  # none was made
