@@ -228,6 +228,22 @@ def post_worker_init(worker):
         gc.freeze()
 
 
+def child_exit(server, worker):
+    # In the master, just after a worker exited (a crash, SIGKILL, or a graceful stop): with
+    # the Redis store its sessions are released at once (its heartbeats deleted, its agents'
+    # process groups killed) instead of when its lease runs out. Whatever fails here is
+    # logged: the master must go on managing the other workers.
+    if _settings.store != "redis":
+        return
+    try:
+        from tether.workers import worker_exited
+
+        worker_exited(_settings, worker.pid)
+    except Exception:
+        server.log.exception("Tether: releasing the sessions of worker %s failed; its lease "
+                             "(TETHER_LEASE_SECONDS) will release them", worker.pid)
+
+
 def worker_int(worker):
     # SIGINT / SIGQUIT (Ctrl-C on `make run`): the worker exits right after this hook.
     worker.wsgi.extensions["tether"].shutdown()
