@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 from flask_talisman import Talisman
 
 from blueprints import auth, register_all
@@ -27,6 +27,7 @@ from tether.cluster.registry import ClusterRegistry
 from tether.config import SECRET_SETTINGS, Settings, check_binding, check_user
 from tether.datadir import kept_token, read_or_create
 from tether.sessions import SessionRegistry
+from tether.workers import worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     Talisman(app, force_https=False, content_security_policy=CONTENT_SECURITY_POLICY,
              frame_options="DENY", referrer_policy="no-referrer", session_cookie_secure=False)
     register_all(app)
+    if settings.debug_worker:
+        _add_worker_header(app, settings.host_id)
     # A 408 for a body that did not arrive in time closes its connection (blueprints.bodies).
     app.wsgi_app = CloseWhenAsked(app.wsgi_app)  # type: ignore[method-assign]
     # X-Forwarded-For/-Proto/-Host/-Port from the proxies in TETHER_TRUSTED_PROXIES; from
@@ -102,6 +105,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # idle stream; blueprints.sse.ShallowStreams).
     app.wsgi_app = ShallowStreams(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+def _add_worker_header(app: Flask, host_id: str) -> None:
+    """``X-Tether-Worker: <worker id>`` on every response (``TETHER_DEBUG_WORKER=1``), so that
+    a test or a person behind a balancer sees which worker answered. Asked per response: the
+    id is the answering process's (tether.workers), even where the app was built before a
+    fork."""
+
+    @app.after_request
+    def worker_header(response: Response) -> Response:
+        response.headers["X-Tether-Worker"] = worker_id(host_id)
+        return response
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""gunicorn settings for Tether: one gevent worker holding many long-lived streams.
+"""gunicorn settings for Tether: gevent workers holding many long-lived streams.
 
 Read by ``make run`` (``gunicorn -c gunicorn.conf.py``). Host and port come from
-``TETHER_HOST`` / ``TETHER_PORT`` (tether.config).
+``TETHER_HOST`` / ``TETHER_PORT`` (tether.config); the number of workers is gunicorn's own
+(``WEB_CONCURRENCY``, or ``-w``), more than one only with ``TETHER_STORE=redis``.
 """
 
 import errno
@@ -23,6 +24,12 @@ def _check_start(settings):
     one line, never "ready" followed by a worker's traceback."""
     check_user(settings)
     check_binding(settings)
+    if settings.store == "redis" and settings.token is None:
+        raise ValueError(
+            "TETHER_STORE=redis needs TETHER_TOKEN, set to the same value on every host: "
+            "without it each host's gunicorn master would make a token of its own, and a "
+            "browser logged in through one host would be refused by the others "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
     if settings.store == "sqlite":
         check_free(settings.data_dir / "tether.sqlite3")  # another server on this data dir
     if settings.store == "redis":
@@ -79,9 +86,9 @@ bind = f"{_host}:{_settings.port}"
 wsgi_app = "app:create_app()"
 
 # Worker processes
-# Sessions and their turns live in one process, whatever the store: exactly one worker
-# (on_starting) until the Redis store can share them (issue 14).
-workers = 1
+# `workers` is not set here: gunicorn's default reads WEB_CONCURRENCY (1 when unset), and -w
+# on the command line wins over both. More than one needs TETHER_STORE=redis, where sessions
+# and their turns are shared between workers (nworkers_changed refuses the others).
 worker_class = "gevent"
 # Each SSE stream and long-poll holds one connection; an idle stream costs a greenlet.
 worker_connections = 10000
@@ -148,15 +155,29 @@ QUIET_PATHS = frozenset({"/healthz", "/api/inbox", "/metrics"})
 logger_class = AccessLog
 
 
-def on_starting(server):
-    if server.cfg.workers != 1:
-        raise SystemExit(
-            f"Tether runs exactly one worker for now (workers = {server.cfg.workers} was "
-            f"asked): sessions and their turns live in the worker that runs them. Several "
-            f"workers will need TETHER_STORE=redis, which is being built for that (issue 14: "
-            f"its event logs are already shared between processes; turn ownership and "
-            f"takeover are not). One gevent worker holds thousands of connections."
-        )
+def _workers_refusal(workers):
+    """Why ``workers`` workers cannot run with this store, or None when they can."""
+    if workers > 1 and _settings.store != "redis":
+        return (f"{workers} workers were asked (WEB_CONCURRENCY or -w), but with "
+                f"TETHER_STORE={_settings.store} sessions and their turns live in the one "
+                f"process that runs them: run one worker (one gevent worker holds thousands "
+                f"of connections), or set TETHER_STORE=redis (with TETHER_TOKEN) to share "
+                f"them between workers and hosts")
+    return None
+
+
+def nworkers_changed(server, new_value, old_value):
+    # The final number of workers (the conf file, WEB_CONCURRENCY and -w all applied), set in
+    # the master before it logs, binds or forks anything: the first call (old_value None) is
+    # the start, refused in one line. Later ones are SIGTTIN / SIGTTOU or a reload (SIGHUP),
+    # where exiting would end every session: the change is undone and logged instead.
+    refusal = _workers_refusal(new_value)
+    if refusal is None:
+        return
+    if old_value is None:
+        raise SystemExit(f"Tether: {refusal}")
+    server.log.error("Tether: not changing to %s workers: %s", new_value, refusal)
+    server._num_workers = old_value  # the property's storage: setting it again would recurse
 
 
 def when_ready(server):
@@ -205,6 +226,22 @@ def post_worker_init(worker):
 
         gc.collect()
         gc.freeze()
+
+
+def child_exit(server, worker):
+    # In the master, just after a worker exited (a crash, SIGKILL, or a graceful stop): with
+    # the Redis store its sessions are released at once (its heartbeats deleted, its agents'
+    # process groups killed) instead of when its lease runs out. Whatever fails here is
+    # logged: the master must go on managing the other workers.
+    if _settings.store != "redis":
+        return
+    try:
+        from tether.cluster.membership import worker_exited
+
+        worker_exited(_settings, worker.pid)
+    except Exception:
+        server.log.exception("Tether: releasing the sessions of worker %s failed; its lease "
+                             "(TETHER_LEASE_SECONDS) will release them", worker.pid)
 
 
 def worker_int(worker):

@@ -40,3 +40,4 @@ def ids_of_process(wids: list[str], host_id: str, pid: int) -> list[str]:
     """Those of ``wids`` that process ``pid`` on ``host_id`` registered."""
     prefix = f"{host_id}:{pid}:"
     return [wid for wid in wids if wid.startswith(prefix)]
+

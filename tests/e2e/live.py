@@ -63,7 +63,10 @@ class LiveServer:
         self.login_url = f"{self.url}/#token={TEST_TOKEN}"
         self.workdir = workdir
         self.log_path = workdir / f"gunicorn-{self.port}.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+        # One worker unless asked: an inherited WEB_CONCURRENCY would be refused (memory and
+        # sqlite stores) or split the test's sessions.
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("TETHER_") and k != "WEB_CONCURRENCY"}
         self.env.update({"TETHER_HOST": "127.0.0.1", "TETHER_PORT": str(self.port),
                          "TETHER_DATA_DIR": str(workdir / "data"),
                          "TETHER_LOCAL_WORD_DELAY": "0", "TETHER_CANCEL_GRACE": "1",

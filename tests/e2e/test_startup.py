@@ -1,11 +1,13 @@
 """Starting the server as a newcomer does (issue 17): the token kept across restarts, one
 login URL per reachable address with a QR code for a phone, and a second server on the same
-data dir or port refused in one line."""
+data dir or port refused in one line. Several workers (issue 14): refused in one line but
+with the Redis store and a token, and started with them."""
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 import stat
 import subprocess
 import sys
@@ -19,6 +21,8 @@ from playwright.sync_api import expect
 
 from tests.e2e.browser import new_page, screenshot
 from tests.e2e.live import ROOT, LiveServer, free_port
+from tests.redis_server import RedisServer
+from tests.support import TEST_TOKEN
 from tether.addresses import reachable_hosts
 
 pytestmark = pytest.mark.e2e
@@ -66,13 +70,15 @@ def test_a_server_on_every_address_prints_each_login_url_once_and_a_qr_code(
             assert response.status_code == 303, url
 
 
-def run_second(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+def run_second(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``gunicorn -c gunicorn.conf.py *args`` with ``env``, expected to exit."""
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith("TETHER_") and k != "WEB_CONCURRENCY"}
     environ.update({"TETHER_DATA_DIR": str(tmp_path / "data"), "TETHER_ALLOW_ROOT": "1",
                     "TETHER_STORE": "sqlite", **env})
     gunicorn = Path(sys.executable).with_name("gunicorn")
-    return subprocess.run([str(gunicorn), "-c", "gunicorn.conf.py"], cwd=ROOT, env=environ,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run([str(gunicorn), "-c", "gunicorn.conf.py", *args], cwd=ROOT,
+                          env=environ, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("clash", ["data dir", "port"])
@@ -150,8 +156,77 @@ def test_make_runs_install_alone_starts_the_server(tmp_path: Path) -> None:
 def test_an_unreachable_redis_store_is_refused_in_one_line_without_its_password(
         tmp_path: Path) -> None:
     done = run_second(tmp_path, TETHER_STORE="redis", TETHER_PORT=str(free_port()),
+                      TETHER_TOKEN=TEST_TOKEN,
                       TETHER_REDIS_URL=f"redis://:pa55-word@127.0.0.1:{free_port()}/0")
     output = (done.stdout + done.stderr).strip()
     assert done.returncode != 0 and output.count("\n") == 0, output
     assert "the Redis store does not answer at redis://127.0.0.1:" in output
     assert "pa55-word" not in output and "Traceback" not in output
+
+
+def test_the_redis_store_without_a_token_is_refused_in_one_line(tmp_path: Path) -> None:
+    # Refused before Redis is asked anything: none answers at this URL.
+    done = run_second(tmp_path, TETHER_STORE="redis", TETHER_PORT=str(free_port()),
+                      TETHER_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode != 0 and output.count("\n") == 0, output
+    assert output.startswith("Tether: TETHER_STORE=redis needs TETHER_TOKEN"), output
+    assert "each host's gunicorn master would make a token of its own" in output
+    assert not (tmp_path / "data" / "token").exists()  # none was made
+
+
+def workers_of(master: int) -> set[int]:
+    """The live children of process ``master`` (gunicorn's workers)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            state, parent = stat.rsplit(")", 1)[1].split()[:2]
+            if int(parent) == master and state != "Z":
+                found.add(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("how", ["WEB_CONCURRENCY=2", "-w 2", "--workers=3"])
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_several_workers_without_the_redis_store_are_refused_in_one_line(
+        tmp_path: Path, store: str, how: str) -> None:
+    port = free_port()
+    if how.startswith("WEB_CONCURRENCY="):
+        done = run_second(tmp_path, TETHER_STORE=store, TETHER_PORT=str(port),
+                          WEB_CONCURRENCY=how.split("=")[1])
+    else:
+        done = run_second(tmp_path, *how.split(), TETHER_STORE=store, TETHER_PORT=str(port))
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode != 0 and output.count("\n") == 0, output  # one line
+    workers = how[-1]
+    assert output.startswith(f"Tether: {workers} workers were asked"), output
+    assert f"TETHER_STORE={store}" in output and "set TETHER_STORE=redis" in output
+    assert "Starting gunicorn" not in output and "Traceback" not in output
+    with socket.socket() as probe:  # nothing was left listening
+        probe.bind(("127.0.0.1", port))
+
+
+def test_the_redis_store_with_a_token_starts_the_workers_asked(
+        tmp_path: Path, redis_server: RedisServer, redis_prefix: str) -> None:
+    with LiveServer(tmp_path, TETHER_STORE="redis", TETHER_REDIS_URL=redis_server.url,
+                    TETHER_REDIS_PREFIX=redis_prefix, TETHER_DEBUG_WORKER=1,
+                    TETHER_HOST_ID="host-a", WEB_CONCURRENCY=2) as server:
+        assert server.process is not None
+        deadline = time.monotonic() + 30
+        while len(workers := workers_of(server.process.pid)) < 2:
+            assert time.monotonic() < deadline, server.log_text()
+            time.sleep(0.1)
+        assert len(workers) == 2, workers
+        # Each request on a new connection: whichever worker accepts it answers, and says so.
+        seen: set[str] = set()
+        while len(seen) < 2 and time.monotonic() < deadline:
+            response = requests.get(server.url + "/healthz", timeout=10)
+            assert response.ok
+            seen.add(response.headers["X-Tether-Worker"])
+        assert len(seen) == 2, f"one worker answered every request: {seen}"
+        assert {int(wid.split(":")[1]) for wid in seen} == workers
+        assert all(wid.startswith("host-a:") for wid in seen)
