@@ -213,42 +213,55 @@ class Membership:
         resolved ``cancelled``, its turn ended ``interrupted``; the session is then free.
         A compare-and-set, retried while the session changes under it. Returns 1 when this
         call did it, 0 when there was nothing to do (or another worker did it)."""
-        store = self._store
         for _ in range(TAKEOVER_ATTEMPTS):
-            pipe = self._client.pipeline(transaction=True)
-            pipe.hmget(store.key(session_id, "rec"), ["owner", "fence", "turn_active"])
-            pipe.hgetall(store.key(session_id, "pending"))
-            (owner, fence, active), pending = pipe.execute()
-            if owner is None or owner.decode() != dead:
+            args = self.takeover_args(session_id, dead)
+            if args is None:
                 return 0
-            now = time.time()
-            args: list[Any] = [dead, (fence or b"0").decode(), (active or b"0").decode()]
-            number = int(active or 0)
-            args.append(rest(session_id, now, "turn_end", {"turn": number,
-                                                           "reason": "interrupted"})
-                        if number else "")
-            cancelled = Resolution("deny", "cancelled", message=TAKEOVER_MESSAGE)
-            for rid, raw in pending.items():
-                kind = json.loads(raw)["kind"]
-                args += [rid, rest(session_id, now, f"{kind}_resolved",
-                                   resolved_payload(rid.decode(), kind, cancelled))]
-            try:
-                reply = store.call("takeover", session_id, *args)
-            except Refused as exc:
-                if exc.code == "CLOSED":
-                    return 0
-                raise
-            reply = reply.decode() if isinstance(reply, bytes) else str(reply)
+            reply = self.commit_takeover(session_id, args)
             if reply == "OK":
                 logger.warning("session %s: took over from worker %s (turn %s ended "
                                "interrupted, %s requests cancelled)", session_id, dead,
-                               number or "none", len(pending))
+                               args[2] if args[2] != "0" else "none", (len(args) - 4) // 2)
                 return 1
-            if reply == "GONE":
+            if reply != "RETRY":
                 return 0
         logger.warning("session %s: takeover from %s kept racing; the next pass retries",
                        session_id, dead)
         return 0
+
+    def takeover_args(self, session_id: str, dead: str) -> list[Any] | None:
+        """Read the session as ``dead`` left it: the arguments of the ``takeover`` function
+        (which checks that nothing changed since), or None when ``dead`` does not own it."""
+        store = self._store
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hmget(store.key(session_id, "rec"), ["owner", "fence", "turn_active"])
+        pipe.hgetall(store.key(session_id, "pending"))
+        (owner, fence, active), pending = pipe.execute()
+        if owner is None or owner.decode() != dead:
+            return None
+        now = time.time()
+        number = int(active or 0)
+        args: list[Any] = [dead, (fence or b"0").decode(), str(number),
+                           rest(session_id, now, "turn_end",
+                                {"turn": number, "reason": "interrupted"}) if number else ""]
+        cancelled = Resolution("deny", "cancelled", message=TAKEOVER_MESSAGE)
+        for rid, raw in pending.items():
+            kind = json.loads(raw)["kind"]
+            args += [rid, rest(session_id, now, f"{kind}_resolved",
+                               resolved_payload(rid.decode(), kind, cancelled))]
+        return args
+
+    def commit_takeover(self, session_id: str, args: list[Any]) -> str:
+        """Call ``takeover`` with :meth:`takeover_args`: ``OK`` (done), ``RETRY`` (the
+        session changed since it was read), ``GONE`` (no longer the dead worker's, or that
+        worker is alive after all), ``CLOSED`` (deleted)."""
+        try:
+            reply = self._store.call("takeover", session_id, *args)
+        except Refused as exc:
+            if exc.code == "CLOSED":
+                return "CLOSED"
+            raise
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
 def kill_groups(client: redis.Redis, heartbeat_key: str) -> None:
