@@ -324,7 +324,69 @@ class Cluster:
                                      f"failed reads {dict(failures)}")
             time.sleep(0.05)
 
+    def worker_id(self, pid: int, attempts: int = 200) -> str:
+        """The worker id of worker process ``pid``, from the header of a response it served
+        (new connections through the proxy until one lands on it)."""
+        for _ in range(attempts):
+            try:
+                wid = worker_of(requests.get(self.url + "/healthz", timeout=2))
+            except requests.RequestException:
+                continue
+            if wid is None:
+                raise AssertionError(f"/healthz has no {WORKER_HEADER} header "
+                                     "(TETHER_DEBUG_WORKER=1)")
+            if pid_of(wid) == pid:
+                return wid
+        raise AssertionError(f"no connection reached worker {pid} in {attempts} tries")
+
     # -- processes ---------------------------------------------------------------------------
+
+    def workspace(self, sid: str) -> Path:
+        """The session's workspace on the shared data dir (the agent's working directory)."""
+        return (self.data_dir / "sessions" / sid).resolve()
+
+    def owner_pid(self, sid: str) -> int | None:
+        """The worker whose descendant is the session's agent (a process working in its
+        workspace): the owner, as the processes show it, whatever the core says."""
+        workspace = str(self.workspace(sid))
+        for host in self.hosts.values():
+            for worker in host.worker_pids():
+                for pid in descendants(worker):
+                    try:
+                        if os.readlink(f"/proc/{pid}/cwd") == workspace:
+                            return worker
+                    except OSError:
+                        continue
+        return None
+
+    def owner_of(self, sid: str, timeout: float = 10) -> str:
+        """The worker id of the worker running the session's agent (it runs one: a turn is
+        on); waits up to ``timeout`` for the agent to start."""
+        deadline = time.monotonic() + timeout
+        while (pid := self.owner_pid(sid)) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no worker runs an agent for {sid}")
+            time.sleep(0.05)
+        return self.worker_id(pid)
+
+    def processes_in(self, sid: str, marker: str) -> list[int]:
+        """Processes working in the session's workspace whose command line contains
+        ``marker`` (a tool the agent runs: ``sleep 29.5``)."""
+        workspace = str(self.workspace(sid))
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.readlink(f"/proc/{entry}/cwd") != workspace:
+                    continue
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmdline:
+                found.append(int(entry))
+        return found
 
     def worker_pid(self, wid: str) -> int:
         """The pid in ``wid``, checked to be a live worker of that host (never signal anything
@@ -352,9 +414,13 @@ class Cluster:
         """SIGKILL a whole host: its master and workers, at once (their process group). Agents
         run in sessions of their own and outlive it. :returns: those agents."""
         host = self.hosts[host_id]
-        agents = host.agent_pids()
+        workers, agents = host.worker_pids(), host.agent_pids()
         self.orphans.update(agents)
         host.kill()
+        # Until its last worker is gone the host's listening socket still takes connections
+        # (then resets them): wait, so that the proxy finds the port refusing, as a dead host's.
+        left = self.wait_gone(workers, 10)
+        assert left == [], f"{host_id}'s workers {left} outlived SIGKILL"
         return agents
 
     def stop_worker(self, wid: str) -> int:
