@@ -380,13 +380,20 @@ class Cluster:
             try:
                 if os.readlink(f"/proc/{entry}/cwd") != workspace:
                     continue
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if marker in cmdline:
+            if marker in self.cmdline(int(entry)):
                 found.append(int(entry))
         return found
+
+    @staticmethod
+    def cmdline(pid: int) -> str:
+        """``pid``'s command line, its arguments joined by spaces ("" once it is gone)."""
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            return ""
 
     def worker_pid(self, wid: str) -> int:
         """The pid in ``wid``, checked to be a live worker of that host (never signal anything

@@ -122,6 +122,16 @@ def same_log(cluster: Cluster, sid: str, log: list[Event], hosts: list[Host]) ->
         assert seen == log, f"{host.host_id} serves another log"
 
 
+def resumed_with(cluster: Cluster, sid: str, events: list[Event]) -> None:
+    """The session's agent now running was started with ``--resume=<its agent session>``: the
+    new owner continues the conversation rather than starting one (the flag Claude Code
+    takes; the local agent is started the same way)."""
+    agent_session = kinds(events, "agent_session")[0]["agent_session_id"]
+    argvs = [cluster.cmdline(pid) for pid in cluster.processes_in(sid, "tether.agents.local")]
+    assert len(argvs) == 1, argvs
+    assert f"--resume={agent_session}" in argvs[0], argvs[0]
+
+
 def wait_approval(cluster: Cluster, sid: str, after: int = 0, timeout: float = 20) -> Event:
     events, _ = cluster.wait_log(
         sid, lambda evs: any(e["kind"] == "approval_request" and e["id"] > after for e in evs),
@@ -395,7 +405,9 @@ def test_kill_9_of_the_owner_worker_mid_turn_interrupts_it_within_2_s(
         last = events[-1]["id"]
         taken = prompt(cluster, sid, "$ echo again", turn=2)
         assert worker_of(taken) != owner
-        answer(cluster, sid, wait_approval(cluster, sid, after=last)["request_id"])
+        request = wait_approval(cluster, sid, after=last)
+        resumed_with(cluster, sid, events)
+        answer(cluster, sid, request["request_id"])
         events, _ = cluster.wait_log(sid, has("turn_end", turn=2), 30)
         assert turn_ends(events) == [(1, "interrupted"), (2, "completed")]
         assert any(e["kind"] == "tool_result" and "again" in json.dumps(e["content"])
@@ -435,7 +447,9 @@ def test_kill_9_of_a_whole_host_has_its_turn_interrupted_by_the_other_within_the
         last = events[-1]["id"]
         taken = prompt(cluster, sid, "$ echo on A", turn=2)
         assert host_of(worker_of(taken) or "?:0:0") == "hostA"
-        answer(cluster, sid, wait_approval(cluster, sid, after=last)["request_id"])
+        request = wait_approval(cluster, sid, after=last)
+        resumed_with(cluster, sid, events)
+        answer(cluster, sid, request["request_id"])
         events, _ = cluster.wait_log(sid, has("turn_end", turn=2), 30)
         assert turn_ends(events) == [(1, "interrupted"), (2, "completed")]
         check_log(tally, events)
