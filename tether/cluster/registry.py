@@ -59,7 +59,12 @@ class ClusterInbox(Inbox):
 
     @available
     def snapshot(self) -> dict[str, Any]:
-        self.advance(self._read_revision())
+        revision = self._read_revision()
+        if self.epoch != self._store.epoch:  # Redis lost its data: revisions start again
+            with self._wakeup.lock:
+                self.epoch, self._revision, self._snapshot = self._store.epoch, revision, None
+                self._wakeup.notify()
+        self.advance(revision)
         return super().snapshot()
 
 

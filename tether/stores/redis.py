@@ -125,7 +125,8 @@ _RECORD_FIELDS = ("agent", "title", "created_at", "workspace", "auto_approve",
 class EpochChanged(RuntimeError):
     """Redis no longer holds this store's epoch: it lost its data (a FLUSHALL, a restart
     without persistence). Nothing is appended under a stale epoch, so ids are never reused;
-    every open log of the store is closed. A restart of the server takes the new epoch."""
+    every open log of the store is closed, and the store takes the new epoch (clients get
+    ``reset``)."""
 
 
 class Refused(RuntimeError):
@@ -279,6 +280,7 @@ class RedisStore:
         #: jump in the wake ids, a quiet spell), when controls may have been missed. Both
         #: run on the reader: they must not block.
         self.on_control: Callable[[str, str], None] | None = None
+        self._restart_reader = False
         self.on_resync: Callable[[], None] | None = None
         self._stop = threading.Event()
         #: The reader's own stop signal: a stream only this store writes, at close.
@@ -440,9 +442,8 @@ class RedisStore:
             if code == "EPOCH":
                 self._lost_data()
                 raise EpochChanged(
-                    f"Redis no longer holds epoch {self.epoch} (it lost its data): nothing "
-                    f"was written to session {session_id}; restart the server to take the "
-                    "new epoch") from None
+                    f"Redis lost its data: nothing was written to session {session_id}, "
+                    f"which is gone; the store's epoch is now {self.epoch}") from None
             if code == "FENCED":
                 raise Fenced(f"session {session_id}: {message}") from None
             if code in REFUSALS:
@@ -495,15 +496,28 @@ class RedisStore:
                         del self._logs[log.session_id]
 
     def _lost_data(self) -> None:
-        """Redis lost its data: close every open log (their ids cannot continue)."""
-        logger.error("Redis no longer holds this store's epoch %s (prefix %s): it lost its "
-                     "data (FLUSHALL, or a restart without persistence). Every log is closed; "
-                     "restart Tether to start again under a new epoch.", self.epoch,
-                     self.prefix)
+        """Redis lost its data (a FLUSHALL, a restart without persistence): close every open
+        log, as their ids cannot continue, and take the cluster's new epoch (set it if no
+        process has yet), so that every client's next request gets ``reset``. The wake
+        reader starts again from the new wake stream."""
         with self._lock:
             logs = list(self._logs.values())
+            self._logs.clear()
         for log in logs:
             log.close()
+        old = self.epoch
+        try:
+            self._redis.set(self._keys.epoch, secrets.token_hex(8), nx=True)
+            epoch = self._redis.get(self._keys.epoch)
+        except (RedisConnectionError, RedisTimeoutError):
+            epoch = None  # the next call or resync tries again (its epoch still differs)
+        if epoch is not None:
+            self.epoch = epoch.decode()
+            self._restart_reader = True
+        logger.error("Redis no longer holds this store's epoch %s (prefix %s): it lost its "
+                     "data (FLUSHALL, or a restart without persistence). Every log was closed; "
+                     "the epoch is now %s, and clients start again from reset.", old,
+                     self.prefix, self.epoch)
 
     def _decode(self, session_id: str, entries: list[Any]) -> list[Event]:
         return [_event_from(session_id, int(entry_id.split(b"-", 1)[0]), fields[b"d"])
@@ -560,6 +574,8 @@ class RedisStore:
         try:
             while not self._stop.is_set():
                 try:
+                    if self._restart_reader:  # a new epoch: its wake stream starts afresh
+                        self._restart_reader, seen = False, None
                     if seen is None:
                         # Where the wakes stand now, then every log from Redis: any change
                         # after that point comes as a wake (those already applied are skipped).
@@ -638,8 +654,7 @@ class RedisStore:
         and the epoch: if Redis lost it, every log closes."""
         epoch = client.get(self._keys.epoch)
         if epoch is None or epoch.decode() != self.epoch:
-            if any(not log.closed for log in list(self._logs.values())):
-                self._lost_data()
+            self._lost_data()
             return
         with self._lock:
             logs = list(self._logs.values())
