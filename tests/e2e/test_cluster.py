@@ -27,6 +27,7 @@ import pytest
 import requests
 
 from tests.e2e.cluster import (
+    AUTH_HEADERS,
     FOLLOWERS,
     HOSTS,
     LEASE_SECONDS,
@@ -546,6 +547,51 @@ def test_a_redis_restart_with_its_aof_keeps_epoch_ids_and_streams(
         check_log(tally, events)
         check_followers(tally, followers, events)
         assert all(f.epochs - {""} == {epoch} for f in followers)
+    finally:
+        for follower in followers:
+            follower.halt()
+
+
+def test_redis_stopped_gives_503_store_unavailable_and_keepalives_then_recovers(
+        fresh: Cluster, tally: Tally) -> None:
+    cluster = fresh
+    sid = create(cluster, "redis away")
+    events = run_turn(cluster, sid, "hello", turn=1)
+    followers = start_followers(cluster, sid)
+    try:
+        cluster.redis.stop()
+        tally.add("faults injected")
+        statuses: dict[str, set[int]] = {}
+        for _ in range(6):  # every worker of both hosts, through the proxy
+            for name, (method, path, body) in {
+                    "prompt": ("POST", f"/api/sessions/{sid}/prompt", {"text": "hello"}),
+                    "create": ("POST", "/api/sessions", {"title": "no"}),
+                    "list": ("GET", "/api/sessions", None),
+                    "stop": ("POST", f"/api/sessions/{sid}/cancel", None)}.items():
+                response = cluster.api(method, path, json=body, timeout=15)
+                statuses.setdefault(name, set()).add(response.status_code)
+                if response.status_code == 503:
+                    assert response.json()["error"]["code"] == "store_unavailable", \
+                        response.text
+        assert all(codes == {503} for codes in statuses.values()), statuses
+        # A stream opened now stays open on keepalives, without an error.
+        stream = requests.get(f"{cluster.url}/api/sessions/{sid}/stream?after={len(events)}",
+                              headers=AUTH_HEADERS, stream=True, timeout=10)
+        try:
+            assert stream.status_code == 200, stream.text
+            first = next(stream.iter_lines(chunk_size=1, decode_unicode=True))
+            assert first is not None
+        finally:
+            stream.close()
+        time.sleep(2)
+        cluster.redis.start()
+        tally.add("restarts")
+        taken = retry(lambda: cluster.api("POST", f"/api/sessions/{sid}/prompt",
+                                          json={"text": "hello"}), timeout=30, idempotent=False)
+        assert taken.status_code == 202 and taken.json()["turn"] == 2, taken.text
+        events, _ = cluster.wait_log(sid, has("turn_end", turn=2), 30)
+        check_log(tally, events)
+        check_followers(tally, followers, events)
     finally:
         for follower in followers:
             follower.halt()

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tether.cluster.envelopes import rest
+from tether.cluster.errors import available
 from tether.errors import AlreadyResolved, BadRequest, NotFound
 from tether.events import Event
 from tether.prompts import (
@@ -58,6 +59,7 @@ class ClusterPrompts:
         self._waiting: dict[str, PendingRequest] = {}
 
     @property
+    @available
     def auto_approve(self) -> bool:
         return self._store.client.hget(self._store.key(self._sid, "rec"), "auto_approve") \
             == b"1"
@@ -119,6 +121,7 @@ class ClusterPrompts:
 
     # -- answering (any worker) ----------------------------------------------------------
 
+    @available
     def answer_approval(self, request_id: str, decision: str, *, by: str | None = None,
                         message: str | None = None,
                         updated_input: Mapping[str, Any] | None = None,
@@ -131,6 +134,7 @@ class ClusterPrompts:
                                 updated_permissions=updated_permissions)
         return self._settle(request_id, "approval", resolution)
 
+    @available
     def answer_clarify(self, request_id: str, answers: Mapping[str, str], *,
                        by: str | None = None) -> PendingRequest:
         """See :meth:`tether.prompts.PromptRegistry.answer_clarify`."""
@@ -230,6 +234,7 @@ class ClusterPrompts:
 
     # -- reading -----------------------------------------------------------------------
 
+    @available
     def pending(self) -> list[PendingRequest]:
         """Requests still waiting, oldest first."""
         raw = self._store.client.hgetall(self._store.key(self._sid, "pending"))

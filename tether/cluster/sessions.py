@@ -23,6 +23,7 @@ from typing import Any
 
 from tether.agents.base import AgentSpec
 from tether.cluster.envelopes import HOLE, rest, template
+from tether.cluster.errors import available
 from tether.cluster.prompts import ClusterPrompts, pending_from
 from tether.config import Settings
 from tether.errors import (
@@ -110,22 +111,27 @@ class ClusterSession:
         return [None if v is None else v.decode() for v in values]
 
     @property
+    @available
     def title(self) -> str:
         return self._fields("title")[0] or ""
 
     @property
+    @available
     def auto_approve(self) -> bool:
         return self._fields("auto_approve")[0] == "1"
 
     @property
+    @available
     def turn_active(self) -> bool:
         return self._fields("turn_active")[0] not in (None, "0")
 
     @property
+    @available
     def turn(self) -> int:
         return int(self._fields("turns")[0] or 0)
 
     @property
+    @available
     def agent_session_id(self) -> str:
         return self._fields("agent_session_id")[0] or ""
 
@@ -135,14 +141,17 @@ class ClusterSession:
         return host is not None and host.running
 
     @property
+    @available
     def state(self) -> State:
         return self.to_dict()["state"]
 
     @property
+    @available
     def queue(self) -> list[QueuedPrompt]:
         raw = self._store.client.lrange(self._store.key(self.id, "queue"), 0, -1)
         return [_queued(item) for item in raw]
 
+    @available
     def to_dict(self) -> dict[str, Any]:
         """The session object of DESIGN.md section 4, read from Redis in one round trip."""
         pipe = self._store.client.pipeline(transaction=True)
@@ -178,10 +187,12 @@ class ClusterSession:
 
     # -- commands (any worker) ---------------------------------------------------------
 
+    @available
     def submit(self, text: str) -> int:
         """See :meth:`tether.sessions.Session.submit`."""
         return self.prompt(text)["turn"]
 
+    @available
     def prompt(self, text: str, queue: bool = False) -> dict[str, int]:
         """See :meth:`tether.sessions.Session.prompt`; busy is decided for the whole
         cluster, in one Redis Function."""
@@ -208,6 +219,7 @@ class ClusterSession:
             self._started_elsewhere_or_here(number, text, reply)
             return {"turn": number}
 
+    @available
     def send_queued(self, position: int, queue_id: str | None = None) -> int:
         """See :meth:`tether.sessions.Session.send_queued`."""
         self._check_running()
@@ -229,6 +241,7 @@ class ClusterSession:
             self._started_elsewhere_or_here(number, queued.text, reply)
             return number
 
+    @available
     def remove_queued(self, position: int, queue_id: str | None = None) -> None:
         """See :meth:`tether.sessions.Session.remove_queued`."""
         self._check_running()
@@ -238,6 +251,7 @@ class ClusterSession:
                          "reason": "removed"})
         self._call("dequeue", position, item, dequeued, queue_position=position)
 
+    @available
     def update(self, title: str | None = None, auto_approve: bool | None = None) -> None:
         """See :meth:`tether.sessions.Session.update`."""
         self._check_running()
@@ -254,6 +268,7 @@ class ClusterSession:
             # Inbox entries carry the title.
             self._call("update", 1 if title is not None else 0, *fields)
 
+    @available
     def cancel(self) -> bool:
         """Stop the running turn, wherever it runs. False when no turn is running (or it is
         being stopped already)."""
@@ -263,6 +278,7 @@ class ClusterSession:
             return True
         return bool(int(reply))
 
+    @available
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no turn runs in the cluster; True if idle within ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
