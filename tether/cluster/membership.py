@@ -68,6 +68,9 @@ class Membership:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_renewal = time.monotonic()
+        #: ``(session_id, turn, fence)``: this worker adopted a turn a dead worker never
+        #: started (:meth:`take_over`); None: turns are never adopted, always ended.
+        self.on_adopt: Callable[[str, int, str], None] | None = None
 
     def heartbeat_key(self, wid: str) -> str:
         return f"{self._prefix}:w:{wid}"
@@ -187,7 +190,7 @@ class Membership:
                 kill_groups(self._client, self.heartbeat_key(wid))
             owned = self._client.smembers(f"{self.heartbeat_key(wid)}:owned")
             for sid in sorted(s.decode() for s in owned):
-                taken += self.take_over(sid, wid)
+                taken += self.take_over(sid, wid, adopt=True)
             if not self._client.scard(f"{self.heartbeat_key(wid)}:owned"):
                 pipe = self._client.pipeline(transaction=True)
                 pipe.srem(f"{self._prefix}:workers", wid)
@@ -208,20 +211,32 @@ class Membership:
             return False
         return False
 
-    def take_over(self, session_id: str, dead: str) -> int:
+    def take_over(self, session_id: str, dead: str, adopt: bool = False) -> int:
         """End what worker ``dead`` left open in session ``session_id``: its pending requests
         resolved ``cancelled``, its turn ended ``interrupted``; the session is then free.
         A compare-and-set, retried while the session changes under it. Returns 1 when this
-        call did it, 0 when there was nothing to do (or another worker did it)."""
+        call did it, 0 when there was nothing to do (or another worker did it).
+
+        :param adopt: a turn the dead worker never started (its prompt came while it was
+            dying) is adopted rather than ended: this worker becomes the owner and
+            :attr:`on_adopt` runs it (the reaper's way; a Stop or a new prompt ends it).
+        """
+        adopter = self.worker_id if adopt and self.on_adopt is not None else ""
         for _ in range(TAKEOVER_ATTEMPTS):
-            args = self.takeover_args(session_id, dead)
+            args = self.takeover_args(session_id, dead, adopter)
             if args is None:
                 return 0
             reply = self.commit_takeover(session_id, args)
+            if isinstance(reply, list):  # ADOPTED, turn, fence
+                logger.warning("session %s: worker %s died before it started turn %s; this "
+                               "worker runs it", session_id, dead, reply[1])
+                assert self.on_adopt is not None
+                self.on_adopt(session_id, int(reply[1]), str(int(reply[2])))
+                return 1
             if reply == "OK":
                 logger.warning("session %s: took over from worker %s (turn %s ended "
                                "interrupted, %s requests cancelled)", session_id, dead,
-                               args[2] if args[2] != "0" else "none", (len(args) - 4) // 2)
+                               args[2] if args[2] != "0" else "none", (len(args) - 5) // 2)
                 return 1
             if reply != "RETRY":
                 return 0
@@ -229,7 +244,8 @@ class Membership:
                        session_id, dead)
         return 0
 
-    def takeover_args(self, session_id: str, dead: str) -> list[Any] | None:
+    def takeover_args(self, session_id: str, dead: str,
+                      adopter: str = "") -> list[Any] | None:
         """Read the session as ``dead`` left it: the arguments of the ``takeover`` function
         (which checks that nothing changed since), or None when ``dead`` does not own it."""
         store = self._store
@@ -241,7 +257,7 @@ class Membership:
             return None
         now = time.time()
         number = int(active or 0)
-        args: list[Any] = [dead, (fence or b"0").decode(), str(number),
+        args: list[Any] = [dead, (fence or b"0").decode(), str(number), adopter,
                            rest(session_id, now, "turn_end",
                                 {"turn": number, "reason": "interrupted"}) if number else ""]
         cancelled = Resolution("deny", "cancelled", message=TAKEOVER_MESSAGE)
@@ -251,16 +267,19 @@ class Membership:
                                resolved_payload(rid.decode(), kind, cancelled))]
         return args
 
-    def commit_takeover(self, session_id: str, args: list[Any]) -> str:
+    def commit_takeover(self, session_id: str, args: list[Any]) -> Any:
         """Call ``takeover`` with :meth:`takeover_args`: ``OK`` (done), ``RETRY`` (the
         session changed since it was read), ``GONE`` (no longer the dead worker's, or that
-        worker is alive after all), ``CLOSED`` (deleted)."""
+        worker is alive after all), ``CLOSED`` (deleted), or ``[b"ADOPTED", turn, fence]``
+        (the adopter owns the session now, to run that turn)."""
         try:
             reply = self._store.call("takeover", session_id, *args)
         except Refused as exc:
             if exc.code == "CLOSED":
                 return "CLOSED"
             raise
+        if isinstance(reply, list):
+            return reply
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
@@ -286,5 +305,5 @@ def worker_exited(settings: Settings, pid: int) -> None:
         wids = [w.decode() for w in client.smembers(f"{prefix}:workers")]
         for wid in ids_of_process(wids, settings.host_id, pid):
             key = f"{prefix}:w:{wid}"
+            client.delete(key)  # first: a prompt from now on claims the session itself
             kill_groups(client, key)
-            client.delete(key)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.agents.base import AgentCatalog
+from tether.cluster.envelopes import rest
 from tether.cluster.errors import available
 from tether.cluster.membership import Membership
 from tether.cluster.prompts import pending_from
@@ -102,6 +103,7 @@ class ClusterRegistry(SessionRegistry):
         self._stopping = False
         self.membership = Membership(store, self.settings, self._lost_all, self._worker)
         self.inbox = ClusterInbox(self._pending_by_session, store)
+        self.membership.on_adopt = self._adopt
         store.on_control = self._control
         store.on_resync = self._resync
         self.membership.start()
@@ -287,6 +289,36 @@ class ClusterRegistry(SessionRegistry):
 
     def _take_over(self, session_id: str, dead: str) -> None:
         self.membership.take_over(session_id, dead)
+
+    def _adopt(self, session_id: str, turn: int, fence: str) -> None:
+        """The reaper made this worker the owner of ``session_id`` to run turn ``turn``,
+        which a dying worker never started: run it, with the prompt its ``user`` event
+        holds."""
+        try:
+            session = self.get(session_id)
+            log = session.log
+            log.sync(10**18)
+            text = None
+            after = max(log.last_id - 100, 0)
+            while text is None:
+                found = [e for e in log.read_after(after)
+                         if e.kind == "user" and e.payload.get("turn") == turn]
+                if found:
+                    text = str(found[-1].payload.get("text", ""))
+                elif after == 0:
+                    raise RuntimeError(f"no user event for turn {turn}")
+                after = 0
+            session.own(fence)
+            session._run_turn(turn, text)
+        except Exception:
+            logger.exception("session %s: the adopted turn %s did not start; ending it",
+                             session_id, turn)
+            end = rest(session_id, self._clock(), "turn_end",
+                       {"turn": turn, "reason": "interrupted"})
+            try:
+                self.redis_store.call("end_turn", session_id, fence, turn, end)
+            except Exception as exc:
+                logger.warning("session %s: turn %s not ended: %r", session_id, turn, exc)
 
     # -- figures -----------------------------------------------------------------------
 

@@ -394,6 +394,21 @@ class ClusterSession:
         if turn is None:
             self._missing_workspace(number, fence)
             return
+        try:
+            # Marked before the agent hears of it: from now on a takeover ends this turn
+            # rather than running it again elsewhere.
+            running = int(self._store.call("mark_started", self.id, fence, number))
+        except Fenced:
+            running = 0
+            self.lost()
+        except Exception as exc:  # Redis away: the turn cannot be recorded as started
+            logger.warning("session %s: turn %s not started: %r", self.id, number, exc)
+            running = 0
+        if not running:
+            with self._lock:
+                if self._turn is turn:
+                    self._turn = None
+            return
         if cancelled:
             turn.cancel("cancelled")
         turn.start()

@@ -105,7 +105,8 @@ local function create(keys, args)
     return redis.error_reply('TOO_MANY the session limit is reached')
   end
   redis.call('HSET', rec, 'last', 0, 'turns', 0, 'turn_active', 0, 'cancel', 0, 'owner', '',
-             'fence', 0, 'closed', 0, 'agent_started', 0, 'created_at', args[4])
+             'fence', 0, 'closed', 0, 'agent_started', 0, 'started', 0,
+             'created_at', args[4])
   for i = 6, #args, 2 do redis.call('HSET', rec, args[i], args[i + 1]) end
   redis.call('ZADD', p .. ':sessions', args[4], sid)
   return 1
@@ -287,10 +288,12 @@ local function settle(keys, args)
   return redis.error_reply('NOT_FOUND no ' .. args[5] .. ' request ' .. rid)
 end
 
--- ARGV: p epoch sid dead fence turn_active turn_end_rest [rid resolved_rest ...]
+-- ARGV: p epoch sid dead fence turn_active adopter turn_end_rest [rid resolved_rest ...]
 -- Ends what a dead owner left open, if the session is still as the caller read it (a CAS:
 -- 'RETRY' otherwise): each pending request resolved `cancelled`, the running turn ended
--- `interrupted`; the session is then free (no owner) and the fence moves on.
+-- `interrupted`; the session is then free (no owner) and the fence moves on. A turn the dead
+-- owner never started (its prompt came while the owner was dying) is not lost: with an
+-- `adopter` (a live worker) that worker becomes the owner, to run it: {'ADOPTED', turn, fence}.
 local function takeover(keys, args)
   local p, sid, dead = args[1], args[3], args[4]
   local rec, err = check(p, args[2], sid)
@@ -298,24 +301,41 @@ local function takeover(keys, args)
     redis.call('SREM', owned(p, dead), sid)
     return err
   end
-  local st = redis.call('HMGET', rec, 'owner', 'fence', 'turn_active')
+  local st = redis.call('HMGET', rec, 'owner', 'fence', 'turn_active', 'started')
   if (st[1] or '') ~= dead or alive(p, dead) then return 'GONE' end
   if st[2] ~= args[5] or st[3] ~= args[6] then return 'RETRY' end
   local pending = key(p, sid, 'pending')
-  if redis.call('HLEN', pending) ~= (#args - 7) / 2 then return 'RETRY' end
-  for i = 8, #args, 2 do
+  if redis.call('HLEN', pending) ~= (#args - 8) / 2 then return 'RETRY' end
+  for i = 9, #args, 2 do
     if redis.call('HEXISTS', pending, args[i]) == 0 then return 'RETRY' end
   end
-  for i = 8, #args, 2 do
+  local fence = tonumber(args[5]) + 1
+  redis.call('SREM', owned(p, dead), sid)
+  if args[7] ~= '' and args[6] ~= '0' and st[4] ~= args[6] and #args == 8 then
+    redis.call('HSET', rec, 'owner', args[7], 'fence', fence)
+    redis.call('SADD', owned(p, args[7]), sid)
+    return {'ADOPTED', tonumber(args[6]), fence}
+  end
+  for i = 9, #args, 2 do
     settle_one(p, sid, rec, args[i], redis.call('HGET', pending, args[i]), args[i + 1],
                'cancelled')
   end
-  if #args > 7 then inbox_changed(p, sid) end
-  if args[6] ~= '0' then add(p, sid, rec, args[7]) end
-  redis.call('HSET', rec, 'owner', '', 'fence', tonumber(args[5]) + 1, 'turn_active', 0,
-             'cancel', 0)
-  redis.call('SREM', owned(p, dead), sid)
+  if #args > 8 then inbox_changed(p, sid) end
+  if args[6] ~= '0' then add(p, sid, rec, args[8]) end
+  redis.call('HSET', rec, 'owner', '', 'fence', fence, 'turn_active', 0, 'cancel', 0)
   return 'OK'
+end
+
+-- ARGV: p epoch sid fence turn   The owner is about to give turn `turn` to its agent:
+-- from now on a takeover ends it `interrupted` instead of adopting it. 0: the turn is no
+-- longer running (it was ended meanwhile), so it must not start.
+local function mark_started(keys, args)
+  local rec, err = check(args[1], args[2], args[3])
+  if not rec then return err end
+  if fenced(rec, args[4]) then return redis.error_reply('FENCED another worker owns it') end
+  if redis.call('HGET', rec, 'turn_active') ~= args[5] then return 0 end
+  redis.call('HSET', rec, 'started', args[5])
+  return 1
 end
 
 -- ARGV: p epoch sid me fence   The owner lets go of an idle session.
@@ -341,3 +361,4 @@ redis.register_function('@LIBRARY@_open_prompt', open_prompt)
 redis.register_function('@LIBRARY@_settle', settle)
 redis.register_function('@LIBRARY@_takeover', takeover)
 redis.register_function('@LIBRARY@_release', release)
+redis.register_function('@LIBRARY@_mark_started', mark_started)

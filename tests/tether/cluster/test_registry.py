@@ -207,3 +207,29 @@ def test_a_dead_workers_turn_is_taken_over(tmp_path: Path, redis_server: RedisSe
     finally:
         a.shutdown()
         b.shutdown()
+
+
+def test_a_turn_begun_while_its_owner_was_dying_is_run_by_the_reaper(
+        tmp_path: Path, redis_server: RedisServer, redis_prefix: str) -> None:
+    settings = settings_for(tmp_path, redis_server, redis_prefix,
+                            TETHER_LEASE_SECONDS=60, TETHER_HEARTBEAT_SECONDS=0.2)
+    b = worker(settings, "2")
+    try:
+        sid = b.create().id
+        # A worker that owns the session has just died: its heartbeat is still there.
+        client, rec = b.store.client, f"{redis_prefix}:{{{sid}}}:rec"  # type: ignore[attr-defined]
+        client.set(f"{redis_prefix}:w:ghost", 1)
+        client.sadd(f"{redis_prefix}:workers", "ghost")
+        client.sadd(f"{redis_prefix}:w:ghost:owned", sid)
+        client.hset(rec, mapping={"owner": "ghost", "fence": 1})
+        assert b.get(sid).submit("hello") == 1  # taken: its owner (alive, it seems) runs it
+        time.sleep(0.5)
+        assert not b.get(sid).owned
+        client.delete(f"{redis_prefix}:w:ghost")  # the lease runs out
+        end = turn_end(b, sid, 1)
+        assert end["reason"] == "completed"  # the prompt was not lost: the reaper ran it
+        session = b.get(sid)
+        assert session.owned and session.agent_running
+        assert client.hget(rec, "fence") == b"2"
+    finally:
+        b.shutdown()
