@@ -45,22 +45,38 @@ def _check_start(settings):
             raise ValueError(f"listening on {settings.host}:{settings.port} {what}") from None
 
 
+#: Run by _check_redis in a child process: redis-py imports ssl, and a master that imported
+#: it would have every gevent worker warn that ssl was monkey-patched after its import.
+_PING_REDIS = """
+import sys
+import redis
+try:
+    redis.Redis.from_url(sys.stdin.read(), socket_connect_timeout=3, socket_timeout=3).ping()
+except redis.RedisError as exc:
+    sys.exit(str(exc) or exc.__class__.__name__)
+"""
+
+
 def _check_redis(settings):
     """The Redis store answers, or one line saying where it was looked for (the URL's
-    password left out: TETHER_REDIS_URL is a secret setting)."""
+    password left out: TETHER_REDIS_URL is a secret setting; it reaches the check on its
+    standard input, never in its argv)."""
+    import subprocess
+    import sys
     from urllib.parse import urlsplit
-
-    import redis
 
     url = settings.redis_url.get_secret_value()
     try:
-        with redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3) as client:
-            client.ping()
-    except redis.RedisError as exc:
+        done = subprocess.run([sys.executable, "-c", _PING_REDIS], input=url, text=True,
+                              capture_output=True, timeout=15, check=False)
+        problem = done.stderr.strip().splitlines()[-1] if done.returncode else ""
+    except subprocess.TimeoutExpired:
+        problem = "no answer within 15 s"
+    if problem:
         parts = urlsplit(url)
         where = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
         raise ValueError(f"the Redis store does not answer at {where} (TETHER_REDIS_URL): "
-                         f"{exc}") from None
+                         f"{problem}")
 
 
 try:
