@@ -18,7 +18,7 @@ from flask_talisman import Talisman
 
 from blueprints import auth, register_all
 from blueprints.bodies import CloseWhenAsked
-from blueprints.logins import REVOKED_FILE, Logins
+from blueprints.logins import REVOKED_FILE, Logins, RedisRevocations
 from blueprints.proxies import TrustedProxies
 from blueprints.sse import ShallowStreams
 from blueprints.ws import MAX_MESSAGE_BYTES
@@ -27,6 +27,7 @@ from tether.cluster.registry import ClusterRegistry
 from tether.config import SECRET_SETTINGS, Settings, check_binding, check_user
 from tether.datadir import kept_token, read_or_create
 from tether.sessions import SessionRegistry
+from tether.stores.redis import RedisStore
 from tether.workers import worker_id
 
 logger = logging.getLogger(__name__)
@@ -83,8 +84,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
              else kept_token(settings.data_dir))
     secret_key = (settings.secret_key.get_secret_value() if settings.secret_key
                   else read_or_create(settings.data_dir / SECRET_KEY_FILE, generate_token))
+    store = app.extensions["tether"].store
+    shared = (RedisRevocations(store.client, store.prefix) if isinstance(store, RedisStore)
+              else None)
     logins = Logins(token, secret_key, settings.session_days * 86400,
-                    revoked_path=settings.data_dir / REVOKED_FILE)
+                    revoked_path=settings.data_dir / REVOKED_FILE, shared=shared)
     auth.init_app(app, auth.Auth(token, logins, allowed_hosts=settings.host_names,
                                  allowed_origins=frozenset(settings.allowed_origins)))
     # Headers on every response; HSTS only over HTTPS; HTTP is never redirected (a reverse

@@ -6,7 +6,9 @@ a key derived from both ``TETHER_SECRET_KEY`` and the token. So:
 
 - it expires ``TETHER_SESSION_DAYS`` after it was issued (the signature covers the time);
 - ``POST /logout`` revokes its id: the id is kept, until the cookie would have expired, in
-  ``<data dir>/revoked-logins.json`` (mode 0600), so a copy of the cookie is refused too;
+  ``<data dir>/revoked-logins.json`` (mode 0600), or with the Redis store in Redis, where
+  every worker of every host sees it (:class:`RedisRevocations`), so a copy of the cookie is
+  refused too;
 - changing the token or the secret key changes the signing key, which ends every login.
 
 The cookie never holds the token or anything from which it could be recovered.
@@ -25,9 +27,11 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+import redis
 from cachetools import LRUCache
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
+from tether.cluster.errors import available
 from tether.datadir import private_file
 
 logger = logging.getLogger(__name__)
@@ -64,6 +68,29 @@ class Login:
     login_id: str | None = None
 
 
+class RedisRevocations:
+    """Revoked login ids in Redis, shared by every worker of every host: one key per id,
+    ``<prefix>:revoked:<login id>``, that expires when the cookie would have.
+
+    :param client: a redis-py client (the Redis store's).
+    :raises tether.errors.StoreUnavailable: (from :meth:`revoked` and :meth:`revoke`)
+        Redis does not answer; a login is neither accepted nor refused unchecked.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+
+    @available
+    def revoked(self, login_id: str) -> bool:
+        return bool(self._client.exists(f"{self._prefix}:revoked:{login_id}"))
+
+    @available
+    def revoke(self, login_id: str, seconds: float) -> None:
+        self._client.set(f"{self._prefix}:revoked:{login_id}", 1,
+                         px=max(int(seconds * 1000), 1))
+
+
 class Logins:
     """Issues and checks login cookies.
 
@@ -71,14 +98,17 @@ class Logins:
     :param secret_key: ``TETHER_SECRET_KEY``, or the key kept in the data dir.
     :param max_age_seconds: a login's lifetime, in seconds.
     :param revoked_path: where revoked ids are kept; None keeps them in memory only.
+    :param shared: keeps revoked ids instead (several workers: :class:`RedisRevocations`).
     """
 
     def __init__(self, token: str, secret_key: str, max_age_seconds: float,
-                 revoked_path: Path | None = None) -> None:
+                 revoked_path: Path | None = None,
+                 shared: RedisRevocations | None = None) -> None:
         key = hmac.new(secret_key.encode(), token.encode(), hashlib.sha256).digest()
         self._serializer = URLSafeTimedSerializer(key, salt="tether login v2")
         self.max_age_seconds = max_age_seconds
-        self._revoked_path = revoked_path
+        self._shared = shared
+        self._revoked_path = revoked_path if shared is None else None
         self._lock = threading.Lock()
         self._revoked: dict[str, float] = self._load()  # login id -> when its cookie expires
         # cookie value -> (login id, when it expires), for signatures already verified
@@ -114,6 +144,10 @@ class Logins:
         login_id, expires_at = known
         if time.time() > expires_at:
             return Login(Verdict.EXPIRED, login_id)
+        if self._shared is not None:
+            if self._shared.revoked(login_id):
+                return Login(Verdict.REVOKED, login_id)
+            return Login(Verdict.VALID, login_id)
         with self._lock:
             if login_id in self._revoked:
                 return Login(Verdict.REVOKED, login_id)
@@ -121,6 +155,9 @@ class Logins:
 
     def revoke(self, login_id: str) -> None:
         """End the login ``login_id``: its cookie is refused from now on, everywhere."""
+        if self._shared is not None:
+            self._shared.revoke(login_id, self.max_age_seconds)
+            return
         with self._lock:
             now = time.time()
             self._revoked = {i: t for i, t in self._revoked.items() if t > now}
