@@ -45,11 +45,15 @@ class ClusterPrompts:
     :param fence: returns this worker's fencing token for the session (``""`` when it does
         not own it); requests are opened under it.
     :param timeout_seconds: how long a request may wait; 0 waits forever.
+    :param auto_allowed: ``TETHER_ALLOW_AUTO_APPROVE``: off, no approval this worker opens
+        is settled by auto-approve, whatever the session says.
     """
 
     def __init__(self, store: RedisStore, session_id: str, timeout_seconds: float,
-                 fence: Callable[[], str], clock: Callable[[], float] = time.time) -> None:
+                 fence: Callable[[], str], clock: Callable[[], float] = time.time,
+                 auto_allowed: bool = True) -> None:
         self._store = store
+        self._auto_allowed = auto_allowed  # TETHER_ALLOW_AUTO_APPROVE on the owner
         self._sid = session_id
         self._timeout = timeout_seconds
         self._fence = fence
@@ -103,7 +107,7 @@ class ClusterPrompts:
         try:
             got, created, automatic = self._store.call(
                 "open_prompt", self._sid, self._fence(), rid, kind, key, pending, request_rest,
-                auto_rest, describe(auto))
+                auto_rest, describe(auto), int(self._auto_allowed))
         except BaseException:
             with self._lock:
                 self._waiting.pop(rid, None)

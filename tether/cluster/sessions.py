@@ -94,7 +94,8 @@ class ClusterSession:
         self._clock = clock
         self._rec = store.key(session_id, "rec")
         self.prompts = ClusterPrompts(store, session_id, settings.prompt_timeout_seconds,
-                                      lambda: self._fence, clock)
+                                      lambda: self._fence, clock,
+                                      auto_allowed=settings.allow_auto_approve)
         # What this worker does as the owner, under _lock.
         self._lock = threading.Lock()
         self._fence = ""  # this worker's fencing token; "" while it is not the owner

@@ -237,6 +237,7 @@ local function request_cancel(keys, args)
 end
 
 -- ARGV: p epoch sid fence rid kind key pending request_rest auto_rest auto_description
+--       auto_allowed ('1': the owner's server allows auto-approve)
 -- Opens an approval or question, or returns the identical pending one (never stacked).
 -- Returns {rid, created, auto}.
 local function open_prompt(keys, args)
@@ -249,7 +250,8 @@ local function open_prompt(keys, args)
   if existing then return {existing, 0, 0} end
   local rid = args[5]
   add(p, sid, rec, args[9])
-  local auto = args[6] == 'approval' and redis.call('HGET', rec, 'auto_approve') == '1'
+  local auto = args[6] == 'approval' and args[12] == '1'
+    and redis.call('HGET', rec, 'auto_approve') == '1'
   if auto then
     redis.call('HSET', key(p, sid, 'settled'), rid, args[6] .. ' ' .. args[11])
     add(p, sid, rec, args[10])

@@ -108,7 +108,7 @@ def test_shared_state_functions_keep_their_invariants(redis_url: str, tmp_path: 
                     "open_prompt", self.sid, fence, rid, "approval", key, pending,
                     rest(self.sid, 1.0, "approval_request", {"request_id": rid}),
                     rest(self.sid, 1.0, "approval_resolved",
-                         resolved_payload(rid, "approval", auto)), describe(auto))
+                         resolved_payload(rid, "approval", auto)), describe(auto), 1)
             except Fenced:
                 self.fence[w] = ""
                 return

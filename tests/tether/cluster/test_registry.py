@@ -233,3 +233,31 @@ def test_a_turn_begun_while_its_owner_was_dying_is_run_by_the_reaper(
         assert client.hget(rec, "fence") == b"2"
     finally:
         b.shutdown()
+
+
+def test_auto_approve_set_on_one_worker_settles_the_owners_approvals(workers: Workers) -> None:
+    a, b = workers
+    sid = a.create().id
+    b.get(sid).update(auto_approve=True)
+    assert a.get(sid).auto_approve and a.get(sid).to_dict()["auto_approve"]
+    a.get(sid).submit("$ echo automatic")
+    assert turn_end(b, sid, 1)["reason"] == "completed"
+    resolved = [e.payload for e in events(b, sid) if e.kind == "approval_resolved"]
+    assert [(p["reason"], p["by"]) for p in resolved] == [("auto", "auto-approve")]
+
+
+def test_an_owner_that_forbids_auto_approve_asks_a_person(
+        tmp_path: Path, redis_server: RedisServer, redis_prefix: str) -> None:
+    allowing = worker(settings_for(tmp_path, redis_server, redis_prefix), "1")
+    strict = worker(settings_for(tmp_path, redis_server, redis_prefix,
+                                 TETHER_ALLOW_AUTO_APPROVE=0), "2")
+    try:
+        sid = allowing.create().id
+        allowing.get(sid).update(auto_approve=True)
+        strict.get(sid).submit("$ echo asked")  # strict owns it
+        rid = pending_approval(allowing, sid)
+        allowing.get(sid).prompts.answer_approval(rid, "deny")
+        assert turn_end(allowing, sid, 1)["reason"] == "completed"
+    finally:
+        allowing.shutdown()
+        strict.shutdown()
