@@ -3,6 +3,7 @@ worker, one agent run on the owner, and a dead worker's turns taken over."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -261,3 +262,24 @@ def test_an_owner_that_forbids_auto_approve_asks_a_person(
     finally:
         allowing.shutdown()
         strict.shutdown()
+
+
+def test_a_conversation_whose_workspace_is_missing_is_not_resumed_elsewhere(
+        tmp_path: Path, redis_server: RedisServer, redis_prefix: str) -> None:
+    settings = settings_for(tmp_path, redis_server, redis_prefix)
+    a, b = worker(settings, "1"), worker(settings, "2")
+    try:
+        session = a.create()
+        sid = session.id
+        a.get(sid).submit("hello")
+        turn_end(b, sid, 1)
+        a.shutdown()  # a stops: the session is free, its conversation to be resumed
+        shutil.rmtree(session.workspace)  # a host that does not share the data dir
+        assert b.get(sid).submit("hello again") == 2
+        end = turn_end(b, sid, 2)
+        assert end["reason"] == "error"
+        errors = [e.payload["message"] for e in events(b, sid) if e.kind == "error"]
+        assert len(errors) == 1 and "shared filesystem" in errors[0]
+        assert not session.workspace.exists()  # not made afresh
+    finally:
+        b.shutdown()
