@@ -92,17 +92,19 @@ class Membership:
 
     def stop(self) -> None:
         """Stop the heartbeat and leave the cluster (a graceful stop: call after the
-        sessions were released)."""
+        sessions were released). A session still owned (its turn did not end in time) is
+        left to the reaper, which ends it."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(self._interval + 5)
+        key = self.heartbeat_key(self.worker_id)
         try:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.delete(self.heartbeat_key(self.worker_id),
-                        f"{self.heartbeat_key(self.worker_id)}:owned",
-                        f"{self.heartbeat_key(self.worker_id)}:pgids")
-            pipe.srem(f"{self._prefix}:workers", self.worker_id)
-            pipe.execute()
+            self._client.delete(key)  # from now on, what it still owns is the reaper's
+            if not self._client.scard(f"{key}:owned"):
+                pipe = self._client.pipeline(transaction=True)
+                pipe.delete(f"{key}:owned", f"{key}:pgids")
+                pipe.srem(f"{self._prefix}:workers", self.worker_id)
+                pipe.execute()
         except (RedisConnectionError, RedisTimeoutError) as exc:
             logger.warning("worker %s: not unregistered (the reaper will): %r", self.worker_id,
                            exc)
