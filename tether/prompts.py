@@ -97,16 +97,13 @@ class PromptRegistry:
     def open_approval(self, tool_name: str, tool_input: Mapping[str, Any],
                       tool_use_id: str | None, **extra: Any) -> tuple[PendingRequest, bool]:
         """Hold a permission request for ``tool_name``; see :meth:`_open`."""
-        fields = {"tool_name": tool_name, "input": dict(tool_input), "tool_use_id": tool_use_id,
-                  **extra}
-        return self._open("approval", fields, _key(tool_name, tool_input))
+        return self._open("approval", *approval_fields(tool_name, tool_input, tool_use_id,
+                                                       **extra))
 
     def open_clarify(self, questions: list[Mapping[str, Any]],
                      tool_use_id: str | None) -> tuple[PendingRequest, bool]:
         """Hold a question for the user (Claude Code's ``AskUserQuestion``)."""
-        normalized = [_question(q) for q in questions]
-        fields = {"questions": normalized, "tool_use_id": tool_use_id}
-        return self._open("clarify", fields, _key("AskUserQuestion", normalized))
+        return self._open("clarify", *clarify_fields(questions, tool_use_id))
 
     def _open(self, kind: Kind, fields: dict[str, Any], key: str) -> tuple[PendingRequest, bool]:
         """Open a request, or return the identical one already pending (never stacked).
@@ -270,6 +267,22 @@ def resolution_from(kind: str, payload: Mapping[str, Any]) -> Resolution:
 def describe(resolution: Resolution | None) -> str:
     """How a request was settled, for the 409 ``already_resolved`` message."""
     return _describe(resolution)
+
+
+def approval_fields(tool_name: str, tool_input: Mapping[str, Any], tool_use_id: str | None,
+                    **extra: Any) -> tuple[dict[str, Any], str]:
+    """An approval's fields (what its request event carries) and its dedupe key."""
+    fields = {"tool_name": tool_name, "input": dict(tool_input), "tool_use_id": tool_use_id,
+              **extra}
+    return fields, _key(tool_name, tool_input)
+
+
+def clarify_fields(questions: list[Mapping[str, Any]],
+                   tool_use_id: str | None) -> tuple[dict[str, Any], str]:
+    """A question's fields (normalized, :func:`_question`) and its dedupe key."""
+    normalized = [_question(q) for q in questions]
+    return ({"questions": normalized, "tool_use_id": tool_use_id},
+            _key("AskUserQuestion", normalized))
 
 
 def _plain(value: Mapping[str, Any] | None) -> dict[str, Any] | None:

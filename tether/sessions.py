@@ -229,12 +229,7 @@ class Session:
             return list(self._queue)
 
     def _check_text(self, text: str) -> None:
-        if not text.strip():
-            raise BadRequest("text must not be empty")
-        size = len(text.encode("utf-8", "surrogatepass"))
-        if size > self._settings.max_prompt_bytes:
-            raise PayloadTooLarge(f"text is {size} bytes; the limit is "
-                                  f"{self._settings.max_prompt_bytes} (TETHER_MAX_PROMPT_BYTES)")
+        check_prompt(text, self._settings.max_prompt_bytes)
 
     def _check_open(self) -> None:
         # Under the lock.
@@ -446,6 +441,18 @@ def title_from_prompt(text: str, fallback: str) -> str:
     if space >= PROMPT_TITLE_CHARS // 2:
         cut = cut[:space]
     return cut.rstrip(" ,.;:-") + "…"
+
+
+def check_prompt(text: str, max_bytes: int) -> None:
+    """:raises BadRequest: ``text`` is empty or blank.
+    :raises PayloadTooLarge: it is over ``max_bytes`` (``TETHER_MAX_PROMPT_BYTES``) in UTF-8.
+    """
+    if not text.strip():
+        raise BadRequest("text must not be empty")
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise PayloadTooLarge(f"text is {size} bytes; the limit is {max_bytes} "
+                              "(TETHER_MAX_PROMPT_BYTES)")
 
 
 def check_title(title: str) -> str:
@@ -673,7 +680,7 @@ class SessionRegistry:
         (in the logs held, plus those of sessions deleted since start), ``approvals_pending``,
         ``questions_pending``, ``agent_processes``."""
         sessions = self.list()
-        pending = [p for s in sessions for p in s.prompts.pending()]
+        pending = [p for _, _, requests in self._pending_by_session() for p in requests]
         approvals = sum(p.kind == "approval" for p in pending)
         with self._lock:
             deleted = self._deleted_events

@@ -27,8 +27,8 @@ from tether.prompts import (
     Kind,
     PendingRequest,
     Resolution,
-    _key,
-    _question,
+    approval_fields,
+    clarify_fields,
     describe,
     resolution_from,
     resolved_payload,
@@ -72,15 +72,12 @@ class ClusterPrompts:
 
     def open_approval(self, tool_name: str, tool_input: Mapping[str, Any],
                       tool_use_id: str | None, **extra: Any) -> tuple[PendingRequest, bool]:
-        fields = {"tool_name": tool_name, "input": dict(tool_input), "tool_use_id": tool_use_id,
-                  **extra}
-        return self._open("approval", fields, _key(tool_name, tool_input))
+        return self._open("approval", *approval_fields(tool_name, tool_input, tool_use_id,
+                                                       **extra))
 
     def open_clarify(self, questions: list[Mapping[str, Any]],
                      tool_use_id: str | None) -> tuple[PendingRequest, bool]:
-        normalized = [_question(q) for q in questions]
-        fields = {"questions": normalized, "tool_use_id": tool_use_id}
-        return self._open("clarify", fields, _key("AskUserQuestion", normalized))
+        return self._open("clarify", *clarify_fields(questions, tool_use_id))
 
     def _open(self, kind: Kind, fields: dict[str, Any],
               key: str) -> tuple[PendingRequest, bool]:

@@ -322,18 +322,6 @@ class ClusterRegistry(SessionRegistry):
 
     # -- figures -----------------------------------------------------------------------
 
-    def figures(self) -> dict[str, int]:
-        sessions = self.list()
-        pending = [p for _, _, requests in self._pending_by_session() for p in requests]
-        approvals = sum(p.kind == "approval" for p in pending)
-        with self._lock:
-            deleted = self._deleted_events
-        return {"sessions": len(sessions),
-                "events_appended": deleted + sum(s.log.last_id for s in sessions),
-                "approvals_pending": approvals,
-                "questions_pending": len(pending) - approvals,
-                "agent_processes": sum(s.agent_running for s in sessions)}
-
     def _pending_by_session(self) -> list[tuple[str, str, list[PendingRequest]]]:
         sessions = self.list()
         client = self.redis_store.client

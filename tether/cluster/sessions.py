@@ -31,14 +31,20 @@ from tether.errors import (
     BadRequest,
     Fenced,
     NotFound,
-    PayloadTooLarge,
     QueueFull,
     SessionBusy,
     ShuttingDown,
 )
 from tether.events import Event
 from tether.runner import AgentHost, Turn
-from tether.sessions import MAX_QUEUED, QueuedPrompt, State, check_title, title_from_prompt
+from tether.sessions import (
+    MAX_QUEUED,
+    QueuedPrompt,
+    State,
+    check_prompt,
+    check_title,
+    title_from_prompt,
+)
 from tether.stores.redis import RedisEventLog, RedisStore, Refused
 
 logger = logging.getLogger(__name__)
@@ -316,12 +322,7 @@ class ClusterSession:
         return item
 
     def _check_text(self, text: str) -> None:
-        if not text.strip():
-            raise BadRequest("text must not be empty")
-        size = len(text.encode("utf-8", "surrogatepass"))
-        if size > self._settings.max_prompt_bytes:
-            raise PayloadTooLarge(f"text is {size} bytes; the limit is "
-                                  f"{self._settings.max_prompt_bytes} (TETHER_MAX_PROMPT_BYTES)")
+        check_prompt(text, self._settings.max_prompt_bytes)
 
     def _check_running(self) -> None:
         if self._stopping():
