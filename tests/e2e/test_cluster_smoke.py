@@ -17,10 +17,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.e2e.cluster import FOLLOWERS, HOSTS, WORKER_HEADER, Cluster, Follower, pid_of
+from tests.e2e.cluster import HOSTS, WORKER_HEADER, Cluster, pid_of
 from tests.e2e.rawclients import PollRequest
 from tests.e2e.rrproxy import RoundRobinProxy
-from tests.support import Tally
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -214,56 +213,3 @@ def test_the_worker_header_names_the_process_that_served(cluster: Cluster) -> No
         assert pid_of(wid) == int(pid)
         seen.add(wid)
     assert len(seen) >= 2 and len({w.split(":")[0] for w in seen}) == 2, seen
-
-
-def test_followers_resume_exactly_through_severed_connections(
-        cluster: Cluster, tally: Tally) -> None:
-    """The followers and sever() themselves, on one backend (host B out of the rotation), so
-    that one process holds the session whatever the cluster core does."""
-    assert cluster.proxy is not None
-    host = cluster.hosts["hostA"]
-    cluster.proxy.fail(cluster.hosts["hostB"].port)
-    followers: list[Follower] = []
-    stop = threading.Event()
-    severs = 0
-
-    def sever_every_300_ms() -> None:
-        nonlocal severs
-        while not stop.wait(0.3):
-            cluster.proxy.sever()
-            severs += 1
-
-    severer = threading.Thread(target=sever_every_300_ms, daemon=True)
-    try:
-        sid = host.create_session(title="smoke")["id"]
-        followers = [FOLLOWERS[kind](cluster.url, sid) for kind in ("sse", "ws", "poll")]
-        for follower in followers:
-            follower.start()
-        severer.start()
-        last = 0
-        for turn in range(1, 4):
-            response = host.api("POST", f"/api/sessions/{sid}/prompt",
-                                json={"text": "bench 60 48 60"})
-            assert response.status_code == 202, response.text
-            end = host.wait_for_event(sid, "turn_end", after=last)
-            assert (end["turn"], end["reason"]) == (turn, "completed")
-            last = end["id"]
-        stop.set()
-        severer.join(5)
-        log = cluster.log(sid, via=host)
-        assert log[-1]["id"] == last
-        for follower in followers:
-            assert follower.finish(last, 30), (follower.name, follower.last, follower.errors)
-            assert follower.resets == []
-            tally.add("reconnects", follower.connections - 1)
-            tally.check_exact(list(range(1, last + 1)), follower.ids)
-            assert follower.events == log, follower.name
-        tally.add("faults injected", severs)
-        assert severs >= 5
-        # Severed streams reconnected (a poll follower reconnects for every request anyway).
-        assert all(f.connections >= 3 for f in followers), [f.connections for f in followers]
-    finally:
-        stop.set()
-        for follower in followers:
-            follower.halt()
-        cluster.proxy.restore(cluster.hosts["hostB"].port)
