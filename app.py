@@ -21,6 +21,7 @@ from blueprints.bodies import CloseWhenAsked
 from blueprints.logins import REVOKED_FILE, Logins, RedisRevocations
 from blueprints.proxies import TrustedProxies
 from blueprints.sse import ShallowStreams
+from blueprints.throttle import FailureThrottle, RedisFailureThrottle, Throttle
 from blueprints.ws import MAX_MESSAGE_BYTES
 from tether.addresses import login_urls
 from tether.cluster.registry import ClusterRegistry
@@ -89,8 +90,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
               else None)
     logins = Logins(token, secret_key, settings.session_days * 86400,
                     revoked_path=settings.data_dir / REVOKED_FILE, shared=shared)
+    # Failed logins are counted per process, or with the Redis store in Redis: one budget
+    # per address for every worker and host.
+    throttle: Throttle = (RedisFailureThrottle(store.client, store.prefix)
+                          if isinstance(store, RedisStore) else FailureThrottle())
     auth.init_app(app, auth.Auth(token, logins, allowed_hosts=settings.host_names,
-                                 allowed_origins=frozenset(settings.allowed_origins)))
+                                 allowed_origins=frozenset(settings.allowed_origins),
+                                 throttle=throttle))
     # Headers on every response; HSTS only over HTTPS; HTTP is never redirected (a reverse
     # proxy terminates TLS).
     Talisman(app, force_https=False, content_security_policy=CONTENT_SECURITY_POLICY,

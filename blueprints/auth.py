@@ -14,7 +14,9 @@ token in its fragment (``/#token=…``), which browsers never send: the page pos
 old links. Open without the token: ``/healthz``, static files, and the login form.
 
 - Tokens are compared in constant time (:func:`hmac.compare_digest`).
-- Only failures are throttled (:mod:`blueprints.throttle`), never a right credential. A token
+- Only failures are throttled (:mod:`blueprints.throttle`), never a right credential: per
+  process with the memory and sqlite stores, in Redis (one budget for every worker and host)
+  with the Redis store. A token
   is checked only where its failures are counted: in ``Authorization``, and in ``?token=`` or
   the login form on a top-level navigation (``Sec-Fetch-Dest: document``, or no ``Sec-Fetch-*``
   header at all, as from older browsers and scripts). A ``?token=`` on an image, script or
@@ -44,8 +46,9 @@ from flask import Blueprint, Flask, Response, current_app, g, redirect, render_t
 from blueprints.bodies import read_deadline
 from blueprints.errors import error_response
 from blueprints.logins import Logins, Verdict
-from blueprints.throttle import FailureThrottle
+from blueprints.throttle import FailureThrottle, Throttle
 from tether.config import host_allowed
+from tether.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +72,15 @@ class Auth:
     :param allowed_hosts: host names (``.example.com`` for it and every subdomain; ``*``
         for any), lower case, without port.
     :param allowed_origins: more origins whose pages may write with the login cookie.
+    :param throttle: counts the failures (:mod:`blueprints.throttle`): in this process, or
+        in Redis with the Redis store.
     """
 
     token: str
     logins: Logins
     allowed_hosts: tuple[str, ...] = ("*",)
     allowed_origins: frozenset[str] = frozenset()
-    throttle: FailureThrottle = field(default_factory=FailureThrottle)
+    throttle: Throttle = field(default_factory=FailureThrottle)
 
     def token_matches(self, given: str) -> bool:
         """Constant-time comparison of ``given`` with the token."""
@@ -147,9 +152,19 @@ def _login_page(message: str | None, status: int, forget_cookie: bool = False) -
 
 
 def _failed(message: str, page: bool) -> Response | tuple[Response, int]:
-    """Count a wrong token from this address: 401, or 429 past the limit (uncounted)."""
+    """Count a wrong token from this address: 401, or 429 past the limit (uncounted). While
+    the Redis store does not answer, the failure is counted in this worker and the API says
+    503 ``store_unavailable``; the page and the login form, which need nothing from Redis,
+    answer as always (:class:`blueprints.throttle.RedisFailureThrottle` says why)."""
     address = _client_address()
-    retry = current_auth().throttle.fail(address)
+    try:
+        retry = current_auth().throttle.fail(address)
+    except StoreUnavailable as exc:
+        logger.warning("authentication failed from %s (counted in this worker: the store "
+                       "does not answer)", address)
+        if page:
+            return _login_page(message, 401)
+        return error_response(exc.code, exc.message)
     logger.warning("authentication failed from %s%s", address, " (throttled)" if retry else "")
     if retry:
         seconds = math.ceil(retry)

@@ -12,7 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from blueprints.auth import OPEN_ENDPOINTS
-from blueprints.throttle import MAX_FAILURES
+from blueprints.throttle import MAX_FAILURES, RedisFailureThrottle
+from tests.redis_server import RedisServer
 from tests.support import TEST_TOKEN
 from tether.config import Settings, check_binding
 
@@ -44,6 +45,23 @@ def protected_routes(app: Flask) -> list[tuple[str, str]]:
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             routes.append((method, path))
     return routes
+
+
+@pytest.fixture
+def app(request: pytest.FixtureRequest, make_app: Any) -> Flask:
+    """The app on the memory store, or on the one a test asks with :data:`BOTH_STORES`."""
+    if getattr(request, "param", "memory") == "memory":
+        return make_app()
+    app = make_app(TETHER_STORE="redis",
+                   TETHER_REDIS_URL=request.getfixturevalue("redis_server").url,
+                   TETHER_REDIS_PREFIX=request.getfixturevalue("redis_prefix"))
+    assert isinstance(app.extensions["tether_auth"].throttle, RedisFailureThrottle)
+    return app
+
+
+#: The test runs on the memory store (failures counted in this process) and on the Redis
+#: store (counted in the test's private Redis, under its own prefix).
+BOTH_STORES = pytest.mark.parametrize("app", ["memory", "redis"], indirect=True)
 
 
 # ---------------------------------------------------------------- who needs the token
@@ -247,6 +265,7 @@ def test_websocket_upgrades_by_cookie_check_the_origin(app: Flask) -> None:
 # ---------------------------------------------------------------- the failed-login throttle
 
 
+@BOTH_STORES
 def test_repeated_failures_from_one_address_are_throttled(app: Flask) -> None:
     guesser = anonymous(app, "10.0.0.7")
     for _ in range(MAX_FAILURES):
@@ -269,6 +288,7 @@ def test_repeated_failures_from_one_address_are_throttled(app: Flask) -> None:
     assert anonymous(app, "10.0.0.9").get("/healthz").status_code == 200
 
 
+@BOTH_STORES
 def test_the_right_credential_is_accepted_from_a_throttled_address(app: Flask) -> None:
     # Nobody can lock the operator out by failing from their address (code-server's rule).
     operator = logged_in(app, "10.0.0.11")
@@ -286,6 +306,7 @@ def test_the_right_credential_is_accepted_from_a_throttled_address(app: Flask) -
                                             ).status_code == 303
 
 
+@BOTH_STORES
 @pytest.mark.parametrize("dest", ["image", "script", "iframe", "style", "empty"])
 def test_a_login_url_from_an_image_or_script_is_neither_checked_nor_counted(
         app: Flask, dest: str) -> None:
@@ -304,6 +325,7 @@ def test_a_login_url_from_an_image_or_script_is_neither_checked_nor_counted(
     assert browser.get(f"/?token={TEST_TOKEN}", headers=navigation).status_code == 303
 
 
+@BOTH_STORES
 def test_missing_credentials_and_stale_cookies_are_not_failures(app: Flask) -> None:
     client = anonymous(app, "10.0.0.10")
     client.set_cookie("tether-80", "an-old-cookie-from-another-token")
@@ -313,6 +335,42 @@ def test_missing_credentials_and_stale_cookies_are_not_failures(app: Flask) -> N
     for _ in range(MAX_FAILURES * 2):
         assert client.get("/api/sessions").status_code == 401
     assert app.extensions["tether_auth"].throttle.blocked_for("10.0.0.10") == 0
+
+
+def test_with_redis_away_a_wrong_token_is_503_on_the_api_and_the_form_on_the_page(
+        make_app: Any, tmp_path: Any) -> None:
+    # The throttle cannot reach Redis: each failure is counted in this worker instead
+    # (blueprints/throttle.py says why), never a 500. The API says what every API route says
+    # then; the page and the login form, which need nothing from Redis, answer as always.
+    with RedisServer(tmp_path / "redis") as server:  # its own: it is stopped
+        app = make_app(TETHER_STORE="redis", TETHER_REDIS_URL=server.url,
+                       TETHER_REDIS_PREFIX="away")
+        guesser = anonymous(app, "10.0.0.13")
+        server.stop()
+        api = guesser.get("/api/sessions", headers={"Authorization": "Bearer wrong-guess"})
+        assert api.status_code == 503
+        assert api.json["error"]["code"] == "store_unavailable"
+        page = guesser.get("/?token=wrong-guess")
+        assert page.status_code == 401 and page.mimetype == "text/html"
+        assert "not this server" in page.get_data(as_text=True)
+        form = guesser.post("/login", data={"token": "wrong-guess"})
+        assert form.status_code == 401 and "not this server" in form.get_data(as_text=True)
+        # The right token logs in all the same.
+        assert anonymous(app, "10.0.0.13").post("/login", data={"token": TEST_TOKEN}
+                                                ).status_code == 303
+        # This worker's own budget still holds: past it, 429 as always.
+        for _ in range(MAX_FAILURES - 3):
+            guesser.get("/api/sessions", headers={"Authorization": "Bearer wrong-guess"})
+        limited = guesser.get("/api/sessions", headers={"Authorization": "Bearer wrong-guess"})
+        assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
+        assert guesser.get("/?token=wrong-guess").status_code == 429
+        # Redis back: failures are counted in it again, from an empty count.
+        server.start()
+        assert guesser.get("/api/sessions",
+                           headers={"Authorization": "Bearer wrong-guess"}).status_code == 401
+        with server.client() as client:
+            assert client.llen("away:throttle:10.0.0.13") == 1
+        app.extensions["tether"].shutdown()  # while its Redis is there (twice is safe)
 
 
 # ---------------------------------------------------------------- headers, proxies, ids

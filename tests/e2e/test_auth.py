@@ -1,7 +1,8 @@
 """The edge on a real gunicorn server: the generated token and its login URL, the refusal to
 listen beyond loopback without a token, WebSocket upgrades, the failed-login throttle under
-2,000 concurrent guesses and under another site's images, and a browser logging in through
-the fragment, following a link from another site, and logging out."""
+2,000 concurrent guesses, under another site's images and across two workers on Redis, and a
+browser logging in through the fragment, following a link from another site, and logging
+out."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from playwright.sync_api import expect
 from tests.e2e.browser import CHROMIUM_ARGS, WAIT_MS, log_in, new_page, screenshot
 from tests.e2e.live import ROOT, LiveServer, free_port
 from tests.e2e.wsclient import WsClient
+from tests.redis_server import RedisServer
 from tests.support import AUTH_HEADERS, TEST_TOKEN
 
 pytestmark = pytest.mark.e2e
@@ -175,6 +178,64 @@ def test_concurrent_guesses_get_exactly_the_limit_while_the_right_token_always_w
     assert wrong.count(401) == MAX_FAILURES
     assert wrong.count(429) == 2000 - MAX_FAILURES
     assert right == [200] * 100
+
+
+def pinned_to_each_worker(server: LiveServer, workers: int,
+                          timeout: float = 30) -> dict[str, requests.Session]:
+    """One keep-alive connection per worker of ``server`` (``TETHER_DEBUG_WORKER=1``), by
+    worker id: a connection stays with the worker that accepted it. Every connection is used
+    again on each try, so that none idles past gunicorn's keepalive meanwhile."""
+    pinned: dict[str, requests.Session] = {}
+    deadline = time.monotonic() + timeout
+    while len(pinned) < workers:
+        assert time.monotonic() < deadline, f"only {sorted(pinned)} answered"
+        for wid, session in pinned.items():
+            assert session.get(server.url + "/healthz", timeout=10
+                               ).headers["X-Tether-Worker"] == wid
+        session = requests.Session()
+        wid = session.get(server.url + "/healthz", timeout=10).headers["X-Tether-Worker"]
+        if wid in pinned:
+            session.close()
+        else:
+            pinned[wid] = session
+    return pinned
+
+
+def test_two_workers_on_redis_count_failures_against_one_budget(
+        tmp_path: Path, redis_server: RedisServer, redis_prefix: str) -> None:
+    # With the Redis store every worker counts an address's failures in Redis: failing on two
+    # workers, in turn, spends one budget, and then both refuse (a budget per worker would
+    # have let each take MAX_FAILURES). The right token is accepted by both all the same.
+    from blueprints.throttle import MAX_FAILURES
+
+    with LiveServer(tmp_path, TETHER_STORE="redis", TETHER_REDIS_URL=redis_server.url,
+                    TETHER_REDIS_PREFIX=redis_prefix, TETHER_DEBUG_WORKER=1,
+                    WEB_CONCURRENCY=2) as server:
+        pinned = pinned_to_each_worker(server, 2)
+        try:
+            def guess(wid: str, header: str) -> int:
+                response = pinned[wid].get(server.url + "/api/sessions", timeout=10,
+                                           headers={"Authorization": header})
+                assert response.headers["X-Tether-Worker"] == wid
+                return response.status_code
+
+            a, b = sorted(pinned)
+            turns = [a, b] * (MAX_FAILURES // 2) + [a] * (MAX_FAILURES % 2)
+            assert [guess(wid, f"Bearer wrong-guess-{n}") for n, wid in enumerate(turns)
+                    ] == [401] * MAX_FAILURES
+            for wid in (a, b):
+                refused = pinned[wid].get(server.url + "/api/sessions", timeout=10,
+                                          headers={"Authorization": "Bearer wrong-again"})
+                assert refused.status_code == 429, wid
+                assert refused.headers["X-Tether-Worker"] == wid
+                assert refused.json()["error"]["code"] == "too_many_requests"
+                assert 1 <= int(refused.headers["Retry-After"]) <= 60
+                assert guess(wid, f"Bearer {TEST_TOKEN}") == 200
+            with redis_server.client() as client:
+                assert client.llen(f"{redis_prefix}:throttle:127.0.0.1") == MAX_FAILURES
+        finally:
+            for session in pinned.values():
+                session.close()
 
 
 #: Another site, served by Playwright's router (nothing leaves the machine).
