@@ -42,6 +42,30 @@ def claude_bin() -> str:
     pytest.skip("the claude CLI is not installed (make claude-code)")
 
 
+#: The stores a suite of hostile input and faults runs over (issue 14, item 5): the memory
+#: store on one worker, and the Redis store on two workers of one host (a cluster).
+STORES = ["memory", "redis"]
+
+
+def store_settings(request: Any, workers: int = 2) -> dict[str, str]:
+    """The settings of ``request.param`` (one of :data:`STORES`) for a :class:`LiveServer`:
+    none for memory; for redis, the session's private Redis (the ``redis_server`` fixture)
+    under a prefix of this module's own, ``workers`` workers and the worker header (one
+    worker for suites that watch the worker process itself: its descriptors, its children).
+    """
+    if request.param == "memory":
+        return {}
+    import secrets
+
+    from tests.e2e.rawclients import REDIS_PORTS
+
+    server = request.getfixturevalue("redis_server")
+    REDIS_PORTS.add(server.port)
+    return {"TETHER_STORE": "redis", "TETHER_REDIS_URL": server.url,
+            "TETHER_REDIS_PREFIX": f"e{secrets.token_hex(6)}", "WEB_CONCURRENCY": str(workers),
+            "TETHER_DEBUG_WORKER": "1"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.live import ROOT, LiveServer
+from tests.e2e.live import ROOT, STORES, LiveServer, store_settings
+from tests.e2e.rawclients import fd_count
 from tests.support import Tally
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -76,8 +77,9 @@ class Rig:
     pids: Path
 
 
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+@pytest.fixture(scope="module", params=STORES)
+def rig(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     workdir = tmp_path_factory.mktemp("faults")
     claude = workdir / "bin" / "claude"
     claude.parent.mkdir()
@@ -88,7 +90,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                     TETHER_CANCEL_GRACE=0.3, TETHER_AGENT_IDLE_TIMEOUT=0,
                     FAULTY_CLI_MODE=mode, FAULTY_CLI_PIDS=pids,
                     # a credential, so that /api/agents judges the binary alone
-                    ANTHROPIC_API_KEY="sk-ant-fake") as server:
+                    ANTHROPIC_API_KEY="sk-ant-fake",
+                    **store_settings(request, workers=1)) as server:
         yield Rig(server, claude, mode, pids)
 
 
@@ -125,7 +128,7 @@ def worker_pid(server: LiveServer) -> int:
 
 
 def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    return fd_count(pid)  # its Redis pool aside (tests/e2e/rawclients.py)
 
 
 def quiet_fds(pid: int, seconds: float = 1.0) -> int:

@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 
 from blueprints.sendguard import SEND_TIMEOUT_SECONDS
-from tests.e2e.live import ROOT, LiveServer
+from tests.e2e.live import ROOT, STORES, LiveServer, store_settings
 from tests.e2e.rawclients import (
     PollRequest,
     SseStream,
@@ -68,10 +68,12 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@pytest.fixture(scope="module", params=STORES)
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     raise_fd_limit()
-    with LiveServer(tmp_path_factory.mktemp("faults")) as live:
+    with LiveServer(tmp_path_factory.mktemp("faults"),
+                    **store_settings(request, workers=1)) as live:
         yield live
 
 

@@ -35,7 +35,7 @@ import requests
 import sseclient
 import websocket
 
-from tests.e2e.live import LiveServer
+from tests.e2e.live import STORES, LiveServer, store_settings
 from tests.e2e.wsclient import WsClient
 from tests.support import AUTH_HEADERS, TEST_TOKEN, Tally
 
@@ -957,10 +957,11 @@ def raise_open_file_limit(wanted: int) -> int:
     return max(soft, target)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@pytest.fixture(scope="module", params=STORES)
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     with LiveServer(tmp_path_factory.mktemp("hostile"), TETHER_LOCAL_WORD_DELAY=WORD_DELAY,
-                    TETHER_PROMPT_TIMEOUT=PROMPT_TIMEOUT) as live:
+                    TETHER_PROMPT_TIMEOUT=PROMPT_TIMEOUT, **store_settings(request)) as live:
         yield live
 
 
