@@ -163,6 +163,9 @@ def test_a_page_on_host_b_answers_what_a_page_on_host_a_started(
         card_a = pending_card(page_a)
         expect(card_a).to_contain_text("Allow Bash?")
         expect(page_a.locator('[data-kind="tool_use"] .tool-input')).to_have_text("$ echo hello")
+        # The agent runs on host A (the worker that took the first prompt claimed the session):
+        # host B's answer has to cross hosts to reach it.
+        assert host_of(cluster.owner_of(sid)) == "hostA"
 
         # Host B's page: the request is in its inbox (live, from host A's worker via Redis).
         expect(page_b.locator("#inbox-count")).to_have_text("1")
