@@ -1,11 +1,11 @@
-"""The Redis cluster, end to end (issue 14; /work/shared/SCALE-OUT.md section 10): two hosts
+"""The Redis cluster, end to end (issue 14; docs/SCALE-OUT.md section 10): two hosts
 of gunicorn workers on one Redis behind a round-robin proxy with no affinity
 (tests/e2e/cluster.py), driven with the ``local`` agent, behave like one process, and killing or
 stalling any one of them loses no event and leaves no turn hanging.
 
-Marked ``cluster``, which pyproject.toml deselects by default until the cluster core lands:
-``pytest -m cluster tests/e2e/test_cluster.py`` runs them. Each test keeps to one session;
-those that kill or stall a process or Redis get a cluster of their own (``fresh``).
+Marked ``cluster`` (``pytest -m cluster`` runs the cluster suites alone). Each test keeps to
+one session; those that kill or stall a process or Redis get a cluster of their own
+(``fresh``).
 
 How the local agent is scripted (tether/agents/local.py): ``$ <command>`` asks for approval,
 then runs it in the workspace; ``bench <count> <bytes> <rate>`` streams ``count`` text deltas
