@@ -27,6 +27,15 @@ as ``Last-Event-ID`` from its first request, as a browser's automatic reconnect 
 turn's ``turn_end`` event, the last of the turn, so that it has read every event the server
 handed its connection (bench/fanout.py checks that count against Tether's ``/metrics``).
 
+Several workers (``TETHER_STORE=redis``, bench/cluster.py): a target may name its own
+``port`` (another host) and a ``land`` rule, ``{"quota": {<worker id>: clients}}``: each of
+the target's connections first asks ``GET /healthz`` and reads ``X-Tether-Worker``
+(``TETHER_DEBUG_WORKER=1``); a connection on a worker whose quota for this target is full is
+closed and another opened (at most :data:`MAX_PROBES` per connection), else the client's own
+request follows on the same keep-alive connection (the WebSocket upgrade too). A client that
+reconnects lands on the worker it had. The result then has ``workers`` (clients per worker)
+and ``probes`` (connections opened to land them).
+
 ``"transport": "get"`` is a request loop instead (:func:`run_requests`): each of a target's
 ``clients`` keep-alive connections sends ``GET <path>``, reads the whole answer
 (``Content-Length``) and sends the next, one request in flight per connection; ``ready``
@@ -73,6 +82,9 @@ LAST_ID = re.compile(rb'"last_event_id":(\d+)')
 TURN_END = b'"kind":"turn_end"'
 CONNECTING = 256  # clients connecting at once (handshakes in flight)
 MAX_RECONNECTS = 20  # per client
+MAX_PROBES = 400  # connections opened per client to land on a worker of its quota
+WORKER = re.compile(rb"(?im)^x-tether-worker: *([^\r\n]+)")
+CONTENT_LENGTH = re.compile(rb"(?i)content-length: *(\d+)")
 
 
 class Stats:
@@ -87,12 +99,28 @@ class Stats:
         self.received = self.dup = self.ooo = self.id_errors = self.reconnects = 0
         self.ready = self.done = 0
         self.errors: list[str] = []
+        # Landing (several workers): (id(target), worker) -> clients, worker -> clients
+        self.landed: dict[tuple[int, str], int] = {}
+        self.workers: dict[str, int] = {}
+        self.probes = 0
         self.all_ready = asyncio.get_running_loop().create_future()
         self.all_done = asyncio.get_running_loop().create_future()
 
     def error(self, text: str) -> None:
         if len(self.errors) < 10:
             self.errors.append(text)
+
+    def land(self, target: dict[str, Any], worker: str | None, previous: str | None) -> bool:
+        """Whether a connection on ``worker`` serves a client of ``target`` (its ``land``
+        quota); a client that had ``previous`` keeps it. Counted when taken."""
+        if previous is not None:
+            return worker == previous
+        key = (id(target), worker or "")
+        if self.landed.get(key, 0) >= target["land"]["quota"].get(worker, 0):
+            return False
+        self.landed[key] = self.landed.get(key, 0) + 1
+        self.workers[worker or ""] = self.workers.get(worker or "", 0) + 1
+        return True
 
     def mark_ready(self) -> None:
         self.ready += 1
@@ -142,6 +170,7 @@ class Client(asyncio.Protocol):
         self.ended = not cfg.get("until_turn_end")
         self.ids = 0  # event ids received
         self.t_connect = self.t_ready = 0.0  # time.monotonic()
+        self.worker: str | None = None  # the worker it landed on (a ``land`` rule)
 
     # -- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -166,8 +195,8 @@ class Client(asyncio.Protocol):
     async def reconnect(self) -> None:
         self.head, self.buf, self.resumed = True, b"", True
         try:
-            await asyncio.get_running_loop().create_connection(lambda: self, "127.0.0.1",
-                                                               self.cfg["port"])
+            await connect_to(asyncio.get_running_loop(), self, self.cfg, self.target,
+                             self.stats)
         except OSError as exc:
             self.stats.error(f"reconnect: {exc!r}")
             if not self.lost.done():
@@ -436,12 +465,68 @@ KINDS = {"sse": SseClient, "ws": WsClient, "poll": PollClient}
 
 
 
+class Probe(asyncio.Protocol):
+    """``GET /healthz`` on a fresh keep-alive connection: which worker holds it
+    (``X-Tether-Worker``; None without the header)."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.worker: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0 or self.worker.done():
+            return
+        head = self.buf[:end]
+        length = CONTENT_LENGTH.search(head)
+        if len(self.buf) < end + 4 + (int(length.group(1)) if length else 0):
+            return
+        worker = WORKER.search(head)
+        self.worker.set_result(worker.group(1).decode().strip() if worker else None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.worker.done():
+            self.worker.set_exception(ConnectionResetError(f"probe connection lost: {exc!r}"))
+
+
+async def connect_to(loop: asyncio.AbstractEventLoop, client: Any, cfg: dict[str, Any],
+                     target: dict[str, Any], stats: Stats) -> None:
+    """Connect ``client`` to its target's port; with a ``land`` rule, on a worker of its
+    quota (module docstring), the probe's connection handed over to the client.
+
+    :raises OSError: no connection, or none landed in :data:`MAX_PROBES` tries.
+    """
+    port = target.get("port", cfg["port"])
+    if not target.get("land"):
+        await loop.create_connection(lambda: client, "127.0.0.1", port)
+        return
+    for _ in range(MAX_PROBES):
+        transport, probe = await loop.create_connection(Probe, "127.0.0.1", port)
+        stats.probes += 1
+        try:
+            worker = await asyncio.wait_for(probe.worker, 30)
+        except (OSError, TimeoutError):
+            transport.close()
+            continue
+        if stats.land(target, worker, client.worker):
+            client.worker = worker
+            transport.set_protocol(client)
+            client.connection_made(transport)
+            return
+        transport.close()
+    raise OSError(f"no connection landed on {target['land']} in {MAX_PROBES} tries")
+
+
 async def _open(loop: asyncio.AbstractEventLoop, client: Any, cfg: dict[str, Any],
                 stats: Stats) -> None:
     """Connect ``client`` and wait until it is attached or lost (the caller holds the gate,
     so handshakes in flight are bounded)."""
     try:
-        await loop.create_connection(lambda: client, "127.0.0.1", cfg["port"])
+        await connect_to(loop, client, cfg, client.target, stats)
     except OSError as exc:
         stats.error(f"connect: {exc!r}")
         return
@@ -508,6 +593,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
         "done": stats.done, "received": stats.received, "unique": unique, "expected": expected,
         "lost": expected - unique, "duplicated": stats.dup, "out_of_order": stats.ooo,
         "id_errors": stats.id_errors, "reconnects": stats.reconnects,
+        "workers": stats.workers, "probes": stats.probes,
         "latency_ms": stats.percentiles(),
         "rate": round(unique / window, 1) if window > 0 else 0.0,
         "window_s": round(window, 4) if window > 0 else 0.0,
@@ -554,7 +640,8 @@ class GetClient(asyncio.Protocol):
 
     def __init__(self, stats: Stats, cfg: dict[str, Any], target: dict[str, Any],
                  loop_state: dict[str, Any]) -> None:
-        self.stats, self.cfg, self.state = stats, cfg, loop_state
+        self.stats, self.cfg, self.state, self.target = stats, cfg, loop_state, target
+        self.worker: str | None = None  # the worker it landed on (a ``land`` rule)
         token = cfg.get("token")
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
         self.request = f"GET {target['path']} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode()
@@ -581,12 +668,20 @@ class GetClient(asyncio.Protocol):
         if self.reconnects < MAX_RECONNECTS:  # the server closed a keep-alive connection
             self.reconnects += 1
             self.stats.reconnects += 1
-            asyncio.ensure_future(asyncio.get_running_loop().create_connection(
-                lambda: self, "127.0.0.1", self.cfg["port"]))
+            asyncio.ensure_future(self.reconnect())
             return
         self.stats.error(f"connection lost: {exc!r}")
         if not self.lost.done():
             self.lost.set_result(None)
+
+    async def reconnect(self) -> None:
+        try:
+            await connect_to(asyncio.get_running_loop(), self, self.cfg, self.target,
+                             self.stats)
+        except OSError as exc:
+            self.stats.error(f"reconnect: {exc!r}")
+            if not self.lost.done():
+                self.lost.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
@@ -685,7 +780,7 @@ async def run_requests(cfg: dict[str, Any]) -> dict[str, Any]:
         "bytes_per_answer": round(sum(c.bytes for c in clients) / answers) if answers else 0,
         "events_per_answer": round(sum(c.events for c in clients) / answers, 2)
         if answers else 0.0, "ids": sum(c.ids for c in clients),
-        "reconnects": stats.reconnects,
+        "reconnects": stats.reconnects, "workers": stats.workers, "probes": stats.probes,
         "cpu_s": round(cpu, 3), "busy": round(cpu / window, 3) if window > 0 else 0.0,
         "errors": stats.errors})
     return result
