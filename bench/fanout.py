@@ -107,6 +107,22 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def server_pids(target: Any) -> list[int]:
+    """The processes whose CPU and memory a row counts: a target's ``pids`` (every worker of
+    a cluster, bench/cluster.py), else its one ``pid``."""
+    return list(getattr(target, "pids", None) or [target.pid])
+
+
+def server_cpu(target: Any) -> float:
+    """CPU seconds of every process of ``target`` (:func:`server_pids`)."""
+    return sum(cpu_seconds(pid) for pid in server_pids(target))
+
+
+def server_rss(target: Any) -> int:
+    """VmRSS (KB) of every process of ``target`` (:func:`server_pids`)."""
+    return sum(rss_kb(pid) for pid in server_pids(target))
+
+
 def children(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -186,6 +202,16 @@ class TetherTarget:
                 return after
         raise RuntimeError(f"no turn_end in session {sid} within {timeout} s")
 
+    def place(self, session: str | None, clients: int, index: int = 0) -> dict[str, Any]:
+        """Where ``clients`` clients of ``session`` (the ``index``-th of a case) connect: more
+        fields of their load-client target. One worker: nothing to add. A cluster
+        (bench/cluster.py) names a port and the workers they must land on."""
+        return {}
+
+    def settle(self, transport: str, baseline: int, timeout: float) -> tuple[int, float]:
+        """Scrape until the clients gauge is back to ``baseline`` (bench/scrape.py)."""
+        return settle_clients(self.http, self.server.url, transport, baseline, timeout)
+
     def setup(self, case: Case) -> list[dict[str, Any]]:
         """Create the sessions, start each agent with a short turn, and return the targets
         (one per session, its clients attaching after that turn)."""
@@ -197,12 +223,12 @@ class TetherTarget:
                            json={"text": "hello"}, timeout=10).raise_for_status()
             sids.append(sid)
         targets = []
-        for sid in sids:
+        for i, sid in enumerate(sids):
             after = self._wait_turn_end(sid, 0, 120)
             path = {"sse": f"/api/sessions/{sid}/stream?after={after}",
                     "poll": f"/api/sessions/{sid}/events", "ws": "/api/ws"}[case.transport]
             targets.append({"path": path, "session": sid, "after": after,
-                            "clients": case.clients})
+                            "clients": case.clients, **self.place(sid, case.clients, i)})
         return targets
 
     def inject(self, case: Case, targets: list[dict[str, Any]]) -> None:
@@ -395,7 +421,7 @@ def run_case(target: TetherTarget | PeerTarget, case: Case, client_cpu: int | No
     client = None
     scrapes: list[Samples] = []
     try:
-        rss0 = rss_kb(target.pid)
+        rss0 = server_rss(target)
         if tether is not None:
             scrapes.append(tether.scrape())
         client = LoadClient({"transport": case.transport, "port": target.port,
@@ -414,11 +440,11 @@ def run_case(target: TetherTarget | PeerTarget, case: Case, client_cpu: int | No
             with profiled(target.pid, out, client_cpu):
                 if tether is not None:
                     scrapes.append(tether.scrape())
-                rss1, cpu0 = rss_kb(target.pid), cpu_seconds(target.pid)
+                rss1, cpu0 = server_rss(target), server_cpu(target)
                 target.inject(case, targets)
                 client.go()
                 result = client.next(timeout + 30)["result"]
-                cpu = cpu_seconds(target.pid) - cpu0
+                cpu = server_cpu(target) - cpu0
                 if tether is not None:
                     scrapes.append(tether.scrape())
             if out is not None and out.exists():
@@ -434,8 +460,7 @@ def run_case(target: TetherTarget | PeerTarget, case: Case, client_cpu: int | No
             client.close()
         target.teardown(targets)
     if tether is not None and len(scrapes) == 3:
-        after = settle_clients(tether.http, tether.server.url, case.transport,
-                               connected(scrapes[0], case.transport), 10)
+        after = tether.settle(case.transport, connected(scrapes[0], case.transport), 10)
         out_row["server"] = server_figures(case, scrapes, after, logged, result)
     return out_row
 
@@ -495,7 +520,8 @@ def row(case: Case, target: Any, result: dict[str, Any], ready_s: float, rss0: i
             if result["unique"] else None,
             "rss_before_kb": rss0, "rss_after_kb": rss1,
             "rss_kb_per_conn": round((rss1 - rss0) / total, 1),
-            "client_busy": result["busy"], "errors": result["errors"], "server": None}
+            "client_busy": result["busy"], "errors": result["errors"],
+            "workers": result.get("workers") or None, "server": None}
 
 
 # -- the sitting --------------------------------------------------------------------------
@@ -674,7 +700,7 @@ def replay(args: argparse.Namespace, workdir: Path, client_cpu: int | None,
                 client = LoadClient({"transport": transport, "port": server.port,
                                      "token": TEST_TOKEN, "events": args.replay_events,
                                      "targets": [{"path": path, "session": sid, "after": 0,
-                                                  "clients": 1}],
+                                                  "clients": 1, **server.place(sid, 1)}],
                                      "timeout": 120, "cpu": client_cpu, "replay_last_id": last})
                 try:
                     result = client.next(150)["result"]

@@ -34,8 +34,16 @@ def scrape(http: requests.Session, url: str) -> Samples:
     """
     answer = http.get(f"{url}/metrics", timeout=10)
     answer.raise_for_status()
+    return parse(answer.text)
+
+
+def parse(text: str) -> Samples:
+    """A ``/metrics`` body (the Prometheus text format) as :data:`Samples`.
+
+    :raises ValueError: not the Prometheus text format.
+    """
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(answer.text) for s in family.samples}
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
