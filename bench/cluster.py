@@ -55,6 +55,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -386,7 +387,7 @@ class ClusterTarget(TetherTarget):
         owner = self.owners.get(session) if session else None
         if self.clients_on == "owner" and owner:
             pool = [self.worker(owner)]
-        elif self.clients_on == "other" and owner:
+        elif self.clients_on == "other" and owner and len(self.workers) > 1:
             others = [w for w in self.workers if w.wid != owner]
             hosts = list(dict.fromkeys(w.host for w in others))
             pool = [w for w in others if w.host == hosts[index % len(hosts)]]
@@ -603,6 +604,7 @@ class Sitting:
         else:
             row = run_case(target, case, None, settle)
         row["setup"] = label
+        row["load_average"] = round(os.getloadavg()[0], 2)
         self.rows.append(row)
         return row
 
@@ -1241,10 +1243,21 @@ def main() -> None:
         print(f"redis-server {s.redis.port}, baseline {BASELINE} on port {s.baseline.port}, "
               f"cluster host-a on port {s.cluster.port}: {len(s.cluster.workers)} workers",
               file=sys.stderr, flush=True)
-        for part in PARTS:
-            if part in args.parts:
-                {"hop": part_hop, "mix": part_mix, "wide": part_wide, "poll": part_poll,
-                 "store": part_store, "kill": part_kill, "conns": part_conns}[part](s)
+        stopped: KeyboardInterrupt | None = None
+        failed: list[dict[str, str]] = []
+        try:
+            for part in PARTS:
+                if part not in args.parts:
+                    continue
+                try:
+                    {"hop": part_hop, "mix": part_mix, "wide": part_wide, "poll": part_poll,
+                     "store": part_store, "kill": part_kill, "conns": part_conns}[part](s)
+                except Exception as exc:  # the other parts still run; reported at the end
+                    traceback.print_exc()
+                    failed.append({"part": part, "error": repr(exc)[:500]})
+                    s.cluster.owner_order = None
+        except KeyboardInterrupt as exc:  # print what was measured, after the cleanup
+            stopped = exc
         info["load_end"] = os.getloadavg()
     print()
     if s.rows:
@@ -1255,7 +1268,16 @@ def main() -> None:
     print_figures(s.figures)
     print(json.dumps({"bench": "cluster", "machine": info, "args": vars(args),
                       "targets": TARGETS, "figures": s.figures, "rows": s.rows,
-                      **s.extra}, default=str))
+                      "interrupted": stopped is not None, "failed": failed, **s.extra},
+                     default=str))
+    for failure in failed:
+        print(f"part {failure['part']} failed: {failure['error']}", file=sys.stderr)
+    if stopped is not None:
+        print("interrupted: the figures above are the parts measured so far",
+              file=sys.stderr)
+        raise stopped
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,11 @@ def scrape(http: requests.Session, url: str) -> Samples:
     :raises requests.RequestException: no answer, or not a 2xx.
     :raises ValueError: the body is not the Prometheus text format.
     """
-    answer = http.get(f"{url}/metrics", timeout=10)
+    try:
+        answer = http.get(f"{url}/metrics", timeout=10)
+    except requests.ConnectionError:
+        # A keep-alive connection the server closed as it was reused: once more, afresh.
+        answer = http.get(f"{url}/metrics", timeout=10)
     answer.raise_for_status()
     return parse(answer.text)
 
