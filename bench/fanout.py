@@ -16,6 +16,13 @@ SSE only. The load client (bench/loadclient.py) is a separate process pinned to 
     .venv/bin/python -m bench.fanout --mix                # 100 sessions x 3 clients x 20/s
     .venv/bin/python -m bench.fanout --replay             # a late client, 100,000 events
     .venv/bin/python -m bench.fanout --huge --sizes 200 --rates 10   # adds 5,000 and 10,000
+    .venv/bin/python -m bench.fanout --quick --store redis --workers 2   # Tether on Redis
+
+``--store redis`` runs Tether on a private ``redis-server`` with ``--workers`` gunicorn workers
+(bench/cluster.py's ClusterTarget: clients spread evenly over the workers, nothing pinned),
+and the one-worker memory store on the same loads as its baseline (``mem-1w``, in the ratio
+table beside the peers, same transport); ``--replay`` then replays from Redis too, to a
+client on a worker that does not own the session.
 
 Figures per case (bench/README.md says more): latency from the agent's write to the client's
 receipt (p50, p90, p99, max, ms), delivered events/s summed over clients, events lost,
@@ -49,7 +56,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +75,9 @@ from tests.e2e.live import ROOT, LiveServer, free_port
 from tests.support import AUTH_HEADERS, TEST_TOKEN
 
 PEERS = ("naive_flask", "starlette", "node")
+#: With ``--store redis``: the one-worker memory-store Tether run on the same loads, the
+#: baseline of the cluster's rows (bench/cluster.py names it alike).
+BASELINE = "mem-1w"
 TRANSPORTS = ("sse", "ws", "poll")
 SERVER_CPU, CLIENT_CPU = 0, 1
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -156,6 +166,7 @@ class TetherTarget:
     """Tether under gunicorn; sessions driven by the ``local`` agent's ``bench`` command."""
 
     name = "tether"
+    is_tether = True
 
     def __init__(self, workdir: Path, cpu: int | None, store: str = "memory",
                  connections: int = 10000, shared_writer: bool = True,
@@ -417,7 +428,9 @@ def run_case(target: TetherTarget | PeerTarget, case: Case, client_cpu: int | No
     total = case.clients * case.sessions
     timeout = 60 + (case.events / case.rate if case.rate else 0) + total * case.events / 20_000
     targets = target.setup(case)
-    tether = target if isinstance(target, TetherTarget) else None
+    # Not isinstance: run as ``python -m bench.fanout`` this module is __main__, and a
+    # cluster target (bench/cluster.py) subclasses bench.fanout's TetherTarget, not ours.
+    tether = target if getattr(target, "is_tether", False) else None
     client = None
     scrapes: list[Samples] = []
     try:
@@ -577,8 +590,8 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for (name, transport), mine in sides.items():
             if name != "tether":
                 continue
-            for (peer, _), theirs in sides.items():
-                if peer == "tether":
+            for (peer, theirs_transport), theirs in sides.items():
+                if peer == "tether" or (peer == BASELINE and theirs_transport != transport):
                     continue
                 entry = {"label": key[0], "sessions": key[1], "clients": key[2],
                          "size": key[3], "rate": key[4], "tether": transport, "peer": peer}
@@ -685,9 +698,16 @@ def replay(args: argparse.Namespace, workdir: Path, client_cpu: int | None,
            server_cpu: int | None) -> list[dict[str, Any]]:
     """A late client attaching to a session of ``--replay-events`` stored events."""
     out: list[dict[str, Any]] = []
-    for store in ("memory", "sqlite"):
+    for store in ("memory", "sqlite") + (("redis",) if args.store == "redis" else ()):
         try:
-            server = TetherTarget(workdir / f"replay-{store}", server_cpu, store).__enter__()
+            if store == "redis":  # the late client on a worker that does not own the session
+                from bench.cluster import ClusterTarget
+
+                server = ClusterTarget(workdir / "replay-redis", args.redis_url,
+                                       "fanout-replay", args.workers).__enter__()
+                server.clients_on = "other"
+            else:
+                server = TetherTarget(workdir / f"replay-{store}", server_cpu, store).__enter__()
         except RuntimeError as exc:
             out.append({"store": store, "todo": f"TODO: TETHER_STORE={store} did not start "
                                                 f"({str(exc)[:200]}); replay not measured"})
@@ -842,6 +862,12 @@ def main() -> None:
                         help="N 3,100,1000; 200 and 2000 B; burst, 10, 100, 200/s; K 2000 "
                              "paced too; --mix and --replay")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and client")
+    parser.add_argument("--store", choices=("memory", "redis"), default="memory",
+                        help="redis: Tether on a private redis-server with --workers workers "
+                             "(nothing pinned), the one-worker memory store on the same loads "
+                             f"as its baseline ({BASELINE}), and the replay on Redis too")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="with --store redis: gunicorn workers (clients spread evenly)")
     parser.add_argument("--own-writers", action="store_true",
                         help="TETHER_SHARED_WRITER=0: every stream writes its own live tail "
                              "(the baseline of the shared writer, blueprints/fanout.py)")
@@ -873,7 +899,10 @@ def main() -> None:
         print("node is not installed: skipping the Node.js peer")
         args.peers.remove("node")
 
-    server_cpu, client_cpu = cores(args.no_pin)
+    if not 1 <= args.workers <= 8:
+        parser.error("workers 1..8")
+    # Several workers need every core: with --store redis nothing is pinned.
+    server_cpu, client_cpu = cores(args.no_pin or args.store == "redis")
     hard = raise_nofile()
     most = max([n for n in args.clients] + [300 if args.mix else 0])
     if most + 500 > hard:  # per process: the server and the client each hold N sockets
@@ -883,15 +912,31 @@ def main() -> None:
     info = machine(server_cpu is not None)
     print(f"machine: {info['cpus']} CPUs, load average {info['load'][0]:.2f} at start, "
           f"server on core {server_cpu}, client on core {client_cpu}")
-    cases = alternate(matrix(args), args.rounds)
+    cases = matrix(args)
+    if args.store == "redis":
+        cases += [Case(BASELINE, *astuple(c)[1:]) for c in cases if c.target == "tether"]
+    cases = alternate(cases, args.rounds)
     rows: list[dict[str, Any]] = []
     replays: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="tether-bench-fanout-") as tmp, ExitStack() as stack:
         targets: dict[str, Any] = {}
-        if cases:
+        if args.store == "redis":
+            from bench.cluster import ClusterTarget, private_redis
+
+            args.redis_url = stack.enter_context(private_redis(Path(tmp) / "redis")).url
+        if cases and args.store == "redis":
+            targets["tether"] = stack.enter_context(ClusterTarget(
+                Path(tmp) / "cluster", args.redis_url, "fanout", args.workers,
+                connections=most))
+            targets[BASELINE] = stack.enter_context(TetherTarget(
+                Path(tmp) / "tether", server_cpu, connections=most,
+                shared_writer=not args.own_writers, gc_freeze=not args.no_gc_freeze))
+            targets[BASELINE].name = BASELINE
+        elif cases:
             targets["tether"] = stack.enter_context(TetherTarget(
                 Path(tmp) / "tether", server_cpu, connections=most,
                 shared_writer=not args.own_writers, gc_freeze=not args.no_gc_freeze))
+        if cases:
             for peer in args.peers:
                 targets[peer] = stack.enter_context(PeerTarget(peer, server_cpu))
         for i, case in enumerate(cases, 1):

@@ -24,6 +24,12 @@ worker, memory store, on core 0 with the agents it starts); the load client
     .venv/bin/python -m bench.longpoll --conns 10,100,200 --seconds 3
     .venv/bin/python -m bench.longpoll --waiters 1,100 --rate 50
     .venv/bin/python -m bench.longpoll --profile /tmp/prof    # py-spy on the worker
+    .venv/bin/python -m bench.longpoll --store redis --workers 2  # Tether on Redis
+
+With ``--store redis`` the Tether under test runs on a private ``redis-server`` with
+``--workers`` workers (bench/cluster.py's ClusterTarget; each client lands on a worker, spread
+evenly; nothing is pinned), and every Tether route and waiting-poll row is measured on the
+one-worker memory store too (``mem-1w:`` rows), the baseline of the ``/mem`` column.
 
 Prints two tables (bench/README.md says what every column means), the target lines marked
 ``met`` or ``MISSED``, then one JSON line.
@@ -36,17 +42,18 @@ import json
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from bench.fanout import (
+    BASELINE,
     Case,
     LoadClient,
     PeerTarget,
     TetherTarget,
     children,
     cores,
-    cpu_seconds,
     hot_functions,
     machine,
     print_rows,
@@ -54,6 +61,7 @@ from bench.fanout import (
     raise_nofile,
     run,
     run_case,
+    server_cpu,
     stop_on_signals,
 )
 from bench.scrape import check_delivered
@@ -113,10 +121,12 @@ def request_rate(server: TetherTarget | FloorTarget, name: str, path: str, conns
                  profile: Path | None) -> dict[str, Any]:
     """One route looped on ``conns`` connections for ``seconds``; a row of figures. On Tether
     the events answered are checked against ``/metrics``; the floor has none."""
-    tether = isinstance(server, TetherTarget)
+    tether = getattr(server, "is_tether", False)
     before = server.scrape() if tether else None
+    place = server.place(None, conns) if tether else {}
     client = LoadClient({"transport": "get", "port": server.port, "token": TEST_TOKEN,
-                         "targets": [{"path": path, "clients": conns}], "duration": seconds,
+                         "targets": [{"path": path, "clients": conns, **place}],
+                         "duration": seconds,
                          "timeout": 60, "cpu": client_cpu})
     try:
         first = client.next(90)
@@ -126,10 +136,10 @@ def request_rate(server: TetherTarget | FloorTarget, name: str, path: str, conns
             time.sleep(0.2)
             out = profile / f"rate-{name}-{conns}.txt" if profile is not None else None
             with profiled(server.pid, out, client_cpu):
-                cpu0 = cpu_seconds(server.pid)
+                cpu0 = server_cpu(server)
                 client.go()
                 result = client.next(seconds + 90)["result"]
-                cpu = cpu_seconds(server.pid) - cpu0
+                cpu = server_cpu(server) - cpu0
             if out is not None and out.exists():
                 print(f"profile {out.name}: " + ", ".join(
                     f"{f} {share:.0%}" for f, share in hot_functions(out)), file=sys.stderr)
@@ -149,21 +159,33 @@ def request_rate(server: TetherTarget | FloorTarget, name: str, path: str, conns
             "cpu_us_per_request": round(cpu / result["requests"] * 1e6, 1)
             if result.get("requests") else None,
             "client_busy": result.get("busy", 0.0), "errors": result.get("errors", []),
+            "workers": result.get("workers") or None,
             "server_delivered": check["delivered"], "client_ids": check["client_ids"],
             "server_ok": check["ok"]}
 
 
+def baseline(route: str) -> bool:
+    """A row that is a baseline, never judged: the floor, Tether's healthz and session
+    routes, and (``--store redis``) every row of the one-worker memory store."""
+    return route in BASELINES or route.startswith(f"{BASELINE}:")
+
+
 def print_rate(rows: list[dict[str, Any]]) -> None:
     base = {r["conns"]: r["rps"] for r in rows if r["route"] == "floor" and r["rps"]}
-    head = (f"{'route':<12}{'conns':>6}{'req/s':>9}{'/floor':>9}{'p50 ms':>8}{'p99 ms':>8}"
-            f"{'max ms':>8}{'ev/ans':>7}{'B/ans':>7}{'cpu s':>7}{'us/req':>8}{'cli':>6}"
-            f"  target {TARGET_RPS:,}/s")
+    memory = {(r["route"].split(":", 1)[1], r["conns"]): r["rps"] for r in rows
+              if r["route"].startswith(f"{BASELINE}:") and r["rps"]}
+    width = max([12] + [len(r["route"]) + 1 for r in rows])
+    head = (f"{'route':<{width}}{'conns':>6}{'req/s':>9}{'/floor':>9}{'/mem':>7}{'p50 ms':>8}"
+            f"{'p99 ms':>8}{'max ms':>8}{'ev/ans':>7}{'B/ans':>7}{'cpu s':>7}{'us/req':>8}"
+            f"{'cli':>6}  target {TARGET_RPS:,}/s")
     print(head)
     print("-" * len(head))
     for r in rows:
         lat = r["latency_ms"]
         ratio = f"{r['rps'] / base[r['conns']]:.2f}" if base.get(r["conns"]) else "-"
-        verdict = "-" if r["route"] in BASELINES else (
+        mem = memory.get((r["route"], r["conns"]))
+        to_mem = f"{r['rps'] / mem:.2f}" if mem else "-"
+        verdict = "-" if baseline(r["route"]) else (
             "met" if r["rps"] >= TARGET_RPS else "MISSED")
         flags = []
         if r["client_busy"] >= 0.9:
@@ -175,7 +197,7 @@ def print_rate(rows: list[dict[str, Any]]) -> None:
         if not r["server_ok"]:
             flags.append(f"srv MISMATCH: delivered {r['server_delivered']} != client "
                          f"{r['client_ids']}")
-        print(f"{r['route']:<12}{r['conns']:>6}{r['rps']:>9.0f}{ratio:>9}"
+        print(f"{r['route']:<{width}}{r['conns']:>6}{r['rps']:>9.0f}{ratio:>9}{to_mem:>7}"
               f"{lat.get('p50', 0):>8.2f}{lat.get('p99', 0):>8.2f}{lat.get('max', 0):>8.1f}"
               f"{r['events_per_answer']:>7.1f}{r['bytes_per_answer']:>7}"
               f"{r['server_cpu_s']:>7.2f}{r['cpu_us_per_request'] or 0:>8.1f}"
@@ -203,15 +225,21 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and client")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample the worker with py-spy in every case; raw stacks to DIR")
+    parser.add_argument("--store", choices=("memory", "redis"), default="memory",
+                        help="redis: Tether on a private redis-server, --workers workers, "
+                             f"the memory store's one worker as the baseline ({BASELINE})")
+    parser.add_argument("--workers", type=int, default=2, help="with --store redis")
     args = parser.parse_args()
     if not (all(0 < n <= 5000 for n in args.conns + args.waiters) and 0 < args.seconds <= 600
             and 200 <= args.fill <= 1_000_000 and 0 < args.rate <= 1000
             and 0 < args.latency_seconds <= 600 and 0 < args.rounds <= 10):
         parser.error("conns and waiters 1..5000, seconds 0..600, fill 200..1000000, "
                      "rate 0..1000, rounds 1..10")
+    if not 1 <= args.workers <= 8:
+        parser.error("workers 1..8")
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    server_cpu, client_cpu = cores(args.no_pin)
+    server_cpu, client_cpu = cores(args.no_pin or args.store == "redis")
     hard = raise_nofile()
     if max(args.conns + args.waiters) + 500 > hard:
         parser.error(f"the open-file limit ({hard}) is too low")
@@ -225,11 +253,26 @@ def main() -> None:
     events = max(1, int(args.rate * args.latency_seconds))
     connections = max(args.conns + args.waiters)
     with tempfile.TemporaryDirectory(prefix="tether-bench-longpoll-") as tmp, \
-            TetherTarget(Path(tmp) / "tether", server_cpu, connections=connections) as server, \
-            FloorTarget(server_cpu, connections) as floor:
+            ExitStack() as stack:
+        memory = stack.enter_context(TetherTarget(Path(tmp) / "tether", server_cpu,
+                                                  connections=connections))
+        server, compared = memory, []
+        if args.store == "redis":
+            from bench.cluster import ClusterTarget, private_redis
+
+            url = stack.enter_context(private_redis(Path(tmp) / "redis")).url
+            server = stack.enter_context(ClusterTarget(Path(tmp) / "cluster", url, "longpoll",
+                                                       args.workers, connections=connections))
+            memory.name = BASELINE
+            compared = [memory]
+        floor = stack.enter_context(FloorTarget(server_cpu, connections))
         sid, last, fill_s = server.fill(args.fill, 300)
         order: list[tuple[str, str, TetherTarget | FloorTarget]] = [("floor", "/healthz", floor)]
         order += [(name, path, server) for name, path in routes(sid, last).items()]
+        for other in compared:
+            other_sid, other_last, _ = other.fill(args.fill, 300)
+            order += [(f"{BASELINE}:{name}", path, other)
+                      for name, path in routes(other_sid, other_last).items()]
         for r in range(args.rounds):
             for conns in args.conns:
                 for name, path, target in (order if r % 2 == 0 else order[::-1]):
@@ -240,11 +283,12 @@ def main() -> None:
         for n in args.waiters:
             for transport in transports:
                 case = Case("tether", transport, n, 200, args.rate, events, 1, "waiting")
-                print(f"[latency] {transport} N={n} rate={args.rate:g} K={events}",
-                      file=sys.stderr, flush=True)
-                latency_rows.append(run_case(server, case, client_cpu,
-                                             0.5 if transport == "poll" else 0.2,
-                                             args.profile))
+                for target in [server] + (compared if transport == "poll" else []):
+                    print(f"[latency] {target.name} {transport} N={n} rate={args.rate:g} "
+                          f"K={events}", file=sys.stderr, flush=True)
+                    latency_rows.append(run_case(target, case, client_cpu,
+                                                 0.5 if transport == "poll" else 0.2,
+                                                 args.profile))
 
     print(f"\nRequest rate: {args.seconds:g} s per route, one request in flight per "
           f"connection; session of {last} events")
@@ -256,12 +300,12 @@ def main() -> None:
 
     verdicts = []
     for r in rate_rows:
-        if r["route"] not in BASELINES:
+        if not baseline(r["route"]):
             verdicts.append({"target": f">= {TARGET_RPS} requests/s", "case": r["route"],
                              "conns": r["conns"], "value": r["rps"],
                              "met": r["rps"] >= TARGET_RPS})
     for r in latency_rows:
-        if r["transport"] == "poll":
+        if r["transport"] == "poll" and r["target"] == "tether":
             p99 = r["latency_ms"]["p99"]
             ok = p99 <= TARGET_WAIT_MS and not (r["lost"] or r["duplicated"] or r["id_errors"])
             verdicts.append({"target": f"waiting poll p99 <= {TARGET_WAIT_MS:g} ms",
