@@ -162,10 +162,14 @@ class WorkerHTTP:
         return sorted(self.conns)
 
     def connection(self, wid: str, tries: int = 400) -> http.client.HTTPConnection:
+        """A connection held by worker ``wid``. A busy worker is slow to accept while the
+        other takes every connection: past 20 misses, each try waits 50 ms first."""
         conn = self.conns.get(wid)
         if conn is not None:
             return conn
-        for _ in range(tries):
+        for attempt in range(tries):
+            if attempt >= 20:
+                time.sleep(0.05)
             worker, conn = self._probe()
             if worker == wid:
                 self.conns[wid] = conn
