@@ -14,7 +14,7 @@ unpinned too, so that the two are measured alike). The load client is bench/load
 client lands on the worker a case asks for by asking ``GET /healthz`` on its keep-alive
 connection first (``X-Tether-Worker``) and trying again until it is on one of them.
 
-    .venv/bin/python -m bench.cluster                     # every figure: about 10 minutes
+    .venv/bin/python -m bench.cluster                     # every figure: about 11 minutes
     .venv/bin/python -m bench.cluster --parts hop,kill    # some of them
     .venv/bin/python -m bench.cluster --parts mix --hosts 1   # no host B
 
@@ -990,7 +990,7 @@ def part_kill(s: Sitting) -> None:
 
     if args.hosts < 2:
         return
-    lease = float(os.environ.get("TETHER_LEASE_SECONDS") or 10)
+    lease = float(s.cluster.lease or 10)  # LiveServer passes no TETHER_ setting of ours
     for trial in range(args.host_kills):
         print(f"[kill] host, trial {trial + 1}", file=sys.stderr, flush=True)
         host_b = s.cluster.add_host(args.workers)
