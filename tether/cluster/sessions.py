@@ -21,6 +21,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from tether.agents.base import AgentSpec
 from tether.cluster.envelopes import HOLE, rest, template
 from tether.cluster.errors import available
@@ -51,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between a closing session's checks that its turn has ended.
 CLOSE_POLL_SECONDS = 0.05
+#: Seconds between tries of an owner's write while Redis does not answer.
+OWNER_RETRY_SECONDS = 0.5
 
 
 class FencedLog:
@@ -399,7 +404,7 @@ class ClusterSession:
         try:
             # Marked before the agent hears of it: from now on a takeover ends this turn
             # rather than running it again elsewhere.
-            running = int(self._store.call("mark_started", self.id, fence, number))
+            running = int(self._owner_call("mark_started", fence, number))
         except Fenced:
             running = 0
             self.lost()
@@ -425,7 +430,7 @@ class ClusterSession:
                 "agent's HOME must be one shared filesystem, mounted at the same path")},
                 fence=fence)
             end = rest(self.id, self._clock(), "turn_end", {"turn": number, "reason": "error"})
-            self._store.call("end_turn", self.id, fence, number, end)
+            self._owner_call("end_turn", fence, number, end)
         except (Fenced, RuntimeError) as exc:
             logger.warning("session %s: turn %s not ended: %r", self.id, number, exc)
 
@@ -450,7 +455,7 @@ class ClusterSession:
                                     {"queue_id": queued.queue_id, "position": 1,
                                      "reason": "sent"}), user_head, user_tail]
                 follow = (0, queued.text)
-            ended, number = (int(v) for v in self._store.call("end_turn", self.id, *args))
+            ended, number = (int(v) for v in self._owner_call("end_turn", *args))
             if number > 0 and follow is not None:
                 follow = (number, follow[1])
             elif number < 0:  # the queue changed meanwhile: send its head as a client would
@@ -472,6 +477,21 @@ class ClusterSession:
         self._on_turn_ended(reason, time.monotonic() - turn.started)
         if follow is not None:
             self._run_turn(*follow)
+
+    def _owner_call(self, function: str, *args: Any) -> Any:
+        """A write only the owner makes (a turn's start or end): retried while Redis does not
+        answer, so that an outage leaves no turn marked running for good. An outage longer
+        than the lease ends here too: the heartbeat lapsed, the reaper ended the turn, and
+        the retry is refused as :class:`~tether.errors.Fenced`."""
+        pause = OWNER_RETRY_SECONDS
+        while True:
+            try:
+                return self._store.call(function, self.id, *args)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                logger.warning("session %s: %s not written yet (%r); retrying in %.1f s",
+                               self.id, function, exc, pause)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     def _send_head(self) -> None:
         try:

@@ -283,3 +283,27 @@ def test_a_conversation_whose_workspace_is_missing_is_not_resumed_elsewhere(
         assert not session.workspace.exists()  # not made afresh
     finally:
         b.shutdown()
+
+
+def test_a_turn_end_that_meets_a_redis_blip_is_written_once_redis_answers(
+        workers: Workers, monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis
+
+    a, b = workers
+    sid = a.create().id
+    store = a.store
+    call = store.call  # type: ignore[attr-defined]
+    failures = {"end_turn": 3}
+
+    def flaky(function: str, *args: Any) -> Any:
+        if failures.get(function):
+            failures[function] -= 1
+            raise redis.exceptions.ConnectionError("Redis went away for a moment")
+        return call(function, *args)
+
+    monkeypatch.setattr(store, "call", flaky)
+    a.get(sid).submit("hello")
+    assert turn_end(b, sid, 1)["reason"] == "completed"
+    assert failures["end_turn"] == 0
+    assert not b.get(sid).turn_active
+    assert b.get(sid).submit("again") == 2
