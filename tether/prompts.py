@@ -144,11 +144,7 @@ class PromptRegistry:
         :raises AlreadyResolved: another answer, a timeout or a cancel got there first.
         :raises BadRequest: ``decision`` is neither ``allow`` nor ``deny``.
         """
-        if decision not in ("allow", "deny"):
-            raise BadRequest("decision must be 'allow' or 'deny'")
-        resolution = Resolution(decision, "user", by=by, message=message,  # type: ignore[arg-type]
-                                updated_input=updated_input,
-                                updated_permissions=updated_permissions)
+        resolution = person_decision(decision, by, message, updated_input, updated_permissions)
         return self._settle(request_id, "approval", resolution)
 
     def answer_clarify(self, request_id: str, answers: Mapping[str, str], *,
@@ -267,6 +263,17 @@ def resolution_from(kind: str, payload: Mapping[str, Any]) -> Resolution:
 def describe(resolution: Resolution | None) -> str:
     """How a request was settled, for the 409 ``already_resolved`` message."""
     return _describe(resolution)
+
+
+def person_decision(decision: str, by: str | None, message: str | None,
+                    updated_input: Mapping[str, Any] | None,
+                    updated_permissions: list[Any] | None) -> Resolution:
+    """A person's answer to an approval. :raises BadRequest: ``decision`` is neither
+    ``allow`` nor ``deny``."""
+    if decision not in ("allow", "deny"):
+        raise BadRequest("decision must be 'allow' or 'deny'")
+    return Resolution(decision, "user", by=by, message=message,  # type: ignore[arg-type]
+                      updated_input=updated_input, updated_permissions=updated_permissions)
 
 
 def approval_fields(tool_name: str, tool_input: Mapping[str, Any], tool_use_id: str | None,

@@ -30,6 +30,7 @@ from tether.prompts import (
     approval_fields,
     clarify_fields,
     describe,
+    person_decision,
     resolution_from,
     resolved_payload,
 )
@@ -128,11 +129,7 @@ class ClusterPrompts:
                         updated_input: Mapping[str, Any] | None = None,
                         updated_permissions: list[Any] | None = None) -> PendingRequest:
         """See :meth:`tether.prompts.PromptRegistry.answer_approval`."""
-        if decision not in ("allow", "deny"):
-            raise BadRequest("decision must be 'allow' or 'deny'")
-        resolution = Resolution(decision, "user", by=by, message=message,  # type: ignore[arg-type]
-                                updated_input=updated_input,
-                                updated_permissions=updated_permissions)
+        resolution = person_decision(decision, by, message, updated_input, updated_permissions)
         return self._settle(request_id, "approval", resolution)
 
     @available

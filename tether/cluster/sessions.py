@@ -554,13 +554,17 @@ class ClusterSession:
     def lost(self) -> None:
         """This worker no longer owns the session (taken over, or its heartbeat lapsed):
         stop its agent and wake its waiters, writing nothing."""
+        self._let_go("interrupted", "This worker lost the session to another.")
+
+    def _let_go(self, reason: str, message: str) -> None:
+        """Stop being the owner here: wake the waiters (``message``), cancel the turn
+        (``reason``), stop the agent (on a thread: it may take the cancel grace)."""
         with self._lock:
-            self._fence = ""
             turn, host = self._turn, self._host
-            self._host = None
-        self.prompts.abandon("This worker lost the session to another.")
+            self._fence, self._host = "", None
+        self.prompts.abandon(message)
         if turn is not None:
-            turn.cancel("interrupted")
+            turn.cancel(reason)
         if host is not None:
             threading.Thread(target=host.stop, daemon=True).start()
 
@@ -589,13 +593,7 @@ class ClusterSession:
 
     def closed_elsewhere(self) -> None:
         """The session was deleted (by any worker): stop what runs here."""
-        self.stop_here("cancelled")
-        with self._lock:
-            self._fence = ""
-            host, self._host = self._host, None
-        self.prompts.abandon("The session was deleted.")
-        if host is not None:
-            threading.Thread(target=host.stop, daemon=True).start()
+        self._let_go("cancelled", "The session was deleted.")
         self.log.close()
 
 
