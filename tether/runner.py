@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from tether.agents.base import AgentSpec
 from tether.agents.claude import (
@@ -186,20 +186,59 @@ class AgentHost:
             self._idle_timer = None
 
 
+@runtime_checkable
+class EventSink(Protocol):
+    """Where a turn writes its events: :meth:`append` may only queue an event (a sink that
+    commits bursts in one round trip, :class:`tether.cluster.owner_log.OwnerLog`), and
+    :meth:`flush` returns once every queued event is in the log. The runner flushes before
+    anything that must follow its events in the log: a permission request, a withdrawal,
+    the turn's end."""
+
+    def append(self, kind: str, payload: Mapping[str, Any]) -> object:
+        """Write one event (now, or queued).
+
+        :raises ValueError: not a valid event (nothing is written).
+        :raises RuntimeError: the log is closed; or an earlier queued write failed (its
+            error again: :class:`tether.errors.Fenced`, a closed log, the store away).
+        """
+
+    def flush(self) -> None:
+        """Return once every event appended so far is in the log.
+
+        :raises RuntimeError: as :meth:`append`, for a queued write that failed.
+        """
+
+
+class LogSink:
+    """An :class:`EventSink` that appends each event at once (the memory and SQLite stores:
+    an append costs no round trip, so there is nothing to gain by queueing)."""
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+
+    def append(self, kind: str, payload: Mapping[str, Any]) -> object:
+        return self._log.append(kind, payload)
+
+    def flush(self) -> None:
+        pass
+
+
 class Turn:
     """One prompt's run. Create it, :meth:`start` it, and it ends by itself.
 
+    :param log: the session's log, or a sink that writes to it (:class:`EventSink`).
     :param finish: called exactly once with ``(turn, reason)`` when the turn is over; it
-        appends ``turn_end`` (the session does so under its lock).
+        appends ``turn_end`` (the session does so under its lock), after every event of the
+        turn is in the log.
     """
 
-    def __init__(self, number: int, text: str, host: AgentHost, log: EventLog,
+    def __init__(self, number: int, text: str, host: AgentHost, log: EventLog | EventSink,
                  prompts: PromptRegistry, settings: Settings,
                  finish: Callable[[Turn, str], None]) -> None:
         self.number = number
         self.text = text
         self._host = host
-        self._log = log
+        self._log: EventSink = log if isinstance(log, EventSink) else LogSink(log)
         self._prompts = prompts
         self._settings = settings
         self._finish = finish
@@ -284,6 +323,8 @@ class Turn:
             if self._cancel_reason == "timeout":
                 self._error(f"the turn ran longer than TETHER_TURN_TIMEOUT "
                             f"({self._settings.turn_timeout_seconds:g} s) and was stopped")
+            if not self._flushed():
+                reason = "interrupted"
             self._done.set()
             self._prompts.cancel_all()
             if self._cancel_reason is not None:
@@ -296,6 +337,20 @@ class Turn:
                 self._finish(self, reason)
             finally:
                 self._ended.set()
+
+    def _flushed(self) -> bool:
+        """Every event of the turn in the log before it ends; False when the session was
+        taken over meanwhile (the turn then ends ``interrupted``, written by the new owner)."""
+        try:
+            self._log.flush()
+        except Fenced:
+            logger.warning("turn %s: the session is no longer this worker's; its last events "
+                           "were not written", self.number)
+            self._fenced = True
+            return False
+        except Exception as exc:  # closed, or the store away: the turn still ends
+            logger.warning("turn %s: its last events may not be written: %r", self.number, exc)
+        return True
 
     def _drive(self) -> str:
         process = self._host.acquire()
@@ -322,10 +377,12 @@ class Turn:
                 continue
             mtype = message.get("type")
             if mtype == "control_request":
+                self._log.flush()  # the request follows what the agent said before it
                 self._on_control_request(process, message)
             elif mtype == "control_cancel_request":
                 entry = self._cli_requests.get(str(message.get("request_id")))
                 if entry is not None:
+                    self._log.flush()
                     self._prompts.cancel(entry.request_id, "The agent withdrew the request.")
             elif mtype == "control_response":
                 self._host.initialized(message)
@@ -391,6 +448,9 @@ class Turn:
             self._log.append("error", {"message": message})
         except RuntimeError:  # the session was deleted meanwhile, or taken over (Fenced)
             pass
+        except Exception as exc:  # the store is away: the turn still ends
+            logger.warning("turn %s: error event not written (%r): %s", self.number, exc,
+                           message)
 
     # -- control requests from the agent -------------------------------------------------
 

@@ -314,3 +314,80 @@ def test_after_clear_the_next_process_resumes_the_new_conversation(tmp_path: Pat
             f"--session-id={first}", f"--resume={first}", f"--resume={new}"]
     finally:
         core.shutdown()
+
+
+FLUSH_SCRIPT = r'''
+import json, sys
+def out(message):
+    print(json.dumps(message), flush=True)
+sys.stdin.readline()  # initialize
+sys.stdin.readline()  # the user message
+out({"type": "system", "subtype": "init", "session_id": "s-1"})
+for word in ("one", "two", "three"):
+    out({"type": "assistant", "message": {"content": [{"type": "text", "text": word}]}})
+out({"type": "control_request", "request_id": "r-1", "request": {
+    "subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": "ls"},
+    "tool_use_id": "t-1"}})
+sys.stdin.readline()  # the answer (the request times out: deny)
+out({"type": "assistant", "message": {"content": [{"type": "text", "text": "after"}]}})
+out({"type": "result", "subtype": "success", "is_error": False, "result": "ok",
+     "total_cost_usd": 0})
+'''
+
+
+class RecordingSink:
+    """An :class:`EventSink` that queues like the cluster's owner log and records what the
+    runner asked of it, in order."""
+
+    def __init__(self, log: Any, ops: list[str]) -> None:
+        self._log = log
+        self._ops = ops
+        self._queued: list[tuple[str, Any]] = []
+
+    def append(self, kind: str, payload: Any) -> None:
+        self._ops.append(f"append {kind}")
+        self._queued.append((kind, payload))
+
+    def flush(self) -> None:
+        self._ops.append("flush")
+        for kind, payload in self._queued:
+            self._log.append(kind, payload)
+        self._queued.clear()
+
+
+def test_a_queueing_sink_is_flushed_before_a_request_and_before_the_turn_ends(
+        tmp_path: Path) -> None:
+    from tether.prompts import PromptRegistry
+    from tether.runner import AgentHost, Turn
+    from tether.stores.memory import MemoryStore
+
+    settings = Settings.from_env({"data_dir": tmp_path, "cancel_grace_seconds": 1,
+                                  "prompt_timeout_seconds": 0.2})
+    log = MemoryStore().create_log("s")
+    ops: list[str] = []
+
+    class Prompts(PromptRegistry):
+        def open_approval(self, *args: Any, **kwargs: Any) -> Any:
+            ops.append("open approval")
+            return super().open_approval(*args, **kwargs)
+
+    ended: list[str] = []
+
+    def finish(turn: Turn, reason: str) -> None:
+        ops.append("finish")
+        ended.append(reason)
+
+    host = AgentHost(ScriptAgent("script", FLUSH_SCRIPT), tmp_path, settings)  # type: ignore[arg-type]
+    turn = Turn(1, "hi", host, RecordingSink(log, ops), Prompts(log, 0.2), settings, finish)
+    turn.start()
+    assert turn.join(10)
+    assert ended == ["completed"]
+    # The three texts are in the log before the request that followed them...
+    opened = ops.index("open approval")
+    assert ops[opened - 1] == "flush" and ops[:opened].count("append text") == 3
+    # ...and the text after it before the turn's end.
+    assert ops[-2:] == ["flush", "finish"]
+    seen = [e.kind for e in log.read_after(0)]
+    assert seen.index("approval_request") > max(i for i, k in enumerate(seen[:4]) if k == "text")
+    assert seen[-1] == "result" and seen.count("text") == 4
+    host.stop()

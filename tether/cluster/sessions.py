@@ -17,7 +17,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tether.agents.base import AgentSpec
 from tether.cluster.envelopes import HOLE, rest, template
 from tether.cluster.errors import available
+from tether.cluster.owner_log import OwnerLog
 from tether.cluster.prompts import ClusterPrompts, pending_from
 from tether.config import Settings
 from tether.errors import (
@@ -38,7 +39,6 @@ from tether.errors import (
     SessionBusy,
     ShuttingDown,
 )
-from tether.events import Event
 from tether.runner import AgentHost, Turn
 from tether.sessions import (
     MAX_QUEUED,
@@ -56,22 +56,6 @@ logger = logging.getLogger(__name__)
 CLOSE_POLL_SECONDS = 0.05
 #: Seconds between tries of an owner's write while Redis does not answer.
 OWNER_RETRY_SECONDS = 0.5
-
-
-class FencedLog:
-    """A session's log as its owner's runner writes it: every append carries the owner's
-    fencing token (:class:`tether.errors.Fenced` once another worker took over)."""
-
-    def __init__(self, log: RedisEventLog, fence: str) -> None:
-        self._log = log
-        self._fence = fence
-        self.session_id = log.session_id
-
-    def append(self, kind: str, payload: Mapping[str, Any]) -> Event:
-        return self._log.append(kind, payload, fence=self._fence)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._log, name)
 
 
 class ClusterSession:
@@ -394,7 +378,7 @@ class ClusterSession:
                 turn = None
             else:
                 self.workspace.mkdir(parents=True, exist_ok=True)
-                turn = Turn(number, text, host, FencedLog(self.log, fence), self.prompts,
+                turn = Turn(number, text, host, OwnerLog(self.log, fence), self.prompts,
                             self._settings, self._turn_finished)
                 self._turn = turn
             cancelled = self._cancel_for >= number

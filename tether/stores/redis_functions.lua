@@ -73,6 +73,17 @@ local function append(keys, args)
   return add(args[1], args[3], rec, args[5])
 end
 
+-- ARGV: p epoch sid fence rest [rest ...]   (an owner's burst, in order; returns the first
+-- id: the others follow it without a gap)
+local function append_many(keys, args)
+  local rec, err = check(args[1], args[2], args[3])
+  if not rec then return err end
+  if fenced(rec, args[4]) then return redis.error_reply('FENCED another worker owns it') end
+  local first = (tonumber(redis.call('HGET', rec, 'last')) or 0) + 1
+  for i = 5, #args do add(args[1], args[3], rec, args[i]) end
+  return first
+end
+
 -- ARGV: p epoch sid   (closes the session everywhere and removes its keys)
 local function drop(keys, args)
   local p, sid = args[1], args[3]
@@ -352,6 +363,7 @@ local function release(keys, args)
 end
 
 redis.register_function('@LIBRARY@_append', append)
+redis.register_function('@LIBRARY@_append_many', append_many)
 redis.register_function('@LIBRARY@_drop', drop)
 redis.register_function('@LIBRARY@_create', create)
 redis.register_function('@LIBRARY@_update', update)

@@ -93,6 +93,26 @@ def test_shared_state_functions_keep_their_invariants(redis_url: str, tmp_path: 
             else:
                 assert fence == current, "a write with a stale fence was accepted"
 
+        @rule(w=st.integers(0, WORKERS - 1), size=st.integers(1, 5))
+        def agent_bursts(self, w: int, size: int) -> None:
+            fence = self.fence[w]
+            if not fence:
+                return
+            current = self._rec("fence")
+            before = self.log.sync(10**9)
+            drafts = [self.log.draft("text_delta", {"text": f"{w}.{i}"}) for i in range(size)]
+            try:
+                written = self.log.append_many(drafts, fence=fence)
+            except Fenced:
+                event("a stale burst was refused")
+                assert fence != current
+                self.fence[w] = ""
+                assert self.log.sync(10**9) == before, "part of a refused burst was written"
+            else:
+                assert fence == current, "a burst with a stale fence was accepted"
+                ids = [e.id for e in written]
+                assert ids == list(range(ids[0], ids[0] + size))
+
         @rule(w=st.integers(0, WORKERS - 1))
         def agent_asks(self, w: int) -> None:
             fence = self.fence[w]
