@@ -8,9 +8,10 @@ bench/fanout.py's TetherTarget) and the cluster (:class:`ClusterTarget`: ``TETHE
 ``WEB_CONCURRENCY`` workers per gunicorn master, ``TETHER_DEBUG_WORKER=1``; a second master
 with another ``TETHER_HOST_ID`` on another port, same Redis, prefix and data dir, is "host
 B"). Events go through the real path, as in bench/fanout.py: the ``local`` agent's ``bench``
-command, the owner worker's runner, one Redis Function per append, and every other worker's
-wake reader. Nothing is pinned: the second worker needs the second core (the baseline runs
-unpinned too, so that the two are measured alike). The load client is bench/loadclient.py; a
+command, the owner worker's runner, its writes to Redis (one Redis Function call per burst:
+tether/cluster/owner_log.py), and every other worker's wake reader. Nothing is pinned: the
+second worker needs the second core (the baseline runs unpinned too, so that the two are
+measured alike). The load client is bench/loadclient.py; a
 client lands on the worker a case asks for by asking ``GET /healthz`` on its keep-alive
 connection first (``X-Tether-Worker``) and trying again until it is on one of them.
 

@@ -17,6 +17,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from tether.errors import (
     SessionBusy,
     ShuttingDown,
 )
+from tether.events import Event
 from tether.runner import AgentHost, Turn
 from tether.sessions import (
     MAX_QUEUED,
@@ -56,6 +58,9 @@ logger = logging.getLogger(__name__)
 CLOSE_POLL_SECONDS = 0.05
 #: Seconds between tries of an owner's write while Redis does not answer.
 OWNER_RETRY_SECONDS = 0.5
+#: The events a session's owner acts on: a turn begun on any worker, an answer given on
+#: any, the agent's conversation id (saved for the next owner).
+FOLLOWED_KINDS = frozenset({"user", "approval_resolved", "clarify_resolved", "agent_session"})
 
 
 class ClusterSession:
@@ -98,7 +103,9 @@ class ClusterSession:
         self._turn: Turn | None = None
         self._started = 0  # the newest turn this worker started (or saw start elsewhere)
         self._cancel_for = 0  # a Stop for this turn number arrived
-        self._follower: threading.Thread | None = None
+        self._follower: threading.Thread | None = None  # under _lock
+        self._follow_queue: deque[Event] = deque()
+        self._follow_ready = threading.Event()
 
     # -- reading (any worker) ------------------------------------------------------------
 
@@ -117,9 +124,10 @@ class ClusterSession:
         return self._fields("auto_approve")[0] == "1"
 
     @property
-    @available
     def turn_active(self) -> bool:
-        return self._fields("turn_active")[0] not in (None, "0")
+        """As of this worker's view of the log (:attr:`RedisEventLog.turn_active`): no round
+        trip, and it agrees with the events a client was given."""
+        return self.log.turn_active
 
     @property
     @available
@@ -278,7 +286,7 @@ class ClusterSession:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no turn runs in the cluster; True if idle within ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.turn_active:
+        while self._fields("turn_active")[0] not in (None, "0"):  # the record, not the view
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             time.sleep(CLOSE_POLL_SECONDS)
@@ -339,6 +347,10 @@ class ClusterSession:
             if fresh:
                 self._load_agent_state()
             if self._follower is None or not self._follower.is_alive():
+                # Events appended before this worker owned the session are not followed:
+                # answers to its requests cannot be among them, turns are not its to start
+                # (_started).
+                self.log.follow(FOLLOWED_KINDS, self._followed_event)
                 self._follower = threading.Thread(target=self._follow, daemon=True,
                                                   name=f"owner-{self.id[:8]}")
                 self._follower.start()
@@ -495,28 +507,43 @@ class ClusterSession:
         if self._fence == fence:
             self._store.client.hset(self._rec, mapping=fields)
 
+    def _followed_event(self, event: Event) -> None:
+        # Under the log view's lock (RedisEventLog.follow): queue it, nothing more.
+        self._follow_queue.append(event)
+        self._follow_ready.set()
+
     def _follow(self) -> None:
         """The owner's follower, while this worker owns the session: turns begun on other
-        workers, answers given on any."""
-        cursor = self.log.last_id
-        # Events appended before this worker owned the session: answers to its requests
-        # cannot be among them, turns are not its to start (_started).
-        while self._fence and not self.log.closed:
-            self.log.wait_for(cursor, self._settings.heartbeat_seconds)
-            events = self.log.read_after(cursor, 1000)
-            for event in events:
-                if event.kind == "user":
-                    self._run_turn(int(event.payload.get("turn") or 0),
-                                   str(event.payload.get("text", "")))
-                elif event.kind in ("approval_resolved", "clarify_resolved"):
-                    self.prompts.resolved(event)
-                elif event.kind == "agent_session" and self._fence:
-                    # Saved at once: if this worker dies mid-turn, the next owner resumes it.
-                    self._store.client.hset(self._rec, mapping={
-                        "agent_session_id": str(event.payload.get("agent_session_id", "")),
-                        "agent_started": 1})
-            if events:
-                cursor = events[-1].id
+        workers, answers given on any. It wakes for those events only (FOLLOWED_KINDS), not
+        for every event of the session."""
+        while True:
+            self._follow_ready.wait(self._settings.heartbeat_seconds)
+            self._follow_ready.clear()
+            while self._follow_queue:
+                event = self._follow_queue.popleft()
+                try:
+                    self._act_on(event)
+                except Exception:  # Redis away, or a bug: the follower must go on
+                    logger.exception("session %s: event %s (%s) not acted on", self.id,
+                                     event.id, event.kind)
+            with self._lock:
+                if not self._fence or self.log.closed:
+                    self.log.unfollow()
+                    self._follow_queue.clear()
+                    self._follower = None
+                    return
+
+    def _act_on(self, event: Event) -> None:
+        if event.kind == "user":
+            self._run_turn(int(event.payload.get("turn") or 0),
+                           str(event.payload.get("text", "")))
+        elif event.kind in ("approval_resolved", "clarify_resolved"):
+            self.prompts.resolved(event)
+        elif event.kind == "agent_session" and self._fence:
+            # Saved at once: if this worker dies mid-turn, the next owner resumes it.
+            self._store.client.hset(self._rec, mapping={
+                "agent_session_id": str(event.payload.get("agent_session_id", "")),
+                "agent_started": 1})
 
     def cancel_here(self, number: int) -> None:
         """A ``cancel N`` control: stop turn ``number`` if it runs here (or once it starts)."""

@@ -146,13 +146,18 @@ class RedisEventLog(WakeupSource):
     :meth:`RedisStore.open_log`, never directly.
     """
 
-    def __init__(self, store: RedisStore, session_id: str, last_id: int, tail: int) -> None:
+    def __init__(self, store: RedisStore, session_id: str, last_id: int, tail: int,
+                 turn_active: bool = False) -> None:
         self.session_id = session_id
         self._store = store
         self._tail_size = max(tail, 1)
         #: The newest events, ids contiguous and ending at ``_last_id`` (perhaps none).
         self._tail: list[Event] = []
         self._last_id = last_id
+        self._turn_active = turn_active
+        #: The follower (:meth:`follow`): the kinds it takes and where they go.
+        self._followed: frozenset[str] = frozenset()
+        self._deliver: Callable[[Event], None] | None = None
         self._wakeup = Wakeup()
         self._closed = False
         # One append of this process at a time: its own event is applied in id order.
@@ -165,6 +170,32 @@ class RedisEventLog(WakeupSource):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def turn_active(self) -> bool:
+        """Whether a turn runs, as of :attr:`last_id`: a ``user`` event opens a turn and its
+        ``turn_end`` closes it, and the functions change the record's ``turn_active`` in the
+        same step as they append those events, so this view agrees with the record at every
+        id; read without a round trip (a long-poll answer carries it)."""
+        return self._turn_active
+
+    def follow(self, kinds: frozenset[str], deliver: Callable[[Event], None]) -> int:
+        """Hand every event of ``kinds`` this view takes in from now on to ``deliver``, in id
+        order, each once: how a session's owner hears of the turns and answers other workers
+        wrote without waking for every event. ``deliver`` runs under the view's lock (on the
+        wake reader, or an appender's thread): it must only queue the event. One follower
+        per log; a second call replaces the first.
+
+        :returns: :attr:`last_id` when it took effect: events up to it are not handed over.
+        """
+        with self._wakeup.lock:
+            self._followed, self._deliver = kinds, deliver
+            return self._last_id
+
+    def unfollow(self) -> None:
+        """End :meth:`follow`."""
+        with self._wakeup.lock:
+            self._followed, self._deliver = frozenset(), None
 
     def append(self, kind: str, payload: Mapping[str, Any], fence: str = "") -> Event:
         """See :meth:`tether.stores.base.EventLog.append`; also
@@ -258,6 +289,12 @@ class RedisEventLog(WakeupSource):
                     break
                 self._tail.append(event)
                 self._last_id = event.id
+                if event.kind == "user":
+                    self._turn_active = True
+                elif event.kind == "turn_end":
+                    self._turn_active = False
+                if event.kind in self._followed and self._deliver is not None:
+                    self._deliver(event)
                 changed = True
             if len(self._tail) >= 2 * self._tail_size:
                 del self._tail[:len(self._tail) - self._tail_size]
@@ -348,8 +385,10 @@ class RedisStore:
             log = self._logs.get(session_id)
         if log is not None:
             return log
-        raw = self._redis.hget(self._keys.rec(session_id), "last")
-        fresh = RedisEventLog(self, session_id, int(raw or 0), self._tail)
+        # One read: the turn's state as of the last id (the view follows it from there).
+        last, active = self._redis.hmget(self._keys.rec(session_id), ["last", "turn_active"])
+        fresh = RedisEventLog(self, session_id, int(last or 0), self._tail,
+                              turn_active=active not in (None, b"0"))
         with self._lock:
             log = self._logs.setdefault(session_id, fresh)
             if self._closed:

@@ -129,6 +129,29 @@ def test_an_answer_on_another_worker_reaches_the_agent_and_the_first_wins(
     assert any(e.kind == "tool_result" and "answered" in str(e.payload) for e in log)
 
 
+def test_every_worker_knows_whether_a_turn_runs_without_asking_redis(
+        workers: Workers, redis_server: RedisServer, redis_prefix: str, tmp_path: Path) -> None:
+    a, b = workers
+    sid = a.create().id
+    assert not a.get(sid).turn_active
+    a.get(sid).submit("$ echo seen")
+    rid = pending_approval(b, sid)
+    # A worker that opens the session mid-turn reads it from the record, with the last id.
+    late = worker(settings_for(tmp_path, redis_server, redis_prefix), "3")
+    try:
+        assert late.get(sid).turn_active and b.get(sid).turn_active
+        b.get(sid).prompts.answer_approval(rid, "allow", by="phone")
+        turn_end(late, sid, 1)
+        events(b, sid)
+        # Each view follows the log: it agrees with the record once it holds the turn_end.
+        assert not late.get(sid).turn_active and not b.get(sid).turn_active
+        assert a.get(sid).wait_idle(10)
+        events(a, sid)
+        assert not a.get(sid).turn_active
+    finally:
+        late.shutdown()
+
+
 def test_stop_on_a_worker_that_does_not_run_the_turn(workers: Workers) -> None:
     a, b = workers
     sid = a.create().id

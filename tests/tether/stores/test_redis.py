@@ -370,3 +370,30 @@ def test_the_prefix_must_be_safe_in_a_key(tmp_path: Path) -> None:
         Settings.from_env({"TETHER_REDIS_PREFIX": "a{b}"})
     assert Settings.from_env({}).redis_prefix == "tether"
     assert Settings.from_env({}).redis_url.get_secret_value() == "redis://127.0.0.1:6379/0"
+
+
+def test_a_follower_gets_only_its_kinds_each_once_in_order(make_store: StoreMaker) -> None:
+    a, b = make_store(), make_store()
+    mine = a.create_log("f1")
+    mine.append("text", {"text": "before"})
+    theirs = b.open_log("f1")
+    got: list[tuple[int, str]] = []
+    arrived = threading.Event()
+
+    def deliver(event: Any) -> None:
+        got.append((event.id, event.kind))
+        if event.kind == "turn_end":
+            arrived.set()
+
+    assert theirs.follow(frozenset({"user", "turn_end"}), deliver) == 1
+    for kind, payload in [("user", {"turn": 1, "text": "hi"}), ("text", {"text": "x"}),
+                          ("text", {"text": "y"}), ("turn_end", {"turn": 1,
+                                                                 "reason": "completed"})]:
+        mine.append(kind, payload)
+    assert arrived.wait(BOUND)
+    theirs.sync(10)
+    assert got == [(2, "user"), (5, "turn_end")]
+    theirs.unfollow()
+    mine.append("user", {"turn": 2, "text": "again"})
+    assert theirs.wait_for(5, BOUND)
+    assert got == [(2, "user"), (5, "turn_end")]
