@@ -23,7 +23,9 @@ Appends
     ``last``, and adds the wake entry; all in one atomic step, so ids have no gaps and no
     duplicates however many processes append. Python encodes the envelope as
     :func:`tether.events.make_event` does; the function only puts ``{"id":N`` in front, so
-    the bytes are the other stores' bytes.
+    the bytes are the other stores' bytes. ``tether_v<N>_append_many`` does the same for a
+    burst in one call (:meth:`RedisEventLog.append_many`): a session's owner writes its
+    runner's events that way (tether/cluster/owner_log.py).
 
 Delivery
     Each process serves the logs it opened from memory (a mirror: ``last_id``, ``closed`` and
