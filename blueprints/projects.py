@@ -27,5 +27,5 @@ def recent_folders() -> Response:
     """The folders of the sessions, newest first, each once, while still allowed:
     ``{"entries": [{"name", "path", "git", "branch"?}]}``."""
     core = current_core()
-    folders = (s.workspace for s in core.list() if getattr(s, "project", False))
+    folders = (s.workspace for s in core.list() if s.project)
     return jsonify(entries=[f.to_dict() for f in core.projects.recent(folders)])

@@ -235,7 +235,7 @@ class Projects:
         """
         if not path:
             return {"path": None, "parent": None, "truncated": False,
-                    "entries": [self.folder(root, str(root)).to_dict() for root in self.roots]}
+                    "entries": [self.folder(root).to_dict() for root in self.roots]}
         folder = self.resolve(path)
         found = self._scan(folder, hidden)
         found.sort(key=lambda item: (item[0].casefold(), item[0]))

@@ -194,8 +194,7 @@ def names(listing: dict[str, object]) -> list[str]:
 def test_list_without_a_path_gives_the_roots(projects: Projects, root: Path) -> None:
     listing = projects.list()
     assert listing["path"] is None and listing["truncated"] is False
-    assert listing["entries"] == [{"name": str(root.resolve()), "path": str(root.resolve()),
-                                   "git": False}]
+    assert listing["entries"] == [{"name": "root", "path": str(root.resolve()), "git": False}]
 
 
 def test_list_gives_folders_sorted_by_name_without_hidden_ones(projects: Projects,

@@ -307,3 +307,40 @@ def test_a_turn_end_that_meets_a_redis_blip_is_written_once_redis_answers(
     assert failures["end_turn"] == 0
     assert not b.get(sid).turn_active
     assert b.get(sid).submit("again") == 2
+
+
+def test_a_session_in_a_project_folder_keeps_it_and_refuses_turns_once_it_is_gone(
+        tmp_path: Path, redis_server: RedisServer, redis_prefix: str) -> None:
+    """Issue 18: the cluster opens a session in a project folder as the one-process registry
+    does; deleting the session leaves the folder; a folder removed meanwhile is an ``error``
+    event and a refusal, never a turn in a folder made afresh."""
+    from tether.errors import NotADirectory
+
+    root = tmp_path / "projects"
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "keep.txt").write_text("keep")
+    settings = settings_for(tmp_path, redis_server, redis_prefix, data_dir=tmp_path / "data",
+                            TETHER_PROJECT_ROOTS=str(root))
+    a, b = worker(settings, "1"), worker(settings, "2")
+    try:
+        session = a.create(cwd=f"{root}/app/")
+        sid = session.id
+        folder = (root / "app").resolve()
+        assert session.workspace == folder
+        assert b.get(sid).to_dict()["cwd"] == str(folder) and b.get(sid).project
+        assert [s.to_dict()["cwd"] for s in b.list()] == [str(folder)]
+        b.get(sid).submit("hello")
+        assert turn_end(a, sid, 1)["reason"] == "completed"
+        shutil.rmtree(folder)
+        with pytest.raises(NotADirectory, match="does not exist"):
+            b.get(sid).submit("again")
+        assert any(e.kind == "error" and str(folder) in e.payload["message"]
+                   for e in events(a, sid))
+        assert not folder.exists()
+        folder.mkdir()
+        (folder / "keep.txt").write_text("keep")
+        a.delete(sid)
+        assert (folder / "keep.txt").read_text() == "keep"
+    finally:
+        a.shutdown()
+        b.shutdown()
