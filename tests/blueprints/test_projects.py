@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.blueprints.test_api import error_code, wait_pending
+from tests.blueprints.test_ws import FakeWebSocket, wait_until
 from tether.sessions import SessionRegistry
 
 
@@ -238,3 +241,30 @@ def test_a_restored_session_whose_folder_is_gone_is_kept_and_its_folder_not_made
                for e in events_of(core, sid))
     assert not folder.exists()
     assert client.delete(f"/api/sessions/{sid}").status_code == 204
+
+
+# -- the WebSocket's session.create ----------------------------------------------------------
+
+@pytest.fixture
+def socket(core: SessionRegistry) -> Iterator[FakeWebSocket]:
+    from blueprints.ws import Connection
+
+    fake = FakeWebSocket()
+    reader = threading.Thread(target=Connection(fake, core, "ws test").run, daemon=True)
+    reader.start()
+    yield fake
+    fake.incoming.put(None)
+    reader.join(10)
+
+
+def test_session_create_over_the_websocket_takes_a_cwd_and_refuses_a_bad_one(
+        socket: FakeWebSocket, root: Path) -> None:
+    fake = socket
+    fake.request(1, "session.create", cwd=str(root / "alpha"))
+    fake.request(2, "session.create", cwd="/etc")
+    assert wait_until(lambda: {1, 2} <= {m.get("id") for m in fake.messages()})
+    replies = {m["id"]: m for m in fake.messages() if m.get("id") in (1, 2)}
+    assert replies[1]["result"]["cwd"] == str(root / "alpha")
+    assert replies[1]["result"]["project"] is True
+    assert replies[2]["error"]["code"] == -32602
+    assert "outside the project folders" in replies[2]["error"]["message"]

@@ -137,3 +137,27 @@ def test_without_roots_new_session_just_creates(browser: Any, tmp_path: Path) ->
             assert not page.js_errors
         finally:
             page.context.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_picker_is_accessible(browser: Any, server: LiveServer, root: Path,
+                                  scheme: str) -> None:
+    from tests.e2e.test_browser_ui import AXE, axe_violations
+
+    if not AXE.exists():
+        pytest.skip(f"{AXE} is missing: run `make axe-core` (make test installs it)")
+    server.create_session(cwd=str(root / "alpha"))  # a recent folder
+    page = new_page(browser, server, color_scheme=scheme, bypass_csp=True)
+    try:
+        page.goto(server.url + "/")
+        dialog = open_picker(page)
+        expect(dialog.locator(".picker-heading").first).to_have_text("Recent")
+        top = axe_violations(page)
+        dialog.locator(".picker-row").nth(1).locator(".picker-go").click()
+        expect(dialog.locator("#picker-path")).to_have_text(str(root))
+        inside = axe_violations(page)
+        screenshot(page, f"a11y-{scheme}-folder-picker")
+        assert not top and not inside, f"accessibility violations: {top} {inside}"
+        assert not page.js_errors
+    finally:
+        page.context.close()

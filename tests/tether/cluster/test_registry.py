@@ -344,3 +344,28 @@ def test_a_session_in_a_project_folder_keeps_it_and_refuses_turns_once_it_is_gon
     finally:
         a.shutdown()
         b.shutdown()
+
+
+def test_a_project_folder_gone_by_the_time_the_owner_starts_the_turn_is_not_made(
+        tmp_path: Path, redis_server: RedisServer, redis_prefix: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The owner's last look before a turn: a project folder removed after the prompt was
+    accepted ends the turn with an ``error`` event; the folder is never made afresh."""
+    from tether.cluster.sessions import ClusterSession
+
+    root = tmp_path / "projects"
+    (root / "app").mkdir(parents=True)
+    settings = settings_for(tmp_path, redis_server, redis_prefix, data_dir=tmp_path / "data",
+                            TETHER_PROJECT_ROOTS=str(root))
+    a = worker(settings, "1")
+    try:
+        session = a.create(cwd=str(root / "app"))
+        shutil.rmtree(session.workspace)
+        monkeypatch.setattr(ClusterSession, "_check_folder", lambda self: None)  # raced past
+        assert a.get(session.id).submit("hello") == 1
+        assert turn_end(a, session.id, 1)["reason"] == "error"
+        errors = [e.payload["message"] for e in events(a, session.id) if e.kind == "error"]
+        assert len(errors) == 1 and "the session's folder" in errors[0]
+        assert not session.workspace.exists()
+    finally:
+        a.shutdown()
