@@ -27,6 +27,7 @@ install-test: $(VENV)/.installed-test
 
 run: install
 	@echo "Tether: starting (agent: $${TETHER_AGENT:-local}, store: $${TETHER_STORE:-sqlite}); it prints its login URL when ready; Ctrl-C stops it"
+	@if [ -n "$${TETHER_PROJECT_ROOTS}" ]; then echo "Tether: sessions may be opened in folders under $${TETHER_PROJECT_ROOTS}"; else echo "Tether: each session gets its own empty folder; to open sessions in your projects, set TETHER_PROJECT_ROOTS (absolute folders separated by ':'), e.g. TETHER_PROJECT_ROOTS=$$HOME/src make run"; fi
 	@TETHER_STORE=$${TETHER_STORE:-sqlite} $(VENV)/bin/gunicorn -c gunicorn.conf.py
 
 test: install-test .tools/.claude-code-$(CLAUDE_CODE_VERSION) .tools/.axe-core-$(AXE_CORE_VERSION)

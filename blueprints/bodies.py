@@ -41,6 +41,9 @@ class Body(BaseModel):
 class CreateSession(Body):
     agent: str | None = None
     title: str | None = None
+    #: A folder under ``TETHER_PROJECT_ROOTS`` to open the session in; absent: the
+    #: session's own empty workspace.
+    cwd: str | None = None
 
 
 class UpdateSession(Body):

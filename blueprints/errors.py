@@ -19,6 +19,8 @@ bp = Blueprint("errors", __name__)
 
 HTTP_STATUS = {
     "bad_request": 400,
+    "path_not_allowed": 400,
+    "not_a_directory": 400,
     "unauthorized": 401,
     "forbidden": 403,
     "auto_approve_disabled": 403,
@@ -48,6 +50,8 @@ INTERNAL_ERROR = -32603
 
 JSONRPC_CODE = {
     "bad_request": INVALID_PARAMS,
+    "path_not_allowed": INVALID_PARAMS,
+    "not_a_directory": INVALID_PARAMS,
     "payload_too_large": INVALID_PARAMS,
     "unsupported_media_type": INVALID_PARAMS,
     "not_found": -32001,
@@ -64,9 +68,9 @@ JSONRPC_CODE = {
 }
 
 _CODE_FOR_STATUS = {status: code for code, status in HTTP_STATUS.items()
-                    if code not in ("session_busy", "queue_full", "already_resolved",
-                                    "too_many_sessions", "auto_approve_disabled",
-                                    "host_not_allowed")}
+                    if code not in ("path_not_allowed", "not_a_directory", "session_busy",
+                                    "queue_full", "already_resolved", "too_many_sessions",
+                                    "auto_approve_disabled", "host_not_allowed")}
 
 
 #: Codes whose answer closes the connection (``Connection: close``): the request's body was

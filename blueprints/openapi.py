@@ -29,6 +29,7 @@ from pydantic.json_schema import models_json_schema
 from blueprints import bodies, poll
 from blueprints.auth import cookie_name
 from blueprints.errors import HTTP_STATUS
+from tether.projects import MAX_ENTRIES, MAX_PATH_CHARS
 from tether.sessions import MAX_QUEUED, MAX_TITLE_CHARS
 
 bp = Blueprint("openapi", __name__)
@@ -50,7 +51,11 @@ BODY_MODELS = (bodies.CreateSession, bodies.UpdateSession, bodies.Prompt, bodies
 #: Error responses: status -> (component name, when).
 ERRORS = {
     400: ("BadRequest", "Bad input: invalid JSON, a missing or wrong-typed field (named), or a "
-                        "cursor that is not a plain decimal integer."),
+                        "cursor that is not a plain decimal integer; `path_not_allowed`: a "
+                        "folder outside every `TETHER_PROJECT_ROOTS` root (or none set, a "
+                        "`..` or a symbolic link out, a NUL byte, unreadable); "
+                        "`not_a_directory`: a folder inside a root that is missing or a "
+                        "file (also for a session whose folder went away since)."),
     401: ("Unauthorized", "No token, or a wrong one (`WWW-Authenticate: Bearer`)."),
     403: ("Forbidden", "`host_not_allowed`: the `Host` is not in `TETHER_ALLOWED_HOSTS` (any "
                        "request); `forbidden`: authenticated by cookie, but `Origin` (or "
@@ -256,13 +261,18 @@ def _schemas() -> dict[str, Any]:
         },
         "Session": {
             "type": "object",
-            "required": ["id", "agent", "title", "created_at", "state", "turn_active", "turn",
-                         "last_event_id", "agent_session_id", "auto_approve", "queue",
-                         "pending"],
+            "required": ["id", "agent", "title", "cwd", "project", "created_at", "state",
+                         "turn_active", "turn", "last_event_id", "agent_session_id",
+                         "auto_approve", "queue", "pending"],
             "properties": {
                 "id": {"type": "string", "pattern": ID_PATTERN},
                 "agent": {"type": "string"},
                 "title": {"type": "string", "maxLength": MAX_TITLE_CHARS},
+                "cwd": {"type": "string", "description": "The folder the agent works in, "
+                        "resolved: a project folder, or its own workspace "
+                        "(`<TETHER_DATA_DIR>/sessions/<id>`)."},
+                "project": {"type": "boolean", "description": "Opened in a project folder "
+                            "(`cwd` given at creation): deleting the session leaves it."},
                 "created_at": {"type": "number", "description": "Unix seconds"},
                 "state": {"enum": ["idle", "running", "waiting", "ended"]},
                 "turn_active": {"type": "boolean"},
@@ -283,6 +293,32 @@ def _schemas() -> dict[str, Any]:
                     "properties": {"approvals": {"type": "array", "items": _ref("Pending")},
                                    "clarify": {"type": "array", "items": _ref("Pending")}}},
             },
+        },
+        "Folder": {
+            "type": "object", "required": ["name", "path", "git"],
+            "properties": {"name": {"type": "string"},
+                           "path": {"type": "string", "description": "Resolved: where a "
+                                    "symbolic link leads."},
+                           "git": {"type": "boolean", "description": "Holds `.git` (a "
+                                   "directory, or a worktree's file)."},
+                           "branch": {"type": "string", "description": "The checked-out "
+                                      "branch; absent when not git or `HEAD` is detached."}},
+        },
+        "Folders": {
+            "type": "object", "required": ["path", "parent", "entries", "truncated"],
+            "properties": {
+                "path": {"type": ["string", "null"], "description": "The folder listed, "
+                         "resolved; null: the roots are listed."},
+                "parent": {"type": ["string", "null"], "description": "The folder above, "
+                           "while still inside a root; null in a root and at the top."},
+                "entries": {"type": "array", "items": _ref("Folder"),
+                            "maxItems": MAX_ENTRIES},
+                "truncated": {"type": "boolean", "description": f"There were more than "
+                              f"{MAX_ENTRIES} folders; the first by name are given."}},
+        },
+        "RecentFolders": {
+            "type": "object", "required": ["entries"],
+            "properties": {"entries": {"type": "array", "items": _ref("Folder")}},
         },
         "SessionList": {
             "type": "object", "required": ["sessions", "epoch"],
@@ -429,9 +465,34 @@ def _paths() -> dict[str, Any]:
                 errors=(*_WITH_BODY, 404, 409, 503), body=_body(bodies.CreateSession, False),
                 description=f"An empty body is `{{}}`: the default agent (`TETHER_AGENT`). "
                             f"An unknown agent is a 404; a title over {MAX_TITLE_CHARS} "
-                            "characters a 400; past `TETHER_MAX_SESSIONS` a 409.",
+                            "characters a 400; past `TETHER_MAX_SESSIONS` a 409. With "
+                            "`cwd` the session is opened in that folder: it must resolve "
+                            "(symbolic links and `..` included) to a readable directory "
+                            "inside a `TETHER_PROJECT_ROOTS` root, else a 400 "
+                            "`path_not_allowed` or `not_a_directory` and no session. "
+                            "Without `cwd`, its own empty workspace.",
                 tags=sessions),
         },
+        "/api/projects": {"get": _op(
+            "A root's folders, or the roots",
+            {"200": _json(_ref("Folders"), "The folders, sorted by name.")},
+            errors=(*_SECURED, 400),
+            params=[_query("path", {"type": "string", "maxLength": MAX_PATH_CHARS},
+                           "An absolute folder inside a project root; absent or empty: the "
+                           "roots themselves (none when `TETHER_PROJECT_ROOTS` is unset). "
+                           "Outside every root, a NUL byte, unreadable: 400 "
+                           "`path_not_allowed`; missing or a file: 400 `not_a_directory`."),
+                    _query("hidden", {"enum": ["0", "1", "true", "false", ""]},
+                           "1: list folders whose name starts with `.` too.")],
+            description="Subfolders only; a symbolic link only when it leads to a folder "
+                        "inside a root (its `path` is where it leads).",
+            tags=("projects",))},
+        "/api/projects/recent": {"get": _op(
+            "Recent folders",
+            {"200": _json(_ref("RecentFolders"), "The folders sessions were opened in, "
+                                                 "newest session first, each once, while "
+                                                 "they are still allowed folders.")},
+            tags=("projects",))},
         "/api/sessions/{session_id}": {
             "parameters": [sid],
             "get": _op("One session", {"200": _json(_ref("Session"), "The session.")},

@@ -440,7 +440,8 @@ class Connection:
         return self.core.get(params.session_id)
 
     def session_create(self, params: CreateSession) -> dict[str, Any]:
-        return self.core.create(agent=params.agent, title=params.title).to_dict()
+        return self.core.create(agent=params.agent, title=params.title,
+                                cwd=params.cwd).to_dict()
 
     def session_list(self, params: NoParams) -> dict[str, Any]:
         return {"sessions": [s.to_dict() for s in self.core.list()], "epoch": self.core.epoch}

@@ -26,6 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tether.projects import parse_roots
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: The checkout Tether runs from (``make run``'s directory).
@@ -61,6 +63,11 @@ class Settings(BaseSettings):
     agent: str = Field("local", validation_alias=_env("AGENT"))
     claude_bin: str | None = Field(None, validation_alias=_env("CLAUDE_BIN"))
     data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"))
+    #: Folders sessions may be opened in (and the picker lists), resolved; empty: none, and
+    #: each session gets its own empty workspace (tether.projects).
+    project_roots: Annotated[tuple[Path, ...], NoDecode] = Field(
+        (), validation_alias=_env("PROJECT_ROOTS")
+    )
     turn_timeout_seconds: float = Field(
         1800.0, ge=0, allow_inf_nan=False, validation_alias=_env("TURN_TIMEOUT")
     )
@@ -153,6 +160,14 @@ class Settings(BaseSettings):
                 f"of TETHER_LEASE_SECONDS ({self.lease_seconds:g}): a worker must renew its "
                 "lease at least twice before it runs out")
         return self
+
+    @field_validator("project_roots", mode="before")
+    @classmethod
+    def _parse_roots(cls, value: Any) -> Any:
+        # "/home/me/src:/srv/work" -> (PosixPath('/home/me/src'), PosixPath('/srv/work'))
+        if value is None:
+            return ()
+        return parse_roots(value if isinstance(value, str) else list(value))
 
     @field_validator("token", "secret_key", mode="before")
     @classmethod

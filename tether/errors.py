@@ -23,6 +23,21 @@ class BadRequest(TetherError):
     code = "bad_request"
 
 
+class PathNotAllowed(TetherError):
+    """A folder a session may not be opened in, or listed: outside every project root
+    (``TETHER_PROJECT_ROOTS``, none set, ``..`` or a symbolic link leading out), a NUL byte,
+    not absolute, unreadable (:mod:`tether.projects`)."""
+
+    code = "path_not_allowed"
+
+
+class NotADirectory(TetherError):
+    """A folder inside a project root that is not one: missing (or removed since), or a
+    file (:mod:`tether.projects`)."""
+
+    code = "not_a_directory"
+
+
 class NotFound(TetherError):
     """An unknown session, request id or agent."""
 

@@ -28,7 +28,9 @@ from tether.datadir import prepare as prepare_data_dir
 from tether.errors import (
     AutoApproveDisabled,
     BadRequest,
+    NotADirectory,
     NotFound,
+    PathNotAllowed,
     PayloadTooLarge,
     QueueFull,
     SessionBusy,
@@ -37,6 +39,7 @@ from tether.errors import (
 )
 from tether.inbox import Inbox
 from tether.metrics import Metrics
+from tether.projects import Projects
 from tether.prompts import PendingRequest, PromptRegistry
 from tether.recovery import close_interrupted, scan
 from tether.runner import AgentHost, Turn
@@ -67,7 +70,13 @@ class Session:
     """One agent conversation: its log, its pending prompts, its turns.
 
     :param agent: the agent this session runs (``local``, ``claude``).
-    :param workspace: the agent's working directory (created by the registry).
+    :param workspace: the agent's working directory: its own (created by the registry), or
+        a project folder the session was opened in (``projects`` given).
+    :param projects: the project roots, for a session opened in a project folder: before
+        each turn its folder is checked (:meth:`tether.projects.Projects.check`); a folder
+        removed or made unreadable meanwhile gives an ``error`` event and the refusal
+        (:class:`~tether.errors.NotADirectory`, :class:`~tether.errors.PathNotAllowed`),
+        never a turn in the wrong place. None: the session's own workspace.
     :param on_prompts_changed: called when an approval or question opens or settles (the
         inbox's :meth:`~tether.inbox.Inbox.changed`).
     :param on_record_changed: called with the session when what :meth:`record` returns
@@ -88,12 +97,15 @@ class Session:
                  on_prompts_changed: Callable[[], None] | None = None,
                  on_record_changed: Callable[[Session], None] | None = None,
                  on_turn_ended: Callable[[str, float], None] | None = None,
-                 title_set: bool = True) -> None:
+                 title_set: bool = True, projects: Projects | None = None) -> None:
         self.id = session_id
         self.agent = agent
         self.title = title
         self.title_set = title_set
         self.workspace = workspace
+        #: Opened in a project folder (which deleting the session leaves in place).
+        self.project = projects is not None
+        self._projects = projects
         self.created_at = created_at
         self.log = log
         self.prompts = PromptRegistry(log, settings.prompt_timeout_seconds,
@@ -181,6 +193,7 @@ class Session:
                                                   "position": position, "text": text})
                 self._queue.append(item)  # once the log holds it
                 return {"queued": position}
+            self._check_folder()
             turn, named = self._start_locked(text)
         self._started(turn, named)
         return {"turn": turn.number}
@@ -201,6 +214,7 @@ class Session:
             if self._turn is not None:
                 raise SessionBusy(f"turn {self._turns} is still running; queued prompt "
                                   f"{position} is sent when it ends")
+            self._check_folder()
             item = self._queue.pop(index)
             self.log.append("prompt_dequeued", {"queue_id": item.queue_id,
                                                 "position": position, "reason": "sent"})
@@ -238,6 +252,30 @@ class Session:
                 raise ShuttingDown("the server is shutting down; prompt again once it is "
                                    "back (the session and its log are kept)")
             raise BadRequest("the session was deleted")
+
+    def _check_folder(self) -> None:
+        """Under the lock, before a turn starts: a project folder is still there and
+        readable. :raises NotADirectory, PathNotAllowed: it is not (an ``error`` event says
+        so first)."""
+        if self._projects is None:
+            return
+        try:
+            self._projects.check(self.workspace)
+        except (NotADirectory, PathNotAllowed) as exc:
+            message = f"the session's folder cannot be used: {exc.message}"
+            self.log.append("error", {"message": message})
+            raise type(exc)(message) from None
+
+    def _folder_ok(self) -> bool:
+        """:meth:`_check_folder`, as a yes or no."""
+        try:
+            self._check_folder()
+        except (NotADirectory, PathNotAllowed):
+            return False
+        except Exception:  # the error event was not written: the queue waits all the same
+            logger.exception("session %s: folder check failed", self.id)
+            return False
+        return True
 
     def _queue_index(self, position: int, queue_id: str | None) -> int:
         # Under the lock.
@@ -377,6 +415,8 @@ class Session:
             "id": self.id,
             "agent": self.agent.name,
             "title": self.title,
+            "cwd": str(self.workspace),
+            "project": self.project,
             "created_at": self.created_at,
             "state": self.state,
             "turn_active": self.turn_active,
@@ -405,7 +445,8 @@ class Session:
                 logger.info("session %s closed before turn %s ended", self.id, turn.number)
             if self._turn is turn:
                 self._turn = None
-            if reason == "completed" and self._queue and not self._closed:
+            if (reason == "completed" and self._queue and not self._closed
+                    and self._folder_ok()):
                 item = self._queue.pop(0)
                 try:
                     self.log.append("prompt_dequeued", {"queue_id": item.queue_id,
@@ -455,6 +496,19 @@ def check_prompt(text: str, max_bytes: int) -> None:
                               "(TETHER_MAX_PROMPT_BYTES)")
 
 
+def own_workspace(data_dir: Path, session_id: str) -> Path:
+    """A session's own workspace: ``<TETHER_DATA_DIR>/sessions/<session id>``, resolved."""
+    return (data_dir / "sessions" / session_id).resolve()
+
+
+def is_own_workspace(workspace: Path, session_id: str) -> bool:
+    """True when ``workspace`` is a session's own (``…/sessions/<session id>``, wherever the
+    data dir was then), False for a project folder it was opened in. Only a session's own
+    workspace is ever created for it (and removed with it: see
+    :meth:`SessionRegistry._remove_workspace`, which checks more)."""
+    return workspace.name == session_id and workspace.parent.name == "sessions"
+
+
 def check_title(title: str) -> str:
     """A title, stripped. :raises BadRequest: empty, or over :data:`MAX_TITLE_CHARS`."""
     title = title.strip()
@@ -487,6 +541,8 @@ class SessionRegistry:
             logger.warning(warning)
         self.store: Store = store if store is not None else open_store(settings, clock)
         self.agents = agents if agents is not None else default_catalog(settings)
+        #: The folders sessions may be opened in (TETHER_PROJECT_ROOTS).
+        self.projects = Projects(settings.project_roots, settings.data_dir)
         self._clock = clock
         self._sessions: dict[str, Session] = {}
         self._creating = 0  # creates past the limit check, not yet in _sessions
@@ -508,16 +564,22 @@ class SessionRegistry:
     def epoch(self) -> str:
         return self.store.epoch
 
-    def create(self, agent: str | None = None, title: str | None = None) -> Session:
-        """A new idle session with its own workspace under ``TETHER_DATA_DIR``.
+    def create(self, agent: str | None = None, title: str | None = None,
+               cwd: str | None = None) -> Session:
+        """A new idle session with its own workspace under ``TETHER_DATA_DIR``, or opened in
+        the project folder ``cwd`` (resolved; never created, never removed with it).
 
         :raises NotFound: no agent of that name.
         :raises BadRequest: the title is too long.
+        :raises PathNotAllowed: ``cwd`` is not inside a project root, or not readable
+            (:meth:`tether.projects.Projects.resolve`).
+        :raises NotADirectory: ``cwd`` is missing, or a file.
         :raises TooManySessions: ``TETHER_MAX_SESSIONS`` sessions exist already.
         :raises ShuttingDown: the server is stopping.
         """
         spec = self.agents.get(agent or self.settings.agent)
         title = check_title(title) if title is not None and title.strip() else None
+        folder = self.projects.resolve(cwd) if cwd is not None else None
         session_id = secrets.token_hex(16)  # 128 bits: unguessable
         with self._lock:
             if self._shutting_down:
@@ -530,22 +592,25 @@ class SessionRegistry:
                     "(TETHER_MAX_SESSIONS); delete one first")
             self._creating += 1
         try:
-            workspace = (self.settings.data_dir / "sessions" / session_id).resolve()
-            workspace.mkdir(parents=True, exist_ok=True)
+            workspace = folder or own_workspace(self.settings.data_dir, session_id)
+            if folder is None:
+                workspace.mkdir(parents=True, exist_ok=True)
             created = round(self._clock(), 3)
             session = Session(session_id, spec, title or f"{spec.name} session", workspace,
                               self.store.create_log(session_id), self.settings, created,
                               on_prompts_changed=self.inbox.changed,
                               on_record_changed=self._save,
                               on_turn_ended=self.metrics.turn_ended,
-                              title_set=title is not None)
+                              title_set=title is not None,
+                              projects=self.projects if folder is not None else None)
             self.store.save_session(session.record())
             with self._lock:
                 self._sessions[session_id] = session
         finally:
             with self._lock:
                 self._creating -= 1
-        logger.info("created session %s (agent %s)", session_id, spec.name)
+        logger.info("created session %s (agent %s%s)", session_id, spec.name,
+                    f", in {folder}" if folder is not None else "")
         return session
 
     def get(self, session_id: str) -> Session:
@@ -639,8 +704,9 @@ class SessionRegistry:
         requests resolved as ``cancelled`` and a ``turn_end`` with reason ``interrupted``
         (:mod:`tether.recovery`); a session whose agent reported its conversation id resumes
         it on the next prompt (``--resume``). A session of an agent this server does not
-        offer, or whose workspace cannot be created, is kept in the store but not served
-        (logged).
+        offer, or whose own workspace cannot be created, is kept in the store but not served
+        (logged). A project folder is never created: a session whose folder is gone is
+        restored, and its next prompt gets an ``error`` event saying so.
         """
         for record in self.store.sessions():
             try:
@@ -651,10 +717,15 @@ class SessionRegistry:
                 continue
             log = self.store.open_log(record.id)
             workspace = Path(record.workspace)
+            own = is_own_workspace(workspace, record.id)
             try:
                 state = scan(log)
                 closed = close_interrupted(log, state)
-                workspace.mkdir(parents=True, exist_ok=True)
+                if own:
+                    workspace.mkdir(parents=True, exist_ok=True)
+                elif not workspace.is_dir():
+                    logger.warning("session %s: its folder %s is missing; restored, and left "
+                                   "as it is", record.id, workspace)
             except (OSError, ValueError) as exc:  # one damaged session must not stop the server
                 logger.error("session %s: not restored: %r", record.id, exc)
                 continue
@@ -662,7 +733,8 @@ class SessionRegistry:
                               record.created_at, on_prompts_changed=self.inbox.changed,
                               on_record_changed=self._save,
                               on_turn_ended=self.metrics.turn_ended,
-                              title_set=record.title_set)
+                              title_set=record.title_set,
+                              projects=None if own else self.projects)
             session.restore(max(record.turns, state.turns), record.auto_approve,
                             state.agent_session_id or record.agent_session_id,
                             resume=state.agent_session_id is not None, queued=state.queued,

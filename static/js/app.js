@@ -466,6 +466,173 @@ const Dialog = {
   },
 };
 
+// ------------------------------------------------------------------ Folder picker
+
+/** The last part of a folder's path ("/home/me/src/app" -> "app"). */
+const folderName = (path) => (path || "").replace(/\/+$/, "").split("/").pop() || path || "";
+
+/**
+ * The new-session dialog when the server has project roots (TETHER_PROJECT_ROOTS): recent
+ * folders first, then the roots; type to filter, tap a folder to go into it, "Open" beside
+ * it (or "Open session here") to start the session there. choose() resolves to the folder's
+ * path, or null when cancelled. Without roots it is never shown (a session gets its own
+ * workspace, as before).
+ */
+const Picker = {
+  path: null,
+  parent: null,
+  entries: [],
+  recent: [],
+  truncated: false,
+  roots: null,
+
+  /** True when the server offers project folders (asked once per page). */
+  async enabled() {
+    if (this.roots === null) {
+      try {
+        this.roots = (await Api.projects()).entries;
+      } catch (err) {
+        this.roots = [];
+      }
+    }
+    return this.roots.length > 0;
+  },
+
+  choose() {
+    const dialog = $("picker");
+    $("picker-filter").value = "";
+    return new Promise((resolve) => {
+      const done = (result) => {
+        $("picker-form").onsubmit = null;
+        $("picker-cancel").onclick = null;
+        dialog.onclose = null;
+        if (dialog.open) dialog.close();
+        resolve(result);
+      };
+      this.done = done;
+      $("picker-form").onsubmit = (e) => {
+        e.preventDefault();
+        if (this.path) done(this.path);
+      };
+      $("picker-cancel").onclick = () => done(null);
+      dialog.onclose = () => done(null);
+      $("picker-up").onclick = () => this.go(this.parent);
+      $("picker-filter").oninput = () => this.render();
+      $("picker-filter").onkeydown = (e) => this.onKey(e);
+      // A phone's keyboard would hide half the folders: there, typing starts with a tap.
+      const touch = window.matchMedia("(pointer: coarse)").matches;
+      $("picker-filter").toggleAttribute("autofocus", !touch);
+      $("picker-cancel").toggleAttribute("autofocus", touch);
+      dialog.showModal();
+      this.go(null);
+      // Which folders have a session running: as fresh as the server says, not 15 s old.
+      Sessions.refresh().then(() => { if (dialog.open) this.render(); });
+    });
+  },
+
+  /** Show ``path``'s folders (null: recent folders and the roots). */
+  async go(path) {
+    this.showWarn("");
+    try {
+      if (path) {
+        const listing = await Api.projects(path);
+        Object.assign(this, {path: listing.path, parent: listing.parent,
+          entries: listing.entries, truncated: listing.truncated});
+      } else {
+        const [top, recent] = await Promise.all([Api.projects(), Api.recentProjects()]);
+        Object.assign(this, {path: null, parent: null, entries: top.entries,
+          recent: recent.entries, truncated: false});
+        this.roots = top.entries;
+      }
+    } catch (err) {
+      this.showWarn(`Could not open that folder: ${err.message}`);
+      return;
+    }
+    $("picker-filter").value = "";
+    this.render();
+  },
+
+  /** Sessions running (or waiting for you) in ``path``, this page's list as it knows it. */
+  busyIn(path) {
+    return Sessions.list.filter((s) => s.cwd === path && (s.state === "running" || s.state === "waiting"));
+  },
+
+  row(folder) {
+    const busy = this.busyIn(folder.path);
+    // Inside a folder the path is the one above, shown once; recent folders and roots say theirs.
+    const sub = [folder.branch ? `⎇ ${folder.branch}` : folder.git ? "git" : "",
+      this.path ? "" : folder.path].filter(Boolean).join(" · ");
+    const go = el("button", {className: "picker-go", attrs: {type: "button", title: folder.path}}, [
+      el("span", {className: "picker-name", text: folder.name}),
+      el("span", {className: "picker-sub", text: sub}),
+    ]);
+    go.addEventListener("click", () => this.go(folder.path));
+    const open = el("button", {className: "btn btn-small picker-pick", text: "Open",
+      attrs: {type: "button", "aria-label": `Open a session in ${folder.name}`}});
+    open.addEventListener("click", () => this.done && this.done(folder.path));
+    const parts = [go];
+    if (busy.length) {
+      parts.push(el("span", {className: "badge badge-running picker-busy", text: "running",
+        attrs: {title: `Running here: ${busy.map((s) => Sessions.title(s)).join(", ")}`}}));
+    }
+    parts.push(open);
+    return el("li", {className: "picker-row"}, parts);
+  },
+
+  visible() {
+    const q = $("picker-filter").value.trim().toLowerCase();
+    const match = (f) => !q || f.name.toLowerCase().includes(q) || (q.includes("/") && f.path.toLowerCase().includes(q));
+    return {
+      recent: this.path ? [] : this.recent.filter(match),
+      entries: this.entries.filter(match),
+    };
+  },
+
+  render() {
+    const {recent, entries} = this.visible();
+    const items = [];
+    if (recent.length) {
+      items.push(el("li", {className: "picker-heading", text: "Recent"}));
+      items.push(...recent.map((f) => this.row(f)));
+      items.push(el("li", {className: "picker-heading", text: "Project roots"}));
+    }
+    items.push(...entries.map((f) => this.row(f)));
+    $("picker-list").replaceChildren(...items);
+    const none = !recent.length && !entries.length;
+    $("picker-empty").hidden = !none;
+    $("picker-empty").textContent = $("picker-filter").value.trim()
+      ? "No folder matches. Enter an absolute path to go there."
+      : this.truncated ? "" : "No folders in here.";
+    $("picker-path").textContent = this.path || "Recent folders and project roots";
+    $("picker-path").title = this.path || "";
+    $("picker-up").disabled = !this.path;
+    $("picker-open").disabled = !this.path;
+    const busy = this.path ? this.busyIn(this.path) : [];
+    if (busy.length) {
+      this.showWarn(`Another session is already running in this folder: ${busy.map((s) => Sessions.title(s)).join(", ")}.`);
+    } else if (this.truncated) {
+      this.showWarn(`Only the first ${this.entries.length} folders are shown: type to filter.`);
+    } else {
+      this.showWarn("");
+    }
+  },
+
+  showWarn(text) {
+    $("picker-warn").textContent = text;
+    $("picker-warn").hidden = !text;
+  },
+
+  onKey(e) {
+    if (e.key !== "Enter") return;
+    e.preventDefault();
+    const text = $("picker-filter").value.trim();
+    if (text.startsWith("/")) return this.go(text);
+    const {recent, entries} = this.visible();
+    const all = [...recent, ...entries];
+    if (all.length === 1) this.go(all[0].path);
+  },
+};
+
 // ------------------------------------------------------------------ Sessions
 
 const Sessions = {
@@ -558,7 +725,8 @@ const Sessions = {
       const btn = el("button", {className: "session-item", attrs: {type: "button",
         "aria-current": s.id === this.currentId ? "true" : undefined}}, [
         el("span", {className: "session-name", text: this.title(s)}),
-        el("span", {className: "session-sub", text: `${s.agent} · ${relativeTime(s.created_at)}${s.auto_approve ? " · auto-approve" : ""}`}),
+        el("span", {className: "session-sub", text: `${s.project ? `${folderName(s.cwd)} · ` : ""}${s.agent} · ${relativeTime(s.created_at)}${s.auto_approve ? " · auto-approve" : ""}`,
+          attrs: {title: s.project ? s.cwd : undefined}}),
       ]);
       // One pill: how many requests wait for you, else whether it is running.
       if (waiting) {
@@ -590,9 +758,15 @@ const Sessions = {
   async create() {
     const agent = this.select.value || undefined;
     const button = $("new-session-btn");
+    let cwd;
+    if (await Picker.enabled()) {
+      Drawer.close();
+      cwd = await Picker.choose();
+      if (cwd === null) return;
+    }
     button.disabled = true;
     try {
-      const session = await Api.create(agent);
+      const session = await Api.create(agent, cwd);
       this.list.unshift(session);
       this.open(session.id);
       $("prompt").focus();
@@ -614,7 +788,7 @@ const Sessions = {
     $("transcript").hidden = !has;
     $("dock").hidden = !has;
     $("session-menu-btn").hidden = !has;
-    for (const id of ["meta-agent", "meta-model"]) $(id).textContent = "";
+    for (const id of ["meta-cwd", "meta-agent", "meta-model"]) $(id).textContent = "";
     this.current = this.list.find((s) => s.id === id) || null;
     this.renderHeader();
     this.renderList();
@@ -643,6 +817,9 @@ const Sessions = {
   renderHeader() {
     const s = this.current;
     $("session-title").textContent = s ? this.title(s) : this.currentId ? "Loading…" : "Tether";
+    const folder = s && s.project ? s.cwd : "";
+    $("meta-cwd").textContent = folder ? folderName(folder) : "";
+    $("meta-cwd").title = folder;
     $("presets").hidden = !(s && s.agent === "local");
     Intro.update();
     document.title = `${Inbox.count ? `(${Inbox.count}) ` : ""}${s ? `${this.title(s)} · Tether` : "Tether"}`;
@@ -690,7 +867,7 @@ const Sessions = {
   showGone(id) {
     if (id !== this.currentId) return;
     $("session-title").textContent = "Session not found";
-    for (const id of ["meta-agent", "meta-model"]) $(id).textContent = "";
+    for (const id of ["meta-cwd", "meta-agent", "meta-model"]) $(id).textContent = "";
     $("dock").hidden = true;
     $("session-menu-btn").hidden = true;
     $("state-pill").hidden = true;
@@ -727,7 +904,9 @@ const Sessions = {
     const s = this.current;
     if (!s) return;
     const ok = await Dialog.ask({title: `Delete “${this.title(s)}”?`,
-      text: "Its running turn is stopped. Its transcript and its workspace folder are deleted for good.",
+      text: s.project
+        ? `Its running turn is stopped. Its transcript is deleted for good; its folder ${s.cwd} stays as it is.`
+        : "Its running turn is stopped. Its transcript and its workspace folder are deleted for good.",
       ok: "Delete", danger: true});
     if (!ok) return $("session-menu-btn").focus();
     try {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,23 @@ def test_a_bad_boolean_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("TETHER_ALLOW_ROOT", "maybe")
     with pytest.raises(ValueError, match="TETHER_ALLOW_ROOT"):
         Settings.from_env()
+
+
+def test_project_roots_are_read_from_the_environment_resolved(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert Settings.from_env().project_roots == ()
+    monkeypatch.setenv("TETHER_PROJECT_ROOTS", f"{tmp_path}/a{os.pathsep}{tmp_path}/b/../b")
+    assert Settings.from_env().project_roots == ((tmp_path / "a").resolve(),
+                                                 (tmp_path / "b").resolve())
+
+
+@pytest.mark.parametrize("value, needle", [("src", "not an absolute path"),
+                                           ("/no/such/folder", "does not exist")])
+def test_a_bad_project_root_is_refused_at_start_naming_it(
+        monkeypatch: pytest.MonkeyPatch, value: str, needle: str) -> None:
+    monkeypatch.setenv("TETHER_PROJECT_ROOTS", value)
+    with pytest.raises(ValueError, match="TETHER_PROJECT_ROOTS") as refused:
+        Settings.from_env()
+    assert needle in str(refused.value) and value in str(refused.value)

@@ -358,8 +358,10 @@ def test_a_session_that_cannot_be_restored_does_not_stop_the_others(tmp_path: Pa
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     store = SqliteStore(data_dir / DB_NAME)
+    # Its own workspace (…/sessions/<id>) cannot be made: a file stands where its parent
+    # should be. (A project folder is never made, so one that is missing restores: issue 18.)
     store.save_session(SessionRecord("broken", "local", "broken", 1.0,
-                                     str(blocker / "workspace"), False, "a", 0))
+                                     str(blocker / "sessions" / "broken"), False, "a", 0))
     store.save_session(SessionRecord("fine", "local", "fine", 2.0,
                                      str(data_dir / "sessions" / "fine"), False, "b", 0))
     store.close()

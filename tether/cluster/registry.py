@@ -27,7 +27,7 @@ from tether.config import Settings
 from tether.errors import NotFound, ShuttingDown, TooManySessions
 from tether.inbox import Inbox
 from tether.prompts import PendingRequest
-from tether.sessions import SessionRegistry, check_title
+from tether.sessions import SessionRegistry, check_title, is_own_workspace, own_workspace
 from tether.stores.base import Store
 from tether.stores.redis import RedisStore, Refused
 
@@ -111,17 +111,20 @@ class ClusterRegistry(SessionRegistry):
     # -- sessions ----------------------------------------------------------------------
 
     @available
-    def create(self, agent: str | None = None, title: str | None = None) -> ClusterSession:
+    def create(self, agent: str | None = None, title: str | None = None,
+               cwd: str | None = None) -> ClusterSession:
         """See :meth:`tether.sessions.SessionRegistry.create`; the session limit is the
         cluster's."""
         spec = self.agents.get(agent or self.settings.agent)
         title = check_title(title) if title is not None and title.strip() else None
+        folder = self.projects.resolve(cwd) if cwd is not None else None
         if self._stopping:
             raise ShuttingDown("this server is shutting down; create the session once it is "
                                "back")
         session_id = secrets.token_hex(16)
-        workspace = (self.settings.data_dir / "sessions" / session_id).resolve()
-        workspace.mkdir(parents=True, exist_ok=True)
+        workspace = folder or own_workspace(self.settings.data_dir, session_id)
+        if folder is None:
+            workspace.mkdir(parents=True, exist_ok=True)
         created = round(self._clock(), 3)
         try:
             self.redis_store.call(
@@ -130,7 +133,8 @@ class ClusterRegistry(SessionRegistry):
                 "title_set", int(title is not None), "workspace", str(workspace),
                 "auto_approve", 0, "agent_session_id", "")
         except Refused as exc:
-            workspace.rmdir()
+            if folder is None:  # a project folder is the user's: never removed
+                workspace.rmdir()
             if exc.code == "TOO_MANY":
                 raise TooManySessions(
                     f"this server holds {self.settings.max_sessions} sessions, its limit "
@@ -168,7 +172,8 @@ class ClusterRegistry(SessionRegistry):
             self.settings, me=lambda: self.membership.worker_id,
             take_over=self._take_over, stopping=lambda: self._stopping,
             on_turn_ended=self.metrics.turn_ended,
-            on_process=self.membership.agent_process, clock=self._clock)
+            on_process=self.membership.agent_process, clock=self._clock,
+            projects=None if is_own_workspace(Path(workspace), session_id) else self.projects)
         with self._lock:
             current = self._sessions.get(session_id)
             if current is not None and not current.log.closed:

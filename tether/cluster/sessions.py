@@ -35,12 +35,15 @@ from tether.errors import (
     AutoApproveDisabled,
     BadRequest,
     Fenced,
+    NotADirectory,
     NotFound,
+    PathNotAllowed,
     QueueFull,
     SessionBusy,
     ShuttingDown,
 )
 from tether.events import Event
+from tether.projects import Projects
 from tether.runner import AgentHost, Turn
 from tether.sessions import (
     MAX_QUEUED,
@@ -70,6 +73,8 @@ class ClusterSession:
     :param take_over: ``(session_id, dead_owner)``: end what a dead owner left open
         (:meth:`tether.cluster.membership.Membership.take_over`).
     :param stopping: True once this worker shuts down (its refusals say so).
+    :param projects: the project roots, for a session opened in a project folder (see
+        :class:`tether.sessions.Session`); None: its own workspace.
     """
 
     def __init__(self, session_id: str, agent: AgentSpec, workspace: Path, created_at: float,
@@ -78,10 +83,13 @@ class ClusterSession:
                  stopping: Callable[[], bool],
                  on_turn_ended: Callable[[str, float], None] | None = None,
                  on_process: Callable[[int, bool], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 projects: Projects | None = None) -> None:
         self.id = session_id
         self.agent = agent
         self.workspace = workspace
+        self.project = projects is not None
+        self._projects = projects
         self.created_at = created_at
         self.log = log
         self._store = store
@@ -174,6 +182,8 @@ class ClusterSession:
             "id": self.id,
             "agent": self.agent.name,
             "title": rec.get("title", ""),
+            "cwd": str(self.workspace),
+            "project": self.project,
             "created_at": self.created_at,
             "state": state,
             "turn_active": active,
@@ -202,6 +212,7 @@ class ClusterSession:
         cluster, in one Redis Function."""
         self._check_text(text)
         self._check_running()
+        self._check_folder()
         while True:
             now = self._clock()
             user_head, user_tail = template(self.id, now, "user", {"turn": HOLE, "text": text})
@@ -227,6 +238,7 @@ class ClusterSession:
     def send_queued(self, position: int, queue_id: str | None = None) -> int:
         """See :meth:`tether.sessions.Session.send_queued`."""
         self._check_running()
+        self._check_folder()
         while True:
             item = self._queue_item(position, queue_id)
             queued = _queued(item)
@@ -321,6 +333,18 @@ class ClusterSession:
     def _check_text(self, text: str) -> None:
         check_prompt(text, self._settings.max_prompt_bytes)
 
+    def _check_folder(self) -> None:
+        """A project folder is still there and readable (see
+        :meth:`tether.sessions.Session._check_folder`)."""
+        if self._projects is None:
+            return
+        try:
+            self._projects.check(self.workspace)
+        except (NotADirectory, PathNotAllowed) as exc:
+            message = f"the session's folder cannot be used: {exc.message}"
+            self.log.append("error", {"message": message})
+            raise type(exc)(message) from None
+
     def _check_running(self) -> None:
         if self._stopping():
             raise ShuttingDown("this server is shutting down; try again (another worker, or "
@@ -386,8 +410,8 @@ class ClusterSession:
                 return
             self._started = number
             fence, host = self._fence, self._host
-            if not self.workspace.is_dir() and host.started:
-                turn = None
+            if not self.workspace.is_dir() and (host.started or self.project):
+                turn = None  # never a mkdir of a project folder
             else:
                 self.workspace.mkdir(parents=True, exist_ok=True)
                 turn = Turn(number, text, host, OwnerLog(self.log, fence), self.prompts,
@@ -417,14 +441,17 @@ class ClusterSession:
         turn.start()
 
     def _missing_workspace(self, number: int, fence: str) -> None:
-        """The conversation to resume lives in a workspace this host does not have: say so
-        and end the turn, rather than start it afresh in an empty folder."""
+        """The conversation to resume lives in a workspace this host does not have, or the
+        project folder is gone: say so and end the turn, rather than start it afresh in an
+        empty folder."""
+        message = (f"the workspace {self.workspace} is missing on this host, so the agent's "
+                   "conversation cannot be resumed here: across hosts TETHER_DATA_DIR and the "
+                   "agent's HOME must be one shared filesystem, mounted at the same path")
+        if self.project:
+            message = (f"the session's folder {self.workspace} is missing on this host: it "
+                       "was removed, or is not on this host's filesystem")
         try:
-            self.log.append("error", {"message": (
-                f"the workspace {self.workspace} is missing on this host, so the agent's "
-                "conversation cannot be resumed here: across hosts TETHER_DATA_DIR and the "
-                "agent's HOME must be one shared filesystem, mounted at the same path")},
-                fence=fence)
+            self.log.append("error", {"message": message}, fence=fence)
             end = rest(self.id, self._clock(), "turn_end", {"turn": number, "reason": "error"})
             self._owner_call("end_turn", fence, number, end)
         except (Fenced, RuntimeError) as exc:

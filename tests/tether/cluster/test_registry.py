@@ -330,3 +330,65 @@ def test_a_turn_end_that_meets_a_redis_blip_is_written_once_redis_answers(
     assert failures["end_turn"] == 0
     assert not b.get(sid).turn_active
     assert b.get(sid).submit("again") == 2
+
+
+def test_a_session_in_a_project_folder_keeps_it_and_refuses_turns_once_it_is_gone(
+        tmp_path: Path, redis_server: RedisServer, redis_prefix: str) -> None:
+    """Issue 18: the cluster opens a session in a project folder as the one-process registry
+    does; deleting the session leaves the folder; a folder removed meanwhile is an ``error``
+    event and a refusal, never a turn in a folder made afresh."""
+    from tether.errors import NotADirectory
+
+    root = tmp_path / "projects"
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "keep.txt").write_text("keep")
+    settings = settings_for(tmp_path, redis_server, redis_prefix, data_dir=tmp_path / "data",
+                            TETHER_PROJECT_ROOTS=str(root))
+    a, b = worker(settings, "1"), worker(settings, "2")
+    try:
+        session = a.create(cwd=f"{root}/app/")
+        sid = session.id
+        folder = (root / "app").resolve()
+        assert session.workspace == folder
+        assert b.get(sid).to_dict()["cwd"] == str(folder) and b.get(sid).project
+        assert [s.to_dict()["cwd"] for s in b.list()] == [str(folder)]
+        b.get(sid).submit("hello")
+        assert turn_end(a, sid, 1)["reason"] == "completed"
+        shutil.rmtree(folder)
+        with pytest.raises(NotADirectory, match="does not exist"):
+            b.get(sid).submit("again")
+        assert any(e.kind == "error" and str(folder) in e.payload["message"]
+                   for e in events(a, sid))
+        assert not folder.exists()
+        folder.mkdir()
+        (folder / "keep.txt").write_text("keep")
+        a.delete(sid)
+        assert (folder / "keep.txt").read_text() == "keep"
+    finally:
+        a.shutdown()
+        b.shutdown()
+
+
+def test_a_project_folder_gone_by_the_time_the_owner_starts_the_turn_is_not_made(
+        tmp_path: Path, redis_server: RedisServer, redis_prefix: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The owner's last look before a turn: a project folder removed after the prompt was
+    accepted ends the turn with an ``error`` event; the folder is never made afresh."""
+    from tether.cluster.sessions import ClusterSession
+
+    root = tmp_path / "projects"
+    (root / "app").mkdir(parents=True)
+    settings = settings_for(tmp_path, redis_server, redis_prefix, data_dir=tmp_path / "data",
+                            TETHER_PROJECT_ROOTS=str(root))
+    a = worker(settings, "1")
+    try:
+        session = a.create(cwd=str(root / "app"))
+        shutil.rmtree(session.workspace)
+        monkeypatch.setattr(ClusterSession, "_check_folder", lambda self: None)  # raced past
+        assert a.get(session.id).submit("hello") == 1
+        assert turn_end(a, session.id, 1)["reason"] == "error"
+        errors = [e.payload["message"] for e in events(a, session.id) if e.kind == "error"]
+        assert len(errors) == 1 and "the session's folder" in errors[0]
+        assert not session.workspace.exists()
+    finally:
+        a.shutdown()
