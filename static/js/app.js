@@ -486,13 +486,14 @@ const Picker = {
   truncated: false,
   roots: null,
 
-  /** True when the server offers project folders (asked once per page). */
+  /** True when the server offers project folders (asked once per page; a failed ask is
+   *  asked again next time, and meanwhile a session gets its own workspace). */
   async enabled() {
     if (this.roots === null) {
       try {
         this.roots = (await Api.projects()).entries;
       } catch (err) {
-        this.roots = [];
+        return false;
       }
     }
     return this.roots.length > 0;
