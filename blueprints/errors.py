@@ -33,6 +33,7 @@ HTTP_STATUS = {
     "already_resolved": 409,
     "too_many_sessions": 409,
     "payload_too_large": 413,
+    "git_failed": 422,
     "unsupported_media_type": 415,
     "too_many_requests": 429,
     "request_header_fields_too_large": 431,
@@ -65,12 +66,14 @@ JSONRPC_CODE = {
     "auto_approve_disabled": -32007,
     "queue_full": -32008,
     "store_unavailable": -32009,
+    "git_failed": -32010,
 }
 
 _CODE_FOR_STATUS = {status: code for code, status in HTTP_STATUS.items()
                     if code not in ("path_not_allowed", "not_a_directory", "session_busy",
                                     "queue_full", "already_resolved", "too_many_sessions",
-                                    "auto_approve_disabled", "host_not_allowed")}
+                                    "auto_approve_disabled", "host_not_allowed",
+                                    "git_failed")}
 
 
 #: Codes whose answer closes the connection (``Connection: close``): the request's body was

@@ -29,6 +29,7 @@ from pydantic.json_schema import models_json_schema
 from blueprints import bodies, poll
 from blueprints.auth import cookie_name
 from blueprints.errors import HTTP_STATUS
+from tether.changes import GIT_TIMEOUT_SECONDS, MAX_DIFF_BYTES, MAX_FILE_BYTES, MAX_FILES
 from tether.projects import MAX_ENTRIES, MAX_PATH_CHARS
 from tether.sessions import MAX_QUEUED, MAX_TITLE_CHARS
 
@@ -73,6 +74,9 @@ ERRORS = {
     413: ("PayloadTooLarge", "The body, or the prompt in UTF-8, is over its limit "
                             "(`TETHER_MAX_PROMPT_BYTES`)."),
     415: ("UnsupportedMediaType", "A body that is not `application/json`."),
+    422: ("GitFailed", "`git_failed`: git could not answer about the session's folder (its "
+                       "base commit is no longer in the repository, a damaged repository, or "
+                       f"more than {GIT_TIMEOUT_SECONDS:g} s)."),
     429: ("TooManyRequests", "Too many failed logins from this address; see `Retry-After`."),
     503: ("ServiceUnavailable", "`shutting_down`: the server is stopping and refuses new "
                                 "sessions, prompts and changes; try again once it is back."),
@@ -188,6 +192,11 @@ def _param(name: str) -> dict[str, str]:
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema,
             "description": description}
+
+
+def _file_path(description: str) -> dict[str, Any]:
+    return {"name": "path", "in": "path", "required": True, "description": description,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 4096}}
 
 
 def _path_id(name: str, description: str) -> dict[str, Any]:
@@ -315,6 +324,51 @@ def _schemas() -> dict[str, Any]:
                             "maxItems": MAX_ENTRIES},
                 "truncated": {"type": "boolean", "description": f"There were more than "
                               f"{MAX_ENTRIES} folders; the first by name are given."}},
+        },
+        "FileChange": {
+            "type": "object", "required": ["path", "status", "additions", "deletions"],
+            "properties": {
+                "path": {"type": "string", "description": "Relative to the session's folder, "
+                         "`/`-separated."},
+                "status": {"enum": ["added", "modified", "deleted", "renamed", "binary"]},
+                "additions": {"type": "integer", "minimum": 0, "description": "Lines (0 for "
+                              "a binary file)."},
+                "deletions": {"type": "integer", "minimum": 0},
+                "old_path": {"type": "string", "description": "A rename's former path."}},
+        },
+        "Changes": {
+            "type": "object", "required": ["base", "git", "files", "truncated"],
+            "properties": {
+                "base": {"type": ["string", "null"], "description": "The commit compared "
+                         "against: `HEAD` when the session was opened (the empty tree's id "
+                         "in a repository without commits); null outside git."},
+                "git": {"type": "boolean", "description": "false: the files the agent wrote "
+                        "through its tools (Write, Edit, MultiEdit, NotebookEdit)."},
+                "files": {"type": "array", "items": _ref("FileChange"),
+                          "maxItems": MAX_FILES},
+                "truncated": {"type": "boolean", "description": f"More than {MAX_FILES} files "
+                              "changed; the first by path are given."}},
+        },
+        "FileDiff": {
+            "type": "object", "required": ["path", "diff", "truncated", "binary"],
+            "properties": {
+                "path": {"type": "string"},
+                "diff": {"type": "string", "description": "Unified diff (git's, or rebuilt "
+                         "from the tool calls outside git); undecodable bytes replaced."},
+                "truncated": {"type": "boolean", "description": f"Cut at {MAX_DIFF_BYTES:,} "
+                              "bytes."},
+                "binary": {"type": "boolean"}},
+        },
+        "FileView": {
+            "type": "object", "required": ["path", "size", "binary", "truncated", "text"],
+            "properties": {
+                "path": {"type": "string"},
+                "size": {"type": "integer", "minimum": 0, "description": "Bytes."},
+                "binary": {"type": "boolean", "description": "A NUL in its first 8,000 "
+                           "bytes; `text` is empty then."},
+                "truncated": {"type": "boolean", "description": f"Cut at {MAX_FILE_BYTES:,} "
+                              "bytes."},
+                "text": {"type": "string"}},
         },
         "RecentFolders": {
             "type": "object", "required": ["entries"],
@@ -514,6 +568,32 @@ def _paths() -> dict[str, Any]:
                                                   "(`<TETHER_DATA_DIR>/sessions/<id>/`)."}},
                           errors=(*_SECURED, 404, 503), tags=sessions),
         },
+        "/api/sessions/{session_id}/changes": {"get": _op(
+            "The agent's changes",
+            {"200": _json(_ref("Changes"), "The files changed in the session's folder.")},
+            errors=(*_SECURED, 400, 404, 422), params=[sid], tags=("changes",),
+            description="In a git folder: the working tree (untracked files included, "
+                        "ignored ones not) against the commit `HEAD` named when the session "
+                        "was opened, commits made since included. Outside git: the files "
+                        "the agent wrote through its tools. A folder removed since: 400 "
+                        "`not_a_directory`.")},
+        "/api/sessions/{session_id}/changes/{path}": {"get": _op(
+            "One file's diff",
+            {"200": _json(_ref("FileDiff"), "The file's unified diff.")},
+            errors=(*_SECURED, 400, 404, 422),
+            params=[sid, _file_path("A changed file, relative to the session's folder.")],
+            tags=("changes",),
+            description="A path that leaves the folder (`..`, a symbolic link out, absolute, "
+                        "NUL) is a 400 `path_not_allowed` and nothing is read; a file "
+                        "without a change, a 404.")},
+        "/api/sessions/{session_id}/files/{path}": {"get": _op(
+            "Read a file",
+            {"200": _json(_ref("FileView"), "The file, read-only.")},
+            errors=(*_SECURED, 400, 404),
+            params=[sid, _file_path("Any file in the session's folder.")],
+            tags=("changes",),
+            description="A path that leaves the folder is a 400 `path_not_allowed`; a folder "
+                        "or a device, a 400 `bad_request`; no such file, a 404.")},
         "/api/sessions/{session_id}/transcript.jsonl": {"get": _op(
             "The whole log as JSON Lines",
             {"200": {"description": "One event per line, id order, as a download "

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tether.errors import BadRequest, NotFound, TetherError
+from tether.errors import BadRequest, GitFailed, NotADirectory, NotFound, PathNotAllowed
 
 #: Seconds any one git command may run before it is killed.
 GIT_TIMEOUT_SECONDS = 10.0
@@ -48,19 +48,6 @@ WRITING_TOOLS = {"Write": "file_path", "Edit": "file_path", "MultiEdit": "file_p
                  "NotebookEdit": "notebook_path"}
 
 Status = Literal["added", "modified", "deleted", "renamed", "binary"]
-
-
-class PathNotAllowed(TetherError):
-    """A path a client named leaves the session's folder (``..``, an absolute path, a
-    symlink out) or is not a path at all (NUL, empty)."""
-
-    code = "path_not_allowed"
-
-
-class FolderUnavailable(TetherError):
-    """The session's folder is gone or unreadable (removed while the session lives)."""
-
-    code = "folder_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,18 +118,20 @@ class FileView:
 # -- paths ---------------------------------------------------------------------------------
 
 def check_folder(folder: Path) -> Path:
-    """``folder`` resolved, when it is a readable directory.
+    """``folder`` resolved, when it is a readable directory (a session's folder may be
+    removed or made unreadable while the session lives).
 
-    :raises FolderUnavailable: it is gone, not a directory, or unreadable.
+    :raises NotADirectory: it is gone, or not a directory.
+    :raises PathNotAllowed: it is unreadable.
     """
     try:
         resolved = folder.resolve(strict=True)
     except (OSError, RuntimeError):
-        raise FolderUnavailable(f"the session's folder {folder} is gone") from None
+        raise NotADirectory(f"the session's folder {folder} is gone") from None
     if not resolved.is_dir():
-        raise FolderUnavailable(f"the session's folder {folder} is not a directory")
+        raise NotADirectory(f"the session's folder {folder} is not a directory")
     if not os.access(resolved, os.R_OK | os.X_OK):
-        raise FolderUnavailable(f"the session's folder {folder} is not readable")
+        raise PathNotAllowed(f"the session's folder {folder} is not readable")
     return resolved
 
 
@@ -169,12 +158,6 @@ def inside(folder: Path, path: str) -> tuple[Path, str]:
 
 
 # -- running git ---------------------------------------------------------------------------
-
-class GitFailed(TetherError):
-    """git failed or ran out of time."""
-
-    code = "git_failed"
-
 
 def _git_env() -> dict[str, str]:
     # Nothing from the server's environment decides where git looks or what it runs.
@@ -497,3 +480,35 @@ def read_file(folder: Path, path: str) -> FileView:
     binary = b"\0" in data[:BINARY_PROBE_BYTES]
     text = "" if binary else data.decode("utf-8", "replace")
     return FileView(relative, info.st_size, binary, truncated, text)
+
+
+class ToolWrites:
+    """The files a session's agent wrote through its tools, kept up to date from its log:
+    each call of :meth:`update` reads only the events after the last one it saw.
+
+    :param folder: the session's folder (resolved).
+    """
+
+    #: The start of Claude Code's ``Write`` result for a file that did not exist (2.1.328).
+    CREATED_PREFIX = "File created successfully"
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._lock = threading.Lock()
+        self._after = 0
+        self._uses: list[Mapping[str, Any]] = []
+        self._created: set[str] = set()
+
+    def update(self, log: Any) -> dict[str, _Written]:
+        """Take in the log's new events (``log``: a :class:`tether.stores.base.EventLog`);
+        returns the written files, as :func:`written_files` does."""
+        with self._lock:
+            for event in log.read_after(self._after):
+                self._after = event.id
+                if event.kind == "tool_use" and event.payload.get("name") in WRITING_TOOLS:
+                    self._uses.append(dict(event.payload))
+                elif event.kind == "tool_result":
+                    content = event.payload.get("content")
+                    if isinstance(content, str) and content.startswith(self.CREATED_PREFIX):
+                        self._created.add(str(event.payload.get("tool_use_id")))
+            return written_files(self._folder, self._uses, self._created)

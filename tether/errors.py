@@ -111,3 +111,10 @@ class StoreUnavailable(TetherError):
 class Fenced(RuntimeError):
     """This worker no longer owns the session (another took it over while this one was
     stalled or cut off from Redis): it must write nothing more for it and stop its agent."""
+
+
+class GitFailed(TetherError):
+    """git could not answer about a session's folder: it failed (a base commit that a
+    history rewrite removed, a damaged repository) or ran out of time (:mod:`tether.changes`)."""
+
+    code = "git_failed"

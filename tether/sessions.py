@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from tether.agents.base import AgentCatalog, AgentSpec
 from tether.agents.catalog import default_catalog
+from tether.changes import head_commit
 from tether.config import Settings
 from tether.datadir import prepare as prepare_data_dir
 from tether.errors import (
@@ -97,12 +98,15 @@ class Session:
                  on_prompts_changed: Callable[[], None] | None = None,
                  on_record_changed: Callable[[Session], None] | None = None,
                  on_turn_ended: Callable[[str, float], None] | None = None,
-                 title_set: bool = True, projects: Projects | None = None) -> None:
+                 title_set: bool = True, projects: Projects | None = None,
+                 base_commit: str = "") -> None:
         self.id = session_id
         self.agent = agent
         self.title = title
         self.title_set = title_set
         self.workspace = workspace
+        #: The commit HEAD named in the workspace at creation ("" outside git).
+        self.base_commit = base_commit
         #: Opened in a project folder (which deleting the session leaves in place).
         self.project = projects is not None
         self._projects = projects
@@ -371,7 +375,7 @@ class Session:
         """What the store keeps about this session (besides its log)."""
         return SessionRecord(self.id, self.agent.name, self.title, self.created_at,
                              str(self.workspace), self.auto_approve, self.agent_session_id,
-                             self._turns, self.title_set)
+                             self._turns, self.title_set, self.base_commit)
 
     def restore(self, turns: int, auto_approve: bool, agent_session_id: str,
                 resume: bool, queued: list[tuple[str, str]] | None = None,
@@ -596,13 +600,16 @@ class SessionRegistry:
             if folder is None:
                 workspace.mkdir(parents=True, exist_ok=True)
             created = round(self._clock(), 3)
+            # What the Changes panel compares against (a new workspace is no git tree).
+            base = (head_commit(folder) or "") if folder is not None else ""
             session = Session(session_id, spec, title or f"{spec.name} session", workspace,
                               self.store.create_log(session_id), self.settings, created,
                               on_prompts_changed=self.inbox.changed,
                               on_record_changed=self._save,
                               on_turn_ended=self.metrics.turn_ended,
                               title_set=title is not None,
-                              projects=self.projects if folder is not None else None)
+                              projects=self.projects if folder is not None else None,
+                              base_commit=base)
             self.store.save_session(session.record())
             with self._lock:
                 self._sessions[session_id] = session
@@ -733,7 +740,7 @@ class SessionRegistry:
                               record.created_at, on_prompts_changed=self.inbox.changed,
                               on_record_changed=self._save,
                               on_turn_ended=self.metrics.turn_ended,
-                              title_set=record.title_set,
+                              title_set=record.title_set, base_commit=record.base_commit,
                               projects=None if own else self.projects)
             session.restore(max(record.turns, state.turns), record.auto_approve,
                             state.agent_session_id or record.agent_session_id,

@@ -25,6 +25,7 @@ fuzzer types is ever run as a shell command (the ``local`` agent runs ``$ <cmd>`
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import zlib
 from collections import Counter
@@ -92,7 +93,7 @@ def test_every_flask_rule_is_documented_and_nothing_else(app: Flask, client: Fla
     for rule in app.url_map.iter_rules():
         if rule.endpoint in NOT_API:
             continue
-        path = rule.rule.replace("<", "{").replace(">", "}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)  # <path:path> too
         rules |= {(path, m.lower()) for m in rule.methods - {"HEAD", "OPTIONS"}}
     documented = {(path, method) for path, item in _document(client)["paths"].items()
                   for method in item if method in ("get", "post", "put", "patch", "delete")}
@@ -216,7 +217,7 @@ def test_readme_and_protocol_name_the_same_paths(client: FlaskClient) -> None:
     text = (root / "README.md").read_text() + (root / "docs" / "protocol.md").read_text()
     for path in _document(client)["paths"]:
         written = (path.replace("{session_id}", "<id>").replace("{request_id}", "<request_id>")
-                   .replace("{n}", "<n>"))
+                   .replace("{n}", "<n>").replace("{path}", "<path>"))
         assert written in text, path
 
 
@@ -252,6 +253,17 @@ class Target:
                         resume=False, queued=[(queue_id, "fuzz")])
         return queue_id
 
+    def written_file(self) -> str:
+        """A file in the target's folder that its agent wrote (a Write tool call in its log),
+        for the Changes routes."""
+        path = Path(self.session.workspace) / "fuzz.txt"
+        if not path.exists():
+            path.write_text("written by the agent\n")
+            self.session.log.append("tool_use", {"tool_use_id": "fuzz", "name": "Write",
+                                                 "input": {"file_path": str(path),
+                                                           "content": path.read_text()}})
+        return path.name
+
     def _pending(self, kind: str) -> str | None:
         if self.session.state == "ended":
             return None
@@ -272,6 +284,9 @@ class Target:
             queue_id = self.queued_id()  # position 1 holds a prompt
             if isinstance(case.query, dict) and "queue_id" in case.query:
                 case.query["queue_id"] = queue_id
+        path = params.get("path")
+        if isinstance(path, str) and zlib.crc32(path.encode("utf-8", "replace")) % 2:
+            params["path"] = self.written_file()
         rid = params.get("request_id")
         if isinstance(rid, str) and zlib.crc32(rid.encode("utf-8", "replace")) % 3:
             params["request_id"] = (self.approval_id() if "/approvals/" in case.path

@@ -14,8 +14,6 @@ from hypothesis import strategies as st
 from tether import changes
 from tether.changes import (
     EMPTY_TREE,
-    FolderUnavailable,
-    PathNotAllowed,
     git_changes,
     git_diff,
     head_commit,
@@ -25,7 +23,7 @@ from tether.changes import (
     tool_diff,
     written_files,
 )
-from tether.errors import BadRequest, NotFound
+from tether.errors import BadRequest, NotADirectory, NotFound, PathNotAllowed
 
 
 def git(repo: Path, *args: str) -> str:
@@ -219,7 +217,7 @@ def test_a_folder_removed_under_the_session_is_a_clear_error(tmp_path: Path) -> 
     folder.rmdir()
     for call in (lambda: git_changes(folder, None), lambda: read_file(folder, "a"),
                  lambda: git_diff(folder, None, "a")):
-        with pytest.raises(FolderUnavailable):
+        with pytest.raises(NotADirectory):
             call()
 
 

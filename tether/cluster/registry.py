@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.agents.base import AgentCatalog
+from tether.changes import head_commit
 from tether.cluster.envelopes import rest
 from tether.cluster.errors import available
 from tether.cluster.membership import Membership
@@ -126,12 +127,13 @@ class ClusterRegistry(SessionRegistry):
         if folder is None:
             workspace.mkdir(parents=True, exist_ok=True)
         created = round(self._clock(), 3)
+        base = (head_commit(folder) or "") if folder is not None else ""
         try:
             self.redis_store.call(
                 "create", session_id, repr(created), self.settings.max_sessions,
                 "agent", spec.name, "title", title or f"{spec.name} session",
                 "title_set", int(title is not None), "workspace", str(workspace),
-                "auto_approve", 0, "agent_session_id", "")
+                "auto_approve", 0, "agent_session_id", "", "base_commit", base)
         except Refused as exc:
             if folder is None:  # a project folder is the user's: never removed
                 workspace.rmdir()

@@ -144,6 +144,12 @@ class ClusterSession:
 
     @property
     @available
+    def base_commit(self) -> str:
+        """The commit HEAD named in the workspace at creation ("" outside git)."""
+        return self._fields("base_commit")[0] or ""
+
+    @property
+    @available
     def agent_session_id(self) -> str:
         return self._fields("agent_session_id")[0] or ""
 

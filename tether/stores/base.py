@@ -81,9 +81,11 @@ class SessionRecord:
 
     ``created_at`` is Unix time in seconds; ``workspace`` an absolute path; ``turns`` the
     number of the newest turn; ``agent_session_id`` the agent's conversation id (Claude Code's
-    session id, which ``--resume`` takes); ``title_set`` whether a person chose the title (at
-    creation or by renaming): False while it is the default or the one the first prompt gave,
-    so that the first prompt may name the session.
+    session id, which ``--resume`` takes); ``base_commit`` the commit ``HEAD`` named in the
+    workspace when the session was created (``""``: it was not a git work tree; the Changes
+    panel compares against it, :mod:`tether.changes`); ``title_set`` whether a person chose
+    the title (at creation or by renaming): False while it is the default or the one the
+    first prompt gave, so that the first prompt may name the session.
     """
 
     id: str
@@ -95,6 +97,7 @@ class SessionRecord:
     agent_session_id: str
     turns: int
     title_set: bool = False
+    base_commit: str = ""
 
 
 class Store(Protocol):

@@ -121,7 +121,7 @@ _LIBRARY_CODE = (resources.files("tether.stores").joinpath("redis_functions.lua"
                  .replace("@WAKE_DATA_BYTES@", str(WAKE_DATA_BYTES)))
 
 _RECORD_FIELDS = ("agent", "title", "created_at", "workspace", "auto_approve",
-                  "agent_session_id", "turns", "title_set")
+                  "agent_session_id", "turns", "title_set", "base_commit")
 
 
 class EpochChanged(RuntimeError):
@@ -417,7 +417,7 @@ class RedisStore:
                   "created_at": repr(float(record.created_at)), "workspace": record.workspace,
                   "auto_approve": int(record.auto_approve),
                   "agent_session_id": record.agent_session_id, "turns": record.turns,
-                  "title_set": int(record.title_set)}
+                  "title_set": int(record.title_set), "base_commit": record.base_commit}
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(self._keys.rec(record.id), mapping=fields)
         pipe.zadd(self._keys.sessions, {record.id: float(record.created_at)})
@@ -435,11 +435,12 @@ class RedisStore:
             for session_id, values in zip(page, pipe.execute(), strict=True):
                 if values[0] is None:
                     continue  # deleted between the two reads
-                f = dict(zip(_RECORD_FIELDS, (v.decode() for v in values), strict=True))
+                f = dict(zip(_RECORD_FIELDS, ("" if v is None else v.decode() for v in values),
+                             strict=True))
                 records.append(SessionRecord(
                     session_id, f["agent"], f["title"], float(f["created_at"]), f["workspace"],
                     f["auto_approve"] == "1", f["agent_session_id"], int(f["turns"]),
-                    f["title_set"] == "1"))
+                    f["title_set"] == "1", f["base_commit"]))
         return records
 
     # -- lifetime ----------------------------------------------------------------------

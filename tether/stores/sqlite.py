@@ -59,7 +59,7 @@ DEFAULT_TAIL = 1024
 #: Rows read per query when replaying from the file; the hub runs other greenlets between.
 PAGE_ROWS = 1000
 #: ``PRAGMA user_version`` of the schema below; :data:`_MIGRATIONS` bring older files to it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -72,7 +72,8 @@ CREATE TABLE sessions (
     auto_approve INTEGER NOT NULL,
     agent_session_id TEXT NOT NULL,
     turns INTEGER NOT NULL,
-    title_set INTEGER NOT NULL DEFAULT 0
+    title_set INTEGER NOT NULL DEFAULT 0,
+    base_commit TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE events (
     session_id TEXT NOT NULL,
@@ -92,6 +93,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # the default "<agent> session" (issue 17: the first prompt names an unnamed session).
     2: ("ALTER TABLE sessions ADD COLUMN title_set INTEGER NOT NULL DEFAULT 0",
         "UPDATE sessions SET title_set = (title != agent || ' session')"),
+    # 3: the commit the Changes panel compares against (issue 18); none for older sessions.
+    3: ("ALTER TABLE sessions ADD COLUMN base_commit TEXT NOT NULL DEFAULT ''",),
 }
 
 
@@ -265,20 +268,21 @@ class SqliteStore:
         with self._lock:
             self._connection().execute(
                 "INSERT OR REPLACE INTO sessions (id, agent, title, created_at, workspace, "
-                "auto_approve, agent_session_id, turns, title_set) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "auto_approve, agent_session_id, turns, title_set, base_commit) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.id, record.agent, record.title, record.created_at, record.workspace,
                  int(record.auto_approve), record.agent_session_id, record.turns,
-                 int(record.title_set)))
+                 int(record.title_set), record.base_commit))
 
     def sessions(self) -> list[SessionRecord]:
         with self._lock:
             rows = self._connection().execute(
                 "SELECT id, agent, title, created_at, workspace, auto_approve, "
-                "agent_session_id, turns, title_set FROM sessions ORDER BY created_at, id"
+                "agent_session_id, turns, title_set, base_commit FROM sessions "
+                "ORDER BY created_at, id"
             ).fetchall()
-        return [SessionRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], bool(r[8]))
-                for r in rows]
+        return [SessionRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], bool(r[8]),
+                              r[9]) for r in rows]
 
     # -- lifetime ----------------------------------------------------------------------
 
