@@ -34,6 +34,8 @@ def healthz() -> Response:
 def agents() -> Response:
     return jsonify(agents=[{"name": a.name, "available": a.available,
                             "description": a.description,
+                            "permission_modes": list(a.permission_modes),
+                            "models": list(a.models), "models_source": a.models_source,
                             **({"reason": a.reason} if a.reason else {}),
                             **({"commands": a.commands} if a.commands else {})}
                            for a in current_core().agents.describe()])
@@ -42,7 +44,9 @@ def agents() -> Response:
 @bp.post("/api/sessions")
 def create_session() -> tuple[Response, int]:
     body = json_body(CreateSession, optional=True)
-    session = current_core().create(agent=body.agent, title=body.title, cwd=body.cwd)
+    session = current_core().create(agent=body.agent, title=body.title, cwd=body.cwd,
+                                    model=body.model, permission_mode=body.permission_mode,
+                                    by=_client_label(body.client))
     return jsonify(session.to_dict()), 201
 
 
@@ -61,7 +65,8 @@ def get_session(session_id: str) -> Response:
 def update_session(session_id: str) -> Response:
     session = current_core().get(session_id)
     body = json_body(UpdateSession)
-    session.update(title=body.title, auto_approve=body.auto_approve)
+    session.update(title=body.title, auto_approve=body.auto_approve, model=body.model,
+                   permission_mode=body.permission_mode, by=_client_label(body.client))
     return jsonify(session.to_dict())
 
 

@@ -44,11 +44,20 @@ class CreateSession(Body):
     #: A folder under ``TETHER_PROJECT_ROOTS`` to open the session in; absent: the
     #: session's own empty workspace.
     cwd: str | None = None
+    #: One of the agent's ``models`` / ``permission_modes`` (``GET /api/agents``); absent:
+    #: its default. Checked against the agent's lists by the core (400 naming them).
+    model: str | None = Field(None, max_length=200)
+    permission_mode: str | None = Field(None, max_length=100)
+    #: Who made the choice, for the ``model`` / ``mode`` events (default: the address).
+    client: str | None = Field(None, max_length=MAX_CLIENT_CHARS)
 
 
 class UpdateSession(Body):
     title: str | None = None
     auto_approve: bool | None = None
+    model: str | None = Field(None, max_length=200)
+    permission_mode: str | None = Field(None, max_length=100)
+    client: str | None = Field(None, max_length=MAX_CLIENT_CHARS)
 
 
 class Prompt(Body):

@@ -21,6 +21,7 @@ HTTP_STATUS = {
     "bad_request": 400,
     "path_not_allowed": 400,
     "not_a_directory": 400,
+    "mode_not_allowed": 400,
     "unauthorized": 401,
     "forbidden": 403,
     "auto_approve_disabled": 403,
@@ -67,10 +68,12 @@ JSONRPC_CODE = {
     "queue_full": -32008,
     "store_unavailable": -32009,
     "git_failed": -32010,
+    "mode_not_allowed": -32011,
 }
 
 _CODE_FOR_STATUS = {status: code for code, status in HTTP_STATUS.items()
-                    if code not in ("path_not_allowed", "not_a_directory", "session_busy",
+                    if code not in ("path_not_allowed", "not_a_directory", "mode_not_allowed",
+                                    "session_busy",
                                     "queue_full", "already_resolved", "too_many_sessions",
                                     "auto_approve_disabled", "host_not_allowed",
                                     "git_failed")}

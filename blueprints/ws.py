@@ -440,8 +440,9 @@ class Connection:
         return self.core.get(params.session_id)
 
     def session_create(self, params: CreateSession) -> dict[str, Any]:
-        return self.core.create(agent=params.agent, title=params.title,
-                                cwd=params.cwd).to_dict()
+        return self.core.create(agent=params.agent, title=params.title, cwd=params.cwd,
+                                model=params.model, permission_mode=params.permission_mode,
+                                by=params.client or self.label).to_dict()
 
     def session_list(self, params: NoParams) -> dict[str, Any]:
         return {"sessions": [s.to_dict() for s in self.core.list()], "epoch": self.core.epoch}
@@ -451,7 +452,9 @@ class Connection:
 
     def session_update(self, params: UpdateParams) -> dict[str, Any]:
         session = self._session(params)
-        session.update(title=params.title, auto_approve=params.auto_approve)
+        session.update(title=params.title, auto_approve=params.auto_approve,
+                       model=params.model, permission_mode=params.permission_mode,
+                       by=params.client or self.label)
         return session.to_dict()
 
     def session_delete(self, params: SessionRef) -> dict[str, Any]:

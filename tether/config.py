@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     #: Sessions may switch auto-approve on; off, every such change is refused (403
     #: ``auto_approve_disabled``) and no session auto-approves.
     allow_auto_approve: bool = Field(True, validation_alias=_env("ALLOW_AUTO_APPROVE"))
+    #: Sessions may run in a permission mode that runs tools without asking a person
+    #: (``bypassPermissions``, ``auto``: tether.agents.modes); off, such a mode is refused
+    #: (400 ``mode_not_allowed``).
+    allow_bypass: bool = Field(False, validation_alias=_env("ALLOW_BYPASS"))
 
     @model_validator(mode="after")
     def _check_lease(self) -> Settings:

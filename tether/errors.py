@@ -69,6 +69,13 @@ class AutoApproveDisabled(TetherError):
     code = "auto_approve_disabled"
 
 
+class ModeNotAllowed(TetherError):
+    """A permission mode in which tools run without asking a person (``bypassPermissions``,
+    ``auto``) was asked for, and the server was not started with ``TETHER_ALLOW_BYPASS=1``."""
+
+    code = "mode_not_allowed"
+
+
 class TooManySessions(TetherError):
     """A new session would exceed ``TETHER_MAX_SESSIONS``; delete one first."""
 

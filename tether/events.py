@@ -38,6 +38,9 @@ KINDS: Final = frozenset(
         # docs/protocol.md, "Slash commands": the agent's commands, and /clear's answer.
         "commands",
         "context_cleared",
+        # docs/protocol.md, "Model and permission mode": a change, and who made it.
+        "mode",
+        "model",
     }
 )
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from tether.agents.base import AgentSpec
+from tether.agents.base import AgentSpec, options_argv
 from tether.agents.claude import (
     ASK_USER_QUESTION,
     CostMeter,
@@ -31,6 +31,7 @@ from tether.agents.claude import (
     user_message,
 )
 from tether.agents.commands import command_list
+from tether.agents.modes import DEFAULT_MODEL, models_from_initialize
 from tether.config import Settings
 from tether.errors import Fenced
 from tether.process import MAX_LINE_BYTES, AgentProcess
@@ -47,6 +48,11 @@ LOGGED_BAD_LINES = 5
 #: Fields of a ``can_use_tool`` request shown with an approval (PROTOCOLS.md 2.3).
 APPROVAL_EXTRAS = ("description", "decision_reason", "title", "blocked_path",
                    "permission_suggestions", "agent_id")
+
+#: The tool with which Claude Code in Plan mode presents its plan. Its ``can_use_tool``
+#: request carries an empty ``input`` (2.1.328 [obs]): the plan is in the ``tool_use``
+#: block before it, so the runner adds it to the approval as ``plan``.
+EXIT_PLAN_MODE = "ExitPlanMode"
 
 
 #: Lines the runner reads from an agent before it lets other greenlets run (a burst).
@@ -84,6 +90,12 @@ class AgentHost:
         #: it is stopped (the cluster records its agents' process groups, so that gunicorn's
         #: master can kill them if this worker dies: tether.cluster.membership).
         self.on_process: Callable[[int, bool], None] | None = None
+        #: The model and permission mode the next process starts with and the live one was
+        #: last told (:meth:`configure`).
+        self.model = DEFAULT_MODEL
+        self.permission_mode = "default"
+        #: Modes Tether asked the live process for whose ``system/status`` has not come back.
+        self._asked_modes: list[str] = []
 
     def resume(self, agent_session_id: str) -> None:
         """Continue an agent session an earlier server started (a session restored from a
@@ -111,7 +123,10 @@ class AgentHost:
         if stale is not None:
             stale.stop(0)
             self._tell(stale.pid, False)
-        argv = self.spec.argv(self.agent_session_id, resume=self.started)
+        argv = [*self.spec.argv(self.agent_session_id, resume=self.started),
+                *options_argv(self.spec, self.model, self.permission_mode)]
+        with self._lock:
+            self._asked_modes.clear()
         process = AgentProcess(argv, self.workspace, self.spec.env())
         logger.info("started agent %s pid %s", self.spec.name, process.pid)
         self._tell(process.pid, True)
@@ -134,6 +149,46 @@ class AgentHost:
         body = response.get("response")
         if response.get("request_id") == self._initialize_id and isinstance(body, Mapping):
             self._reported_commands = body.get("commands")
+            listed = models_from_initialize(body.get("models"))
+            if listed and hasattr(self.spec, "known_models"):
+                # What a session of this agent may pick (GET /api/agents, PATCH checks).
+                self.spec.known_models = listed  # type: ignore[misc]
+
+    def configure(self, model: str | None = None, permission_mode: str | None = None) -> None:
+        """Run with ``model`` and/or ``permission_mode`` (None leaves one as it is): the next
+        process starts with them (``--model``, ``--permission-mode``), and a live one is told
+        at once with the control requests ``set_model`` and ``set_permission_mode``
+        (PROTOCOLS.md 2.5), during a turn or between turns. Values are not checked here."""
+        with self._lock:
+            process = self._process if self._process is not None and self._process.alive \
+                else None
+            send: list[dict[str, Any]] = []
+            if permission_mode is not None and permission_mode != self.permission_mode:
+                self.permission_mode = permission_mode
+                if process is not None:
+                    self._asked_modes.append(permission_mode)
+                    send.append(control_request("set_permission_mode", mode=permission_mode))
+            if model is not None and model != self.model:
+                self.model = model
+                if process is not None:
+                    # Without a model Claude Code goes back to its default (2.1.328 [obs]).
+                    send.append(control_request("set_model", model=model)
+                                if model != DEFAULT_MODEL else control_request("set_model"))
+        for message in send:
+            process.send(message)  # type: ignore[union-attr]
+
+    def reported_mode(self, mode: str) -> bool:
+        """The agent reports it runs in ``mode`` (a ``system/status``). True when the agent
+        changed it by itself (Claude Code leaves Plan mode when its plan is approved), not
+        in answer to :meth:`configure`: then it is the host's mode from now on."""
+        with self._lock:
+            if mode in self._asked_modes:
+                del self._asked_modes[:self._asked_modes.index(mode) + 1]
+                return False
+            if self._asked_modes or mode == self.permission_mode:
+                return False
+            self.permission_mode = mode
+            return True
 
     def agent_init(self, message: Mapping[str, Any]) -> list[dict[str, Any]] | None:
         """A ``system/init``: the agent session is started, under the id it reports (``/clear``
@@ -250,6 +305,8 @@ class Turn:
         #: ``time.monotonic()`` when the turn was created (the prompt): for its duration.
         self.started = time.monotonic()
         self._cli_requests: dict[str, PendingRequest] = {}
+        #: ExitPlanMode inputs by tool_use id (their can_use_tool lacks the plan).
+        self._plans: dict[str, Any] = {}
         self._got_result = False
         self._fenced = False
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"turn-{number}")
@@ -390,7 +447,11 @@ class Turn:
                 commands = None
                 if mtype == "system" and message.get("subtype") == "init":
                     commands = self._host.agent_init(message)
+                elif mtype == "system" and message.get("subtype") == "status":
+                    self._status(message)
                 for kind, payload in translate(message, self._host.spec.name):
+                    if kind == "tool_use" and payload.get("name") == EXIT_PLAN_MODE:
+                        self._plans[str(payload.get("tool_use_id"))] = payload.get("input")
                     if kind == "result":
                         payload.update(self._host.costs.result(message.get("total_cost_usd")))
                         if self._cancel_reason == "cancelled":
@@ -405,6 +466,13 @@ class Turn:
                     self._got_result = True
                     return "error" if message.get("is_error") else "completed"
         return self._ended_early(process)
+
+    def _status(self, message: Mapping[str, Any]) -> None:
+        """A ``system/status``: a ``permissionMode`` the agent took by itself becomes a
+        ``mode`` event (``by: "agent"``), so every client shows it."""
+        mode = message.get("permissionMode")
+        if isinstance(mode, str) and mode and self._host.reported_mode(mode):
+            self._log.append("mode", {"permission_mode": mode, "by": "agent"})
 
     def _bad_output(self, raw: bytes | None, count: int) -> None:
         """A stdout line that is not a JSON object, or None for one over the length limit.
@@ -474,6 +542,13 @@ class Turn:
             entry, _ = self._prompts.open_clarify(questions, tool_use_id)
             return entry
         extras = {k: request[k] for k in APPROVAL_EXTRAS if k in request}
+        if request.get("tool_name") == EXIT_PLAN_MODE:
+            plan = tool_input.get("plan") if isinstance(tool_input, Mapping) else None
+            shown = self._plans.get(str(tool_use_id))
+            if not isinstance(plan, str) and isinstance(shown, Mapping):
+                plan = shown.get("plan")
+            if isinstance(plan, str):
+                extras["plan"] = plan
         entry, _ = self._prompts.open_approval(str(request.get("tool_name")), tool_input,
                                                tool_use_id, **extras)
         return entry

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tether.agents.base import AgentCatalog, AgentSpec
+from tether.agents.base import AgentCatalog, AgentSpec, check_options, default_options
 from tether.agents.catalog import default_catalog
+from tether.agents.modes import UNATTENDED_MODES
 from tether.changes import head_commit
 from tether.config import Settings
 from tether.datadir import prepare as prepare_data_dir
@@ -99,7 +100,7 @@ class Session:
                  on_record_changed: Callable[[Session], None] | None = None,
                  on_turn_ended: Callable[[str, float], None] | None = None,
                  title_set: bool = True, projects: Projects | None = None,
-                 base_commit: str = "") -> None:
+                 base_commit: str = "", model: str = "", permission_mode: str = "") -> None:
         self.id = session_id
         self.agent = agent
         self.title = title
@@ -119,6 +120,9 @@ class Session:
         self._on_turn_ended = on_turn_ended or (lambda reason, seconds: None)
         self._settings = settings
         self._host = AgentHost(agent, workspace, settings)
+        default_model, default_mode = default_options(agent)
+        self._host.model = model or default_model
+        self._host.permission_mode = permission_mode or default_mode
         self._lock = threading.Lock()
         self._turn: Turn | None = None
         self._turns = 0
@@ -138,6 +142,17 @@ class Session:
     @property
     def auto_approve(self) -> bool:
         return self.prompts.auto_approve
+
+    @property
+    def model(self) -> str:
+        """The model the agent runs with (an id of ``GET /api/agents``' ``models``)."""
+        return self._host.model
+
+    @property
+    def permission_mode(self) -> str:
+        """The agent's permission mode (``default``, ``plan`` …); the agent may change it by
+        itself (Claude Code leaves ``plan`` when its plan is approved)."""
+        return self._host.permission_mode
 
     @property
     def turn_active(self) -> bool:
@@ -311,8 +326,13 @@ class Session:
             self._on_prompts_changed()  # inbox entries carry the title
             self._save_record()
 
-    def update(self, title: str | None = None, auto_approve: bool | None = None) -> None:
-        """Rename the session and/or switch auto-approve (None leaves a field as it is).
+    def update(self, title: str | None = None, auto_approve: bool | None = None,
+               model: str | None = None, permission_mode: str | None = None,
+               by: str = "") -> None:
+        """Rename the session, switch auto-approve, change its model or permission mode (None
+        leaves a field as it is). A model or mode change is a ``model`` / ``mode`` event
+        naming ``by`` (the client), and reaches the agent at once: its live process through
+        control requests, during a turn or between turns; otherwise its next process.
 
         Switching auto-approve on does not settle approvals already pending: a person
         answers those (the card is on screen).
@@ -321,10 +341,14 @@ class Session:
         :raises AutoApproveDisabled: ``auto_approve`` is True and ``TETHER_ALLOW_AUTO_APPROVE``
             is off (nothing changed; False is accepted: it is what the session has).
         :raises ShuttingDown: the server is stopping (nothing changed).
+        :raises BadRequest: a model or mode the agent does not offer (nothing changed).
+        :raises ModeNotAllowed: a mode that runs tools unasked without
+            ``TETHER_ALLOW_BYPASS=1`` (nothing changed).
         """
         if self._shutting_down:
             raise ShuttingDown("the server is shutting down; change the session once it is "
                                "back")
+        check_options(self.agent, model, permission_mode, self._settings.allow_bypass)
         if auto_approve and not self._settings.allow_auto_approve:
             raise AutoApproveDisabled(
                 "auto-approve is disabled on this server (TETHER_ALLOW_AUTO_APPROVE=0): every "
@@ -335,8 +359,23 @@ class Session:
             self._on_prompts_changed()  # inbox entries carry the title
         if auto_approve is not None:
             self.prompts.auto_approve = auto_approve
-        if title is not None or auto_approve is not None:
+        changed = self._configure(model, permission_mode, by)
+        if title is not None or auto_approve is not None or changed:
             self._on_record_changed(self)
+
+    def _configure(self, model: str | None, permission_mode: str | None, by: str) -> bool:
+        """Log and apply a model / mode change (checked already); True when one changed."""
+        with self._lock:  # one change at a time: the log's order is the agent's
+            if model == self.model:
+                model = None
+            if permission_mode == self.permission_mode:
+                permission_mode = None
+            if model is not None:
+                self.log.append("model", {"model": model, "by": by})
+            if permission_mode is not None:
+                self.log.append("mode", {"permission_mode": permission_mode, "by": by})
+            self._host.configure(model=model, permission_mode=permission_mode)
+        return model is not None or permission_mode is not None
 
     def cancel(self) -> bool:
         """Stop the running turn (Stop in the UI). False when no turn is running."""
@@ -375,7 +414,8 @@ class Session:
         """What the store keeps about this session (besides its log)."""
         return SessionRecord(self.id, self.agent.name, self.title, self.created_at,
                              str(self.workspace), self.auto_approve, self.agent_session_id,
-                             self._turns, self.title_set, self.base_commit)
+                             self._turns, self.title_set, self.base_commit, self.model,
+                             self.permission_mode)
 
     def restore(self, turns: int, auto_approve: bool, agent_session_id: str,
                 resume: bool, queued: list[tuple[str, str]] | None = None,
@@ -407,6 +447,10 @@ class Session:
                            "TETHER_ALLOW_AUTO_APPROVE=0 says", self.id)
             auto_approve = False
         self.prompts.auto_approve = auto_approve
+        if self.permission_mode in UNATTENDED_MODES and not self._settings.allow_bypass:
+            logger.warning("session %s ran in permission mode %s; it is back to default, as "
+                           "TETHER_ALLOW_BYPASS is off", self.id, self.permission_mode)
+            self._host.permission_mode = default_options(self.agent)[1]
         if resume:
             self._host.resume(agent_session_id)
         else:
@@ -428,6 +472,8 @@ class Session:
             "last_event_id": self.log.last_id,
             "agent_session_id": self.agent_session_id,
             "auto_approve": self.auto_approve,
+            "model": self.model,
+            "permission_mode": self.permission_mode,
             "queue": [{"n": n, "queue_id": item.queue_id, "text": item.text}
                       for n, item in enumerate(self.queue, 1)],
             "pending": {
@@ -569,12 +615,17 @@ class SessionRegistry:
         return self.store.epoch
 
     def create(self, agent: str | None = None, title: str | None = None,
-               cwd: str | None = None) -> Session:
+               cwd: str | None = None, model: str | None = None,
+               permission_mode: str | None = None, by: str = "") -> Session:
         """A new idle session with its own workspace under ``TETHER_DATA_DIR``, or opened in
-        the project folder ``cwd`` (resolved; never created, never removed with it).
+        the project folder ``cwd`` (resolved; never created, never removed with it), its
+        agent run with ``model`` and ``permission_mode`` (None: the agent's defaults; others
+        are ``model`` / ``mode`` events naming ``by``, its first ones).
 
         :raises NotFound: no agent of that name.
-        :raises BadRequest: the title is too long.
+        :raises BadRequest: the title is too long; a model or mode the agent does not offer.
+        :raises ModeNotAllowed: a mode that runs tools unasked without
+            ``TETHER_ALLOW_BYPASS=1``.
         :raises PathNotAllowed: ``cwd`` is not inside a project root, or not readable
             (:meth:`tether.projects.Projects.resolve`).
         :raises NotADirectory: ``cwd`` is missing, or a file.
@@ -582,6 +633,7 @@ class SessionRegistry:
         :raises ShuttingDown: the server is stopping.
         """
         spec = self.agents.get(agent or self.settings.agent)
+        check_options(spec, model, permission_mode, self.settings.allow_bypass)
         title = check_title(title) if title is not None and title.strip() else None
         folder = self.projects.resolve(cwd) if cwd is not None else None
         session_id = secrets.token_hex(16)  # 128 bits: unguessable
@@ -610,6 +662,7 @@ class SessionRegistry:
                               title_set=title is not None,
                               projects=self.projects if folder is not None else None,
                               base_commit=base)
+            session.update(model=model, permission_mode=permission_mode, by=by)
             self.store.save_session(session.record())
             with self._lock:
                 self._sessions[session_id] = session
@@ -741,7 +794,8 @@ class SessionRegistry:
                               on_record_changed=self._save,
                               on_turn_ended=self.metrics.turn_ended,
                               title_set=record.title_set, base_commit=record.base_commit,
-                              projects=None if own else self.projects)
+                              projects=None if own else self.projects, model=record.model,
+                              permission_mode=record.permission_mode)
             session.restore(max(record.turns, state.turns), record.auto_approve,
                             state.agent_session_id or record.agent_session_id,
                             resume=state.agent_session_id is not None, queued=state.queued,

@@ -38,7 +38,8 @@ def test_healthz_and_agents(client: FlaskClient) -> None:
     agents = {a["name"]: a for a in client.get("/api/agents").get_json()["agents"]}
     assert agents["local"]["available"] is True and "reason" not in agents["local"]
     claude = agents["claude"]
-    assert set(claude) <= {"name", "available", "description", "reason"}
+    assert set(claude) <= {"name", "available", "description", "reason", "permission_modes",
+                           "models", "models_source"}
     assert claude["available"] is ("reason" not in claude)
 
 

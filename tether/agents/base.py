@@ -10,8 +10,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tether.agents.modes import UNATTENDED_MODES, default_model
 from tether.config import SECRET_SETTINGS
-from tether.errors import NotFound
+from tether.errors import BadRequest, ModeNotAllowed, NotFound
 
 
 class AgentSpec(Protocol):
@@ -42,6 +43,67 @@ class AgentSpec(Protocol):
         base URLs reach it, less Tether's own secrets."""
 
 
+#: What an agent without modes or models of its own offers (a spec that names none).
+PLAIN_MODES: tuple[str, ...] = ("default",)
+PLAIN_MODELS: tuple[dict[str, Any], ...] = ({"id": "default", "name": "Default",
+                                             "default": True},)
+
+
+def permission_modes(spec: AgentSpec) -> tuple[str, ...]:
+    """The permission modes ``spec`` takes (``permission_modes``), its default first."""
+    return tuple(getattr(spec, "permission_modes", PLAIN_MODES))
+
+
+def models(spec: AgentSpec) -> tuple[list[dict[str, Any]], str]:
+    """``(models, source)``: what the agent's newest process listed in its ``initialize``
+    answer (``known_models``; source ``"agent"``), else its static list (``static_models``;
+    source ``"static"``): ``[{"id", "name", "default"?}]``, the default marked."""
+    known = getattr(spec, "known_models", None)
+    if known:
+        return [dict(m) for m in known], "agent"
+    return [dict(m) for m in getattr(spec, "static_models", PLAIN_MODELS)], "static"
+
+
+def options_argv(spec: AgentSpec, model: str, permission_mode: str) -> list[str]:
+    """The flags that start the agent with ``model`` and ``permission_mode``
+    (``spec.options_argv``; none for a spec without it)."""
+    build = getattr(spec, "options_argv", None)
+    return list(build(model, permission_mode)) if callable(build) else []
+
+
+def check_options(spec: AgentSpec, model: str | None, permission_mode: str | None,
+                  allow_bypass: bool) -> None:
+    """Check a session's model and permission mode against what ``spec`` offers (None: not
+    asked for).
+
+    :raises BadRequest: a model or mode the agent does not offer (the message names the
+        allowed ones).
+    :raises ModeNotAllowed: a mode that runs tools without asking a person
+        (:data:`~tether.agents.modes.UNATTENDED_MODES`) and ``allow_bypass`` is off
+        (``TETHER_ALLOW_BYPASS``).
+    """
+    if permission_mode is not None:
+        modes = permission_modes(spec)
+        if permission_mode not in modes:
+            raise BadRequest(f"permission_mode {permission_mode[:60]!r} is not one of the "
+                             f"{spec.name} agent's: {', '.join(modes)}")
+        if permission_mode in UNATTENDED_MODES and not allow_bypass:
+            raise ModeNotAllowed(
+                f"permission mode {permission_mode!r} runs tools without asking anyone, and "
+                "this server does not allow it (start it with TETHER_ALLOW_BYPASS=1)")
+    if model is not None:
+        listed, _ = models(spec)
+        ids = [m["id"] for m in listed]
+        if model not in ids:
+            raise BadRequest(f"model {model[:80]!r} is not one of the {spec.name} agent's: "
+                             f"{', '.join(ids)}")
+
+
+def default_options(spec: AgentSpec) -> tuple[str, str]:
+    """``(model, permission_mode)`` a new session of ``spec`` starts with."""
+    return default_model(models(spec)[0]), permission_modes(spec)[0]
+
+
 @dataclass(frozen=True)
 class AgentInfo:
     name: str
@@ -51,6 +113,11 @@ class AgentInfo:
     reason: str | None = None
     #: The slash commands it listed last (:attr:`AgentSpec.known_commands`).
     commands: list[dict[str, Any]] | None = None
+    #: Its permission modes, default first (:func:`permission_modes`).
+    permission_modes: tuple[str, ...] = PLAIN_MODES
+    #: Its models, the default marked, and where the list comes from (:func:`models`).
+    models: tuple[dict[str, Any], ...] = PLAIN_MODELS
+    models_source: str = "static"
 
 
 class AgentCatalog:
@@ -70,8 +137,10 @@ class AgentCatalog:
         infos = []
         for agent in self._agents.values():
             reason = agent.unavailable()
+            listed, source = models(agent)
             infos.append(AgentInfo(agent.name, reason is None, agent.description, reason,
-                                   getattr(agent, "known_commands", None)))
+                                   getattr(agent, "known_commands", None),
+                                   permission_modes(agent), tuple(listed), source))
         return infos
 
     def __contains__(self, name: object) -> bool:

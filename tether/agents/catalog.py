@@ -12,6 +12,7 @@ from typing import Any
 from tether.agents.base import AgentCatalog, inherited_env
 from tether.agents.claude import STREAM_JSON_FLAGS, session_flag
 from tether.agents.commands import CLAUDE_HEADLESS_REFUSED
+from tether.agents.modes import CLAUDE_MODELS, CLAUDE_PERMISSION_MODES, DEFAULT_MODEL
 from tether.config import Settings
 
 #: Environment variables with which Claude Code needs no login of its own: an API key, a
@@ -45,12 +46,28 @@ def claude_login_missing(environ: Mapping[str, str]) -> str | None:
             f"(looked in {config})")
 
 
+def mode_flags(model: str, permission_mode: str) -> list[str]:
+    """``--model=`` and ``--permission-mode=`` (PROTOCOLS.md 1.4), each left out when it is
+    the default; the equals form, so that a value cannot become a flag."""
+    flags = []
+    if model and model != DEFAULT_MODEL:
+        flags.append(f"--model={model}")
+    if permission_mode and permission_mode != "default":
+        flags.append(f"--permission-mode={permission_mode}")
+    return flags
+
+
 class ClaudeAgent:
     """Claude Code (``@anthropic-ai/claude-code``), driven as the Claude Agent SDK drives it."""
 
     name = "claude"
     description = "Claude Code: a real coding agent (needs the claude CLI and an API key)."
     known_commands: list[dict[str, Any]] | None = None
+    #: Modes and models (tether.agents.modes); ``known_models`` is what the newest process's
+    #: ``initialize`` answer listed (None until one ran).
+    permission_modes = CLAUDE_PERMISSION_MODES
+    static_models = CLAUDE_MODELS
+    known_models: list[dict[str, Any]] | None = None
     #: Slash commands it refuses headless, with the reason the composer shows.
     refused_commands = CLAUDE_HEADLESS_REFUSED
 
@@ -69,6 +86,9 @@ class ClaudeAgent:
         binary = self._settings.resolve_claude_bin() or "claude"
         return [binary, *STREAM_JSON_FLAGS, session_flag(agent_session_id, resume)]
 
+    def options_argv(self, model: str, permission_mode: str) -> list[str]:
+        return mode_flags(model, permission_mode)
+
     def env(self) -> dict[str, str]:
         # CLAUDE_CODE_ENTRYPOINT as the SDK sets it (PROTOCOLS.md 1.1).
         return inherited_env(CLAUDE_CODE_ENTRYPOINT="sdk-py")
@@ -82,12 +102,21 @@ class LocalAgent:
     description = ("Local helper: runs shell commands you approve ($ cmd), diagnostics "
                    "(triage, disk, memory, processes) and questions (ask). No API key.")
     refused_commands: dict[str, str] = {}
+    #: The modes tether.agents.local emulates (``plan`` refuses commands and presents a plan
+    #: through ExitPlanMode; ``bypassPermissions`` runs them without asking).
+    permission_modes = ("default", "acceptEdits", "plan", "bypassPermissions")
+    static_models: tuple[dict[str, Any], ...] = (
+        {"id": "local", "name": "Local (no model)", "default": True},)
+    known_models: list[dict[str, Any]] | None = None
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
     def unavailable(self) -> str | None:
         return None
+
+    def options_argv(self, model: str, permission_mode: str) -> list[str]:
+        return mode_flags(model if model != "local" else DEFAULT_MODEL, permission_mode)
 
     def argv(self, agent_session_id: str, resume: bool) -> list[str]:
         return [sys.executable, "-m", "tether.agents.local", *STREAM_JSON_FLAGS,

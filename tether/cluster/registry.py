@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tether.agents.base import AgentCatalog
+from tether.agents.base import AgentCatalog, check_options, default_options
 from tether.changes import head_commit
 from tether.cluster.envelopes import rest
 from tether.cluster.errors import available
@@ -113,10 +113,13 @@ class ClusterRegistry(SessionRegistry):
 
     @available
     def create(self, agent: str | None = None, title: str | None = None,
-               cwd: str | None = None) -> ClusterSession:
+               cwd: str | None = None, model: str | None = None,
+               permission_mode: str | None = None, by: str = "") -> ClusterSession:
         """See :meth:`tether.sessions.SessionRegistry.create`; the session limit is the
         cluster's."""
         spec = self.agents.get(agent or self.settings.agent)
+        check_options(spec, model, permission_mode, self.settings.allow_bypass)
+        default_model, default_mode = default_options(spec)
         title = check_title(title) if title is not None and title.strip() else None
         folder = self.projects.resolve(cwd) if cwd is not None else None
         if self._stopping:
@@ -133,7 +136,8 @@ class ClusterRegistry(SessionRegistry):
                 "create", session_id, repr(created), self.settings.max_sessions,
                 "agent", spec.name, "title", title or f"{spec.name} session",
                 "title_set", int(title is not None), "workspace", str(workspace),
-                "auto_approve", 0, "agent_session_id", "", "base_commit", base)
+                "auto_approve", 0, "agent_session_id", "", "base_commit", base,
+                "model", default_model, "permission_mode", default_mode)
         except Refused as exc:
             if folder is None:  # a project folder is the user's: never removed
                 workspace.rmdir()
@@ -143,7 +147,10 @@ class ClusterRegistry(SessionRegistry):
                     "(TETHER_MAX_SESSIONS); delete one first") from None
             raise
         logger.info("created session %s (agent %s)", session_id, spec.name)
-        return self.get(session_id)
+        session = self.get(session_id)
+        if model is not None or permission_mode is not None:
+            session.update(model=model, permission_mode=permission_mode, by=by)
+        return session
 
     @available
     def get(self, session_id: str) -> ClusterSession:

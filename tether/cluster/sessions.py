@@ -25,7 +25,8 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tether.agents.base import AgentSpec
+from tether.agents.base import AgentSpec, check_options, default_options
+from tether.agents.modes import UNATTENDED_MODES
 from tether.cluster.envelopes import HOLE, rest, template
 from tether.cluster.errors import available
 from tether.cluster.owner_log import OwnerLog
@@ -62,8 +63,11 @@ CLOSE_POLL_SECONDS = 0.05
 #: Seconds between tries of an owner's write while Redis does not answer.
 OWNER_RETRY_SECONDS = 0.5
 #: The events a session's owner acts on: a turn begun on any worker, an answer given on
-#: any, the agent's conversation id (saved for the next owner).
-FOLLOWED_KINDS = frozenset({"user", "approval_resolved", "clarify_resolved", "agent_session"})
+#: any, the agent's conversation id (saved for the next owner), a model or mode change.
+#: A ``mode`` or ``model`` event is a command too: the owner tells its live agent
+#: (set_permission_mode, set_model), wherever the change was made.
+FOLLOWED_KINDS = frozenset({"user", "approval_resolved", "clarify_resolved", "agent_session",
+                            "mode", "model"})
 
 
 class ClusterSession:
@@ -144,6 +148,16 @@ class ClusterSession:
 
     @property
     @available
+    def model(self) -> str:
+        return self._fields("model")[0] or default_options(self.agent)[0]
+
+    @property
+    @available
+    def permission_mode(self) -> str:
+        return self._fields("permission_mode")[0] or default_options(self.agent)[1]
+
+    @property
+    @available
     def base_commit(self) -> str:
         """The commit HEAD named in the workspace at creation ("" outside git)."""
         return self._fields("base_commit")[0] or ""
@@ -197,6 +211,8 @@ class ClusterSession:
             "last_event_id": max(int(rec.get("last", 0)), self.log.last_id),
             "agent_session_id": rec.get("agent_session_id", ""),
             "auto_approve": rec.get("auto_approve") == "1",
+            "model": rec.get("model") or default_options(self.agent)[0],
+            "permission_mode": rec.get("permission_mode") or default_options(self.agent)[1],
             "queue": [{"n": n, "queue_id": item.queue_id, "text": item.text}
                       for n, item in enumerate(queue, 1)],
             "pending": {
@@ -274,9 +290,14 @@ class ClusterSession:
         self._call("dequeue", position, item, dequeued, queue_position=position)
 
     @available
-    def update(self, title: str | None = None, auto_approve: bool | None = None) -> None:
-        """See :meth:`tether.sessions.Session.update`."""
+    def update(self, title: str | None = None, auto_approve: bool | None = None,
+               model: str | None = None, permission_mode: str | None = None,
+               by: str = "") -> None:
+        """See :meth:`tether.sessions.Session.update`. A model or mode change is written to
+        the record and appended as a ``model`` / ``mode`` event; the owner, wherever it
+        runs, follows that event to its live agent (FOLLOWED_KINDS)."""
         self._check_running()
+        check_options(self.agent, model, permission_mode, self._settings.allow_bypass)
         if auto_approve and not self._settings.allow_auto_approve:
             raise AutoApproveDisabled(
                 "auto-approve is disabled on this server (TETHER_ALLOW_AUTO_APPROVE=0): every "
@@ -286,9 +307,20 @@ class ClusterSession:
             fields += ["title", check_title(title), "title_set", 1]
         if auto_approve is not None:
             fields += ["auto_approve", int(auto_approve)]
+        current_model, current_mode = self.model, self.permission_mode
+        model = None if model == current_model else model
+        permission_mode = None if permission_mode == current_mode else permission_mode
+        if model is not None:
+            fields += ["model", model]
+        if permission_mode is not None:
+            fields += ["permission_mode", permission_mode]
         if fields:
             # Inbox entries carry the title.
             self._call("update", 1 if title is not None else 0, *fields)
+        if model is not None:
+            self.log.append("model", {"model": model, "by": by})
+        if permission_mode is not None:
+            self.log.append("mode", {"permission_mode": permission_mode, "by": by})
 
     @available
     def cancel(self) -> bool:
@@ -391,11 +423,15 @@ class ClusterSession:
 
     def _load_agent_state(self) -> None:
         # Under _lock: the agent's conversation and spend as the previous owner left them.
-        agent_session_id, started, spent, total, turns = self._fields(
+        agent_session_id, started, spent, total, turns, model, mode = self._fields(
             "agent_session_id", "agent_started", "session_cost_usd", "agent_total_cost_usd",
-            "turns")
+            "turns", "model", "permission_mode")
         host = AgentHost(self.agent, self.workspace, self._settings)
         host.on_process = self._on_process
+        default_model, default_mode = default_options(self.agent)
+        if mode in UNATTENDED_MODES and not self._settings.allow_bypass:
+            mode = None  # as tether.sessions.Session.restore: TETHER_ALLOW_BYPASS is off now
+        host.model, host.permission_mode = model or default_model, mode or default_mode
         if agent_session_id:
             if started == "1":
                 host.resume(agent_session_id)
@@ -534,6 +570,7 @@ class ClusterSession:
             return
         fields: dict[str, Any] = {"agent_session_id": host.agent_session_id,
                                   "agent_started": int(host.started),
+                                  "permission_mode": host.permission_mode,
                                   "session_cost_usd": repr(host.costs.session_usd)}
         if host.costs.last_total is not None:
             fields["agent_total_cost_usd"] = repr(host.costs.last_total)
@@ -572,6 +609,17 @@ class ClusterSession:
                            str(event.payload.get("text", "")))
         elif event.kind in ("approval_resolved", "clarify_resolved"):
             self.prompts.resolved(event)
+        elif event.kind in ("mode", "model") and self._fence and self._host is not None:
+            # A change made on any worker (or by the agent itself, then the host has it):
+            # the owner tells its live agent, and writes the record as the log has it.
+            model = event.payload.get("model") if event.kind == "model" else None
+            mode = event.payload.get("permission_mode") if event.kind == "mode" else None
+            self._host.configure(model=model if isinstance(model, str) else None,
+                                 permission_mode=mode if isinstance(mode, str) else None)
+            field, value = ("model", model) if event.kind == "model" else ("permission_mode",
+                                                                           mode)
+            if isinstance(value, str):
+                self._store.client.hset(self._rec, field, value)
         elif event.kind == "agent_session" and self._fence:
             # Saved at once: if this worker dies mid-turn, the next owner resumes it.
             self._store.client.hset(self._rec, mapping={

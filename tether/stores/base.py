@@ -85,7 +85,8 @@ class SessionRecord:
     workspace when the session was created (``""``: it was not a git work tree; the Changes
     panel compares against it, :mod:`tether.changes`); ``title_set`` whether a person chose
     the title (at creation or by renaming): False while it is the default or the one the
-    first prompt gave, so that the first prompt may name the session.
+    first prompt gave, so that the first prompt may name the session; ``model`` and
+    ``permission_mode`` what the session runs its agent with (tether.agents.modes).
     """
 
     id: str
@@ -98,6 +99,10 @@ class SessionRecord:
     turns: int
     title_set: bool = False
     base_commit: str = ""
+    #: The session's model and permission mode ("": the agent's default; a record of an
+    #: older schema).
+    model: str = ""
+    permission_mode: str = ""
 
 
 class Store(Protocol):

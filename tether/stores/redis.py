@@ -121,7 +121,8 @@ _LIBRARY_CODE = (resources.files("tether.stores").joinpath("redis_functions.lua"
                  .replace("@WAKE_DATA_BYTES@", str(WAKE_DATA_BYTES)))
 
 _RECORD_FIELDS = ("agent", "title", "created_at", "workspace", "auto_approve",
-                  "agent_session_id", "turns", "title_set", "base_commit")
+                  "agent_session_id", "turns", "title_set", "base_commit", "model",
+                  "permission_mode")
 
 
 class EpochChanged(RuntimeError):
@@ -417,7 +418,8 @@ class RedisStore:
                   "created_at": repr(float(record.created_at)), "workspace": record.workspace,
                   "auto_approve": int(record.auto_approve),
                   "agent_session_id": record.agent_session_id, "turns": record.turns,
-                  "title_set": int(record.title_set), "base_commit": record.base_commit}
+                  "title_set": int(record.title_set), "base_commit": record.base_commit,
+                  "model": record.model, "permission_mode": record.permission_mode}
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(self._keys.rec(record.id), mapping=fields)
         pipe.zadd(self._keys.sessions, {record.id: float(record.created_at)})
@@ -440,7 +442,8 @@ class RedisStore:
                 records.append(SessionRecord(
                     session_id, f["agent"], f["title"], float(f["created_at"]), f["workspace"],
                     f["auto_approve"] == "1", f["agent_session_id"], int(f["turns"]),
-                    f["title_set"] == "1", f["base_commit"]))
+                    f["title_set"] == "1", f["base_commit"], f["model"],
+                    f["permission_mode"]))
         return records
 
     # -- lifetime ----------------------------------------------------------------------

@@ -59,7 +59,7 @@ DEFAULT_TAIL = 1024
 #: Rows read per query when replaying from the file; the hub runs other greenlets between.
 PAGE_ROWS = 1000
 #: ``PRAGMA user_version`` of the schema below; :data:`_MIGRATIONS` bring older files to it.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -73,7 +73,9 @@ CREATE TABLE sessions (
     agent_session_id TEXT NOT NULL,
     turns INTEGER NOT NULL,
     title_set INTEGER NOT NULL DEFAULT 0,
-    base_commit TEXT NOT NULL DEFAULT ''
+    base_commit TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    permission_mode TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE events (
     session_id TEXT NOT NULL,
@@ -95,6 +97,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "UPDATE sessions SET title_set = (title != agent || ' session')"),
     # 3: the commit the Changes panel compares against (issue 18); none for older sessions.
     3: ("ALTER TABLE sessions ADD COLUMN base_commit TEXT NOT NULL DEFAULT ''",),
+    # 4: the model and permission mode a session runs its agent with (issue 18); '' is the
+    # agent's default, which older sessions had.
+    4: ("ALTER TABLE sessions ADD COLUMN model TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE sessions ADD COLUMN permission_mode TEXT NOT NULL DEFAULT ''"),
 }
 
 
@@ -268,21 +274,22 @@ class SqliteStore:
         with self._lock:
             self._connection().execute(
                 "INSERT OR REPLACE INTO sessions (id, agent, title, created_at, workspace, "
-                "auto_approve, agent_session_id, turns, title_set, base_commit) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "auto_approve, agent_session_id, turns, title_set, base_commit, model, "
+                "permission_mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.id, record.agent, record.title, record.created_at, record.workspace,
                  int(record.auto_approve), record.agent_session_id, record.turns,
-                 int(record.title_set), record.base_commit))
+                 int(record.title_set), record.base_commit, record.model,
+                 record.permission_mode))
 
     def sessions(self) -> list[SessionRecord]:
         with self._lock:
             rows = self._connection().execute(
                 "SELECT id, agent, title, created_at, workspace, auto_approve, "
-                "agent_session_id, turns, title_set, base_commit FROM sessions "
-                "ORDER BY created_at, id"
+                "agent_session_id, turns, title_set, base_commit, model, permission_mode "
+                "FROM sessions ORDER BY created_at, id"
             ).fetchall()
         return [SessionRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], bool(r[8]),
-                              r[9]) for r in rows]
+                              r[9], r[10], r[11]) for r in rows]
 
     # -- lifetime ----------------------------------------------------------------------
 
