@@ -22,12 +22,19 @@ Protocol facts it reproduces (one JSON object per line on stdin and stdout):
   `interrupt:true` ends the turn. There is no timeout here: the host times out (2.3).
 - `interrupt` is answered `{"still_queued":[]}`; a pending request is withdrawn with
   `control_cancel_request`; the turn ends `error_during_execution` (2.5, 1.3).
+- `--permission-mode` and `set_permission_mode` (answered `{"mode"}`, then `system/status`
+  with `permissionMode`), `--model` and `set_model` (answered `{"model"}`) as Claude Code
+  2.1.328 does (PROTOCOLS.md 2.5); modes in MODES. In `plan` mode a command is not run: the
+  turn presents it as a plan, an `ExitPlanMode` tool call whose `can_use_tool` input is `{}`
+  (the plan is in the `tool_use` block, as with Claude Code); approved, the mode goes back to
+  `default` (a `system/status`) and the command runs as in `default`.
 
 Commands (the user text, stripped):
 - `$ <command>`: run one shell command with `bash -c` after the host allows it.
 - `triage`, `disk`, `memory`, `processes`: 2-4 read-only diagnostics, each asking permission,
   then a summary with one parsed figure per command where one can be parsed.
 - `ask <question>? <option> | <option> ...`: one AskUserQuestion round trip (2-4 options).
+- `plan <markdown>` (in `plan` mode): present the text as a plan (ExitPlanMode).
 - `bench <count> <bytes> <rate>`: a load generator for bench/fanout.py, no tool call: one
   assistant text message of <count> `text_delta` deltas (needs `--include-partial-messages`),
   each `"<seq> <send time> "` (seq from 0; `time.time()` in seconds with 6 decimals, taken
@@ -60,7 +67,13 @@ from typing import IO, Any
 
 MODEL = "local"
 VERSION = "tether-local"
-TOOLS = ["Bash", "AskUserQuestion"]
+TOOLS = ["Bash", "AskUserQuestion", "ExitPlanMode"]
+#: The permission modes it emulates (Claude Code's names, PROTOCOLS.md 1.4): ``plan`` runs
+#: nothing and presents what it would run as a plan (ExitPlanMode; approving it goes back to
+#: ``default``, as Claude Code 2.1.328 does); ``bypassPermissions`` runs commands unasked;
+#: ``acceptEdits`` is ``default`` here (this agent makes no edits but through commands).
+MODES = ("default", "acceptEdits", "plan", "bypassPermissions")
+PLAN_APPROVED = "User has approved exiting plan mode. You can now proceed."
 OUTPUT_LIMIT = 64 * 1024  # bytes of command output kept in a tool_result
 INTERRUPTED = "[Request interrupted by user for tool use]"
 HELP = (
@@ -318,9 +331,10 @@ class LocalAgent:
 
     def __init__(
         self, session_id: str, command_timeout: float, word_delay: float, partial: bool,
-        out: IO[bytes],
+        out: IO[bytes], mode: str = "default", model: str = MODEL,
     ) -> None:
         self.session_id, self.cwd = session_id, os.getcwd()
+        self.mode, self.model = mode, model
         self.command_timeout, self.word_delay, self.partial = command_timeout, word_delay, partial
         self._out, self._out_lock, self._state = out, threading.Lock(), threading.Lock()
         self._pending: dict[str, Pending] = {}
@@ -390,11 +404,28 @@ class LocalAgent:
     def _control_request(self, message: Json) -> None:
         request_id = message.get("request_id")
         subtype = (message.get("request") or {}).get("subtype")
+        request = message.get("request") or {}
+        status = None
         if subtype == "initialize":
-            body = {"commands": COMMANDS, "models": [{"value": MODEL}], "pid": os.getpid(),
-                    "claude_code_version": VERSION}
+            body = {"commands": COMMANDS, "pid": os.getpid(), "claude_code_version": VERSION,
+                    "models": [{"value": MODEL, "resolvedModel": MODEL,
+                                "displayName": "Local (no model)"}],
+                    "current_permission_mode": self.mode}
         elif subtype == "interrupt":
             body = {"still_queued": []}
+        elif subtype == "set_permission_mode" and request.get("mode") in MODES:
+            with self._state:
+                self.mode = str(request["mode"])
+            body, status = {"mode": self.mode}, self.mode
+        elif subtype == "set_permission_mode":
+            self.emit({"type": "control_response", "response": {
+                "subtype": "error", "request_id": request_id, "error_code": "invalid_mode",
+                "error": "Cannot set permission mode: must be one of " + ", ".join(MODES)}})
+            return
+        elif subtype == "set_model":
+            model = request.get("model")
+            self.model = model if isinstance(model, str) and model else MODEL
+            body = {"model": self.model}
         else:
             self.emit({"type": "control_response", "response": {
                 "subtype": "error", "request_id": request_id, "error_code": "unsupported_request",
@@ -402,8 +433,14 @@ class LocalAgent:
             return
         self.emit({"type": "control_response", "response": {
             "subtype": "success", "request_id": request_id, "response": body}})
+        if status is not None:
+            self._status(status)
         if subtype == "interrupt":
             self._interrupt()
+
+    def _status(self, mode: str) -> None:
+        """``system/status`` after a mode change, as Claude Code sends it (PROTOCOLS.md 2.5)."""
+        self.emit(self._base("system", subtype="status", status=None, permissionMode=mode))
 
     def _interrupt(self) -> None:
         with self._state:
@@ -443,7 +480,7 @@ class LocalAgent:
         with self._state:
             self._turn = turn
         self.emit(self._base("system", subtype="init", cwd=self.cwd, tools=TOOLS, mcp_servers=[],
-                             model=MODEL, permissionMode="default",
+                             model=self.model, permissionMode=self.mode,
                              slash_commands=[c["name"] for c in COMMANDS],
                              apiKeySource="none", claude_code_version=VERSION))
         subtype, reason = "success", "completed"
@@ -468,7 +505,10 @@ class LocalAgent:
         if name in {c["name"] for c in COMMANDS}:
             text = text[1:]  # `/triage` is `triage`, `/ask …` is `ask …`, `/help` the help
         word = text.lower()
-        if text.startswith("$") and text[1:].strip():
+        if self.mode == "plan" and (text.startswith("$") and text[1:].strip()
+                                    or word in PRESETS or word.startswith("plan ")):
+            self._plan(turn, text)
+        elif text.startswith("$") and text[1:].strip():
             self._shell(turn, text[1:].strip())
         elif word in PRESETS:
             self._preset(turn, word)
@@ -578,14 +618,20 @@ class LocalAgent:
     # ---- tools
 
     def _request_tool(
-        self, turn: Turn, name: str, tool_input: Json, extra: Json
+        self, turn: Turn, name: str, tool_input: Json, extra: Json,
+        request_input: Json | None = None,
     ) -> tuple[str, Decision]:
-        """Emit the tool_use, ask the host, and settle interrupts and denials."""
+        """Emit the tool_use, ask the host, and settle interrupts and denials.
+
+        :param request_input: the ``input`` of the ``can_use_tool`` request when it is not
+            the tool's (ExitPlanMode's is ``{}``).
+        """
         tool_use_id = f"toolu_{uuid.uuid4().hex[:24]}"
         block = {"type": "tool_use", "id": tool_use_id, "name": name, "input": tool_input}
         self._message(turn, block, [json.dumps(tool_input)], "tool_use")
         with self._state:
-            allowed = any(rule_allows(r, name, tool_input) for r in self._session_rules)
+            allowed = any(rule_allows(r, name, tool_input) for r in self._session_rules) or (
+                self.mode == "bypassPermissions" and name == "Bash")
         if allowed:
             return tool_use_id, Decision(True, tool_input)
         request_id, pending = str(uuid.uuid4()), Pending()
@@ -597,7 +643,8 @@ class LocalAgent:
             self._abort_tool(turn, tool_use_id)
         self.emit({"type": "control_request", "request_id": request_id, "request": {
             "subtype": "can_use_tool", "tool_name": name, "display_name": name,
-            "input": tool_input, **extra, "tool_use_id": tool_use_id}})
+            "input": tool_input if request_input is None else request_input, **extra,
+            "tool_use_id": tool_use_id}})
         pending.done.wait()
         with self._state:
             self._pending.pop(request_id, None)
@@ -705,6 +752,33 @@ class LocalAgent:
             parts.append(f"Denied: {', '.join(denied)}.")
         self._say(turn, " ".join(parts))
 
+    def _plan(self, turn: Turn, text: str) -> None:
+        """Plan mode: present what would run (or the ``plan`` text) through ExitPlanMode;
+        approved, leave plan mode and do it."""
+        word = text.lower()
+        if word.startswith("plan "):
+            plan, work = text[5:].strip(), None
+        else:
+            commands = ([text[1:].strip()] if text.startswith("$")
+                        else [step.command for step in PRESETS[word]])
+            plan = "## Plan\n\nRun, each after your approval:\n\n" + "\n".join(
+                f"{n}. `{c}`" for n, c in enumerate(commands, 1))
+            work = text
+        tool_use_id, decision = self._request_tool(
+            turn, "ExitPlanMode", {"plan": plan}, {"requires_user_interaction": True},
+            request_input={})
+        if not decision.allow:
+            self._say(turn, "I kept planning: nothing was run.")
+            return
+        with self._state:
+            self.mode = "default"
+        self._status("default")
+        self._tool_result(tool_use_id, PLAN_APPROVED, False)
+        if work is None:
+            self._say(turn, "The plan is approved.")
+        else:
+            self._dispatch(turn, work)
+
     def _ask(self, turn: Turn, spec: str) -> None:
         question, _, rest = spec.partition("?")
         options = list(dict.fromkeys(o.strip() for o in rest.split("|") if o.strip()))
@@ -736,8 +810,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-p", "--print", action="store_true", help="accepted for claude compatibility")
     for flag in ("--output-format", "--input-format", "--permission-prompt-tool",
-                 "--permission-mode", "--model", "--allowedTools", "--disallowedTools"):
+                 "--allowedTools", "--disallowedTools"):
         p.add_argument(flag, help="accepted and ignored")
+    p.add_argument("--permission-mode", help=f"one of {', '.join(MODES)} (default: default)")
+    p.add_argument("--model", help=f"reported as the model (default: {MODEL})")
     p.add_argument("--verbose", action="store_true", help="accepted and ignored")
     p.add_argument("--include-partial-messages", action="store_true",
                    help="wrap assistant output in stream_event deltas")
@@ -759,8 +835,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Serve turns on stdin/stdout until stdin EOF; returns the exit code (0)."""
     args = parse_args(argv)
+    mode = args.permission_mode if args.permission_mode in MODES else "default"
     agent = LocalAgent(args.session_id or args.resume or str(uuid.uuid4()), args.command_timeout,
-                       args.word_delay, args.include_partial_messages, sys.stdout.buffer)
+                       args.word_delay, args.include_partial_messages, sys.stdout.buffer,
+                       mode=mode, model=args.model or MODEL)
 
     def on_signal(signum: int, _frame: object) -> None:
         agent.kill_running()

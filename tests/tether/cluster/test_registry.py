@@ -392,3 +392,40 @@ def test_a_project_folder_gone_by_the_time_the_owner_starts_the_turn_is_not_made
         assert not session.workspace.exists()
     finally:
         a.shutdown()
+
+
+def test_a_mode_set_on_a_non_owner_reaches_the_owners_live_agent(workers: Workers) -> None:
+    """Issue 18 item 2: a PATCH on any worker; the owner's follower sees the ``mode`` event
+    and sends set_permission_mode to its live agent (never a call between workers)."""
+    a, b = workers
+    sid = a.create(permission_mode="plan", by="desk").id
+    assert b.get(sid).to_dict()["permission_mode"] == "plan"
+    a.get(sid).submit("$ echo one")  # a owns it; its agent starts in plan mode
+    rid = pending_approval(b, sid)
+    plan = next(e.payload for e in events(b, sid) if e.kind == "approval_request")
+    assert plan["tool_name"] == "ExitPlanMode" and "echo one" in plan["plan"]
+    b.get(sid).prompts.answer_approval(rid, "deny", message="Keep planning", by="phone")
+    turn_end(b, sid, 1)
+    assert a.get(sid).agent_running  # idle between turns, still alive
+    b.get(sid).update(permission_mode="default", by="phone")  # on the non-owner
+    assert a.get(sid).permission_mode == "default"
+    a.get(sid).submit("$ echo two")
+    rid = pending_approval(b, sid)
+    request = [e.payload for e in events(b, sid) if e.kind == "approval_request"][-1]
+    assert request["tool_name"] == "Bash"  # the live agent left plan mode
+    b.get(sid).prompts.answer_approval(rid, "allow", by="phone")
+    assert turn_end(a, sid, 2)["reason"] == "completed"
+    modes = [(e.payload["permission_mode"], e.payload["by"]) for e in events(a, sid)
+             if e.kind == "mode"]
+    assert modes == [("plan", "desk"), ("default", "phone")]
+
+
+def test_plan_approved_on_the_cluster_is_the_records_mode(workers: Workers) -> None:
+    a, b = workers
+    sid = a.create(permission_mode="plan").id
+    a.get(sid).submit("plan Do **this**")
+    rid = pending_approval(b, sid)
+    b.get(sid).prompts.answer_approval(rid, "allow", by="phone")
+    assert turn_end(b, sid, 1)["reason"] == "completed"
+    assert wait_until(lambda: b.get(sid).permission_mode == "default")
+    assert [e.payload["by"] for e in events(b, sid) if e.kind == "mode"] == ["", "agent"]
