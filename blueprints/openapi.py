@@ -56,7 +56,12 @@ ERRORS = {
                         "folder outside every `TETHER_PROJECT_ROOTS` root (or none set, a "
                         "`..` or a symbolic link out, a NUL byte, unreadable); "
                         "`not_a_directory`: a folder inside a root that is missing or a "
-                        "file (also for a session whose folder went away since)."),
+                        "file (also for a session whose folder went away since); a `model` "
+                        "or `permission_mode` the agent does not offer (the message names "
+                        "the allowed ones, as `GET /api/agents` lists them); "
+                        "`mode_not_allowed`: a permission mode that runs tools without "
+                        "asking (`bypassPermissions`, `auto`) on a server started without "
+                        "`TETHER_ALLOW_BYPASS=1`."),
     401: ("Unauthorized", "No token, or a wrong one (`WWW-Authenticate: Bearer`)."),
     403: ("Forbidden", "`host_not_allowed`: the `Host` is not in `TETHER_ALLOWED_HOSTS` (any "
                        "request); `forbidden`: authenticated by cookie, but `Origin` (or "
@@ -258,6 +263,24 @@ def _schemas() -> dict[str, Any]:
                                             "description": "The slash commands the agent "
                                             "listed last, in any session (as in a `commands` "
                                             "event); absent until one of its processes ran."},
+                               "permission_modes": {
+                                   "type": "array", "items": {"type": "string"},
+                                   "description": "The permission modes a session of this "
+                                   "agent may run in, its default first."},
+                               "models": {
+                                   "type": "array", "items": {
+                                       "type": "object", "required": ["id", "name"],
+                                       "properties": {"id": {"type": "string"},
+                                                      "name": {"type": "string"},
+                                                      "description": {"type": "string"},
+                                                      "default": {"const": True}}},
+                                   "description": "The models a session may pick; the "
+                                   "agent's default has `default: true`."},
+                               "models_source": {
+                                   "enum": ["agent", "static"],
+                                   "description": "`agent`: what its newest process listed "
+                                   "(Claude Code's `initialize` answer); `static`: Tether's "
+                                   "own list, until one ran."},
                                "description": {"type": "string"}}}}},
         },
         "Pending": {
@@ -289,6 +312,12 @@ def _schemas() -> dict[str, Any]:
                 "last_event_id": cursor,
                 "agent_session_id": {"type": ["string", "null"]},
                 "auto_approve": {"type": "boolean"},
+                "model": {"type": "string", "description": "The model the agent runs with "
+                          "(an id of the agent's `models`)."},
+                "permission_mode": {"type": "string", "description": "The agent's "
+                                    "permission mode (one of its `permission_modes`); the "
+                                    "agent may change it itself (an approved plan leaves "
+                                    "`plan`)."},
                 "queue": {
                     "type": "array", "maxItems": MAX_QUEUED,
                     "description": "Prompts queued while a turn ran, first to be sent first.",
@@ -406,7 +435,7 @@ def _schemas() -> dict[str, Any]:
                            "`approval_resolved`, `clarify_request`, `clarify_resolved`, "
                            "`result`, `error`, `turn_end`; docs/protocol.md adds "
                            "`prompt_queued`, `prompt_dequeued`, `commands`, "
-                           "`context_cleared`).",
+                           "`context_cleared`, `mode`, `model`).",
             "properties": {"id": {"type": "integer", "minimum": 1},
                            "session_id": {"type": "string"},
                            "ts": {"type": "number", "description": "Unix seconds"},
@@ -524,7 +553,11 @@ def _paths() -> dict[str, Any]:
                             "(symbolic links and `..` included) to a readable directory "
                             "inside a `TETHER_PROJECT_ROOTS` root, else a 400 "
                             "`path_not_allowed` or `not_a_directory` and no session. "
-                            "Without `cwd`, its own empty workspace.",
+                            "Without `cwd`, its own empty workspace. `model` and "
+                            "`permission_mode` must be among the agent's (`GET "
+                            "/api/agents`), else a 400 naming them; `bypassPermissions` and "
+                            "`auto` need `TETHER_ALLOW_BYPASS=1` (else 400 "
+                            "`mode_not_allowed`).",
                 tags=sessions),
         },
         "/api/projects": {"get": _op(
@@ -552,7 +585,7 @@ def _paths() -> dict[str, Any]:
             "get": _op("One session", {"200": _json(_ref("Session"), "The session.")},
                        errors=(*_SECURED, 404), tags=sessions),
             "patch": _op(
-                "Rename; switch auto-approve",
+                "Rename; switch auto-approve; change the model or permission mode",
                 {"200": _json(_ref("Session"), "The session, changed.")},
                 errors=(*_WITH_BODY, 404, 503), body=_body(bodies.UpdateSession),
                 description="A field left out (or null) is left as it is. While "
@@ -560,7 +593,11 @@ def _paths() -> dict[str, Any]:
                             "session (`reason: \"auto\"`). `auto_approve: true` on a server "
                             "with `TETHER_ALLOW_AUTO_APPROVE=0` is a 403 "
                             "`auto_approve_disabled`, and nothing changes. A title is "
-                            f"stripped; empty or over {MAX_TITLE_CHARS} characters is a 400.",
+                            f"stripped; empty or over {MAX_TITLE_CHARS} characters is a 400. "
+                            "A `model` or `permission_mode` change, between turns or during "
+                            "one, reaches the running agent at once and is a `model` / "
+                            "`mode` event naming `client`; values as for creation (400 "
+                            "naming the allowed ones; `mode_not_allowed`).",
                 tags=sessions),
             "delete": _op("Stop its turn, forget it, remove its workspace",
                           {"204": {"description": "Deleted: its log, its record, its queue, "
