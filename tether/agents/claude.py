@@ -47,8 +47,11 @@ def translate(message: Mapping[str, Any], agent: str) -> Translated:
     """
     kind = message.get("type")
     if kind == "system" and message.get("subtype") == "init":
+        # permission_mode: the mode the agent reports it runs in (its own word, checked by
+        # the tests against what Tether asked for).
         return [("agent_session", {"agent": agent, "agent_session_id": message.get("session_id"),
-                                   "model": message.get("model"), "cwd": message.get("cwd")})]
+                                   "model": message.get("model"), "cwd": message.get("cwd"),
+                                   "permission_mode": message.get("permissionMode")})]
     if kind == "conversation_reset":
         # The CLI's answer to /clear (PROTOCOLS.md 7): a new conversation, nothing of the old
         # one kept; its next system/init carries the new session id.

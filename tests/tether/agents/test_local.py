@@ -181,7 +181,9 @@ def test_initialize_is_answered(spawn: Callable[..., AgentProcess]) -> None:
     assert reply["type"] == "control_response"
     response = reply["response"]
     assert response["subtype"] == "success" and response["request_id"] == "req_1_ab12cd34"
-    assert response["response"]["models"] == [{"value": "local"}]
+    assert response["response"]["models"] == [{"value": "local", "resolvedModel": "local",
+                                                "displayName": "Local (no model)"}]
+    assert response["response"]["current_permission_mode"] == "default"
     assert response["response"]["pid"] == agent.proc.pid
     assert response["response"]["claude_code_version"] == "tether-local"
     # Its own slash commands, in Claude Code's shape (issue 17, item 6).
@@ -209,7 +211,8 @@ def test_help_text_streams_word_by_word(spawn: Callable[..., AgentProcess]) -> N
     init = events[0]
     assert init["type"] == "system" and init["subtype"] == "init"
     assert init["session_id"] == SESSION_ID and init["model"] == "local"
-    assert init["tools"] == ["Bash", "AskUserQuestion"] and Path(init["cwd"]).is_dir()
+    assert init["tools"] == ["Bash", "AskUserQuestion", "ExitPlanMode"]
+    assert Path(init["cwd"]).is_dir()
     stream = [e["event"] for e in events if e["type"] == "stream_event"]
     kinds = [s["type"] for s in stream]
     assert kinds[:2] == ["message_start", "content_block_start"]
