@@ -15,4 +15,7 @@ def index() -> str:
     # TETHER_ALLOW_AUTO_APPROVE=0: the switch is not offered (the server would refuse it).
     return render_template("index.html", default_agent=core.settings.agent,
                            keepalive_seconds=core.settings.keepalive_seconds,
-                           allow_auto_approve=core.settings.allow_auto_approve)
+                           allow_auto_approve=core.settings.allow_auto_approve,
+                           # Modes that ask nobody are offered only where the server allows
+                           # them (TETHER_ALLOW_BYPASS).
+                           allow_bypass=core.settings.allow_bypass)

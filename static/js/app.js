@@ -392,7 +392,8 @@ const Drawer = {
 const Popovers = {
   pairs: [],
   init() {
-    this.pairs = [[$("inbox-btn"), $("inbox-panel")], [$("session-menu-btn"), $("session-menu")]];
+    this.pairs = [[$("inbox-btn"), $("inbox-panel")], [$("session-menu-btn"), $("session-menu")],
+      [$("mode-chip"), $("mode-panel")]];
     for (const [button, panel] of this.pairs) {
       button.addEventListener("click", () => (panel.hidden ? this.open(button, panel) : this.close(button, panel)));
     }
@@ -634,6 +635,132 @@ const Picker = {
   },
 };
 
+// ------------------------------------------------------------------ Modes
+
+/** Permission modes in words (Claude Code's names; the local agent uses the same). */
+const MODE_LABELS = {default: "Ask first", acceptEdits: "Accept edits", plan: "Plan",
+  auto: "Auto (classifier)", dontAsk: "Deny unasked", bypassPermissions: "Bypass permissions"};
+/** Modes in which nothing asks a person: offered only with TETHER_ALLOW_BYPASS=1. */
+const UNATTENDED_MODES = new Set(["bypassPermissions", "auto"]);
+
+/**
+ * The shown session's model and permission mode: the header's chip and picker, the one-tap
+ * Plan switch, and the new-session options. The session object says what they are; `mode` /
+ * `model` events (from any client, or the agent leaving Plan mode) keep it current live.
+ */
+const Modes = {
+  /** Per session: the mode to go back to when Plan is switched off (this tab's memory). */
+  before: new Map(),
+
+  init() {
+    $("plan-btn").addEventListener("click", () => this.togglePlan());
+    $("mode-close").addEventListener("click", () => Popovers.closeAll(true));
+    $("model-select").addEventListener("change", (e) => this.set({model: e.target.value}));
+    $("mode-select").addEventListener("change", (e) => this.set({permission_mode: e.target.value}));
+    $("agent-select").addEventListener("change", () => this.fillNew());
+  },
+
+  label: (mode) => MODE_LABELS[mode] || mode || "",
+
+  agent(name) {
+    return (Sessions.agents || []).find((a) => a.name === name) || null;
+  },
+
+  /** A model id's name, as the session's agent lists it (the id itself when it does not). */
+  modelName(id, agentName = Sessions.current && Sessions.current.agent) {
+    const agent = this.agent(agentName);
+    const found = agent && (agent.models || []).find((m) => m.id === id);
+    return found ? found.name.replace(/ \(recommended\)$/, "") : id || "";
+  },
+
+  /** The modes to offer for ``agent``: those that ask nobody only where the server allows
+   *  them (and the session's own, whatever it is). */
+  modes(agent, current) {
+    const allow = document.body.dataset.allowBypass === "1";
+    return ((agent && agent.permission_modes) || ["default"])
+      .filter((m) => allow || !UNATTENDED_MODES.has(m) || m === current);
+  },
+
+  fill(select, items, value) {
+    select.replaceChildren(...items.map(([id, text]) => el("option", {text, attrs: {value: id}})));
+    if (value !== undefined && !items.some(([id]) => id === value)) {
+      select.append(el("option", {text: value, attrs: {value}}));
+    }
+    if (value !== undefined) select.value = value;
+  },
+
+  render() {
+    const s = Sessions.current;
+    $("modebar").hidden = !s || !s.permission_mode;
+    if (!s || !s.permission_mode) return;
+    const agent = this.agent(s.agent);
+    const plan = s.permission_mode === "plan";
+    $("plan-btn").setAttribute("aria-pressed", String(plan));
+    $("plan-btn").hidden = !this.modes(agent, s.permission_mode).includes("plan");
+    $("mode-chip-model").textContent = this.modelName(s.model, s.agent);
+    $("mode-chip-mode").textContent = this.label(s.permission_mode);
+    $("modebar").dataset.mode = s.permission_mode;
+    this.fill($("model-select"), ((agent && agent.models) || []).map((m) => [m.id, m.name]), s.model);
+    this.fill($("mode-select"), this.modes(agent, s.permission_mode).map((m) => [m, this.label(m)]), s.permission_mode);
+    $("mode-note").textContent = agent && agent.models_source === "static"
+      ? "The models are Tether's list until the agent has run once; then its own." : "";
+  },
+
+  async togglePlan() {
+    const s = Sessions.current;
+    if (!s) return;
+    if (s.permission_mode === "plan") return this.set({permission_mode: this.before.get(s.id) || "default"});
+    this.before.set(s.id, s.permission_mode);
+    return this.set({permission_mode: "plan"});
+  },
+
+  async set(fields) {
+    const s = Sessions.current;
+    if (!s) return;
+    try {
+      Sessions.current = await Api.update(s.id, fields);
+      Sessions.mergeCurrent();
+    } catch (err) {
+      Composer.showError(`Could not change the ${fields.model ? "model" : "permission mode"}: ${err.message}`);
+      this.render();
+    }
+  },
+
+  /** A ``mode`` / ``model`` event of the shown session: the header follows it. */
+  applyEvent(event, fields) {
+    const s = Sessions.current;
+    if (!s || (event.session_id && event.session_id !== s.id)) return;
+    Object.assign(s, fields);
+    const listed = Sessions.list.find((x) => x.id === s.id);
+    if (listed) Object.assign(listed, fields);
+    this.render();
+  },
+
+  /** The new-session options for the chosen agent, defaults selected. */
+  fillNew() {
+    const agent = this.agent($("agent-select").value);
+    const models = (agent && agent.models) || [];
+    const modes = this.modes(agent);
+    $("new-options").hidden = !agent || (models.length < 2 && modes.length < 2);
+    this.fill($("new-model"), models.map((m) => [m.id, m.name]),
+      (models.find((m) => m.default) || models[0] || {}).id);
+    this.fill($("new-mode"), modes.map((m) => [m, this.label(m)]), modes[0]);
+  },
+
+  /** What a new session is created with: only what differs from the agent's defaults. */
+  newOptions() {
+    const agent = this.agent($("agent-select").value);
+    if (!agent || $("new-options").hidden) return {};
+    const options = {};
+    const model = $("new-model").value;
+    const fallback = (agent.models || []).find((m) => m.default);
+    if (model && (!fallback || model !== fallback.id)) options.model = model;
+    const mode = $("new-mode").value;
+    if (mode && mode !== (agent.permission_modes || ["default"])[0]) options.permission_mode = mode;
+    return options;
+  },
+};
+
 // ------------------------------------------------------------------ Sessions
 
 const Sessions = {
@@ -696,6 +823,8 @@ const Sessions = {
       const pick = agents.find((a) => a.available && a.name === preferred) || agents.find((a) => a.available);
       if (pick) this.select.value = pick.name;
       $("new-session-btn").disabled = !pick;
+      Modes.fillNew();
+      Modes.render();
     } catch (err) {
       this.select.replaceChildren(el("option", {text: "agents unavailable", attrs: {value: ""}}));
     }
@@ -767,7 +896,7 @@ const Sessions = {
     }
     button.disabled = true;
     try {
-      const session = await Api.create(agent, cwd);
+      const session = await Api.create(agent, cwd, Modes.newOptions());
       this.list.unshift(session);
       this.open(session.id);
       $("prompt").focus();
@@ -827,6 +956,7 @@ const Sessions = {
     const auto = Boolean(s && s.auto_approve);
     $("auto-banner").hidden = !auto;
     $("auto-approve-btn").setAttribute("aria-checked", String(auto));
+    Modes.render();
     this.renderState();
   },
 
@@ -873,6 +1003,7 @@ const Sessions = {
     $("session-menu-btn").hidden = true;
     $("state-pill").hidden = true;
     $("auto-banner").hidden = true;
+    $("modebar").hidden = true;
     Transcript.root.replaceChildren(el("li", {className: "item notice notice-warn",
       text: "This session no longer exists (it was deleted, or the server restarted without a durable store)."}));
     this.list = this.list.filter((s) => s.id !== id);
@@ -1099,6 +1230,7 @@ function start() {
   Composer.init();
   Drawer.init();
   Popovers.init();
+  Modes.init();
   Inbox.init();
   Settings.init();
   Status.listeners.push(() => Sessions.renderState());

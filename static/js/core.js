@@ -167,10 +167,14 @@ const Api = {
   logout: () => Api.request("POST", "/logout"),
   sessions: () => Api.request("GET", "/api/sessions"),
   session: (id) => Api.request("GET", Api.path(id)),
-  create: (agent, cwd) => Api.request("POST", "/api/sessions", cwd ? {agent, cwd} : {agent}),
+  /** ``options``: {model?, permission_mode?}; the agent's defaults when absent. */
+  create: (agent, cwd, options = {}) => Api.request("POST", "/api/sessions",
+    {agent, ...(cwd ? {cwd} : {}), ...options, client: Client.label}),
   projects: (path) => Api.request("GET", `/api/projects${path ? `?${new URLSearchParams({path})}` : ""}`),
   recentProjects: () => Api.request("GET", "/api/projects/recent"),
-  update: (id, fields) => Api.request("PATCH", Api.path(id), fields),
+  /** A model or mode change names this tab (``by`` in its ``model`` / ``mode`` event). */
+  update: (id, fields) => Api.request("PATCH", Api.path(id),
+    "model" in fields || "permission_mode" in fields ? {...fields, client: Client.label} : fields),
   remove: (id) => Api.request("DELETE", Api.path(id)),
   prompt: (id, text, queue = false) => Api.request("POST", Api.path(id, "/prompt"), queue ? {text, queue} : {text}),
   sendQueued: (id, n, queueId) => Api.request("POST", Api.path(id,

@@ -427,6 +427,18 @@ const Transcript = {
       this.endStreaming();
       this.notice(event, "Context cleared: the agent starts afresh", "neutral");
     },
+    mode(event) {
+      // A change of permission mode, made by a person (any client) or by the agent itself.
+      const label = Modes.label(event.permission_mode);
+      const by = event.by === "agent" ? "the agent" : event.by === Client.label ? "you" : event.by;
+      this.notice(event, `Permission mode: ${label}${by ? ` · changed by ${by}` : ""}`, "neutral");
+      Modes.applyEvent(event, {permission_mode: event.permission_mode});
+    },
+    model(event) {
+      const by = event.by === Client.label ? "you" : event.by;
+      this.notice(event, `Model: ${Modes.modelName(event.model)}${by ? ` · changed by ${by}` : ""}`, "neutral");
+      Modes.applyEvent(event, {model: event.model});
+    },
     prompt_dequeued(event) {
       Queue.apply(event);
     },
@@ -458,6 +470,8 @@ const Tools = {
       return [el("p", {className: "tool-file", text: `${input.file_path}${range}`})];
     }
     if (name === "AskUserQuestion") return [];
+    // Plan mode's plan: its approval card shows it, rendered (Cards.approval).
+    if (name === "ExitPlanMode") return [];
     return [foldable(JSON.stringify(input, null, 2), "Input", "tool-input")];
   },
 
@@ -466,7 +480,7 @@ const Tools = {
     const name = event.name || "tool";
     const summary = name === "Read" ? "" : this.summary(name, input);
     const head = el("div", {className: "tool-head"}, [
-      el("span", {className: "tool-name", text: name === "AskUserQuestion" ? "Question" : name}),
+      el("span", {className: "tool-name", text: name === "AskUserQuestion" ? "Question" : name === "ExitPlanMode" ? "Plan" : name}),
       el("span", {className: "tool-summary", text: summary}),
     ]);
     const box = el("li", {className: `item tool tool-${name.toLowerCase().replace(/[^a-z0-9]/g, "")}`,
@@ -541,7 +555,32 @@ const Cards = {
         el("p", {className: "card-title", text: title})])]);
   },
 
+  /** Plan mode's plan (Claude Code's ExitPlanMode): the plan as Markdown, "Approve plan"
+   *  (allow: the agent leaves Plan mode and works) or "Keep planning" (deny, with what to
+   *  change). */
+  plan(event) {
+    const sid = event.session_id || Sessions.currentId;
+    const card = this.shell(event, "Plan ready", "Approve this plan?");
+    card.classList.add("card-approval", "card-plan");
+    const text = typeof event.plan === "string" ? event.plan
+      : event.input && typeof event.input.plan === "string" ? event.input.plan : "";
+    const body = el("div", {className: "plan-body"});
+    Markdown.render(body, text || "(The agent sent no plan text.)");
+    const message = el("input", {className: "card-message", attrs: {type: "text", maxlength: "2000",
+      placeholder: "What should change? (optional)", "aria-label": "What should change in the plan"}});
+    const send = (body) => this.submit(card, () => Api.approve(sid, event.request_id, body));
+    const approve = el("button", {className: "btn btn-allow", text: "Approve plan", attrs: {type: "button"}});
+    approve.addEventListener("click", () => send({decision: "allow"}));
+    const keep = el("button", {className: "btn btn-deny", text: "Keep planning", attrs: {type: "button"}});
+    keep.addEventListener("click", () => send({decision: "deny",
+      message: message.value.trim() || "Keep planning: the plan is not approved yet."}));
+    card.append(body, el("div", {className: "card-actions"}, [message, el("div", {className: "btn-row"}, [approve, keep])]),
+      el("p", {className: "card-outcome", attrs: {role: "status"}}));
+    return card;
+  },
+
   approval(event) {
+    if (event.tool_name === "ExitPlanMode") return this.plan(event);
     const sid = event.session_id || Sessions.currentId;
     const nested = event.tool_use_id && Transcript.tools.has(event.tool_use_id);
     const name = event.tool_name || "tool";
@@ -721,6 +760,8 @@ const Cards = {
   saysAlready(card, event) {
     const state = card.dataset.state;
     if (state === "answered") return !event.is_error;
+    // An approved plan's result is the agent's "User has approved exiting plan mode".
+    if (state === "allowed" && card.classList.contains("card-plan")) return !event.is_error;
     if (!["denied", "timeout", "cancelled"].includes(state) || !event.is_error) return false;
     const text = stringify(event.content).trim();
     return text === (card.dataset.message || "").trim() || text === DEFAULT_DENIAL
@@ -739,6 +780,9 @@ const Cards = {
     else if (event.kind === "clarify_resolved") {
       const answers = Object.entries(event.answers || {}).map(([q, a]) => `${q} → ${a}`).join("; ");
       [state, text] = ["answered", `Answered by ${by}${answers ? ": " + answers : ""}`];
+    } else if (card.classList.contains("card-plan")) {
+      [state, text] = event.decision === "allow" ? ["allowed", `Plan approved by ${by}`]
+        : ["denied", `Kept planning (${by})${event.message ? ": " + event.message : ""}`];
     } else if (event.decision === "allow") {
       state = "allowed";
       text = `Allowed${event.updated_permissions ? " for this session" : ""} by ${by}`;
