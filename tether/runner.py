@@ -94,8 +94,11 @@ class AgentHost:
         #: last told (:meth:`configure`).
         self.model = DEFAULT_MODEL
         self.permission_mode = "default"
-        #: Modes Tether asked the live process for whose ``system/status`` has not come back.
-        self._asked_modes: list[str] = []
+        #: ``(request id, mode, mode before)`` of the set_permission_mode requests sent to the
+        #: live process whose ``system/status`` has not come back.
+        self._asked_modes: list[tuple[str, str, str]] = []
+        #: A turn holds the process (from :meth:`acquire` to :meth:`idle` or :meth:`stop`).
+        self._in_turn = False
 
     def resume(self, agent_session_id: str) -> None:
         """Continue an agent session an earlier server started (a session restored from a
@@ -117,6 +120,7 @@ class AgentHost:
         """
         with self._lock:
             self._cancel_idle_timer()
+            self._in_turn = True
             if self._process is not None and self._process.alive:
                 return self._process
             stale, self._process = self._process, None
@@ -140,12 +144,20 @@ class AgentHost:
             self._process = process
         return process
 
-    def initialized(self, message: Mapping[str, Any]) -> None:
-        """A ``control_response`` from the agent: keep the ``commands`` of the answer to our
-        ``initialize`` (PROTOCOLS.md 2.2, 7)."""
+    def initialized(self, message: Mapping[str, Any]) -> tuple[str, str] | None:
+        """A ``control_response`` from the agent: keep the ``commands`` and ``models`` of the
+        answer to our ``initialize`` (PROTOCOLS.md 2.2, 7).
+
+        :returns: ``(mode, error)`` when it refuses a ``set_permission_mode`` (Claude Code
+            answers ``invalid_mode`` for a mode it does not know, and refuses
+            ``bypassPermissions`` as root): the host is back to ``mode``, the one before.
+        """
         response = message.get("response")
+        if isinstance(response, Mapping) and response.get("subtype") == "error":
+            return self._refused(str(response.get("request_id")),
+                                 str(response.get("error") or "refused"))
         if not isinstance(response, Mapping) or response.get("subtype") != "success":
-            return
+            return None
         body = response.get("response")
         if response.get("request_id") == self._initialize_id and isinstance(body, Mapping):
             self._reported_commands = body.get("commands")
@@ -153,21 +165,43 @@ class AgentHost:
             if listed and hasattr(self.spec, "known_models"):
                 # What a session of this agent may pick (GET /api/agents, PATCH checks).
                 self.spec.known_models = listed  # type: ignore[misc]
+        return None
+
+    def _refused(self, request_id: str, error: str) -> tuple[str, str] | None:
+        with self._lock:
+            for index, (asked_id, mode, before) in enumerate(self._asked_modes):
+                if asked_id == request_id:
+                    del self._asked_modes[index]
+                    if self.permission_mode != mode:
+                        return None  # changed again since: the newer request decides
+                    self.permission_mode = before
+                    return before, error
+        return None
 
     def configure(self, model: str | None = None, permission_mode: str | None = None) -> None:
         """Run with ``model`` and/or ``permission_mode`` (None leaves one as it is): the next
         process starts with them (``--model``, ``--permission-mode``), and a live one is told
         at once with the control requests ``set_model`` and ``set_permission_mode``
         (PROTOCOLS.md 2.5), during a turn or between turns. Values are not checked here."""
+        stale = None
         with self._lock:
             process = self._process if self._process is not None and self._process.alive \
                 else None
             send: list[dict[str, Any]] = []
             if permission_mode is not None and permission_mode != self.permission_mode:
-                self.permission_mode = permission_mode
-                if process is not None:
-                    self._asked_modes.append(permission_mode)
-                    send.append(control_request("set_permission_mode", mode=permission_mode))
+                before, self.permission_mode = self.permission_mode, permission_mode
+                if (process is not None and not self._in_turn
+                        and permission_mode in getattr(self.spec, "launch_only_modes", ())):
+                    # A mode the live process cannot take (Claude Code's bypassPermissions
+                    # needs its launch flag): the idle process goes, the next turn resumes
+                    # the conversation in a new one started in that mode.
+                    stale, self._process, process = self._process, None, None
+                    self._asked_modes.clear()
+                    self._cancel_idle_timer()
+                elif process is not None:
+                    request = control_request("set_permission_mode", mode=permission_mode)
+                    self._asked_modes.append((request["request_id"], permission_mode, before))
+                    send.append(request)
             if model is not None and model != self.model:
                 self.model = model
                 if process is not None:
@@ -176,14 +210,21 @@ class AgentHost:
                                 if model != DEFAULT_MODEL else control_request("set_model"))
         for message in send:
             process.send(message)  # type: ignore[union-attr]
+        if stale is not None:
+            threading.Thread(target=self._retire, args=(stale,), daemon=True).start()
+
+    def _retire(self, process: AgentProcess) -> None:
+        process.stop(self._grace)
+        self._tell(process.pid, False)
 
     def reported_mode(self, mode: str) -> bool:
         """The agent reports it runs in ``mode`` (a ``system/status``). True when the agent
         changed it by itself (Claude Code leaves Plan mode when its plan is approved), not
         in answer to :meth:`configure`: then it is the host's mode from now on."""
         with self._lock:
-            if mode in self._asked_modes:
-                del self._asked_modes[:self._asked_modes.index(mode) + 1]
+            asked = [m for _, m, _ in self._asked_modes]
+            if mode in asked:
+                del self._asked_modes[:asked.index(mode) + 1]
                 return False
             if self._asked_modes or mode == self.permission_mode:
                 return False
@@ -211,6 +252,7 @@ class AgentHost:
     def idle(self) -> None:
         """The turn is over: stop the process after ``idle_seconds`` unless a turn starts."""
         with self._lock:
+            self._in_turn = False
             self._cancel_idle_timer()
             if self._idle_seconds > 0 and self._process is not None:
                 self._idle_timer = threading.Timer(self._idle_seconds, self.stop)
@@ -222,6 +264,7 @@ class AgentHost:
     def stop(self) -> None:
         """Stop the process and its group (idempotent)."""
         with self._lock:
+            self._in_turn = False
             self._cancel_idle_timer()
             process, self._process = self._process, None
         if process is not None:
@@ -442,7 +485,12 @@ class Turn:
                     self._log.flush()
                     self._prompts.cancel(entry.request_id, "The agent withdrew the request.")
             elif mtype == "control_response":
-                self._host.initialized(message)
+                refused = self._host.initialized(message)
+                if refused is not None:
+                    # The agent kept its mode: say so, and show the mode it runs in.
+                    mode, error = refused
+                    self._error(f"the agent refused the permission mode change: {error}")
+                    self._log.append("mode", {"permission_mode": mode, "by": "agent"})
             else:
                 commands = None
                 if mtype == "system" and message.get("subtype") == "init":

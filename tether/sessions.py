@@ -124,6 +124,7 @@ class Session:
         self._host.model = model or default_model
         self._host.permission_mode = permission_mode or default_mode
         self._lock = threading.Lock()
+        self._options_lock = threading.Lock()
         self._turn: Turn | None = None
         self._turns = 0
         self._queue: list[QueuedPrompt] = []
@@ -364,8 +365,13 @@ class Session:
             self._on_record_changed(self)
 
     def _configure(self, model: str | None, permission_mode: str | None, by: str) -> bool:
-        """Log and apply a model / mode change (checked already); True when one changed."""
-        with self._lock:  # one change at a time: the log's order is the agent's
+        """Log and apply a model / mode change (checked already); True when one changed.
+
+        One change at a time (``_options_lock``), so the log's order is the agent's; not
+        under the session's lock, which a write to an agent that stopped reading its stdin
+        would hold for good.
+        """
+        with self._options_lock:
             if model == self.model:
                 model = None
             if permission_mode == self.permission_mode:

@@ -215,3 +215,40 @@ def test_bypass_is_refused_without_the_setting(server: LiveServer) -> None:
     assert refused.json()["error"]["code"] == "mode_not_allowed"
     bad = server.api("PATCH", f"/api/sessions/{sid}", json={"permission_mode": "manual"})
     assert bad.status_code == 400 and "acceptEdits" in bad.json()["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def bypass_server(api: FakeAnthropic,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    workdir = tmp_path_factory.mktemp("claude-bypass")
+    home = workdir / "home"
+    home.mkdir()
+    # IS_SANDBOX=1: Claude Code refuses --permission-mode=bypassPermissions as root (as
+    # these tests may run) unless told it runs in a sandbox (2.1.328 [obs]).
+    with LiveServer(workdir, TETHER_AGENT="claude", TETHER_CLAUDE_BIN=claude_bin(),
+                    TETHER_AGENT_IDLE_TIMEOUT=120, TETHER_ALLOW_BYPASS=1, IS_SANDBOX=1,
+                    ANTHROPIC_BASE_URL=api.base_url, ANTHROPIC_API_KEY="sk-ant-fake",
+                    HOME=str(home), CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+                    **OTHER_SECRETS) as server:
+        yield server
+
+
+def test_bypass_with_the_setting_runs_unasked_and_can_be_left(bypass_server: LiveServer) -> None:
+    """A live Claude Code refuses set_permission_mode bypassPermissions
+    (``bypass_not_launched``): between turns Tether starts a new process in that mode, which
+    resumes the conversation; leaving it is a control request to the live process."""
+    server = bypass_server
+    sid = server.create_session()["id"]
+    turn_events(server, sid, turn(server, sid, "[hi] first"))
+    patch(server, sid, permission_mode="bypassPermissions", client="e2e")
+    after = turn(server, sid, "[py] unasked")
+    events = turn_events(server, sid, after)
+    assert not [e for e in events if e["kind"] in ("approval_request", "error")], events
+    assert next(e for e in events if e["kind"] == "agent_session")["permission_mode"] == \
+        "bypassPermissions"
+    assert "42" in next(e for e in events if e["kind"] == "tool_result")["content"]
+    patch(server, sid, permission_mode="default", client="e2e")
+    after = turn(server, sid, "[py] asked again")
+    request = server.wait_for_event(sid, "approval_request", after=after)
+    answer(server, sid, request["request_id"], "deny", message="no")
+    turn_events(server, sid, after)

@@ -241,3 +241,57 @@ def test_sqlite_schema_3_file_migrates_to_4(tmp_path: Path) -> None:
         assert (record.model, record.permission_mode) == ("", "")
     finally:
         store.close()
+
+
+class LaxLocal(LocalAgent):
+    """Offers a mode the local agent refuses (``invalid_mode``, as Claude Code answers)."""
+
+    permission_modes = ("default", "plan", "weird")
+
+
+def test_a_mode_the_agent_refuses_is_an_error_and_the_mode_goes_back(tmp_path: Path) -> None:
+    config = settings(tmp_path, agent_idle_seconds=60)
+    core = SessionRegistry(config, agents=AgentCatalog([LaxLocal(config)]))
+    try:
+        session = core.create()
+        session.submit("help")
+        assert session.wait_idle(10) and session.agent_running
+        session.update(permission_mode="weird", by="tester")
+        assert session.permission_mode == "weird"
+        session.submit("help")  # its pump reads the refusal
+        assert session.wait_idle(10)
+        errors = [e["message"] for e in kinds(session, "error")]
+        assert any("refused the permission mode change" in m and "must be one of" in m
+                   for m in errors), errors
+        assert [(e["permission_mode"], e["by"]) for e in kinds(session, "mode")] == [
+            ("weird", "tester"), ("default", "agent")]
+        assert session.permission_mode == "default"
+    finally:
+        core.shutdown()
+
+
+class LaunchOnlyPlan(LocalAgent):
+    """As Claude Code with bypassPermissions: ``plan`` only at launch."""
+
+    launch_only_modes = frozenset({"plan"})
+
+
+def test_a_launch_only_mode_between_turns_starts_a_new_process(tmp_path: Path) -> None:
+    config = settings(tmp_path, agent_idle_seconds=60)
+    core = SessionRegistry(config, agents=AgentCatalog([LaunchOnlyPlan(config)]))
+    try:
+        session = core.create()
+        session.submit("help")
+        assert session.wait_idle(10)
+        first = session._host._process
+        assert first is not None and first.alive
+        session.update(permission_mode="plan", by="tester")
+        assert not session.agent_running  # the idle process is gone
+        session.submit("$ echo resumed")
+        request = wait_for(session, lambda e: e["kind"] == "approval_request")
+        assert request["tool_name"] == "ExitPlanMode"  # started with --permission-mode=plan
+        assert session._host._process is not first
+        session.cancel()
+        assert session.wait_idle(10)
+    finally:
+        core.shutdown()

@@ -68,6 +68,9 @@ class ClaudeAgent:
     permission_modes = CLAUDE_PERMISSION_MODES
     static_models = CLAUDE_MODELS
     known_models: list[dict[str, Any]] | None = None
+    #: Modes a live process refuses (``bypass_not_launched``, 2.1.328): the host starts a
+    #: new process in them (tether.runner.AgentHost.configure).
+    launch_only_modes = frozenset({"bypassPermissions"})
     #: Slash commands it refuses headless, with the reason the composer shows.
     refused_commands = CLAUDE_HEADLESS_REFUSED
 
