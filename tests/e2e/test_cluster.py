@@ -690,3 +690,31 @@ def test_a_session_created_through_one_host_is_answered_from_the_other(
             assert time.monotonic() < deadline, (host.host_id, state)
             time.sleep(0.05)
     check_log(tally, events)
+
+
+def test_a_mode_changed_through_a_worker_that_does_not_own_the_agent_reaches_it(
+        cluster: Cluster, tally: Tally) -> None:
+    """Issue 18 item 2: a PATCH on a non-owner worker becomes a ``mode`` event; the owner's
+    follower sends set_permission_mode to its live agent (the same process, mid-turn)."""
+    sid = create(cluster, "mode elsewhere")
+    prompt(cluster, sid, "$ echo one", turn=1)
+    request = wait_approval(cluster, sid)
+    owner = cluster.owner_of(sid)
+    agents = cluster.processes_in(sid, "tether.agents.local")
+    assert len(agents) == 1
+    patched = cluster.request_on(other_than(owner), "PATCH", f"/api/sessions/{sid}",
+                                 json={"permission_mode": "plan", "client": "phone"})
+    assert patched.status_code == 200 and patched.json()["permission_mode"] == "plan"
+    assert worker_of(patched) != owner
+    answer(cluster, sid, request["request_id"])
+    events, _ = cluster.wait_log(sid, has("turn_end", turn=1), 30)
+    prompt(cluster, sid, "$ echo two", turn=2)
+    plan = wait_approval(cluster, sid, after=events[-1]["id"])
+    assert plan["tool_name"] == "ExitPlanMode"
+    assert cluster.processes_in(sid, "tether.agents.local") == agents  # told, not restarted
+    assert "--permission-mode" not in cluster.cmdline(agents[0])
+    answer(cluster, sid, plan["request_id"], "deny")
+    events, _ = cluster.wait_log(sid, has("turn_end", turn=2), 30)
+    assert [(e["permission_mode"], e["by"]) for e in kinds(events, "mode")] == [
+        ("plan", "phone")]
+    check_log(tally, events)
