@@ -118,6 +118,11 @@ def summary(request: PendingRequest) -> str:
         text = str(questions[0].get("question", "")) if questions else ""
         return _one_line(text or "A question")
     tool = str(fields.get("tool_name") or "tool")
+    plan = fields.get("plan")
+    if tool == "ExitPlanMode":  # Plan mode's plan (tether.runner): its first line says it
+        first = next((line.strip(" #") for line in str(plan or "").splitlines()
+                      if line.strip(" #")), "")
+        return _one_line(f"Plan ready: {first}" if first else "Plan ready for approval")
     tool_input = fields.get("input")
     detail = ""
     if isinstance(tool_input, Mapping):

@@ -295,3 +295,13 @@ def test_a_launch_only_mode_between_turns_starts_a_new_process(tmp_path: Path) -
         assert session.wait_idle(10)
     finally:
         core.shutdown()
+
+
+def test_the_inbox_says_a_plan_is_ready(core: SessionRegistry) -> None:
+    session = core.create(permission_mode="plan")
+    session.submit("plan ## Refactor the parser\n\nthen test it")
+    wait_for(session, lambda e: e["kind"] == "approval_request")
+    (entry,) = core.inbox.snapshot()["entries"]
+    assert entry["summary"] == "Plan ready: Refactor the parser"
+    session.cancel()
+    assert session.wait_idle(10)
