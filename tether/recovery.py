@@ -34,7 +34,9 @@ class LogState:
     text)`` of prompts queued and neither sent nor removed, in queue order.
     ``session_cost_usd`` and ``agent_total_cost_usd``: the session's spend so far and the
     agent's running total, from the newest ``result`` that carries them (0 and None: none
-    does).
+    does). ``model`` and ``permission_mode``: from the newest ``model`` / ``mode`` event
+    (None: none), which the record may not hold yet (the agent left Plan mode in a turn a
+    dead server did not finish).
     """
 
     turns: int = 0
@@ -44,6 +46,8 @@ class LogState:
     queued: list[tuple[str, str]] = field(default_factory=list)
     session_cost_usd: float = 0.0
     agent_total_cost_usd: float | None = None
+    model: str | None = None
+    permission_mode: str | None = None
 
 
 def scan(log: EventLog) -> LogState:
@@ -73,6 +77,10 @@ def scan(log: EventLog) -> LogState:
                 queued[str(payload.get("queue_id"))] = str(payload.get("text", ""))
             elif event.kind == "prompt_dequeued":
                 queued.pop(str(payload.get("queue_id")), None)
+            elif event.kind == "mode" and isinstance(payload.get("permission_mode"), str):
+                state.permission_mode = payload["permission_mode"]
+            elif event.kind == "model" and isinstance(payload.get("model"), str):
+                state.model = payload["model"]
             elif event.kind == "agent_session" and payload.get("agent_session_id"):
                 state.agent_session_id = str(payload["agent_session_id"])
             elif event.kind == "result" and isinstance(payload.get("session_cost_usd"),

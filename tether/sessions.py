@@ -800,8 +800,9 @@ class SessionRegistry:
                               on_record_changed=self._save,
                               on_turn_ended=self.metrics.turn_ended,
                               title_set=record.title_set, base_commit=record.base_commit,
-                              projects=None if own else self.projects, model=record.model,
-                              permission_mode=record.permission_mode)
+                              projects=None if own else self.projects,
+                              model=state.model or record.model,
+                              permission_mode=state.permission_mode or record.permission_mode)
             session.restore(max(record.turns, state.turns), record.auto_approve,
                             state.agent_session_id or record.agent_session_id,
                             resume=state.agent_session_id is not None, queued=state.queued,

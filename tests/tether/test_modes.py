@@ -305,3 +305,18 @@ def test_the_inbox_says_a_plan_is_ready(core: SessionRegistry) -> None:
     assert entry["summary"] == "Plan ready: Refactor the parser"
     session.cancel()
     assert session.wait_idle(10)
+
+
+def test_a_restart_takes_the_mode_from_the_log_when_the_record_lags(tmp_path: Path) -> None:
+    """A server that died mid-turn after the agent left Plan mode saved no record since."""
+    config = settings(tmp_path, store="sqlite")
+    core = SessionRegistry(config, agents=AgentCatalog([LocalAgent(config)]))
+    session = core.create(permission_mode="plan")
+    sid = session.id
+    session.log.append("mode", {"permission_mode": "default", "by": "agent"})  # record: plan
+    core.shutdown()
+    again = SessionRegistry(config, agents=AgentCatalog([LocalAgent(config)]))
+    try:
+        assert again.get(sid).permission_mode == "default"
+    finally:
+        again.shutdown()
