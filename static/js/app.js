@@ -1,4 +1,4 @@
-/* Tether browser UI, part 4 of 4: composer, sessions, inbox, settings, drawer, start-up. */
+/* Tether browser UI, part 5 of 5: composer, sessions, inbox, settings, drawer, start-up. */
 "use strict";
 
 // ------------------------------------------------------------------ Composer
@@ -789,6 +789,7 @@ const Sessions = {
     $("transcript").hidden = !has;
     $("dock").hidden = !has;
     $("session-menu-btn").hidden = !has;
+    Changes.follow(id);
     for (const id of ["meta-cwd", "meta-agent", "meta-model"]) $(id).textContent = "";
     this.current = this.list.find((s) => s.id === id) || null;
     this.renderHeader();
@@ -797,6 +798,7 @@ const Sessions = {
       cursor: () => Transcript.lastId,
       apply: (event) => {
         Transcript.apply(event);
+        Changes.noteEvent(event);
         if (this.revealRequest && event.request_id === this.revealRequest) this.tryReveal();
       },
       reset: () => Transcript.clear(),
@@ -871,6 +873,7 @@ const Sessions = {
     for (const id of ["meta-cwd", "meta-agent", "meta-model"]) $(id).textContent = "";
     $("dock").hidden = true;
     $("session-menu-btn").hidden = true;
+    Changes.follow(null);
     $("state-pill").hidden = true;
     $("auto-banner").hidden = true;
     Transcript.root.replaceChildren(el("li", {className: "item notice notice-warn",
@@ -1099,6 +1102,7 @@ function start() {
   Composer.init();
   Drawer.init();
   Popovers.init();
+  Changes.init();
   Inbox.init();
   Settings.init();
   Status.listeners.push(() => Sessions.renderState());

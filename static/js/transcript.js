@@ -1,4 +1,4 @@
-/* Tether browser UI, part 3 of 4: the transcript.
+/* Tether browser UI, part 3 of 5: the transcript.
  *
  *   Markdown    assistant text through marked, then DOMPurify (both vendored in static/vendor)
  *   Transcript  renders events in id order, each exactly once (the Feeder guarantees order)
