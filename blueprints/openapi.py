@@ -272,7 +272,7 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["id", "agent", "title", "cwd", "project", "created_at", "state",
                          "turn_active", "turn", "last_event_id", "agent_session_id",
-                         "auto_approve", "queue", "pending"],
+                         "auto_approve", "usage", "queue", "pending"],
             "properties": {
                 "id": {"type": "string", "pattern": ID_PATTERN},
                 "agent": {"type": "string"},
@@ -289,6 +289,7 @@ def _schemas() -> dict[str, Any]:
                 "last_event_id": cursor,
                 "agent_session_id": {"type": ["string", "null"]},
                 "auto_approve": {"type": "boolean"},
+                "usage": _ref("Usage"),
                 "queue": {
                     "type": "array", "maxItems": MAX_QUEUED,
                     "description": "Prompts queued while a turn ran, first to be sent first.",
@@ -302,6 +303,21 @@ def _schemas() -> dict[str, Any]:
                     "properties": {"approvals": {"type": "array", "items": _ref("Pending")},
                                    "clarify": {"type": "array", "items": _ref("Pending")}}},
             },
+        },
+        "Usage": {
+            "type": "object", "description": "Tokens and cost, summed over the session's "
+            "turns (each `result` event carries its turn's as `usage`, and these totals as "
+            "`session_usage`).",
+            "required": ["input_tokens", "output_tokens", "cache_read_input_tokens",
+                         "cache_creation_input_tokens", "cost_usd"],
+            "properties": {
+                "input_tokens": {"type": "integer", "minimum": 0},
+                "output_tokens": {"type": "integer", "minimum": 0},
+                "cache_read_input_tokens": {"type": "integer", "minimum": 0},
+                "cache_creation_input_tokens": {"type": "integer", "minimum": 0},
+                "cost_usd": {"type": ["number", "null"], "minimum": 0, "description":
+                             "Dollars, as the agent reports them; null when it reports none "
+                             "(the `local` agent)."}},
         },
         "Folder": {
             "type": "object", "required": ["name", "path", "git"],

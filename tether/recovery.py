@@ -34,7 +34,8 @@ class LogState:
     text)`` of prompts queued and neither sent nor removed, in queue order.
     ``session_cost_usd`` and ``agent_total_cost_usd``: the session's spend so far and the
     agent's running total, from the newest ``result`` that carries them (0 and None: none
-    does).
+    does). ``session_usage``: the session's token and cost totals from the newest ``result``
+    that carries them (:mod:`tether.usage`; None: none does).
     """
 
     turns: int = 0
@@ -44,6 +45,7 @@ class LogState:
     queued: list[tuple[str, str]] = field(default_factory=list)
     session_cost_usd: float = 0.0
     agent_total_cost_usd: float | None = None
+    session_usage: dict[str, Any] | None = None
 
 
 def scan(log: EventLog) -> LogState:
@@ -75,8 +77,10 @@ def scan(log: EventLog) -> LogState:
                 queued.pop(str(payload.get("queue_id")), None)
             elif event.kind == "agent_session" and payload.get("agent_session_id"):
                 state.agent_session_id = str(payload["agent_session_id"])
-            elif event.kind == "result" and isinstance(payload.get("session_cost_usd"),
-                                                       int | float):
+            elif event.kind == "result" and isinstance(payload.get("session_usage"), dict):
+                state.session_usage = dict(payload["session_usage"])
+            if event.kind == "result" and isinstance(payload.get("session_cost_usd"),
+                                                     int | float):
                 state.session_cost_usd = float(payload["session_cost_usd"])
                 total = payload.get("agent_total_cost_usd")
                 state.agent_total_cost_usd = float(total) if isinstance(total, int | float) \

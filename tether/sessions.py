@@ -46,6 +46,7 @@ from tether.recovery import close_interrupted, scan
 from tether.runner import AgentHost, Turn
 from tether.stores import open_store
 from tether.stores.base import EventLog, SessionRecord, Store
+from tether.usage import UsageMeter
 
 logger = logging.getLogger(__name__)
 
@@ -380,7 +381,8 @@ class Session:
     def restore(self, turns: int, auto_approve: bool, agent_session_id: str,
                 resume: bool, queued: list[tuple[str, str]] | None = None,
                 session_cost_usd: float = 0.0,
-                agent_total_cost_usd: float | None = None) -> None:
+                agent_total_cost_usd: float | None = None,
+                session_usage: dict[str, Any] | None = None) -> None:
         """Take back what a previous server knew (the registry restoring from a durable
         store), before any turn runs.
 
@@ -396,12 +398,14 @@ class Session:
         :param agent_total_cost_usd: the agent's running total then (its log's newest
             ``result`` says both): a resumed Claude Code carries its total on, so the next
             turn's cost is the difference from it (:class:`~tether.agents.claude.CostMeter`).
+        :param session_usage: the session's token and cost totals (:mod:`tether.usage`).
         """
         with self._lock:
             self._turns = turns
             self._queue = [QueuedPrompt(queue_id, text) for queue_id, text in queued or ()]
         self._host.costs.session_usd = session_cost_usd
         self._host.costs.last_total = agent_total_cost_usd
+        self._host.usage = UsageMeter(session_usage)
         if auto_approve and not self._settings.allow_auto_approve:
             logger.warning("session %s had auto-approve on; it is off, as "
                            "TETHER_ALLOW_AUTO_APPROVE=0 says", self.id)
@@ -428,6 +432,7 @@ class Session:
             "last_event_id": self.log.last_id,
             "agent_session_id": self.agent_session_id,
             "auto_approve": self.auto_approve,
+            "usage": dict(self._host.usage.totals),
             "queue": [{"n": n, "queue_id": item.queue_id, "text": item.text}
                       for n, item in enumerate(self.queue, 1)],
             "pending": {
@@ -746,7 +751,8 @@ class SessionRegistry:
                             state.agent_session_id or record.agent_session_id,
                             resume=state.agent_session_id is not None, queued=state.queued,
                             session_cost_usd=state.session_cost_usd,
-                            agent_total_cost_usd=state.agent_total_cost_usd)
+                            agent_total_cost_usd=state.agent_total_cost_usd,
+                            session_usage=state.session_usage)
             with self._lock:
                 self._sessions[record.id] = session
             if closed or session.record() != record:

@@ -790,7 +790,7 @@ const Sessions = {
     $("dock").hidden = !has;
     $("session-menu-btn").hidden = !has;
     Changes.follow(id);
-    for (const id of ["meta-cwd", "meta-agent", "meta-model"]) $(id).textContent = "";
+    for (const id of ["meta-cwd", "meta-agent", "meta-model", "meta-usage"]) $(id).textContent = "";
     this.current = this.list.find((s) => s.id === id) || null;
     this.renderHeader();
     this.renderList();
@@ -799,6 +799,10 @@ const Sessions = {
       apply: (event) => {
         Transcript.apply(event);
         Changes.noteEvent(event);
+        if (event.kind === "result" && event.session_usage && this.current && this.current.id === event.session_id) {
+          this.current.usage = event.session_usage;
+          this.renderUsage();
+        }
         if (this.revealRequest && event.request_id === this.revealRequest) this.tryReveal();
       },
       reset: () => Transcript.clear(),
@@ -829,7 +833,19 @@ const Sessions = {
     const auto = Boolean(s && s.auto_approve);
     $("auto-banner").hidden = !auto;
     $("auto-approve-btn").setAttribute("aria-checked", String(auto));
+    this.renderUsage();
     this.renderState();
+  },
+
+  /** The session's tokens and cost so far: short in the header, in words in its menu. */
+  renderUsage() {
+    const u = this.current && this.current.usage;
+    const used = u && (u.input_tokens || u.output_tokens || u.cost_usd);
+    const words = used ? usageWords(u) : "";
+    $("meta-usage").textContent = used ? usageShort(u) : "";
+    $("meta-usage").title = words;
+    $("menu-usage").textContent = used ? `So far: ${words}` : "";
+    $("menu-usage").hidden = !used;
   },
 
   /** The shown session's state, as the transcript knows it (fresher than the list). */
@@ -870,7 +886,7 @@ const Sessions = {
   showGone(id) {
     if (id !== this.currentId) return;
     $("session-title").textContent = "Session not found";
-    for (const id of ["meta-cwd", "meta-agent", "meta-model"]) $(id).textContent = "";
+    for (const id of ["meta-cwd", "meta-agent", "meta-model", "meta-usage"]) $(id).textContent = "";
     $("dock").hidden = true;
     $("session-menu-btn").hidden = true;
     Changes.follow(null);
@@ -942,6 +958,27 @@ const Sessions = {
     this.renderList();
   },
 };
+
+/** 1234 -> "1.2k", 2500000 -> "2.5M". */
+function compactCount(n) {
+  if (n < 1000) return String(n);
+  if (n < 1e6) return `${(n / 1e3).toFixed(n < 1e4 ? 1 : 0)}k`;
+  return `${(n / 1e6).toFixed(n < 1e7 ? 1 : 0)}M`;
+}
+
+function usageShort(u) {
+  const parts = [`${compactCount(u.input_tokens)} in`, `${compactCount(u.output_tokens)} out`];
+  if (typeof u.cost_usd === "number") parts.push(`$${u.cost_usd.toFixed(u.cost_usd < 1 ? 3 : 2)}`);
+  return parts.join(" · ");
+}
+
+function usageWords(u) {
+  const fmt = (n) => Number(n).toLocaleString("en-US");
+  const parts = [`${fmt(u.input_tokens)} tokens in`, `${fmt(u.output_tokens)} out`];
+  if (u.cache_read_input_tokens) parts.push(`${fmt(u.cache_read_input_tokens)} read from cache`);
+  if (typeof u.cost_usd === "number") parts.push(`$${u.cost_usd.toFixed(4)}`);
+  return parts.join(", ");
+}
 
 // ------------------------------------------------------------------ Inbox
 

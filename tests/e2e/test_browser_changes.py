@@ -5,6 +5,7 @@ sideways, and a file opened read-only."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,13 @@ def test_the_panel_follows_the_agents_changes(browser: Any, server: LiveServer, 
         expect(panel.locator(".change-path", has_text="agent.txt")).to_be_visible()
         # main.py stayed unfolded across the refresh.
         expect(panel.locator(".change").nth(1).locator(".code-del")).to_have_count(1)
+
+        # The turn's tokens reached the header (a wide screen) or the session menu (a phone).
+        if size == "desktop":
+            expect(page.locator("#meta-usage")).to_have_text(re.compile(r"^\d+ in · \d+ out$"))
+        else:
+            expect(page.locator("#menu-usage")).to_have_text(
+                re.compile(r"^So far: \d+ tokens in, \d+ out$"), use_inner_text=False)
 
         # A file opened read-only, with line numbers.
         panel.locator("#changes-path").fill("main.py")

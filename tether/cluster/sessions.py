@@ -54,6 +54,7 @@ from tether.sessions import (
     title_from_prompt,
 )
 from tether.stores.redis import RedisEventLog, RedisStore, Refused
+from tether.usage import UsageMeter
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ class ClusterSession:
             "last_event_id": max(int(rec.get("last", 0)), self.log.last_id),
             "agent_session_id": rec.get("agent_session_id", ""),
             "auto_approve": rec.get("auto_approve") == "1",
+            "usage": _usage(rec.get("session_usage")),
             "queue": [{"n": n, "queue_id": item.queue_id, "text": item.text}
                       for n, item in enumerate(queue, 1)],
             "pending": {
@@ -391,9 +393,9 @@ class ClusterSession:
 
     def _load_agent_state(self) -> None:
         # Under _lock: the agent's conversation and spend as the previous owner left them.
-        agent_session_id, started, spent, total, turns = self._fields(
+        agent_session_id, started, spent, total, turns, usage = self._fields(
             "agent_session_id", "agent_started", "session_cost_usd", "agent_total_cost_usd",
-            "turns")
+            "turns", "session_usage")
         host = AgentHost(self.agent, self.workspace, self._settings)
         host.on_process = self._on_process
         if agent_session_id:
@@ -403,6 +405,7 @@ class ClusterSession:
                 host.agent_session_id = agent_session_id
         host.costs.session_usd = float(spent or 0)
         host.costs.last_total = float(total) if total else None
+        host.usage = UsageMeter(_usage(usage))
         if self._host is not None:
             self._host.stop()
         self._host = host
@@ -534,7 +537,8 @@ class ClusterSession:
             return
         fields: dict[str, Any] = {"agent_session_id": host.agent_session_id,
                                   "agent_started": int(host.started),
-                                  "session_cost_usd": repr(host.costs.session_usd)}
+                                  "session_cost_usd": repr(host.costs.session_usd),
+                                  "session_usage": json.dumps(host.usage.totals)}
         if host.costs.last_total is not None:
             fields["agent_total_cost_usd"] = repr(host.costs.last_total)
         if self._fence == fence:
@@ -644,6 +648,15 @@ class ClusterSession:
 def _item(queue_id: str, text: str) -> str:
     """A queued prompt as the ``queue`` list holds it."""
     return json.dumps({"queue_id": queue_id, "text": text}, separators=(",", ":"))
+
+
+def _usage(raw: str | None) -> dict[str, Any]:
+    """A session's totals as its record keeps them (JSON), or zeros."""
+    try:
+        held = json.loads(raw) if raw else {}
+    except ValueError:
+        held = {}
+    return UsageMeter(held if isinstance(held, dict) else {}).totals
 
 
 def _queued(item: bytes) -> QueuedPrompt:
