@@ -237,9 +237,13 @@ class Turn:
 
     def __init__(self, number: int, text: str, host: AgentHost, log: EventLog | EventSink,
                  prompts: PromptRegistry, settings: Settings,
-                 finish: Callable[[Turn, str], None]) -> None:
+                 finish: Callable[[Turn, str], None],
+                 content: Callable[[], Any] | None = None) -> None:
         self.number = number
         self.text = text
+        #: The user message's content when it is more than ``text`` (images before it):
+        #: read on the turn's thread, when the message is sent.
+        self._content = content
         self._host = host
         self._log: EventSink = log if isinstance(log, EventSink) else LogSink(log)
         self._prompts = prompts
@@ -361,7 +365,8 @@ class Turn:
             self._process = process
             if self._cancel_reason is not None:
                 return self._cancel_reason
-        if not process.send(user_message(self.text)):
+        content = self._content() if self._content is not None else self.text
+        if not process.send(user_message(content)):
             return self._ended_early(process)
         return self._pump(process)
 

@@ -78,14 +78,16 @@ const Composer = {
     }
     const queue = Transcript.turnActive && !preset;
     if (Transcript.turnActive && preset) return;
+    const images = preset ? [] : Attach.payload();
     this.sending = true;
     this.showError("");
     this.update();
     try {
-      await Api.prompt(id, text, queue);
+      await Api.prompt(id, text, queue, images);
       if (!preset) {
         this.input.value = "";
         this.grow();
+        Attach.clear();
       }
       Transcript.pinned = true;
       // The first prompt names the session.
@@ -980,6 +982,101 @@ function usageWords(u) {
   return parts.join(", ");
 }
 
+// ------------------------------------------------------------------ Attach
+
+/** Images for the next prompt: picked (the phone's photo library too), pasted or dropped;
+ *  shown as thumbnails, each removable, until the prompt is sent. */
+const Attach = {
+  TYPES: ["image/png", "image/jpeg", "image/gif", "image/webp"],
+  MAX: 5,
+  items: [], // {name, media_type, data (base64), url (object URL for the thumbnail)}
+
+  init() {
+    this.input = $("attach-input");
+    this.list = $("attachments");
+    this.maxBytes = Number(document.body.dataset.maxImageBytes) || 5 * 1024 * 1024;
+    $("attach-btn").addEventListener("click", () => this.input.click());
+    this.input.addEventListener("change", () => {
+      this.add(this.input.files);
+      this.input.value = "";
+    });
+    $("prompt").addEventListener("paste", (e) => {
+      const files = [...(e.clipboardData ? e.clipboardData.files : [])];
+      if (files.some((f) => f.type.startsWith("image/"))) {
+        e.preventDefault();
+        this.add(files);
+      }
+    });
+    const dock = $("dock");
+    dock.addEventListener("dragover", (e) => {
+      if ([...e.dataTransfer.types].includes("Files")) e.preventDefault();
+    });
+    dock.addEventListener("drop", (e) => {
+      if (!e.dataTransfer.files.length) return;
+      e.preventDefault();
+      this.add(e.dataTransfer.files);
+    });
+  },
+
+  async add(files) {
+    const problems = [];
+    for (const file of [...files]) {
+      if (!this.TYPES.includes(file.type)) {
+        problems.push(`${file.name || "that file"} is not a PNG, JPEG, GIF or WebP image`);
+      } else if (file.size > this.maxBytes) {
+        problems.push(`${file.name || "that image"} is over ${(this.maxBytes / 1048576).toFixed(0)} MB`);
+      } else if (this.items.length >= this.MAX) {
+        problems.push(`a message carries at most ${this.MAX} images`);
+        break;
+      } else {
+        const data = await readBase64(file);
+        this.items.push({name: file.name || "image", media_type: file.type, data,
+          url: URL.createObjectURL(file)});
+      }
+    }
+    Composer.showError(problems.length ? `Not attached: ${problems.join("; ")}.` : "");
+    this.render();
+  },
+
+  remove(item) {
+    URL.revokeObjectURL(item.url);
+    this.items = this.items.filter((x) => x !== item);
+    this.render();
+    $("prompt").focus();
+  },
+
+  clear() {
+    for (const item of this.items) URL.revokeObjectURL(item.url);
+    this.items = [];
+    this.render();
+  },
+
+  payload() {
+    return this.items.map(({media_type, data}) => ({media_type, data}));
+  },
+
+  render() {
+    this.list.replaceChildren(...this.items.map((item, n) => {
+      const drop = el("button", {className: "attachment-remove", attrs: {type: "button",
+        "aria-label": `Remove image ${n + 1} (${item.name})`}}, [icon("M6 6l12 12M18 6L6 18")]);
+      drop.addEventListener("click", () => this.remove(item));
+      return el("li", {className: "attachment"}, [
+        el("img", {attrs: {src: item.url, alt: `Image ${n + 1}: ${item.name}`}}), drop]);
+    }));
+    this.list.hidden = !this.items.length;
+  },
+};
+
+/** A file's bytes in base64 (the part of its data: URL after the comma). */
+function readBase64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).split(",", 2)[1] || "");
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
 // ------------------------------------------------------------------ Inbox
 
 /** Every session's pending approvals and questions: the badge, the list, notifications. */
@@ -1140,6 +1237,7 @@ function start() {
   Drawer.init();
   Popovers.init();
   Changes.init();
+  Attach.init();
   Inbox.init();
   Settings.init();
   Status.listeners.push(() => Sessions.renderState());

@@ -387,3 +387,29 @@ def test_tokens_and_cost_reach_the_result_and_the_session(server: LiveServer) ->
     assert session["usage"] == second["session_usage"]
     assert session["usage"]["input_tokens"] == usage["input_tokens"] + \
         second["usage"]["input_tokens"]
+
+
+def test_an_image_reaches_the_model_as_an_image_block(server: LiveServer,
+                                                      api: FakeAnthropic) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.new("RGB", (32, 20), (10, 120, 200)).save(picture, "PNG")
+    data = base64.b64encode(picture.getvalue()).decode()
+    sid = server.create_session()["id"]
+    answer = server.api("POST", f"/api/sessions/{sid}/prompt", json={
+        "text": "[text] what is in the screenshot?",
+        "images": [{"media_type": "image/png", "data": data}]})
+    assert answer.status_code == 202, answer.text
+    events_until_turn_end(server, sid)
+    asked = [body for body in api.requests
+             if "what is in the screenshot?" in " ".join(all_user_texts(body))]
+    assert asked, "the fake API never got the prompt"
+    content = [m for m in asked[0]["messages"] if m["role"] == "user"][-1]["content"]
+    images = [b for b in content if isinstance(b, dict) and b.get("type") == "image"]
+    # Claude Code 2.1.328 passes the block on as it got it: base64, the PNG's own bytes.
+    assert images and images[0]["source"] == {"type": "base64", "media_type": "image/png",
+                                              "data": data}
