@@ -27,6 +27,7 @@ from werkzeug.exceptions import HTTPException
 from blueprints import current_core
 from blueprints.sendguard import stream_socket
 from tether.errors import BadRequest, RequestTimeout, UnsupportedMediaType
+from tether.images import MAX_IMAGES
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -60,10 +61,19 @@ class UpdateSession(Body):
     client: str | None = Field(None, max_length=MAX_CLIENT_CHARS)
 
 
+class ImageIn(Body):
+    #: ``image/png``, ``image/jpeg``, ``image/gif`` or ``image/webp`` (another: 415).
+    media_type: str = Field(max_length=100)
+    #: The image's bytes in base64 (RFC 4648 section 4).
+    data: str
+
+
 class Prompt(Body):
     text: str
     #: While a turn runs: queue the prompt (202 ``{"queued": n}``) instead of 409.
     queue: bool = False
+    #: Images sent to the agent with the text (tether/images.py).
+    images: list[ImageIn] = Field(default_factory=list, max_length=MAX_IMAGES)
 
 
 class ApprovalAnswer(Body):

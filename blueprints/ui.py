@@ -16,6 +16,7 @@ def index() -> str:
     return render_template("index.html", default_agent=core.settings.agent,
                            keepalive_seconds=core.settings.keepalive_seconds,
                            allow_auto_approve=core.settings.allow_auto_approve,
+                           max_image_bytes=core.settings.max_image_bytes,
                            # Modes that ask nobody are offered only where the server allows
                            # them (TETHER_ALLOW_BYPASS).
                            allow_bypass=core.settings.allow_bypass)
