@@ -85,7 +85,8 @@ def test_basic_client_core_loop(browser: Any, server: LiveServer,
         expect(page.locator(".tool-output")).to_have_text("hi [exit code 0]")
         turns_ended(page, 1)
         expect(page.locator("#inbox-btn")).to_have_text("Inbox: 0")
-        expect(page.locator('[data-kind="text"]')).to_have_text("Agent: `echo hi` finished with exit code 0.")
+        expect(page.locator('[data-kind="text"]')).to_have_text(
+            "Agent: `echo hi` finished with exit code 0.")
 
         # triage: three allowed, one denied with a message.
         send(page, "triage")
@@ -100,7 +101,8 @@ def test_basic_client_core_loop(browser: Any, server: LiveServer,
                 expect(card).to_have_attribute("data-state", "denied")
                 expect(card.locator(".outcome")).to_have_text("Denied by you: not this one")
         turns_ended(page, 2)
-        expect(page.locator('[data-kind="text"]').last).to_contain_text("Triage: ran 3 of 4 commands.")
+        expect(page.locator('[data-kind="text"]').last).to_contain_text(
+            "Triage: ran 3 of 4 commands.")
 
         # Questions: an option, then an answer of one's own.
         send(page, "ask Which db? pg | sqlite")
@@ -179,4 +181,5 @@ def test_noscript_says_what_the_page_needs(server: LiveServer) -> None:
     # parses <noscript> as if they were on, so a browser cannot show it here.
     for path in ("/", "/?client=basic"):
         html = server.api("GET", path).text
-        assert re.search(r"<noscript>\s*<p class=\"(noscript|note)\">Tether needs JavaScript", html), path
+        needs = r"<noscript>\s*<p class=\"(noscript|note)\">Tether needs JavaScript"
+        assert re.search(needs, html), path

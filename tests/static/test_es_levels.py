@@ -65,7 +65,8 @@ def scripts_by_level(client: FlaskClient, anonymous: FlaskClient) -> dict[str, s
     return levels
 
 
-def es_check(level: str, files: list[str], module: bool = False) -> subprocess.CompletedProcess[str]:
+def es_check(level: str, files: list[str],
+             module: bool = False) -> subprocess.CompletedProcess[str]:
     args = [str(ES_CHECK), level, *files, "--checkFeatures", "--noColor"]
     if module:
         args.append("--module")
