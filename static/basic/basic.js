@@ -226,6 +226,9 @@
     resetTranscript();
     state.epoch = null;
     show($("session"), !!sid);
+    // The list folds away while a session is shown (a browser without <details> keeps it open).
+    if (sid) $("sessions").removeAttribute("open");
+    else $("sessions").setAttribute("open", "");
     $("session-title").textContent = "Transcript";
     renderSessions();
     if (sid) {
@@ -640,6 +643,13 @@
     $("inbox-btn").setAttribute("aria-expanded", open ? "true" : "false");
   }
 
+  /** True when the page is scrolled to (near) its end: new events keep it there. */
+  function atBottom() {
+    var doc = document.documentElement;
+    var top = window.pageYOffset || doc.scrollTop || 0;
+    return top + (window.innerHeight || doc.clientHeight) >= doc.scrollHeight - 120;
+  }
+
   // ---------------------------------------------------------------- the long-poll
 
   var poll = {xhr: null, gen: 0, fails: 0, timer: null};
@@ -702,7 +712,9 @@
         if (!data.reset) return pollNext(0);
       }
       var events = data.events || [];
+      var pinned = atBottom();
       for (var i = 0; i < events.length; i++) apply(events[i]);
+      if (pinned && events.length) window.scrollTo(0, document.documentElement.scrollHeight);
       state.turnActive = !!data.turn_active;
       updateComposer();
       pollNext(events.length >= LIMIT ? 0 : WAIT);

@@ -143,7 +143,9 @@ def test_basic_client_core_loop(browser: Any, server: LiveServer,
         expect(page.locator(".card")).to_have_count(8)
         expect(page.locator(".tool-output").first).to_have_text("hi [exit code 0]")
         expect(page.locator(".tool-output")).to_have_count(8)
-        expect(page.get_by_role("link", name=re.compile(r"^\$ echo hi"))).to_have_count(1)
+        expect(page.locator("#session-list a")).to_have_text(["$ echo hi"])  # folded away
+        page.get_by_text("Sessions", exact=True).click()
+        expect(page.get_by_role("link", name="$ echo hi")).to_be_visible()
         screenshot(page, f"basic-{name}-reloaded")
 
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
