@@ -185,3 +185,49 @@ def test_noscript_says_what_the_page_needs(server: LiveServer) -> None:
         html = server.api("GET", path).text
         needs = r"<noscript>\s*<p class=\"(noscript|note)\">Tether needs JavaScript"
         assert re.search(needs, html), path
+
+
+def test_basic_client_replays_on_reset_and_new_epoch(browser: Any, server: LiveServer) -> None:
+    """docs/protocol.md: a `reset` answer replays the log from the start; a new epoch means the
+    ids restarted, so the client drops what it shows and reads the log again. Either way each
+    event is shown once. The server's answers are rewritten in flight to say so."""
+    page = open_basic(browser, server, DESKTOP)
+    try:
+        session_id = server.create_session(agent="local")["id"]
+        server.api("POST", f"/api/sessions/{session_id}/prompt", json={"text": "help"})
+        server.wait_for_event(session_id, "turn_end")
+        page.goto(f"{server.url}/?client=basic#s={session_id}")
+        turns_ended(page, 1)
+        before = assert_rendered_once(page)
+        log = server.events(session_id)
+
+        def answer_once(body: dict[str, Any]) -> int:
+            """Answer the next long-poll with ``body``; returns the cursor of the one after."""
+            page.route("**/events?*", lambda route: route.fulfill(json=body), times=1)
+            seen = len(page.requests)
+            # A rename changes the inbox, which ends the long-poll in flight.
+            server.api("PATCH", f"/api/sessions/{session_id}", json={"title": "poke"})
+            for _ in range(150):
+                polls = [u for u in page.requests[seen:] if "/events?" in u]
+                if len(polls) >= 2:
+                    return int(re.search(r"after=(\d+)", polls[1]).group(1))
+                page.wait_for_timeout(100)
+            raise AssertionError(f"no long-poll after the rewritten answer: {polls}")
+
+        # A reset: the log from the start (here its first two events): what was shown goes,
+        # and the next long-poll asks for what follows them.
+        assert answer_once({**log, "events": log["events"][:2], "last_event_id": 2,
+                            "reset": True}) == 2
+        expect(page.locator("[data-event-id]")).to_have_count(len(before))
+        assert assert_rendered_once(page) == before
+        # A new epoch: the ids restarted, so the next long-poll reads from the start.
+        assert answer_once({**log, "events": [], "epoch": "another"}) == 0
+        expect(page.locator("#conn")).to_have_text("Connected (long-poll)")
+        server.api("POST", f"/api/sessions/{session_id}/prompt", json={"text": "help"})
+        turns_ended(page, 2)
+        after = assert_rendered_once(page)
+        assert after[:len(before)] == before
+        assert max(after) == server.events(session_id)["last_event_id"]
+        assert not page.js_errors
+    finally:
+        page.context.close()
