@@ -12,7 +12,11 @@ from playwright.sync_api import expect
 
 from tests.e2e.browser import new_page, screenshot
 from tests.e2e.live import LiveServer
-from tests.e2e.test_browser import assert_phone_friendly, assert_rendered_once
+from tests.e2e.test_browser import (
+    assert_phone_friendly,
+    assert_rendered_once,
+    serve_with_strict_csp,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -160,13 +164,30 @@ def test_basic_client_core_loop(browser: Any, server: LiveServer,
 def test_modern_page_hands_over_without_fetch(browser: Any, server: LiveServer) -> None:
     page = new_page(browser, server)
     try:
+        serve_with_strict_csp(page, server)
         page.context.add_init_script("delete window.fetch")
         page.goto(server.url + "/")
         expect(page).to_have_url(server.url + "/?client=basic&why=fetch")
         expect(page.locator("#why")).to_contain_text("lacks what the full client needs (fetch)")
         expect(page.locator("#conn")).to_have_text("Connected (long-poll)")
         expect(page.get_by_role("button", name="New session")).to_be_enabled()
+        assert page.evaluate("window.cspViolations") == []
         assert not page.js_errors
+    finally:
+        page.context.close()
+
+
+def test_modern_page_hands_over_when_a_script_is_too_new(browser: Any,
+                                                         server: LiveServer) -> None:
+    """A browser with modules and everything boot.js checks can still meet syntax it cannot
+    parse: the SyntaxError hands over too, not a dead page."""
+    page = new_page(browser, server)
+    try:
+        page.route("**/static/js/app.js", lambda route: route.fulfill(
+            body="class { newer syntax than this browser parses", content_type="text/javascript"))
+        page.goto(server.url + "/")
+        expect(page).to_have_url(server.url + "/?client=basic&why=syntax")
+        expect(page.locator("#conn")).to_have_text("Connected (long-poll)")
     finally:
         page.context.close()
 
