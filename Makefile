@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 CLAUDE_CODE_VERSION ?= 2.1.328
 # axe-core version the browser tests inject into the page (accessibility check).
 AXE_CORE_VERSION ?= 4.14.1
+# es-check version that checks the ECMAScript level of the pages' scripts (tests/static).
+ES_CHECK_VERSION ?= 9.9.1
 
-.PHONY: run test lint bench install install-test claude-code axe-core clean
+.PHONY: run test lint bench install install-test claude-code axe-core es-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +32,8 @@ run: install
 	@if [ -n "$${TETHER_PROJECT_ROOTS}" ]; then echo "Tether: sessions may be opened in folders under $${TETHER_PROJECT_ROOTS}"; else echo "Tether: each session gets its own empty folder; to open sessions in your projects, set TETHER_PROJECT_ROOTS (absolute folders separated by ':'), e.g. TETHER_PROJECT_ROOTS=$$HOME/src make run"; fi
 	@TETHER_STORE=$${TETHER_STORE:-sqlite} $(VENV)/bin/gunicorn -c gunicorn.conf.py
 
-test: install-test .tools/.claude-code-$(CLAUDE_CODE_VERSION) .tools/.axe-core-$(AXE_CORE_VERSION)
+test: install-test .tools/.claude-code-$(CLAUDE_CODE_VERSION) .tools/.axe-core-$(AXE_CORE_VERSION) \
+		.tools/.es-check-$(ES_CHECK_VERSION)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-test
@@ -72,6 +75,13 @@ axe-core: .tools/.axe-core-$(AXE_CORE_VERSION)
 
 .tools/.axe-core-$(AXE_CORE_VERSION):
 	npm install --silent --no-audit --no-fund --prefix .tools axe-core@$(AXE_CORE_VERSION)
+	touch $@
+
+# The pinned es-check, run by tests/static/test_es_levels.py (installed under .tools/).
+es-check: .tools/.es-check-$(ES_CHECK_VERSION)
+
+.tools/.es-check-$(ES_CHECK_VERSION):
+	npm install --silent --no-audit --no-fund --prefix .tools es-check@$(ES_CHECK_VERSION)
 	touch $@
 
 clean:

@@ -1,8 +1,11 @@
-"""The browser UI: one page; everything else is static files and the JSON API."""
+"""The browser UI: one page; everything else is static files and the JSON API.
+
+``/?client=basic`` serves the basic client (ES5, long-poll; README, Browsers) to any
+browser: the modern page hands over to it when the browser lacks what it needs."""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, render_template, request
 
 from blueprints import current_core
 
@@ -12,6 +15,8 @@ bp = Blueprint("ui", __name__)
 @bp.get("/")
 def index() -> str:
     core = current_core()
+    if request.args.get("client") == "basic":
+        return render_template("basic.html", default_agent=core.settings.agent)
     # TETHER_ALLOW_AUTO_APPROVE=0: the switch is not offered (the server would refuse it).
     return render_template("index.html", default_agent=core.settings.agent,
                            keepalive_seconds=core.settings.keepalive_seconds,
