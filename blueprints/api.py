@@ -42,7 +42,8 @@ def agents() -> Response:
 @bp.post("/api/sessions")
 def create_session() -> tuple[Response, int]:
     body = json_body(CreateSession, optional=True)
-    session = current_core().create(agent=body.agent, title=body.title, cwd=body.cwd)
+    session = current_core().create(agent=body.agent, title=body.title, cwd=body.cwd,
+                                    resume=body.resume)
     return jsonify(session.to_dict()), 201
 
 

@@ -44,6 +44,9 @@ class CreateSession(Body):
     #: A folder under ``TETHER_PROJECT_ROOTS`` to open the session in; absent: the
     #: session's own empty workspace.
     cwd: str | None = None
+    #: The id of a conversation the agent saved for ``cwd`` on its own
+    #: (``GET /api/projects/conversations``): the session continues it.
+    resume: str | None = Field(None, max_length=100)
 
 
 class UpdateSession(Body):

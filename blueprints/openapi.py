@@ -30,6 +30,7 @@ from blueprints import bodies, poll
 from blueprints.auth import cookie_name
 from blueprints.errors import HTTP_STATUS
 from tether.changes import GIT_TIMEOUT_SECONDS, MAX_DIFF_BYTES, MAX_FILE_BYTES, MAX_FILES
+from tether.conversations import MAX_CONVERSATIONS, MAX_SCAN_BYTES
 from tether.projects import MAX_ENTRIES, MAX_PATH_CHARS
 from tether.sessions import MAX_QUEUED, MAX_TITLE_CHARS
 
@@ -63,7 +64,8 @@ ERRORS = {
                        "`Referer`) is not an allowed origin, a state-changing request from "
                        "another site; `auto_approve_disabled`: the server refuses to switch "
                        "auto-approve on (`TETHER_ALLOW_AUTO_APPROVE=0`)."),
-    404: ("NotFound", "No such session, agent, request or queued prompt."),
+    404: ("NotFound", "No such session, agent, request or queued prompt; a `resume` that is "
+                      "not a conversation the agent saved for `cwd`."),
     408: ("RequestTimeout", "`request_timeout`: the body did not arrive whole within "
                             "`TETHER_BODY_TIMEOUT` seconds (default 10); the answer closes "
                             "the connection (`Connection: close`)."),
@@ -370,6 +372,30 @@ def _schemas() -> dict[str, Any]:
                               "bytes."},
                 "text": {"type": "string"}},
         },
+        "Conversation": {
+            "type": "object", "required": ["id", "title", "updated_at", "messages", "partial"],
+            "properties": {
+                "id": {"type": "string", "description": "The agent's session id (a UUID): "
+                       "`resume` in `POST /api/sessions`."},
+                "title": {"type": "string", "description": "The name given with `/rename`, "
+                          "else the first prompt, shortened."},
+                "updated_at": {"type": "number", "description": "The file's modification "
+                               "time, Unix seconds."},
+                "messages": {"type": "integer", "minimum": 1, "description": "Prompts and "
+                             "replies."},
+                "partial": {"type": "boolean", "description": f"The file is over "
+                            f"{MAX_SCAN_BYTES // 2**20} MiB; `messages` counts its start."}},
+        },
+        "Conversations": {
+            "type": "object", "required": ["path", "agent", "conversations", "truncated"],
+            "properties": {
+                "path": {"type": "string", "description": "The folder, resolved."},
+                "agent": {"type": "string"},
+                "conversations": {"type": "array", "items": _ref("Conversation"),
+                                  "maxItems": MAX_CONVERSATIONS},
+                "truncated": {"type": "boolean", "description": f"More than "
+                              f"{MAX_CONVERSATIONS} were saved; the newest are given."}},
+        },
         "RecentFolders": {
             "type": "object", "required": ["entries"],
             "properties": {"entries": {"type": "array", "items": _ref("Folder")}},
@@ -406,7 +432,7 @@ def _schemas() -> dict[str, Any]:
                            "`approval_resolved`, `clarify_request`, `clarify_resolved`, "
                            "`result`, `error`, `turn_end`; docs/protocol.md adds "
                            "`prompt_queued`, `prompt_dequeued`, `commands`, "
-                           "`context_cleared`).",
+                           "`context_cleared`, `history`).",
             "properties": {"id": {"type": "integer", "minimum": 1},
                            "session_id": {"type": "string"},
                            "ts": {"type": "number", "description": "Unix seconds"},
@@ -524,7 +550,12 @@ def _paths() -> dict[str, Any]:
                             "(symbolic links and `..` included) to a readable directory "
                             "inside a `TETHER_PROJECT_ROOTS` root, else a 400 "
                             "`path_not_allowed` or `not_a_directory` and no session. "
-                            "Without `cwd`, its own empty workspace.",
+                            "Without `cwd`, its own empty workspace. With `resume` (and "
+                            "`cwd`) it continues a conversation the agent saved for that "
+                            "folder (`GET /api/projects/conversations`): its earlier entries "
+                            "come first as `history` events; an id that is not one of them is "
+                            "a 404 and no session; `resume` without `cwd`, or for an agent "
+                            "that keeps none, a 400.",
                 tags=sessions),
         },
         "/api/projects": {"get": _op(
@@ -540,6 +571,22 @@ def _paths() -> dict[str, Any]:
                            "1: list folders whose name starts with `.` too.")],
             description="Subfolders only; a symbolic link only when it leads to a folder "
                         "inside a root (its `path` is where it leads).",
+            tags=("projects",))},
+        "/api/projects/conversations": {"get": _op(
+            "A folder's saved conversations",
+            {"200": _json(_ref("Conversations"), "The conversations, newest first.")},
+            errors=(*_SECURED, 400),
+            params=[_query("path", {"type": "string", "maxLength": MAX_PATH_CHARS},
+                           "An absolute folder inside a project root, checked as for "
+                           "`GET /api/projects` (400 `path_not_allowed` / `not_a_directory`; "
+                           "absent or empty: 400 `path_not_allowed`)."),
+                    _query("agent", {"type": "string", "maxLength": 100},
+                           "Whose conversations (default `claude`); an agent that keeps none "
+                           "Tether can read: 400, naming those that do.")],
+            description="Conversations the agent saved on its own, in a terminal or in "
+                        "Tether (Claude Code: `$CLAUDE_CONFIG_DIR` or `$HOME/.claude`, "
+                        "`projects/<folder>/<id>.jsonl`); those with no prompt and no reply "
+                        "are left out.",
             tags=("projects",))},
         "/api/projects/recent": {"get": _op(
             "Recent folders",

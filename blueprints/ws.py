@@ -441,7 +441,7 @@ class Connection:
 
     def session_create(self, params: CreateSession) -> dict[str, Any]:
         return self.core.create(agent=params.agent, title=params.title,
-                                cwd=params.cwd).to_dict()
+                                cwd=params.cwd, resume=params.resume).to_dict()
 
     def session_list(self, params: NoParams) -> dict[str, Any]:
         return {"sessions": [s.to_dict() for s in self.core.list()], "epoch": self.core.epoch}

@@ -38,6 +38,9 @@ KINDS: Final = frozenset(
         # docs/protocol.md, "Slash commands": the agent's commands, and /clear's answer.
         "commands",
         "context_cleared",
+        # docs/protocol.md, "Conversations started elsewhere": a continued conversation's
+        # earlier entries, read-only, before the session's first turn.
+        "history",
     }
 )
 

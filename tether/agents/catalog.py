@@ -13,6 +13,7 @@ from tether.agents.base import AgentCatalog, inherited_env
 from tether.agents.claude import STREAM_JSON_FLAGS, session_flag
 from tether.agents.commands import CLAUDE_HEADLESS_REFUSED
 from tether.config import Settings
+from tether.conversations import ClaudeConversations, claude_config_dir
 
 #: Environment variables with which Claude Code needs no login of its own: an API key, a
 #: token from `claude setup-token`, or a third-party provider (Claude Code docs, "Identity and
@@ -72,6 +73,12 @@ class ClaudeAgent:
     def env(self) -> dict[str, str]:
         # CLAUDE_CODE_ENTRYPOINT as the SDK sets it (PROTOCOLS.md 1.1).
         return inherited_env(CLAUDE_CODE_ENTRYPOINT="sdk-py")
+
+    def conversations(self) -> ClaudeConversations:
+        """The conversations Claude Code saved, where the agent Tether starts keeps them: in
+        the configuration directory of the environment :meth:`env` gives it (the server's
+        ``CLAUDE_CONFIG_DIR``, else its ``HOME``)."""
+        return ClaudeConversations(claude_config_dir(self.env()))
 
 
 class LocalAgent:
