@@ -398,6 +398,10 @@ class ClaudeConversations:
 
     def __init__(self, config_dir: Path) -> None:
         self.config_dir = config_dir
+        # Listing entries by file (path, size, modification time): a picker opened again
+        # reads only the files that changed.
+        self._cache: OrderedDict[tuple[str, int, int], Conversation | None] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def folder_dir(self, folder: Path) -> Path:
         """Where the conversations of ``folder`` (resolved) are kept."""
@@ -430,10 +434,39 @@ class ClaudeConversations:
         files.sort(key=lambda item: (item[0], item[1]), reverse=True)
         found = []
         for _, stem, path in files[:limit]:
-            conversation = _summary(path, stem)
+            conversation = self._summary(path, stem)
             if conversation is not None and conversation.messages:
                 found.append(conversation)
         return found, len(files) > limit
+
+    def _summary(self, path: Path, stem: str) -> Conversation | None:
+        """One file's listing entry, read once per (path, size, modification time)."""
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        counter = _Counter()
+        try:
+            with path.open("rb") as f:
+                for line in _lines(f, MAX_SCAN_BYTES):
+                    record = parse_line(line)
+                    if record is not None:
+                        counter.add(record, entries_of(record))
+        except OSError as exc:
+            logger.info("conversation %s not read: %r", path, exc)
+            return None
+        found = Conversation(stem, counter.title(), st.st_mtime, counter.messages,
+                             st.st_size > MAX_SCAN_BYTES)
+        with self._cache_lock:
+            self._cache[key] = found
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        return found
 
     def path_of(self, folder: Path, conversation_id: str) -> Path:
         """The file of one conversation of ``folder``.
@@ -482,37 +515,3 @@ class ClaudeConversations:
                                     counter.messages, unread)
         return History(conversation, list(kept), seen - len(kept), unread,
                        counter.total_cost_usd)
-
-
-_cache: OrderedDict[tuple[str, int, int], Conversation | None] = OrderedDict()
-_cache_lock = threading.Lock()
-
-
-def _summary(path: Path, stem: str) -> Conversation | None:
-    """One file's listing entry, read once per (path, size, modification time)."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    counter = _Counter()
-    try:
-        with path.open("rb") as f:
-            for line in _lines(f, MAX_SCAN_BYTES):
-                record = parse_line(line)
-                if record is not None:
-                    counter.add(record, entries_of(record))
-    except OSError as exc:
-        logger.info("conversation %s not read: %r", path, exc)
-        return None
-    found = Conversation(stem, counter.title(), st.st_mtime, counter.messages,
-                         st.st_size > MAX_SCAN_BYTES)
-    with _cache_lock:
-        _cache[key] = found
-        while len(_cache) > CACHE_ENTRIES:
-            _cache.popitem(last=False)
-    return found

@@ -285,3 +285,18 @@ def test_parse_line_skips_lines_nobody_reads() -> None:
 ])
 def test_shorten(text: str, title: str) -> None:
     assert shorten(text) == title
+
+
+def test_a_listing_reads_only_files_that_changed(home: Path, folder: Path,
+                                                 source: ClaudeConversations,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    sid, path = saved.save(home, folder, saved.exchange("first", "ok"))
+    assert source.list(folder)[0][0].messages == 2
+    read = []
+    real = conversations._lines
+    monkeypatch.setattr(conversations, "_lines", lambda f, limit: read.append(1) or real(f, limit))
+    assert source.list(folder)[0][0].messages == 2 and read == []  # unchanged: not read
+    with path.open("a") as f:
+        for line in saved.exchange("second", "ok"):
+            f.write(json.dumps(line) + "\n")
+    assert source.list(folder)[0][0].messages == 4 and read == [1]

@@ -57,6 +57,7 @@ class ClaudeAgent:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._conversations: dict[Path, ClaudeConversations] = {}
 
     def unavailable(self) -> str | None:
         path = self._settings.resolve_claude_bin()
@@ -78,7 +79,10 @@ class ClaudeAgent:
         """The conversations Claude Code saved, where the agent Tether starts keeps them: in
         the configuration directory of the environment :meth:`env` gives it (the server's
         ``CLAUDE_CONFIG_DIR``, else its ``HOME``)."""
-        return ClaudeConversations(claude_config_dir(self.env()))
+        config = claude_config_dir(self.env())
+        if config not in self._conversations:  # one each, for its cache of listings
+            self._conversations[config] = ClaudeConversations(config)
+        return self._conversations[config]
 
 
 class LocalAgent:
