@@ -71,8 +71,9 @@ ERRORS = {
                             "the connection (`Connection: close`)."),
     409: ("Conflict", "`session_busy` (a turn is running), `queue_full` (the session's queue "
                       f"holds {MAX_QUEUED} prompts), `already_resolved` (another answer, "
-                      "a timeout or a cancel got there first) or `too_many_sessions` "
-                      "(`TETHER_MAX_SESSIONS`)."),
+                      "a timeout or a cancel got there first), `too_many_sessions` "
+                      "(`TETHER_MAX_SESSIONS`) or `conversation_open` (a session continues "
+                      "that saved conversation already)."),
     413: ("PayloadTooLarge", "The body, or the prompt in UTF-8, is over its limit "
                             "(`TETHER_MAX_PROMPT_BYTES`)."),
     415: ("UnsupportedMediaType", "A body that is not `application/json`."),
@@ -373,7 +374,8 @@ def _schemas() -> dict[str, Any]:
                 "text": {"type": "string"}},
         },
         "Conversation": {
-            "type": "object", "required": ["id", "title", "updated_at", "messages", "partial"],
+            "type": "object",
+            "required": ["id", "title", "updated_at", "messages", "partial", "session_id"],
             "properties": {
                 "id": {"type": "string", "description": "The agent's session id (a UUID): "
                        "`resume` in `POST /api/sessions`."},
@@ -384,7 +386,10 @@ def _schemas() -> dict[str, Any]:
                 "messages": {"type": "integer", "minimum": 1, "description": "Prompts and "
                              "replies."},
                 "partial": {"type": "boolean", "description": f"The file is over "
-                            f"{MAX_SCAN_BYTES // 2**20} MiB; `messages` counts its start."}},
+                            f"{MAX_SCAN_BYTES // 2**20} MiB; `messages` counts its start."},
+                "session_id": {"type": ["string", "null"], "description": "The session of "
+                               "this server that continues it (open that one: a `resume` "
+                               "of it is a 409 `conversation_open`); null: none."}},
         },
         "Conversations": {
             "type": "object", "required": ["path", "agent", "conversations", "truncated"],

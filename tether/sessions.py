@@ -30,6 +30,7 @@ from tether.datadir import prepare as prepare_data_dir
 from tether.errors import (
     AutoApproveDisabled,
     BadRequest,
+    ConversationOpen,
     NotADirectory,
     NotFound,
     PathNotAllowed,
@@ -671,8 +672,11 @@ class SessionRegistry:
         """
         folder = self.projects.resolve(path)
         found, truncated = self.agents.conversations(agent).list(folder)
-        return {"path": str(folder), "agent": agent,
-                "conversations": [c.to_dict() for c in found], "truncated": truncated}
+        open_in = {s.agent_session_id: s.id for s in reversed(self.list())
+                   if s.agent.name == agent and s.workspace == folder}
+        return {"path": str(folder), "agent": agent, "truncated": truncated,
+                "conversations": [{**c.to_dict(), "session_id": open_in.get(c.id)}
+                                  for c in found]}
 
     def saved_history(self, agent: str, folder: Path | None, conversation_id: str) -> History:
         """What a session continuing conversation ``conversation_id`` shows first.
@@ -680,10 +684,18 @@ class SessionRegistry:
         :raises BadRequest: no ``folder`` (``cwd``), or the agent keeps no saved
             conversations Tether can read.
         :raises NotFound: no such conversation for that folder.
+        :raises ConversationOpen: a session of this server continues it already (two agent
+            processes would write one transcript, each unaware of the other's turns).
         """
         if folder is None:
             raise BadRequest("resume needs cwd: the folder the conversation was saved for")
-        return self.agents.conversations(agent).history(folder, conversation_id)
+        history = self.agents.conversations(agent).history(folder, conversation_id)
+        for session in self.list():
+            if session.agent_session_id == conversation_id and session.agent.name == agent:
+                raise ConversationOpen(f"session {session.id} ({session.title[:80]!r}) "
+                                       "continues this conversation already: open it",
+                                       session.id)
+        return history
 
     def get(self, session_id: str) -> Session:
         """:raises NotFound: unknown (or deleted) session."""

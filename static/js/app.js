@@ -586,9 +586,16 @@ const Picker = {
       el("span", {className: "picker-name", text: c.title}),
       el("span", {className: "picker-sub", text: `${relativeTime(c.updated_at)} · ${n}`}),
     ]);
-    const go = el("button", {className: "btn btn-small picker-pick", text: "Continue",
-      attrs: {type: "button", "aria-label": `Continue the conversation ${c.title}`}});
-    go.addEventListener("click", () => this.done && this.done({cwd: this.path, resume: c.id}));
+    // A conversation a session continues already is opened there, not continued twice.
+    const open = Boolean(c.session_id);
+    const go = el("button", {className: "btn btn-small picker-pick", text: open ? "Open" : "Continue",
+      attrs: {type: "button", "aria-label": `${open ? "Open the session of" : "Continue"} the conversation ${c.title}`}});
+    go.addEventListener("click", () => {
+      if (!this.done) return;
+      if (!open) return this.done({cwd: this.path, resume: c.id});
+      this.done(null);
+      Sessions.open(c.session_id);
+    });
     return el("li", {className: "picker-row picker-conv-row"}, [info, go]);
   },
 

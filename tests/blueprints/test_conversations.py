@@ -62,7 +62,8 @@ def test_the_listing_names_each_conversation(client: FlaskClient, root: Path,
     assert answer.get_json() == {
         "path": str(root / "app"), "agent": "claude", "truncated": False,
         "conversations": [{"id": conversation, "title": "Fix the failing test in parser.py",
-                           "updated_at": 1_800_000_000, "messages": 3, "partial": False}]}
+                           "updated_at": 1_800_000_000, "messages": 3, "partial": False,
+                           "session_id": None}]}
     # claude is the default agent of the listing; another folder has none of them.
     assert client.get("/api/projects/conversations",
                       query_string={"path": str(root / "app")}).get_json()["conversations"]
@@ -202,3 +203,21 @@ def test_a_continued_session_resumes_the_same_conversation_after_a_restart(
     assert host.costs.last_total == 0.5
     kinds = [e.kind for e in session.log.read_after(0)]
     assert kinds.count("history") == 4 and "turn_end" not in kinds
+
+
+def test_a_conversation_a_session_continues_is_not_continued_twice(
+        client: FlaskClient, core: SessionRegistry, root: Path, conversation: str) -> None:
+    body = {"agent": "claude", "cwd": str(root / "app"), "resume": conversation}
+    first = client.post("/api/sessions", json=body).get_json()["id"]
+    listed = client.get("/api/projects/conversations",
+                        query_string={"path": str(root / "app")}).get_json()
+    assert [c["session_id"] for c in listed["conversations"]] == [first]
+    again = client.post("/api/sessions", json=body)
+    assert again.status_code == 409 and error_code(again) == "conversation_open"
+    assert first in again.get_json()["error"]["message"]
+    assert [s.id for s in core.list()] == [first]
+    # Once that session is deleted, the conversation can be continued again.
+    assert client.delete(f"/api/sessions/{first}").status_code == 204
+    assert client.get("/api/projects/conversations", query_string={
+        "path": str(root / "app")}).get_json()["conversations"][0]["session_id"] is None
+    assert client.post("/api/sessions", json=body).status_code == 201

@@ -122,6 +122,17 @@ def test_the_picker_and_history_are_accessible(browser: Any, setup: dict[str, An
         expect(page.locator("#transcript .history")).to_have_count(2)
         shown = axe_violations(page)
         assert not picker and not shown, f"accessibility violations: {picker} {shown}"
+        # The conversation this session continues: "Open" goes back to it, not a second one.
+        sid = page.evaluate("Sessions.currentId")
+        dialog = open_folder(page, setup["root"], "my_app")
+        row = dialog.locator(".picker-conv-row").nth(1)
+        expect(row.locator(".picker-pick")).to_have_text("Open")
+        expect(dialog.locator(".picker-conv-row").first.locator(".picker-pick")).to_have_text(
+            "Continue")
+        row.locator(".picker-pick").click()
+        expect(dialog).to_be_hidden()
+        assert page.evaluate("Sessions.currentId") == sid
+        assert len(server.api("GET", "/api/sessions").json()["sessions"]) == 1
         # A folder with none: no conversation heading, just its folders.
         dialog = open_folder(page, setup["root"], "other")
         expect(dialog.locator(".picker-conv-row")).to_have_count(0)

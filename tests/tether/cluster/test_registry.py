@@ -17,7 +17,7 @@ from tether.agents.catalog import LocalAgent
 from tether.cluster.registry import ClusterRegistry
 from tether.config import Settings
 from tether.conversations import ClaudeConversations
-from tether.errors import AlreadyResolved, NotFound, SessionBusy
+from tether.errors import AlreadyResolved, ConversationOpen, NotFound, SessionBusy
 
 Workers = tuple[ClusterRegistry, ClusterRegistry]
 
@@ -438,6 +438,8 @@ def test_a_continued_conversation_is_the_same_on_every_worker(
         assert [(e.payload["role"], e.payload["text"]) for e in history] == [
             ("user", "earlier prompt"), ("assistant", "earlier reply")]
         assert kinds(b, sid)[0] == "agent_session"
+        with pytest.raises(ConversationOpen):  # on any worker: never two agents on one
+            b.create(agent="claude", cwd=str(folder), resume=conversation)
         rec = a.redis_store.key(sid, "rec")
         assert a.redis_store.client.hget(rec, "agent_started") == b"1"
         b.get(sid).submit("hello")
