@@ -34,12 +34,13 @@ from tether.workers import worker_id
 logger = logging.getLogger(__name__)
 
 #: The page's Content-Security-Policy: scripts, styles and connections from this origin only,
-#: no inline script or style, never framed.
+#: no inline script or style, never framed. Images may also be ``blob:`` URLs: the thumbnails
+#: of images picked for the next prompt, made by the page itself from the files.
 CONTENT_SECURITY_POLICY = {
     "default-src": "'self'",
     "script-src": "'self'",
     "style-src": "'self'",
-    "img-src": "'self'",
+    "img-src": "'self' blob:",
     "connect-src": "'self'",
     "manifest-src": "'self'",
     "object-src": "'none'",

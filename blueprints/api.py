@@ -15,6 +15,8 @@ from blueprints.bodies import (
     UpdateSession,
     json_body,
 )
+from tether import images
+from tether.config import Settings
 from tether.errors import BadRequest
 
 bp = Blueprint("api", __name__)
@@ -84,10 +86,37 @@ def delete_session(session_id: str) -> tuple[str, int]:
 
 @bp.post("/api/sessions/<session_id>/prompt")
 def prompt(session_id: str) -> tuple[Response, int]:
-    """202 ``{"turn": n}``, or with ``queue`` while a turn runs 202 ``{"queued": n}``."""
-    session = current_core().get(session_id)
+    """202 ``{"turn": n}``, or with ``queue`` while a turn runs 202 ``{"queued": n}``.
+    With ``images``, each is checked (415 for another type or bytes that are not that image,
+    413 over ``TETHER_MAX_IMAGE_BYTES``) and kept before the prompt is taken."""
+    core = current_core()
+    session = core.get(session_id)
+    request.max_content_length = prompt_body_limit(core.settings)
     body = json_body(Prompt)
-    return jsonify(session.prompt(body.text, queue=body.queue)), 202
+    checked = images.check_all([i.model_dump() for i in body.images],
+                               core.settings.max_image_bytes)
+    store = images.ImageStore(core.settings.data_dir)
+    refs = [store.save(session.id, raw, media_type) for raw, media_type in checked]
+    return jsonify(session.prompt(body.text, queue=body.queue, images=refs)), 202
+
+
+def prompt_body_limit(settings: Settings) -> int:
+    """The largest prompt body, in bytes: the text (JSON may double it), every image in
+    base64, and room for the rest, rounded up to a whole KiB (nginx's ``client_max_body_size``
+    for this route says the same number: deploy/nginx.conf). Every other body keeps
+    ``MAX_CONTENT_LENGTH``. 34,715 KiB with the defaults."""
+    image_base64 = 4 * (settings.max_image_bytes // 3 + 1)
+    total = 2 * settings.max_prompt_bytes + images.MAX_IMAGES * (image_base64 + 1024) + 64 * 1024
+    return -(-total // 1024) * 1024
+
+
+@bp.get("/api/sessions/<session_id>/images/<sha256>")
+def image(session_id: str, sha256: str) -> Response:
+    """An image a prompt of the session carried, as its own media type."""
+    core = current_core()
+    session = core.get(session_id)
+    raw = images.ImageStore(core.settings.data_dir).load(session.id, sha256)
+    return Response(raw, mimetype=images.sniff(raw))
 
 
 def _position(n: str) -> int:

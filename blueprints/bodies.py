@@ -27,6 +27,7 @@ from werkzeug.exceptions import HTTPException
 from blueprints import current_core
 from blueprints.sendguard import stream_socket
 from tether.errors import BadRequest, RequestTimeout, UnsupportedMediaType
+from tether.images import MAX_IMAGES
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -54,10 +55,19 @@ class UpdateSession(Body):
     auto_approve: bool | None = None
 
 
+class ImageIn(Body):
+    #: ``image/png``, ``image/jpeg``, ``image/gif`` or ``image/webp`` (another: 415).
+    media_type: str = Field(max_length=100)
+    #: The image's bytes in base64 (RFC 4648 section 4).
+    data: str
+
+
 class Prompt(Body):
     text: str
     #: While a turn runs: queue the prompt (202 ``{"queued": n}``) instead of 409.
     queue: bool = False
+    #: Images sent to the agent with the text (tether/images.py).
+    images: list[ImageIn] = Field(default_factory=list, max_length=MAX_IMAGES)
 
 
 class ApprovalAnswer(Body):

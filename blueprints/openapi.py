@@ -31,6 +31,7 @@ from blueprints.auth import cookie_name
 from blueprints.errors import HTTP_STATUS
 from tether.changes import GIT_TIMEOUT_SECONDS, MAX_DIFF_BYTES, MAX_FILE_BYTES, MAX_FILES
 from tether.conversations import MAX_CONVERSATIONS, MAX_SCAN_BYTES
+from tether.images import MAX_IMAGES
 from tether.projects import MAX_ENTRIES, MAX_PATH_CHARS
 from tether.sessions import MAX_QUEUED, MAX_TITLE_CHARS
 
@@ -75,8 +76,11 @@ ERRORS = {
                       "(`TETHER_MAX_SESSIONS`) or `conversation_open` (a session continues "
                       "that saved conversation already)."),
     413: ("PayloadTooLarge", "The body, or the prompt in UTF-8, is over its limit "
-                            "(`TETHER_MAX_PROMPT_BYTES`)."),
-    415: ("UnsupportedMediaType", "A body that is not `application/json`."),
+                            "(`TETHER_MAX_PROMPT_BYTES`), or an image of a prompt over "
+                            "`TETHER_MAX_IMAGE_BYTES`."),
+    415: ("UnsupportedMediaType", "A body that is not `application/json`; an image of a prompt "
+                                  "that is not PNG, JPEG, GIF or WebP, or whose bytes are not "
+                                  "the image its `media_type` says."),
     422: ("GitFailed", "`git_failed`: git could not answer about the session's folder (its "
                        "base commit is no longer in the repository, a damaged repository, or "
                        f"more than {GIT_TIMEOUT_SECONDS:g} s)."),
@@ -275,7 +279,7 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["id", "agent", "title", "cwd", "project", "created_at", "state",
                          "turn_active", "turn", "last_event_id", "agent_session_id",
-                         "auto_approve", "queue", "pending"],
+                         "auto_approve", "usage", "queue", "pending"],
             "properties": {
                 "id": {"type": "string", "pattern": ID_PATTERN},
                 "agent": {"type": "string"},
@@ -292,6 +296,7 @@ def _schemas() -> dict[str, Any]:
                 "last_event_id": cursor,
                 "agent_session_id": {"type": ["string", "null"]},
                 "auto_approve": {"type": "boolean"},
+                "usage": _ref("Usage"),
                 "queue": {
                     "type": "array", "maxItems": MAX_QUEUED,
                     "description": "Prompts queued while a turn ran, first to be sent first.",
@@ -305,6 +310,21 @@ def _schemas() -> dict[str, Any]:
                     "properties": {"approvals": {"type": "array", "items": _ref("Pending")},
                                    "clarify": {"type": "array", "items": _ref("Pending")}}},
             },
+        },
+        "Usage": {
+            "type": "object", "description": "Tokens and cost, summed over the session's "
+            "turns (each `result` event carries its turn's as `usage`, and these totals as "
+            "`session_usage`).",
+            "required": ["input_tokens", "output_tokens", "cache_read_input_tokens",
+                         "cache_creation_input_tokens", "cost_usd"],
+            "properties": {
+                "input_tokens": {"type": "integer", "minimum": 0},
+                "output_tokens": {"type": "integer", "minimum": 0},
+                "cache_read_input_tokens": {"type": "integer", "minimum": 0},
+                "cache_creation_input_tokens": {"type": "integer", "minimum": 0},
+                "cost_usd": {"type": ["number", "null"], "minimum": 0, "description":
+                             "Dollars, as the agent reports them; null when it reports none "
+                             "(the `local` agent)."}},
         },
         "Folder": {
             "type": "object", "required": ["name", "path", "git"],
@@ -662,7 +682,23 @@ def _paths() -> dict[str, Any]:
                         "a 413. A running turn: 409 `session_busy`, unless `queue` is true: "
                         "then the prompt is queued (event `prompt_queued`) and sent by itself "
                         "when the turn ends `completed`; a stopped or failed turn leaves the "
-                        f"queue. At most {MAX_QUEUED} queued: 409 `queue_full`.",
+                        f"queue. At most {MAX_QUEUED} queued: 409 `queue_full`. With "
+                        f"`images` (at most {MAX_IMAGES}, each `{{media_type, data}}`, data in "
+                        "base64): another media type than PNG, JPEG, GIF or WebP, or bytes "
+                        "that are not that image, is a 415; one over `TETHER_MAX_IMAGE_BYTES` "
+                        "decoded (5 MiB by default), a 413. This route's body may be larger "
+                        "than any other's (docs/protocol.md, Limits).",
+            tags=sessions)},
+        "/api/sessions/{session_id}/images/{sha256}": {"get": _op(
+            "An image a prompt carried",
+            {"200": {"description": "The image's bytes, as its own media type.",
+                     "content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                 for t in ("image/png", "image/jpeg", "image/gif",
+                                           "image/webp")}}},
+            errors=(*_SECURED, 404),
+            params=[sid, {"name": "sha256", "in": "path", "required": True,
+                          "description": "The image's SHA-256, as its `user` event names it.",
+                          "schema": {"type": "string", "maxLength": 64}}],
             tags=sessions)},
         "/api/sessions/{session_id}/queue/{n}/send": {"post": _op(
             "Send a queued prompt now",

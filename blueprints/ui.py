@@ -15,4 +15,5 @@ def index() -> str:
     # TETHER_ALLOW_AUTO_APPROVE=0: the switch is not offered (the server would refuse it).
     return render_template("index.html", default_agent=core.settings.agent,
                            keepalive_seconds=core.settings.keepalive_seconds,
-                           allow_auto_approve=core.settings.allow_auto_approve)
+                           allow_auto_approve=core.settings.allow_auto_approve,
+                           max_image_bytes=core.settings.max_image_bytes)

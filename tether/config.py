@@ -87,6 +87,8 @@ class Settings(BaseSettings):
         60.0, gt=0, allow_inf_nan=False, validation_alias=_env("COMMAND_TIMEOUT")
     )
     max_prompt_bytes: int = Field(256 * 1024, gt=0, validation_alias=_env("MAX_PROMPT_BYTES"))
+    #: Bytes of one image in a prompt, decoded (tether/images.py; at most 5 per prompt).
+    max_image_bytes: int = Field(5 * 1024 * 1024, gt=0, validation_alias=_env("MAX_IMAGE_BYTES"))
     body_timeout_seconds: float = Field(
         10.0, gt=0, allow_inf_nan=False, validation_alias=_env("BODY_TIMEOUT")
     )

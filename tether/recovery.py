@@ -31,26 +31,29 @@ class LogState:
     request_id)`` of requests with no resolved event, oldest first (``kind`` is ``approval``
     or ``clarify``). ``agent_session_id``: from the newest ``agent_session`` event (None: the
     agent never reported one, so its session was never started). ``queued``: ``(queue_id,
-    text)`` of prompts queued and neither sent nor removed, in queue order.
+    text, images)`` of prompts queued and neither sent nor removed, in queue order (``images``
+    as the ``prompt_queued`` event holds them: :mod:`tether.images` references).
     ``session_cost_usd`` and ``agent_total_cost_usd``: the session's spend so far and the
     agent's running total, from the newest ``result`` that carries them (0 and None: none
-    does).
+    does). ``session_usage``: the session's token and cost totals from the newest ``result``
+    that carries them (:mod:`tether.usage`; None: none does).
     """
 
     turns: int = 0
     open_turn: int | None = None
     pending: list[tuple[str, str]] = field(default_factory=list)
     agent_session_id: str | None = None
-    queued: list[tuple[str, str]] = field(default_factory=list)
+    queued: list[tuple[str, str, list[Any]]] = field(default_factory=list)
     session_cost_usd: float = 0.0
     agent_total_cost_usd: float | None = None
+    session_usage: dict[str, Any] | None = None
 
 
 def scan(log: EventLog) -> LogState:
     """Read the whole log, a page at a time, and sum it up."""
     state = LogState()
     pending: dict[str, str] = {}  # request_id -> kind, in insertion (log) order
-    queued: dict[str, str] = {}  # queue_id -> text, in queue order
+    queued: dict[str, tuple[str, list[Any]]] = {}  # queue_id -> (text, images), queue order
     after = 0
     while True:
         page = log.read_after(after, SCAN_PAGE)
@@ -70,7 +73,9 @@ def scan(log: EventLog) -> LogState:
             elif event.kind in ("approval_resolved", "clarify_resolved"):
                 pending.pop(str(payload.get("request_id")), None)
             elif event.kind == "prompt_queued":
-                queued[str(payload.get("queue_id"))] = str(payload.get("text", ""))
+                images = payload.get("images")
+                queued[str(payload.get("queue_id"))] = (str(payload.get("text", "")),
+                                                        images if isinstance(images, list) else [])
             elif event.kind == "prompt_dequeued":
                 queued.pop(str(payload.get("queue_id")), None)
             elif event.kind == "agent_session" and payload.get("agent_session_id"):
@@ -78,15 +83,17 @@ def scan(log: EventLog) -> LogState:
                 total = payload.get("agent_total_cost_usd")  # a continued conversation's
                 if isinstance(total, int | float) and not isinstance(total, bool):
                     state.agent_total_cost_usd = float(total)
-            elif event.kind == "result" and isinstance(payload.get("session_cost_usd"),
-                                                       int | float):
+            elif event.kind == "result" and isinstance(payload.get("session_usage"), dict):
+                state.session_usage = dict(payload["session_usage"])
+            if event.kind == "result" and isinstance(payload.get("session_cost_usd"),
+                                                     int | float):
                 state.session_cost_usd = float(payload["session_cost_usd"])
                 total = payload.get("agent_total_cost_usd")
                 state.agent_total_cost_usd = float(total) if isinstance(total, int | float) \
                     else None
         after = page[-1].id
     state.pending = [(kind, request_id) for request_id, kind in pending.items()]
-    state.queued = list(queued.items())
+    state.queued = [(queue_id, text, images) for queue_id, (text, images) in queued.items()]
     return state
 
 

@@ -36,6 +36,7 @@ from tether.errors import Fenced
 from tether.process import MAX_LINE_BYTES, AgentProcess
 from tether.prompts import PendingRequest, PromptRegistry
 from tether.stores.base import EventLog
+from tether.usage import UsageMeter, turn_usage
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class AgentHost:
         self._lock = threading.Lock()
         #: The session's spend: the CLI reports a running total of its agent session.
         self.costs = CostMeter()
+        #: The session's tokens and cost, summed over its turns.
+        self.usage = UsageMeter()
         #: The agent's slash commands as last appended (a ``commands`` event), and what the
         #: live process's ``initialize`` response listed.
         self.commands: list[dict[str, Any]] | None = None
@@ -234,9 +237,13 @@ class Turn:
 
     def __init__(self, number: int, text: str, host: AgentHost, log: EventLog | EventSink,
                  prompts: PromptRegistry, settings: Settings,
-                 finish: Callable[[Turn, str], None]) -> None:
+                 finish: Callable[[Turn, str], None],
+                 content: Callable[[], Any] | None = None) -> None:
         self.number = number
         self.text = text
+        #: The user message's content when it is more than ``text`` (images before it):
+        #: read on the turn's thread, when the message is sent.
+        self._content = content
         self._host = host
         self._log: EventSink = log if isinstance(log, EventSink) else LogSink(log)
         self._prompts = prompts
@@ -358,7 +365,8 @@ class Turn:
             self._process = process
             if self._cancel_reason is not None:
                 return self._cancel_reason
-        if not process.send(user_message(self.text)):
+        content = self._content() if self._content is not None else self.text
+        if not process.send(user_message(content)):
             return self._ended_early(process)
         return self._pump(process)
 
@@ -393,6 +401,10 @@ class Turn:
                 for kind, payload in translate(message, self._host.spec.name):
                     if kind == "result":
                         payload.update(self._host.costs.result(message.get("total_cost_usd")))
+                        payload["usage"] = turn_usage(payload.get("usage"),
+                                                      payload.get("cost_usd"))
+                        payload["session_usage"] = self._host.usage.add(
+                            payload["usage"], payload.get("session_cost_usd"))
                         if self._cancel_reason == "cancelled":
                             # The agent's answer to a person's Stop (an error result, for the
                             # interrupt): the turn was stopped, nothing went wrong

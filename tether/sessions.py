@@ -16,7 +16,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +40,7 @@ from tether.errors import (
     ShuttingDown,
     TooManySessions,
 )
+from tether.images import ImageRef, ImageStore, content_blocks
 from tether.inbox import Inbox
 from tether.metrics import Metrics
 from tether.projects import Projects
@@ -48,6 +49,7 @@ from tether.recovery import close_interrupted, scan
 from tether.runner import AgentHost, Turn
 from tether.stores import open_store
 from tether.stores.base import EventLog, SessionRecord, Store
+from tether.usage import UsageMeter
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +65,39 @@ MAX_QUEUED = 20
 
 @dataclass(frozen=True, slots=True)
 class QueuedPrompt:
-    """A prompt waiting for the running turn to end. ``queue_id``: 32 hex digits."""
+    """A prompt waiting for the running turn to end. ``queue_id``: 32 hex digits;
+    ``images``: the images it carries (kept files, :mod:`tether.images`)."""
 
     queue_id: str
     text: str
+    images: tuple[ImageRef, ...] = ()
+
+    def summary(self, n: int) -> dict[str, Any]:
+        """Its entry in the session object's ``queue`` (``n``: its position, from 1)."""
+        out: dict[str, Any] = {"n": n, "queue_id": self.queue_id, "text": self.text}
+        if self.images:
+            out["images"] = [ref.as_dict() for ref in self.images]
+        return out
+
+
+def user_payload(turn: int | object, text: str,
+                 images: Sequence[ImageRef] = ()) -> dict[str, Any]:
+    """A ``user`` event's payload: ``images`` only when it carries some."""
+    payload: dict[str, Any] = {"turn": turn, "text": text}
+    if images:
+        payload["images"] = [ref.as_dict() for ref in images]
+    return payload
+
+
+def images_of(payload: Mapping[str, Any]) -> tuple[ImageRef, ...]:
+    """The images a ``user`` or ``prompt_queued`` event carries (bad entries left out)."""
+    found = []
+    for held in payload.get("images") or ():
+        try:
+            found.append(ImageRef.from_dict(held))
+        except (ValueError, AttributeError):
+            continue
+    return tuple(found)
 
 
 class Session:
@@ -121,6 +152,7 @@ class Session:
         self._on_turn_ended = on_turn_ended or (lambda reason, seconds: None)
         self._settings = settings
         self._host = AgentHost(agent, workspace, settings)
+        self._images = ImageStore(settings.data_dir)
         self._lock = threading.Lock()
         self._turn: Turn | None = None
         self._turns = 0
@@ -172,8 +204,12 @@ class Session:
         started = self.prompt(text)
         return started["turn"]
 
-    def prompt(self, text: str, queue: bool = False) -> dict[str, int]:
+    def prompt(self, text: str, queue: bool = False,
+               images: Sequence[ImageRef] = ()) -> dict[str, int]:
         """Start a turn with ``text`` or, with ``queue`` while a turn runs, queue it.
+
+        :param images: kept images the prompt carries (:class:`tether.images.ImageStore`),
+            sent to the agent before the text.
 
         :returns: ``{"turn": n}`` (a turn started; its ``user`` event is in the log), or
             ``{"queued": n}`` (``n`` its position in the queue, from 1; its ``prompt_queued``
@@ -193,14 +229,17 @@ class Session:
                 if len(self._queue) >= MAX_QUEUED:
                     raise QueueFull(f"the queue holds {MAX_QUEUED} prompts, its limit; send or "
                                     "remove one first")
-                item = QueuedPrompt(secrets.token_hex(16), text)
+                item = QueuedPrompt(secrets.token_hex(16), text, tuple(images))
                 position = len(self._queue) + 1
-                self.log.append("prompt_queued", {"queue_id": item.queue_id,
-                                                  "position": position, "text": text})
+                queued: dict[str, Any] = {"queue_id": item.queue_id, "position": position,
+                                          "text": text}
+                if images:
+                    queued["images"] = [ref.as_dict() for ref in images]
+                self.log.append("prompt_queued", queued)
                 self._queue.append(item)  # once the log holds it
                 return {"queued": position}
             self._check_folder()
-            turn, named = self._start_locked(text)
+            turn, named = self._start_locked(text, images)
         self._started(turn, named)
         return {"turn": turn.number}
 
@@ -224,7 +263,7 @@ class Session:
             item = self._queue.pop(index)
             self.log.append("prompt_dequeued", {"queue_id": item.queue_id,
                                                 "position": position, "reason": "sent"})
-            turn, named = self._start_locked(item.text)
+            turn, named = self._start_locked(item.text, item.images)
         self._started(turn, named)
         return turn.number
 
@@ -292,7 +331,8 @@ class Session:
                            "changed); read the session again")
         return position - 1
 
-    def _start_locked(self, text: str) -> tuple[Turn, bool]:
+    def _start_locked(self, text: str,
+                      images: Sequence[ImageRef] = ()) -> tuple[Turn, bool]:
         """Under the lock: the next turn, created, its ``user`` event appended (not started).
         :returns: the turn, and whether this prompt named the session."""
         named = False
@@ -301,10 +341,18 @@ class Session:
             named = True
         self._turns += 1
         turn = Turn(self._turns, text, self._host, self.log, self.prompts, self._settings,
-                    self._turn_finished)
+                    self._turn_finished, content=self._content(text, images))
         self._turn = turn
-        self.log.append("user", {"turn": turn.number, "text": text})
+        self.log.append("user", user_payload(turn.number, text, images))
         return turn, named
+
+    def _content(self, text: str, images: Sequence[ImageRef]) -> Callable[[], Any] | None:
+        """The user message's content for the agent, read when the turn sends it: None
+        for text alone."""
+        if not images:
+            return None
+        refs = tuple(images)
+        return lambda: content_blocks(self._images, self.id, text, refs)
 
     def _started(self, turn: Turn, named: bool) -> None:
         """Outside the lock: start ``turn``; tell the inbox and the store of a new title."""
@@ -380,9 +428,10 @@ class Session:
                              self._turns, self.title_set, self.base_commit)
 
     def restore(self, turns: int, auto_approve: bool, agent_session_id: str,
-                resume: bool, queued: list[tuple[str, str]] | None = None,
+                resume: bool, queued: list[tuple[str, str, list[Any]]] | None = None,
                 session_cost_usd: float = 0.0,
-                agent_total_cost_usd: float | None = None) -> None:
+                agent_total_cost_usd: float | None = None,
+                session_usage: dict[str, Any] | None = None) -> None:
         """Take back what a previous server knew (the registry restoring from a durable
         store), before any turn runs.
 
@@ -398,12 +447,15 @@ class Session:
         :param agent_total_cost_usd: the agent's running total then (its log's newest
             ``result`` says both): a resumed Claude Code carries its total on, so the next
             turn's cost is the difference from it (:class:`~tether.agents.claude.CostMeter`).
+        :param session_usage: the session's token and cost totals (:mod:`tether.usage`).
         """
         with self._lock:
             self._turns = turns
-            self._queue = [QueuedPrompt(queue_id, text) for queue_id, text in queued or ()]
+            self._queue = [QueuedPrompt(queue_id, text, images_of({"images": images}))
+                           for queue_id, text, images in queued or ()]
         self._host.costs.session_usd = session_cost_usd
         self._host.costs.last_total = agent_total_cost_usd
+        self._host.usage = UsageMeter(session_usage)
         if auto_approve and not self._settings.allow_auto_approve:
             logger.warning("session %s had auto-approve on; it is off, as "
                            "TETHER_ALLOW_AUTO_APPROVE=0 says", self.id)
@@ -439,8 +491,8 @@ class Session:
             "last_event_id": self.log.last_id,
             "agent_session_id": self.agent_session_id,
             "auto_approve": self.auto_approve,
-            "queue": [{"n": n, "queue_id": item.queue_id, "text": item.text}
-                      for n, item in enumerate(self.queue, 1)],
+            "usage": dict(self._host.usage.totals),
+            "queue": [item.summary(n) for n, item in enumerate(self.queue, 1)],
             "pending": {
                 "approvals": [p.summary() for p in pending if p.kind == "approval"],
                 "clarify": [p.summary() for p in pending if p.kind == "clarify"],
@@ -466,7 +518,7 @@ class Session:
                 try:
                     self.log.append("prompt_dequeued", {"queue_id": item.queue_id,
                                                         "position": 1, "reason": "sent"})
-                    follow, _ = self._start_locked(item.text)
+                    follow, _ = self._start_locked(item.text, item.images)
                 except Exception:  # the store refused the write: the prompt stays queued
                     logger.exception("session %s: queued prompt not sent", self.id)
                     self._queue.insert(0, item)
@@ -733,6 +785,7 @@ class SessionRegistry:
         self.store.drop_log(session_id)
         self.inbox.changed()  # its entries are gone
         self._remove_workspace(session)
+        ImageStore(self.settings.data_dir).remove(session_id)
 
     def _remove_workspace(self, session: Session) -> None:
         """Remove the session's workspace, once its turn and agent have stopped, when it is the
@@ -823,7 +876,8 @@ class SessionRegistry:
                             state.agent_session_id or record.agent_session_id,
                             resume=state.agent_session_id is not None, queued=state.queued,
                             session_cost_usd=state.session_cost_usd,
-                            agent_total_cost_usd=state.agent_total_cost_usd)
+                            agent_total_cost_usd=state.agent_total_cost_usd,
+                            session_usage=state.session_usage)
             with self._lock:
                 self._sessions[record.id] = session
             if closed or session.record() != record:

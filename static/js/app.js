@@ -1,4 +1,4 @@
-/* Tether browser UI, part 4 of 4: composer, sessions, inbox, settings, drawer, start-up. */
+/* Tether browser UI, part 5 of 5: composer, sessions, inbox, settings, drawer, start-up. */
 "use strict";
 
 // ------------------------------------------------------------------ Composer
@@ -78,14 +78,16 @@ const Composer = {
     }
     const queue = Transcript.turnActive && !preset;
     if (Transcript.turnActive && preset) return;
+    const images = preset ? [] : Attach.payload();
     this.sending = true;
     this.showError("");
     this.update();
     try {
-      await Api.prompt(id, text, queue);
+      await Api.prompt(id, text, queue, images);
       if (!preset) {
         this.input.value = "";
         this.grow();
+        Attach.clear();
       }
       Transcript.pinned = true;
       // The first prompt names the session.
@@ -855,7 +857,8 @@ const Sessions = {
     $("transcript").hidden = !has;
     $("dock").hidden = !has;
     $("session-menu-btn").hidden = !has;
-    for (const id of ["meta-cwd", "meta-agent", "meta-model"]) $(id).textContent = "";
+    Changes.follow(id);
+    for (const id of ["meta-cwd", "meta-agent", "meta-model", "meta-usage"]) $(id).textContent = "";
     this.current = this.list.find((s) => s.id === id) || null;
     this.renderHeader();
     this.renderList();
@@ -863,6 +866,11 @@ const Sessions = {
       cursor: () => Transcript.lastId,
       apply: (event) => {
         Transcript.apply(event);
+        Changes.noteEvent(event);
+        if (event.kind === "result" && event.session_usage && this.current && this.current.id === event.session_id) {
+          this.current.usage = event.session_usage;
+          this.renderUsage();
+        }
         if (this.revealRequest && event.request_id === this.revealRequest) this.tryReveal();
       },
       reset: () => Transcript.clear(),
@@ -893,7 +901,19 @@ const Sessions = {
     const auto = Boolean(s && s.auto_approve);
     $("auto-banner").hidden = !auto;
     $("auto-approve-btn").setAttribute("aria-checked", String(auto));
+    this.renderUsage();
     this.renderState();
+  },
+
+  /** The session's tokens and cost so far: short in the header, in words in its menu. */
+  renderUsage() {
+    const u = this.current && this.current.usage;
+    const used = u && (u.input_tokens || u.output_tokens || u.cost_usd);
+    const words = used ? usageWords(u) : "";
+    $("meta-usage").textContent = used ? usageShort(u) : "";
+    $("meta-usage").title = words;
+    $("menu-usage").textContent = used ? `So far: ${words}` : "";
+    $("menu-usage").hidden = !used;
   },
 
   /** The shown session's state, as the transcript knows it (fresher than the list). */
@@ -934,9 +954,10 @@ const Sessions = {
   showGone(id) {
     if (id !== this.currentId) return;
     $("session-title").textContent = "Session not found";
-    for (const id of ["meta-cwd", "meta-agent", "meta-model"]) $(id).textContent = "";
+    for (const id of ["meta-cwd", "meta-agent", "meta-model", "meta-usage"]) $(id).textContent = "";
     $("dock").hidden = true;
     $("session-menu-btn").hidden = true;
+    Changes.follow(null);
     $("state-pill").hidden = true;
     $("auto-banner").hidden = true;
     Transcript.root.replaceChildren(el("li", {className: "item notice notice-warn",
@@ -1005,6 +1026,122 @@ const Sessions = {
     this.renderList();
   },
 };
+
+/** 1234 -> "1.2k", 2500000 -> "2.5M". */
+function compactCount(n) {
+  if (n < 1000) return String(n);
+  if (n < 1e6) return `${(n / 1e3).toFixed(n < 1e4 ? 1 : 0)}k`;
+  return `${(n / 1e6).toFixed(n < 1e7 ? 1 : 0)}M`;
+}
+
+function usageShort(u) {
+  const parts = [`${compactCount(u.input_tokens)} in`, `${compactCount(u.output_tokens)} out`];
+  if (typeof u.cost_usd === "number") parts.push(`$${u.cost_usd.toFixed(u.cost_usd < 1 ? 3 : 2)}`);
+  return parts.join(" · ");
+}
+
+function usageWords(u) {
+  const fmt = (n) => Number(n).toLocaleString("en-US");
+  const parts = [`${fmt(u.input_tokens)} tokens in`, `${fmt(u.output_tokens)} out`];
+  if (u.cache_read_input_tokens) parts.push(`${fmt(u.cache_read_input_tokens)} read from cache`);
+  if (typeof u.cost_usd === "number") parts.push(`$${u.cost_usd.toFixed(4)}`);
+  return parts.join(", ");
+}
+
+// ------------------------------------------------------------------ Attach
+
+/** Images for the next prompt: picked (the phone's photo library too), pasted or dropped;
+ *  shown as thumbnails, each removable, until the prompt is sent. */
+const Attach = {
+  TYPES: ["image/png", "image/jpeg", "image/gif", "image/webp"],
+  MAX: 5,
+  items: [], // {name, media_type, data (base64), url (object URL for the thumbnail)}
+
+  init() {
+    this.input = $("attach-input");
+    this.list = $("attachments");
+    this.maxBytes = Number(document.body.dataset.maxImageBytes) || 5 * 1024 * 1024;
+    $("attach-btn").addEventListener("click", () => this.input.click());
+    this.input.addEventListener("change", () => {
+      this.add(this.input.files);
+      this.input.value = "";
+    });
+    $("prompt").addEventListener("paste", (e) => {
+      const files = [...(e.clipboardData ? e.clipboardData.files : [])];
+      if (files.some((f) => f.type.startsWith("image/"))) {
+        e.preventDefault();
+        this.add(files);
+      }
+    });
+    const dock = $("dock");
+    dock.addEventListener("dragover", (e) => {
+      if ([...e.dataTransfer.types].includes("Files")) e.preventDefault();
+    });
+    dock.addEventListener("drop", (e) => {
+      if (!e.dataTransfer.files.length) return;
+      e.preventDefault();
+      this.add(e.dataTransfer.files);
+    });
+  },
+
+  async add(files) {
+    const problems = [];
+    for (const file of [...files]) {
+      if (!this.TYPES.includes(file.type)) {
+        problems.push(`${file.name || "that file"} is not a PNG, JPEG, GIF or WebP image`);
+      } else if (file.size > this.maxBytes) {
+        problems.push(`${file.name || "that image"} is over ${(this.maxBytes / 1048576).toFixed(0)} MB`);
+      } else if (this.items.length >= this.MAX) {
+        problems.push(`a message carries at most ${this.MAX} images`);
+        break;
+      } else {
+        const data = await readBase64(file);
+        this.items.push({name: file.name || "image", media_type: file.type, data,
+          url: URL.createObjectURL(file)});
+      }
+    }
+    Composer.showError(problems.length ? `Not attached: ${problems.join("; ")}.` : "");
+    this.render();
+  },
+
+  remove(item) {
+    URL.revokeObjectURL(item.url);
+    this.items = this.items.filter((x) => x !== item);
+    this.render();
+    $("prompt").focus();
+  },
+
+  clear() {
+    for (const item of this.items) URL.revokeObjectURL(item.url);
+    this.items = [];
+    this.render();
+  },
+
+  payload() {
+    return this.items.map(({media_type, data}) => ({media_type, data}));
+  },
+
+  render() {
+    this.list.replaceChildren(...this.items.map((item, n) => {
+      const drop = el("button", {className: "attachment-remove", attrs: {type: "button",
+        "aria-label": `Remove image ${n + 1} (${item.name})`}}, [icon("M6 6l12 12M18 6L6 18")]);
+      drop.addEventListener("click", () => this.remove(item));
+      return el("li", {className: "attachment"}, [
+        el("img", {attrs: {src: item.url, alt: `Image ${n + 1}: ${item.name}`}}), drop]);
+    }));
+    this.list.hidden = !this.items.length;
+  },
+};
+
+/** A file's bytes in base64 (the part of its data: URL after the comma). */
+function readBase64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).split(",", 2)[1] || "");
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
 
 // ------------------------------------------------------------------ Inbox
 
@@ -1165,6 +1302,8 @@ function start() {
   Composer.init();
   Drawer.init();
   Popovers.init();
+  Changes.init();
+  Attach.init();
   Inbox.init();
   Settings.init();
   Status.listeners.push(() => Sessions.renderState());

@@ -1,10 +1,11 @@
-/* Tether browser UI, part 1 of 4: shared helpers, the HTTP API, preferences, the indicator.
+/* Tether browser UI, part 1 of 5: shared helpers, the HTTP API, preferences, the indicator.
  *
- * The UI is plain JavaScript in four classic scripts loaded with `defer`, in order:
+ * The UI is plain JavaScript in five classic scripts loaded with `defer`, in order:
  *   core.js        el(), Api, Client, Prefs, Status (the connection indicator)
  *   link.js        the live connection: transports (SSE, WebSocket, long-poll), backoff, the
  *                  leader tab that holds it for every tab of this origin, and per-tab ingest
  *   transcript.js  Markdown, the transcript, tool calls by kind, approval and clarify cards
+ *   changes.js     the Changes panel: the files the agent changed, their diffs, file views
  *   app.js         composer, sessions, inbox, settings, drawer, start-up
  * They share the global scope (top-level declarations of classic scripts are visible to each
  * other); nothing runs before DOMContentLoaded except declarations.
@@ -175,7 +176,9 @@ const Api = {
   recentProjects: () => Api.request("GET", "/api/projects/recent"),
   update: (id, fields) => Api.request("PATCH", Api.path(id), fields),
   remove: (id) => Api.request("DELETE", Api.path(id)),
-  prompt: (id, text, queue = false) => Api.request("POST", Api.path(id, "/prompt"), queue ? {text, queue} : {text}),
+  prompt: (id, text, queue = false, images = []) => Api.request("POST", Api.path(id, "/prompt"),
+    {text, ...(queue ? {queue} : {}), ...(images.length ? {images} : {})}),
+  imageUrl: (id, sha256) => Api.path(id, `/images/${encodeURIComponent(sha256)}`),
   sendQueued: (id, n, queueId) => Api.request("POST", Api.path(id,
     `/queue/${n}/send?${new URLSearchParams({queue_id: queueId})}`)),
   unqueue: (id, n, queueId) => Api.request("DELETE", Api.path(id,
@@ -189,6 +192,10 @@ const Api = {
   clarify: (id, requestId, answers) => Api.request("POST",
     Api.path(id, `/clarify/${encodeURIComponent(requestId)}`), {answers, client: Client.label}),
   transcriptUrl: (id) => Api.path(id, "/transcript.jsonl"),
+  filePath: (path) => path.split("/").map(encodeURIComponent).join("/"),
+  changes: (id) => Api.request("GET", Api.path(id, "/changes")),
+  fileDiff: (id, path) => Api.request("GET", Api.path(id, `/changes/${Api.filePath(path)}`)),
+  file: (id, path) => Api.request("GET", Api.path(id, `/files/${Api.filePath(path)}`)),
 };
 
 // ------------------------------------------------------------------ Prefs

@@ -1,4 +1,4 @@
-/* Tether browser UI, part 2 of 4: the live connection.
+/* Tether browser UI, part 2 of 5: the live connection.
  *
  * Layers, bottom up:
  *

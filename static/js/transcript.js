@@ -1,4 +1,4 @@
-/* Tether browser UI, part 3 of 4: the transcript.
+/* Tether browser UI, part 3 of 5: the transcript.
  *
  *   Markdown    assistant text through marked, then DOMPurify (both vendored in static/vendor)
  *   Transcript  renders events in id order, each exactly once (the Feeder guarantees order)
@@ -312,7 +312,16 @@ const Transcript = {
       this.turnActive = true;
       this.turnStarted = typeof event.ts === "number" ? event.ts * 1000 : Date.now();
       this.lastState = "running";
-      this.add(el("li", {className: "item msg msg-user"}, [el("div", {className: "bubble", text: event.text})]), event);
+      const bubble = el("div", {className: "bubble", text: event.text});
+      const images = Array.isArray(event.images) ? event.images : [];
+      if (images.length) {
+        bubble.prepend(el("div", {className: "bubble-images"}, images.map((image, n) => {
+          const url = Api.imageUrl(event.session_id, String(image.sha256));
+          return el("a", {attrs: {href: url, target: "_blank", rel: "noopener"}}, [
+            el("img", {attrs: {src: url, alt: `Image ${n + 1} of the message`, loading: "lazy"}})]);
+        })));
+      }
+      this.add(el("li", {className: "item msg msg-user"}, [bubble]), event);
     },
     history(event) {
       // Read-only: the earlier exchange of a conversation this session continues

@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from blueprints import bodies
+from blueprints.api import prompt_body_limit
 from blueprints.bodies import CloseWhenAsked, Prompt, validate
 from tether.config import Settings
 from tether.errors import BadRequest
@@ -72,7 +73,7 @@ def streamed(client: FlaskClient, sid: str, body: bytes) -> tuple[int, str]:
 
 def test_a_streamed_body_over_the_limit_is_413_not_cut_short(client: FlaskClient,
                                                               sid: str) -> None:
-    limit = client.application.config["MAX_CONTENT_LENGTH"]
+    limit = prompt_body_limit(client.application.extensions["tether"].settings)
     # Cut at the limit this would be valid JSON; it must not be parsed as such.
     body = b'{"text": "hi"}' + b" " * (limit - 14) + b"garbage"
     assert streamed(client, sid, body) == (413, "payload_too_large")

@@ -218,7 +218,8 @@ def test_readme_and_protocol_name_the_same_paths(client: FlaskClient) -> None:
     text = (root / "README.md").read_text() + (root / "docs" / "protocol.md").read_text()
     for path in _document(client)["paths"]:
         written = (path.replace("{session_id}", "<id>").replace("{request_id}", "<request_id>")
-                   .replace("{n}", "<n>").replace("{path}", "<path>"))
+                   .replace("{n}", "<n>").replace("{path}", "<path>")
+                   .replace("{sha256}", "<sha256>"))
         assert written in text, path
 
 
@@ -254,8 +255,16 @@ class Target:
         session = self.session
         queue_id = secrets.token_hex(16)
         session.restore(session.turn, session.auto_approve, session.agent_session_id,
-                        resume=False, queued=[(queue_id, "fuzz")])
+                        resume=False, queued=[(queue_id, "fuzz", [])])
         return queue_id
+
+    def image_sha(self) -> str:
+        """An image a prompt of the target carried (kept as the prompt route keeps it)."""
+        from tests.tether.test_images import picture
+        from tether.images import ImageStore
+
+        store = ImageStore(self.core.settings.data_dir)
+        return store.save(self.session.id, picture("image/png"), "image/png").sha256
 
     def written_file(self) -> str:
         """A file in the target's folder that its agent wrote (a Write tool call in its log),
@@ -292,6 +301,9 @@ class Target:
         path = params.get("path")
         if isinstance(path, str) and zlib.crc32(path.encode("utf-8", "replace")) % 2:
             params["path"] = self.written_file()
+        sha = params.get("sha256")
+        if isinstance(sha, str) and zlib.crc32(sha.encode("utf-8", "replace")) % 2:
+            params["sha256"] = self.image_sha()
         rid = params.get("request_id")
         if isinstance(rid, str) and zlib.crc32(rid.encode("utf-8", "replace")) % 3:
             params["request_id"] = (self.approval_id() if "/approvals/" in case.path

@@ -366,3 +366,50 @@ def test_each_turn_costs_its_own_share_within_one_process(
     assert unit > 0
     assert [r["cost_usd"] for r in results] == pytest.approx([unit, unit, unit])
     assert [r["session_cost_usd"] for r in results] == pytest.approx([unit, 2 * unit, 3 * unit])
+
+
+def test_tokens_and_cost_reach_the_result_and_the_session(server: LiveServer) -> None:
+    sid = server.create_session()["id"]
+    run_turn(server, sid, "[text] count me")
+    events = events_until_turn_end(server, sid)
+    result = next(e for e in events if e["kind"] == "result")
+    usage = result["usage"]
+    # What the fake API reported for the turn's requests, as Claude Code 2.1.328 sums them.
+    assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
+    assert set(usage) == {"input_tokens", "output_tokens", "cache_read_input_tokens",
+                          "cache_creation_input_tokens", "cost_usd"}
+    assert usage["cost_usd"] == result["cost_usd"] and result["cost_usd"] > 0
+    assert result["session_usage"] == usage  # the session's first turn
+    run_turn(server, sid, "[text] and again")
+    second = next(e for e in events_until_turn_end(server, sid, after=events[-1]["id"])
+                  if e["kind"] == "result")
+    session = server.api("GET", f"/api/sessions/{sid}").json()
+    assert session["usage"] == second["session_usage"]
+    assert session["usage"]["input_tokens"] == usage["input_tokens"] + \
+        second["usage"]["input_tokens"]
+
+
+def test_an_image_reaches_the_model_as_an_image_block(server: LiveServer,
+                                                      api: FakeAnthropic) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.new("RGB", (32, 20), (10, 120, 200)).save(picture, "PNG")
+    data = base64.b64encode(picture.getvalue()).decode()
+    sid = server.create_session()["id"]
+    answer = server.api("POST", f"/api/sessions/{sid}/prompt", json={
+        "text": "[text] what is in the screenshot?",
+        "images": [{"media_type": "image/png", "data": data}]})
+    assert answer.status_code == 202, answer.text
+    events_until_turn_end(server, sid)
+    asked = [body for body in api.requests
+             if "what is in the screenshot?" in " ".join(all_user_texts(body))]
+    assert asked, "the fake API never got the prompt"
+    content = [m for m in asked[0]["messages"] if m["role"] == "user"][-1]["content"]
+    images = [b for b in content if isinstance(b, dict) and b.get("type") == "image"]
+    # Claude Code 2.1.328 passes the block on as it got it: base64, the PNG's own bytes.
+    assert images and images[0]["source"] == {"type": "base64", "media_type": "image/png",
+                                              "data": data}

@@ -27,6 +27,7 @@ import websocket
 from playwright.sync_api import expect
 
 from app import create_app
+from blueprints.api import prompt_body_limit
 from tests.e2e.browser import log_in as log_in_page
 from tests.e2e.browser import new_page, screenshot
 from tests.e2e.live import LiveServer
@@ -168,24 +169,31 @@ def test_rendered_site_passes_nginx_t(edge: Nginx) -> None:
     assert "test is successful" in edge.check_output
 
 
-def test_body_limit_is_tethers(edge: Nginx) -> None:
-    """``client_max_body_size`` is Tether's body limit (2 x TETHER_MAX_PROMPT_BYTES + 64 KiB,
-    in bytes): a body of exactly that size reaches Tether (its JSON answer), one byte more is
-    refused by nginx (its HTML 413)."""
-    limit = create_app({"TETHER_TOKEN": TEST_TOKEN}).config["MAX_CONTENT_LENGTH"]
-    shipped = re.search(r"^\s*client_max_body_size (\d+)k;", SITE.read_text(), re.MULTILINE)
-    assert shipped and int(shipped.group(1)) * 1024 == limit == 576 * 1024
+def test_body_limits_are_tethers(edge: Nginx) -> None:
+    """Each ``client_max_body_size`` is Tether's body limit, in bytes: every route's
+    (2 x TETHER_MAX_PROMPT_BYTES + 64 KiB) and the prompt's (with its images: see
+    blueprints/api.py prompt_body_limit). A body of exactly the limit reaches Tether (its
+    JSON answer), one byte more is refused by nginx (its HTML 413)."""
+    app = create_app({"TETHER_TOKEN": TEST_TOKEN})
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    prompt_limit = prompt_body_limit(app.extensions["tether"].settings)
+    app.extensions["tether"].shutdown()
+    shipped = [int(k) * 1024 for k in re.findall(r"^\s*client_max_body_size (\d+)k;",
+                                                 SITE.read_text(), re.MULTILINE)]
+    assert shipped == [limit, prompt_limit] and limit == 576 * 1024
     sid = new_session(edge)
-    for size, from_tether in [(limit, True), (limit + 1, False)]:
-        body = b'{"text": "' + b"x" * (size - 12) + b'"}'
-        assert len(body) == size
-        answer = api(edge, "POST", f"/api/sessions/{sid}/prompt", data=body,
-                     headers={"Content-Type": "application/json"})
-        assert answer.status_code == 413
-        is_json = answer.headers["Content-Type"].startswith("application/json")
-        assert is_json is from_tether, (size, answer.headers["Content-Type"])
-        if from_tether:
-            assert answer.json()["error"]["code"] == "payload_too_large"
+    for path, top in [(f"/api/sessions/{sid}/approvals/none", limit),
+                      (f"/api/sessions/{sid}/prompt", prompt_limit)]:
+        for size, from_tether in [(top, True), (top + 1, False)]:
+            body = b'{"text": "' + b"x" * (size - 12) + b'"}'
+            assert len(body) == size
+            answer = api(edge, "POST", path, data=body,
+                         headers={"Content-Type": "application/json"})
+            is_json = answer.headers["Content-Type"].startswith("application/json")
+            assert is_json is from_tether, (path, size, answer.headers["Content-Type"])
+            # Tether refuses it too (a prompt over TETHER_MAX_PROMPT_BYTES, or no such
+            # field), but in words: JSON, never nginx's page.
+            assert answer.status_code in ((400, 413) if from_tether else (413,))
 
 
 # ---------------------------------------------------------------- transports

@@ -86,7 +86,10 @@ for line in sys.stdin:
               "model": "costed", "cwd": "."}), flush=True)
         open(saved, "w").write(repr(total))
         print(json.dumps({"type": "result", "subtype": "success", "is_error": False,
-              "result": "ok", "total_cost_usd": total}), flush=True)
+              "result": "ok", "total_cost_usd": total,
+              "usage": {"input_tokens": 10, "output_tokens": 5,
+                        "cache_read_input_tokens": 100, "service_tier": "standard"}}),
+              flush=True)
 """
 
 

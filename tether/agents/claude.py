@@ -222,9 +222,10 @@ def new_request_id() -> str:
     return f"req_{next(_request_numbers)}_{secrets.token_hex(4)}"
 
 
-def user_message(text: str) -> dict[str, Any]:
-    """One user turn (PROTOCOLS.md 1.2)."""
-    return {"type": "user", "message": {"role": "user", "content": text},
+def user_message(content: str | list[dict[str, Any]]) -> dict[str, Any]:
+    """One user turn (PROTOCOLS.md 1.2): its text, or Messages API content blocks (images
+    before the text: :func:`tether.images.content_blocks`)."""
+    return {"type": "user", "message": {"role": "user", "content": content},
             "parent_tool_use_id": None, "session_id": ""}
 
 

@@ -27,6 +27,7 @@ from tether.cluster.sessions import ClusterSession
 from tether.config import Settings
 from tether.conversations import History
 from tether.errors import NotFound, ShuttingDown, TooManySessions
+from tether.images import ImageStore
 from tether.inbox import Inbox
 from tether.prompts import PendingRequest
 from tether.sessions import (
@@ -273,6 +274,7 @@ class ClusterRegistry(SessionRegistry):
         self.redis_store.drop_log(session_id)
         session.closed_elsewhere()
         self._remove_workspace(session)  # type: ignore[arg-type]
+        ImageStore(self.settings.data_dir).remove(session_id)
 
     def shutdown(self) -> None:
         """This worker stops: the turns it runs end ``interrupted``, its agents stop, its

@@ -18,7 +18,8 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from tether.errors import (
     ShuttingDown,
 )
 from tether.events import Event
+from tether.images import ImageRef, ImageStore, content_blocks
 from tether.projects import Projects
 from tether.runner import AgentHost, Turn
 from tether.sessions import (
@@ -51,9 +53,12 @@ from tether.sessions import (
     State,
     check_prompt,
     check_title,
+    images_of,
     title_from_prompt,
+    user_payload,
 )
 from tether.stores.redis import RedisEventLog, RedisStore, Refused
+from tether.usage import UsageMeter
 
 logger = logging.getLogger(__name__)
 
@@ -197,8 +202,8 @@ class ClusterSession:
             "last_event_id": max(int(rec.get("last", 0)), self.log.last_id),
             "agent_session_id": rec.get("agent_session_id", ""),
             "auto_approve": rec.get("auto_approve") == "1",
-            "queue": [{"n": n, "queue_id": item.queue_id, "text": item.text}
-                      for n, item in enumerate(queue, 1)],
+            "usage": _usage(rec.get("session_usage")),
+            "queue": [item.summary(n) for n, item in enumerate(queue, 1)],
             "pending": {
                 "approvals": [p.summary() for p in pending if p.kind == "approval"],
                 "clarify": [p.summary() for p in pending if p.kind == "clarify"],
@@ -213,7 +218,8 @@ class ClusterSession:
         return self.prompt(text)["turn"]
 
     @available
-    def prompt(self, text: str, queue: bool = False) -> dict[str, int]:
+    def prompt(self, text: str, queue: bool = False,
+               images: Sequence[ImageRef] = ()) -> dict[str, int]:
         """See :meth:`tether.sessions.Session.prompt`; busy is decided for the whole
         cluster, in one Redis Function."""
         self._check_text(text)
@@ -221,14 +227,16 @@ class ClusterSession:
         self._check_folder()
         while True:
             now = self._clock()
-            user_head, user_tail = template(self.id, now, "user", {"turn": HOLE, "text": text})
+            user_head, user_tail = template(self.id, now, "user",
+                                            user_payload(HOLE, text, images))
             args: list[Any] = [self._me(), title_from_prompt(text, ""), user_head, user_tail]
             if queue:
                 queue_id = secrets.token_hex(16)
-                queued_head, queued_tail = template(
-                    self.id, now, "prompt_queued",
-                    {"queue_id": queue_id, "position": HOLE, "text": text})
-                args += [MAX_QUEUED, _item(queue_id, text), queued_head, queued_tail]
+                queued: dict[str, Any] = {"queue_id": queue_id, "position": HOLE, "text": text}
+                if images:
+                    queued["images"] = [ref.as_dict() for ref in images]
+                queued_head, queued_tail = template(self.id, now, "prompt_queued", queued)
+                args += [MAX_QUEUED, _item(queue_id, text, images), queued_head, queued_tail]
             reply = self._call("begin_turn", *args)
             what = reply[0].decode()
             if what == "takeover":
@@ -237,7 +245,7 @@ class ClusterSession:
             if what == "queued":
                 return {"queued": int(reply[1])}
             number = int(reply[1])
-            self._started_elsewhere_or_here(number, text, reply)
+            self._started_elsewhere_or_here(number, text, reply, tuple(images))
             return {"turn": number}
 
     @available
@@ -253,14 +261,14 @@ class ClusterSession:
                             {"queue_id": queued.queue_id, "position": position,
                              "reason": "sent"})
             user_head, user_tail = template(self.id, now, "user",
-                                            {"turn": HOLE, "text": queued.text})
+                                            user_payload(HOLE, queued.text, queued.images))
             reply = self._call("dequeue", position, item, dequeued, self._me(), "",
                                user_head, user_tail, queue_position=position)
             if reply[0].decode() == "takeover":
                 self._take_over(self.id, reply[1].decode())
                 continue
             number = int(reply[1])
-            self._started_elsewhere_or_here(number, queued.text, reply)
+            self._started_elsewhere_or_here(number, queued.text, reply, queued.images)
             return number
 
     @available
@@ -358,13 +366,14 @@ class ClusterSession:
 
     # -- the owner ---------------------------------------------------------------------
 
-    def _started_elsewhere_or_here(self, number: int, text: str, reply: list[Any]) -> None:
+    def _started_elsewhere_or_here(self, number: int, text: str, reply: list[Any],
+                                   images: tuple[ImageRef, ...] = ()) -> None:
         """After ``begin_turn``/``dequeue``: the owner it names starts turn ``number``; when
         that is this worker, now (else its view of the log brings the ``user`` event)."""
         owner, fence = reply[2].decode(), str(int(reply[3]))
         if owner == self._me():
             self.own(fence)
-            self._run_turn(number, text)
+            self._run_turn(number, text, images)
 
     def own(self, fence: str) -> None:
         """This worker owns the session under ``fence``: follow its log for turns begun and
@@ -391,9 +400,9 @@ class ClusterSession:
 
     def _load_agent_state(self) -> None:
         # Under _lock: the agent's conversation and spend as the previous owner left them.
-        agent_session_id, started, spent, total, turns = self._fields(
+        agent_session_id, started, spent, total, turns, usage = self._fields(
             "agent_session_id", "agent_started", "session_cost_usd", "agent_total_cost_usd",
-            "turns")
+            "turns", "session_usage")
         host = AgentHost(self.agent, self.workspace, self._settings)
         host.on_process = self._on_process
         if agent_session_id:
@@ -403,13 +412,14 @@ class ClusterSession:
                 host.agent_session_id = agent_session_id
         host.costs.session_usd = float(spent or 0)
         host.costs.last_total = float(total) if total else None
+        host.usage = UsageMeter(_usage(usage))
         if self._host is not None:
             self._host.stop()
         self._host = host
         # Turns begun before this claim are not this worker's to start.
         self._started = max(self._started, int(turns or 0) - 1)
 
-    def _run_turn(self, number: int, text: str) -> None:
+    def _run_turn(self, number: int, text: str, images: tuple[ImageRef, ...] = ()) -> None:
         """Start turn ``number`` here, once (this worker is the owner)."""
         with self._lock:
             if number <= self._started or not self._fence or self._host is None:
@@ -420,8 +430,12 @@ class ClusterSession:
                 turn = None  # never a mkdir of a project folder
             else:
                 self.workspace.mkdir(parents=True, exist_ok=True)
+                content = None
+                if images:
+                    store = ImageStore(self._settings.data_dir)
+                    content = partial(content_blocks, store, self.id, text, images)
                 turn = Turn(number, text, host, OwnerLog(self.log, fence), self.prompts,
-                            self._settings, self._turn_finished)
+                            self._settings, self._turn_finished, content=content)
                 self._turn = turn
             cancelled = self._cancel_for >= number
         if turn is None:
@@ -467,7 +481,7 @@ class ClusterSession:
         """The owner's turn is over: ``turn_end``, and the freed slot, in one function; a
         completed turn sends the queue's first prompt in the same step."""
         fence = self._fence
-        follow: tuple[int, str] | None = None
+        follow: tuple[int, str, tuple[ImageRef, ...]] | None = None
         try:
             head = None
             if reason == "completed":
@@ -479,14 +493,14 @@ class ClusterSession:
             if head is not None:
                 queued = _queued(head)
                 user_head, user_tail = template(self.id, now, "user",
-                                                {"turn": HOLE, "text": queued.text})
+                                                user_payload(HOLE, queued.text, queued.images))
                 args += [head, rest(self.id, now, "prompt_dequeued",
                                     {"queue_id": queued.queue_id, "position": 1,
                                      "reason": "sent"}), user_head, user_tail]
-                follow = (0, queued.text)
+                follow = (0, queued.text, queued.images)
             ended, number = (int(v) for v in self._owner_call("end_turn", *args))
             if number > 0 and follow is not None:
-                follow = (number, follow[1])
+                follow = (number, follow[1], follow[2])
             elif number < 0:  # the queue changed meanwhile: send its head as a client would
                 follow = None
                 self._send_head()
@@ -534,7 +548,8 @@ class ClusterSession:
             return
         fields: dict[str, Any] = {"agent_session_id": host.agent_session_id,
                                   "agent_started": int(host.started),
-                                  "session_cost_usd": repr(host.costs.session_usd)}
+                                  "session_cost_usd": repr(host.costs.session_usd),
+                                  "session_usage": json.dumps(host.usage.totals)}
         if host.costs.last_total is not None:
             fields["agent_total_cost_usd"] = repr(host.costs.last_total)
         if self._fence == fence:
@@ -569,7 +584,7 @@ class ClusterSession:
     def _act_on(self, event: Event) -> None:
         if event.kind == "user":
             self._run_turn(int(event.payload.get("turn") or 0),
-                           str(event.payload.get("text", "")))
+                           str(event.payload.get("text", "")), images_of(event.payload))
         elif event.kind in ("approval_resolved", "clarify_resolved"):
             self.prompts.resolved(event)
         elif event.kind == "agent_session" and self._fence:
@@ -641,11 +656,23 @@ class ClusterSession:
         self.log.close()
 
 
-def _item(queue_id: str, text: str) -> str:
+def _item(queue_id: str, text: str, images: Sequence[ImageRef] = ()) -> str:
     """A queued prompt as the ``queue`` list holds it."""
-    return json.dumps({"queue_id": queue_id, "text": text}, separators=(",", ":"))
+    held: dict[str, Any] = {"queue_id": queue_id, "text": text}
+    if images:
+        held["images"] = [ref.as_dict() for ref in images]
+    return json.dumps(held, separators=(",", ":"))
+
+
+def _usage(raw: str | None) -> dict[str, Any]:
+    """A session's totals as its record keeps them (JSON), or zeros."""
+    try:
+        held = json.loads(raw) if raw else {}
+    except ValueError:
+        held = {}
+    return UsageMeter(held if isinstance(held, dict) else {}).totals
 
 
 def _queued(item: bytes) -> QueuedPrompt:
     held = json.loads(item)
-    return QueuedPrompt(held["queue_id"], held["text"])
+    return QueuedPrompt(held["queue_id"], held["text"], images_of(held))

@@ -101,6 +101,11 @@ def test_a_prompt_on_either_worker_runs_on_the_owner(workers: Workers) -> None:
     assert b.get(sid).agent_running and not a.get(sid).agent_running
     assert [e.data for e in events(a, sid)] == [e.data for e in events(b, sid)]
     assert [e.id for e in events(a, sid)] == list(range(1, len(events(a, sid)) + 1))
+    # The owner's totals, as every worker reads them once the turn has ended.
+    results = [e.payload["session_usage"] for e in events(a, sid) if e.kind == "result"]
+    # (saved right after the turn_end, by the owner)
+    wait_until(lambda: a.get(sid).to_dict()["usage"] == results[-1])
+    assert results[-1]["output_tokens"] > results[0]["output_tokens"] > 0
 
 
 def test_busy_is_decided_for_the_whole_cluster(workers: Workers) -> None:
