@@ -48,7 +48,7 @@ def create_session() -> tuple[Response, int]:
     body = json_body(CreateSession, optional=True)
     session = current_core().create(agent=body.agent, title=body.title, cwd=body.cwd,
                                     model=body.model, permission_mode=body.permission_mode,
-                                    by=_client_label(body.client))
+                                    by=_client_label(body.client), resume=body.resume)
     return jsonify(session.to_dict()), 201
 
 

@@ -51,6 +51,9 @@ class CreateSession(Body):
     permission_mode: str | None = Field(None, max_length=100)
     #: Who made the choice, for the ``model`` / ``mode`` events (default: the address).
     client: str | None = Field(None, max_length=MAX_CLIENT_CHARS)
+    #: The id of a conversation the agent saved for ``cwd`` on its own
+    #: (``GET /api/projects/conversations``): the session continues it.
+    resume: str | None = Field(None, max_length=100)
 
 
 class UpdateSession(Body):

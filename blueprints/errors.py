@@ -33,6 +33,7 @@ HTTP_STATUS = {
     "queue_full": 409,
     "already_resolved": 409,
     "too_many_sessions": 409,
+    "conversation_open": 409,
     "payload_too_large": 413,
     "git_failed": 422,
     "unsupported_media_type": 415,
@@ -43,7 +44,7 @@ HTTP_STATUS = {
     "store_unavailable": 503,
 }
 
-#: JSON-RPC 2.0 error codes (specification section 5.1) and Tether's own (-32001 to -32007).
+#: JSON-RPC 2.0 error codes (specification section 5.1) and Tether's own (-32001 to -32012).
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -69,6 +70,7 @@ JSONRPC_CODE = {
     "store_unavailable": -32009,
     "git_failed": -32010,
     "mode_not_allowed": -32011,
+    "conversation_open": -32012,
 }
 
 _CODE_FOR_STATUS = {status: code for code, status in HTTP_STATUS.items()
@@ -76,7 +78,7 @@ _CODE_FOR_STATUS = {status: code for code, status in HTTP_STATUS.items()
                                     "session_busy",
                                     "queue_full", "already_resolved", "too_many_sessions",
                                     "auto_approve_disabled", "host_not_allowed",
-                                    "git_failed")}
+                                    "git_failed", "conversation_open")}
 
 
 #: Codes whose answer closes the connection (``Connection: close``): the request's body was

@@ -30,6 +30,7 @@ from blueprints import bodies, poll
 from blueprints.auth import cookie_name
 from blueprints.errors import HTTP_STATUS
 from tether.changes import GIT_TIMEOUT_SECONDS, MAX_DIFF_BYTES, MAX_FILE_BYTES, MAX_FILES
+from tether.conversations import MAX_CONVERSATIONS, MAX_SCAN_BYTES
 from tether.images import MAX_IMAGES
 from tether.projects import MAX_ENTRIES, MAX_PATH_CHARS
 from tether.sessions import MAX_QUEUED, MAX_TITLE_CHARS
@@ -69,14 +70,16 @@ ERRORS = {
                        "`Referer`) is not an allowed origin, a state-changing request from "
                        "another site; `auto_approve_disabled`: the server refuses to switch "
                        "auto-approve on (`TETHER_ALLOW_AUTO_APPROVE=0`)."),
-    404: ("NotFound", "No such session, agent, request or queued prompt."),
+    404: ("NotFound", "No such session, agent, request or queued prompt; a `resume` that is "
+                      "not a conversation the agent saved for `cwd`."),
     408: ("RequestTimeout", "`request_timeout`: the body did not arrive whole within "
                             "`TETHER_BODY_TIMEOUT` seconds (default 10); the answer closes "
                             "the connection (`Connection: close`)."),
     409: ("Conflict", "`session_busy` (a turn is running), `queue_full` (the session's queue "
                       f"holds {MAX_QUEUED} prompts), `already_resolved` (another answer, "
-                      "a timeout or a cancel got there first) or `too_many_sessions` "
-                      "(`TETHER_MAX_SESSIONS`)."),
+                      "a timeout or a cancel got there first), `too_many_sessions` "
+                      "(`TETHER_MAX_SESSIONS`) or `conversation_open` (a session continues "
+                      "that saved conversation already)."),
     413: ("PayloadTooLarge", "The body, or the prompt in UTF-8, is over its limit "
                             "(`TETHER_MAX_PROMPT_BYTES`), or an image of a prompt over "
                             "`TETHER_MAX_IMAGE_BYTES`."),
@@ -419,6 +422,34 @@ def _schemas() -> dict[str, Any]:
                               "bytes."},
                 "text": {"type": "string"}},
         },
+        "Conversation": {
+            "type": "object",
+            "required": ["id", "title", "updated_at", "messages", "partial", "session_id"],
+            "properties": {
+                "id": {"type": "string", "description": "The agent's session id (a UUID): "
+                       "`resume` in `POST /api/sessions`."},
+                "title": {"type": "string", "description": "The name given with `/rename`, "
+                          "else the first prompt, shortened."},
+                "updated_at": {"type": "number", "description": "The file's modification "
+                               "time, Unix seconds."},
+                "messages": {"type": "integer", "minimum": 1, "description": "Prompts and "
+                             "replies."},
+                "partial": {"type": "boolean", "description": f"The file is over "
+                            f"{MAX_SCAN_BYTES // 2**20} MiB; `messages` counts its start."},
+                "session_id": {"type": ["string", "null"], "description": "The session of "
+                               "this server that continues it (open that one: a `resume` "
+                               "of it is a 409 `conversation_open`); null: none."}},
+        },
+        "Conversations": {
+            "type": "object", "required": ["path", "agent", "conversations", "truncated"],
+            "properties": {
+                "path": {"type": "string", "description": "The folder, resolved."},
+                "agent": {"type": "string"},
+                "conversations": {"type": "array", "items": _ref("Conversation"),
+                                  "maxItems": MAX_CONVERSATIONS},
+                "truncated": {"type": "boolean", "description": f"More than "
+                              f"{MAX_CONVERSATIONS} were saved; the newest are given."}},
+        },
         "RecentFolders": {
             "type": "object", "required": ["entries"],
             "properties": {"entries": {"type": "array", "items": _ref("Folder")}},
@@ -455,7 +486,7 @@ def _schemas() -> dict[str, Any]:
                            "`approval_resolved`, `clarify_request`, `clarify_resolved`, "
                            "`result`, `error`, `turn_end`; docs/protocol.md adds "
                            "`prompt_queued`, `prompt_dequeued`, `commands`, "
-                           "`context_cleared`, `mode`, `model`).",
+                           "`context_cleared`, `mode`, `model`, `history`).",
             "properties": {"id": {"type": "integer", "minimum": 1},
                            "session_id": {"type": "string"},
                            "ts": {"type": "number", "description": "Unix seconds"},
@@ -577,7 +608,12 @@ def _paths() -> dict[str, Any]:
                             "`permission_mode` must be among the agent's (`GET "
                             "/api/agents`), else a 400 naming them; `bypassPermissions` and "
                             "`auto` need `TETHER_ALLOW_BYPASS=1` (else 400 "
-                            "`mode_not_allowed`).",
+                            "`mode_not_allowed`). With `resume` (and "
+                            "`cwd`) it continues a conversation the agent saved for that "
+                            "folder (`GET /api/projects/conversations`): its earlier entries "
+                            "come first as `history` events; an id that is not one of them is "
+                            "a 404 and no session; `resume` without `cwd`, or for an agent "
+                            "that keeps none, a 400.",
                 tags=sessions),
         },
         "/api/projects": {"get": _op(
@@ -593,6 +629,22 @@ def _paths() -> dict[str, Any]:
                            "1: list folders whose name starts with `.` too.")],
             description="Subfolders only; a symbolic link only when it leads to a folder "
                         "inside a root (its `path` is where it leads).",
+            tags=("projects",))},
+        "/api/projects/conversations": {"get": _op(
+            "A folder's saved conversations",
+            {"200": _json(_ref("Conversations"), "The conversations, newest first.")},
+            errors=(*_SECURED, 400),
+            params=[_query("path", {"type": "string", "maxLength": MAX_PATH_CHARS},
+                           "An absolute folder inside a project root, checked as for "
+                           "`GET /api/projects` (400 `path_not_allowed` / `not_a_directory`; "
+                           "absent or empty: 400 `path_not_allowed`)."),
+                    _query("agent", {"type": "string", "maxLength": 100},
+                           "Whose conversations (default `claude`); an agent that keeps none "
+                           "Tether can read: 400, naming those that do.")],
+            description="Conversations the agent saved on its own, in a terminal or in "
+                        "Tether (Claude Code: `$CLAUDE_CONFIG_DIR` or `$HOME/.claude`, "
+                        "`projects/<folder>/<id>.jsonl`); those with no prompt and no reply "
+                        "are left out.",
             tags=("projects",))},
         "/api/projects/recent": {"get": _op(
             "Recent folders",

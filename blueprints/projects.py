@@ -22,6 +22,17 @@ def list_folders() -> Response:
     return jsonify(listing)
 
 
+@bp.get("/api/projects/conversations")
+def conversations() -> Response:
+    """The conversations ``?agent=`` (default ``claude``) saved on its own for the folder
+    ``?path=``, newest first: ``{"path", "agent", "conversations": [{"id", "title",
+    "updated_at", "messages", "partial"}], "truncated"}``. ``POST /api/sessions`` with
+    ``resume`` continues one."""
+    path = request.args.get("path", "")
+    agent = request.args.get("agent") or "claude"
+    return jsonify(current_core().conversations(path, agent))
+
+
 @bp.get("/api/projects/recent")
 def recent_folders() -> Response:
     """The folders of the sessions, newest first, each once, while still allowed:

@@ -442,7 +442,8 @@ class Connection:
     def session_create(self, params: CreateSession) -> dict[str, Any]:
         return self.core.create(agent=params.agent, title=params.title, cwd=params.cwd,
                                 model=params.model, permission_mode=params.permission_mode,
-                                by=params.client or self.label).to_dict()
+                                by=params.client or self.label,
+                                resume=params.resume).to_dict()
 
     def session_list(self, params: NoParams) -> dict[str, Any]:
         return {"sessions": [s.to_dict() for s in self.core.list()], "epoch": self.core.epoch}

@@ -56,6 +56,17 @@ class QueueFull(TetherError):
     code = "queue_full"
 
 
+class ConversationOpen(TetherError):
+    """A session already continues that saved conversation (two agent processes would write
+    one transcript): open that session instead. ``session_id`` names it."""
+
+    code = "conversation_open"
+
+    def __init__(self, message: str, session_id: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
 class AlreadyResolved(TetherError):
     """An answer arrived for an approval or question that another answer already settled."""
 

@@ -41,6 +41,9 @@ KINDS: Final = frozenset(
         # docs/protocol.md, "Model and permission mode": a change, and who made it.
         "mode",
         "model",
+        # docs/protocol.md, "Conversations started elsewhere": a continued conversation's
+        # earlier entries, read-only, before the session's first turn.
+        "history",
     }
 )
 

@@ -88,6 +88,9 @@ def scan(log: EventLog) -> LogState:
                 state.model = payload["model"]
             elif event.kind == "agent_session" and payload.get("agent_session_id"):
                 state.agent_session_id = str(payload["agent_session_id"])
+                total = payload.get("agent_total_cost_usd")  # a continued conversation's
+                if isinstance(total, int | float) and not isinstance(total, bool):
+                    state.agent_total_cost_usd = float(total)
             elif event.kind == "result" and isinstance(payload.get("session_usage"), dict):
                 state.session_usage = dict(payload["session_usage"])
             if event.kind == "result" and isinstance(payload.get("session_cost_usd"),

@@ -26,10 +26,12 @@ from tether.agents.catalog import default_catalog
 from tether.agents.modes import UNATTENDED_MODES
 from tether.changes import head_commit
 from tether.config import Settings
+from tether.conversations import History
 from tether.datadir import prepare as prepare_data_dir
 from tether.errors import (
     AutoApproveDisabled,
     BadRequest,
+    ConversationOpen,
     NotADirectory,
     NotFound,
     PathNotAllowed,
@@ -514,6 +516,15 @@ class Session:
         else:
             self._host.agent_session_id = agent_session_id
 
+    def continue_conversation(self, history: History) -> None:
+        """Before any turn: make this session the continuation of a conversation the agent
+        saved on its own (``--resume`` from its next process on), and show the conversation's
+        newest entries as read-only ``history`` events (:func:`continuation_events`)."""
+        for kind, payload in continuation_events(self.agent.name, self.workspace, history):
+            self.log.append(kind, payload)
+        self._host.resume(history.conversation.id)
+        self._host.costs.last_total = history.total_cost_usd
+
     def to_dict(self) -> dict[str, Any]:
         """The session object of DESIGN.md section 4."""
         pending = self.prompts.pending()
@@ -590,6 +601,20 @@ def title_from_prompt(text: str, fallback: str) -> str:
     if space >= PROMPT_TITLE_CHARS // 2:
         cut = cut[:space]
     return cut.rstrip(" ,.;:-") + "…"
+
+
+def continuation_events(agent: str, folder: Path, history: History
+                        ) -> list[tuple[str, dict[str, Any]]]:
+    """The events that open a session continuing a saved conversation, before its first
+    turn: ``agent_session`` with the conversation's id and ``resumed: true`` (so a restart
+    resumes it too: :func:`tether.recovery.scan`), then one ``history`` event per entry
+    shown (docs/protocol.md, "Conversations started elsewhere")."""
+    session: dict[str, Any] = {"agent": agent, "agent_session_id": history.conversation.id,
+                               "model": None, "cwd": str(folder), "resumed": True}
+    if history.total_cost_usd is not None:
+        # The CLI carries its running total on through --resume (CostMeter).
+        session["agent_total_cost_usd"] = history.total_cost_usd
+    return [("agent_session", session), *(("history", p) for p in history.payloads())]
 
 
 def check_prompt(text: str, max_bytes: int) -> None:
@@ -674,14 +699,22 @@ class SessionRegistry:
 
     def create(self, agent: str | None = None, title: str | None = None,
                cwd: str | None = None, model: str | None = None,
-               permission_mode: str | None = None, by: str = "") -> Session:
+               permission_mode: str | None = None, by: str = "",
+               resume: str | None = None) -> Session:
         """A new idle session with its own workspace under ``TETHER_DATA_DIR``, or opened in
         the project folder ``cwd`` (resolved; never created, never removed with it), its
         agent run with ``model`` and ``permission_mode`` (None: the agent's defaults; others
         are ``model`` / ``mode`` events naming ``by``, its first ones).
 
-        :raises NotFound: no agent of that name.
-        :raises BadRequest: the title is too long; a model or mode the agent does not offer.
+        :param resume: the id of a conversation the agent saved for ``cwd`` on its own
+            (:meth:`conversations`): the session continues it (``--resume``), its newest
+            entries shown first as ``history`` events, and takes its title unless ``title``
+            is given.
+        :raises NotFound: no agent of that name; ``resume`` is not an id, or no conversation
+            of that id was saved for ``cwd`` (no session is created).
+        :raises BadRequest: the title is too long; a model or mode the agent does not offer;
+            ``resume`` without ``cwd``, or for an agent that keeps no conversations Tether can
+            read.
         :raises ModeNotAllowed: a mode that runs tools unasked without
             ``TETHER_ALLOW_BYPASS=1``.
         :raises PathNotAllowed: ``cwd`` is not inside a project root, or not readable
@@ -694,6 +727,7 @@ class SessionRegistry:
         check_options(spec, model, permission_mode, self.settings.allow_bypass)
         title = check_title(title) if title is not None and title.strip() else None
         folder = self.projects.resolve(cwd) if cwd is not None else None
+        history = self.saved_history(spec.name, folder, resume) if resume is not None else None
         session_id = secrets.token_hex(16)  # 128 bits: unguessable
         with self._lock:
             if self._shutting_down:
@@ -712,14 +746,23 @@ class SessionRegistry:
             created = round(self._clock(), 3)
             # What the Changes panel compares against (a new workspace is no git tree).
             base = (head_commit(folder) or "") if folder is not None else ""
-            session = Session(session_id, spec, title or f"{spec.name} session", workspace,
+            default = history.conversation.title if history else f"{spec.name} session"
+            session = Session(session_id, spec, title or default, workspace,
                               self.store.create_log(session_id), self.settings, created,
                               on_prompts_changed=self.inbox.changed,
                               on_record_changed=self._save,
                               on_turn_ended=self.metrics.turn_ended,
-                              title_set=title is not None,
+                              # A continued conversation keeps its title: its next prompt
+                              # is not its first.
+                              title_set=title is not None or history is not None,
                               projects=self.projects if folder is not None else None,
                               base_commit=base)
+            if history is not None:
+                try:
+                    session.continue_conversation(history)
+                except Exception:
+                    self.store.drop_log(session_id)
+                    raise
             session.update(model=model, permission_mode=permission_mode, by=by)
             self.store.save_session(session.record())
             with self._lock:
@@ -730,6 +773,42 @@ class SessionRegistry:
         logger.info("created session %s (agent %s%s)", session_id, spec.name,
                     f", in {folder}" if folder is not None else "")
         return session
+
+    def conversations(self, path: str, agent: str) -> dict[str, Any]:
+        """The conversations agent ``agent`` saved on its own for the folder ``path``, newest
+        first: ``{"path", "agent", "conversations": [{"id", "title", "updated_at",
+        "messages", "partial"}], "truncated"}``.
+
+        :raises PathNotAllowed: as :meth:`tether.projects.Projects.resolve`.
+        :raises NotADirectory: as :meth:`tether.projects.Projects.resolve`.
+        :raises BadRequest: the agent keeps no saved conversations Tether can read.
+        """
+        folder = self.projects.resolve(path)
+        found, truncated = self.agents.conversations(agent).list(folder)
+        open_in = {s.agent_session_id: s.id for s in reversed(self.list())
+                   if s.agent.name == agent and s.workspace == folder}
+        return {"path": str(folder), "agent": agent, "truncated": truncated,
+                "conversations": [{**c.to_dict(), "session_id": open_in.get(c.id)}
+                                  for c in found]}
+
+    def saved_history(self, agent: str, folder: Path | None, conversation_id: str) -> History:
+        """What a session continuing conversation ``conversation_id`` shows first.
+
+        :raises BadRequest: no ``folder`` (``cwd``), or the agent keeps no saved
+            conversations Tether can read.
+        :raises NotFound: no such conversation for that folder.
+        :raises ConversationOpen: a session of this server continues it already (two agent
+            processes would write one transcript, each unaware of the other's turns).
+        """
+        if folder is None:
+            raise BadRequest("resume needs cwd: the folder the conversation was saved for")
+        history = self.agents.conversations(agent).history(folder, conversation_id)
+        for session in self.list():
+            if session.agent_session_id == conversation_id and session.agent.name == agent:
+                raise ConversationOpen(f"session {session.id} ({session.title[:80]!r}) "
+                                       "continues this conversation already: open it",
+                                       session.id)
+        return history
 
     def get(self, session_id: str) -> Session:
         """:raises NotFound: unknown (or deleted) session."""

@@ -474,12 +474,18 @@ const Dialog = {
 /** The last part of a folder's path ("/home/me/src/app" -> "app"). */
 const folderName = (path) => (path || "").replace(/\/+$/, "").split("/").pop() || path || "";
 
+/** Agents whose own saved conversations the server lists (GET /api/projects/conversations). */
+const SAVES_CONVERSATIONS = ["claude"];
+/** Conversations shown before "Show all". */
+const CONVERSATIONS_SHOWN = 3;
+
 /**
  * The new-session dialog when the server has project roots (TETHER_PROJECT_ROOTS): recent
  * folders first, then the roots; type to filter, tap a folder to go into it, "Open" beside
- * it (or "Open session here") to start the session there. choose() resolves to the folder's
- * path, or null when cancelled. Without roots it is never shown (a session gets its own
- * workspace, as before).
+ * it (or "Open session here") to start the session there. Inside a folder, the conversations
+ * the agent saved there on its own come first, each with "Continue". choose(agent) resolves
+ * to the folder's path, to {cwd, resume} for a conversation to continue, or null when
+ * cancelled. Without roots it is never shown (a session gets its own workspace, as before).
  */
 const Picker = {
   path: null,
@@ -488,6 +494,10 @@ const Picker = {
   recent: [],
   truncated: false,
   roots: null,
+  agent: null,
+  conversations: [],
+  allConversations: false,
+  asked: 0,
 
   /** True when the server offers project folders (asked once per page; a failed ask is
    *  asked again next time, and meanwhile a session gets its own workspace). */
@@ -502,7 +512,8 @@ const Picker = {
     return this.roots.length > 0;
   },
 
-  choose() {
+  choose(agent) {
+    this.agent = agent || null;
     const dialog = $("picker");
     $("picker-filter").value = "";
     return new Promise((resolve) => {
@@ -534,18 +545,23 @@ const Picker = {
     });
   },
 
-  /** Show ``path``'s folders (null: recent folders and the roots). */
+  /** Show ``path``'s folders (null: recent folders and the roots), and the conversations
+   *  the agent saved in it. */
   async go(path) {
     this.showWarn("");
+    const asked = ++this.asked;
     try {
       if (path) {
-        const listing = await Api.projects(path);
+        const [listing, saved] = await Promise.all([Api.projects(path), this.saved(path)]);
+        if (asked !== this.asked) return; // another folder was chosen meanwhile
         Object.assign(this, {path: listing.path, parent: listing.parent,
-          entries: listing.entries, truncated: listing.truncated});
+          entries: listing.entries, truncated: listing.truncated,
+          conversations: saved, allConversations: false});
       } else {
         const [top, recent] = await Promise.all([Api.projects(), Api.recentProjects()]);
+        if (asked !== this.asked) return;
         Object.assign(this, {path: null, parent: null, entries: top.entries,
-          recent: recent.entries, truncated: false});
+          recent: recent.entries, truncated: false, conversations: []});
         this.roots = top.entries;
       }
     } catch (err) {
@@ -554,6 +570,54 @@ const Picker = {
     }
     $("picker-filter").value = "";
     this.render();
+  },
+
+  /** The conversations this agent saved in ``path`` (none when it saves none Tether reads,
+   *  or when asking fails: the folder itself can still be opened). */
+  async saved(path) {
+    if (!SAVES_CONVERSATIONS.includes(this.agent)) return [];
+    try {
+      return (await Api.conversations(path, this.agent)).conversations;
+    } catch (err) {
+      return [];
+    }
+  },
+
+  conversationRow(c) {
+    const n = `${c.messages}${c.partial ? "+" : ""} message${c.messages === 1 ? "" : "s"}`;
+    const info = el("div", {className: "picker-go picker-conv", attrs: {title: c.title}}, [
+      el("span", {className: "picker-name", text: c.title}),
+      el("span", {className: "picker-sub", text: `${relativeTime(c.updated_at)} · ${n}`}),
+    ]);
+    // A conversation a session continues already is opened there, not continued twice.
+    const open = Boolean(c.session_id);
+    const go = el("button", {className: "btn btn-small picker-pick", text: open ? "Open" : "Continue",
+      attrs: {type: "button", "aria-label": `${open ? "Open the session of" : "Continue"} the conversation ${c.title}`}});
+    go.addEventListener("click", () => {
+      if (!this.done) return;
+      if (!open) return this.done({cwd: this.path, resume: c.id});
+      this.done(null);
+      Sessions.open(c.session_id);
+    });
+    return el("li", {className: "picker-row picker-conv-row"}, [info, go]);
+  },
+
+  /** The "Continue a conversation" part of the list, above the folders. */
+  conversationItems(folders) {
+    const q = $("picker-filter").value.trim().toLowerCase();
+    const found = this.path ? this.conversations.filter((c) => !q || c.title.toLowerCase().includes(q)) : [];
+    if (!found.length) return [];
+    const shown = this.allConversations ? found : found.slice(0, CONVERSATIONS_SHOWN);
+    const items = [el("li", {className: "picker-heading", text: "Continue a conversation"}),
+      ...shown.map((c) => this.conversationRow(c))];
+    if (shown.length < found.length) {
+      const more = el("button", {className: "btn btn-small picker-more", text: `Show all ${found.length}`,
+        attrs: {type: "button"}});
+      more.addEventListener("click", () => { this.allConversations = true; this.render(); });
+      items.push(el("li", {className: "picker-row picker-more-row"}, [more]));
+    }
+    if (folders) items.push(el("li", {className: "picker-heading", text: "Folders"}));
+    return items;
   },
 
   /** Sessions running (or waiting for you) in ``path``, this page's list as it knows it. */
@@ -594,7 +658,7 @@ const Picker = {
 
   render() {
     const {recent, entries} = this.visible();
-    const items = [];
+    const items = this.conversationItems(entries.length > 0);
     if (recent.length) {
       items.push(el("li", {className: "picker-heading", text: "Recent"}));
       items.push(...recent.map((f) => this.row(f)));
@@ -602,7 +666,7 @@ const Picker = {
     }
     items.push(...entries.map((f) => this.row(f)));
     $("picker-list").replaceChildren(...items);
-    const none = !recent.length && !entries.length;
+    const none = !recent.length && !entries.length && !items.length;
     $("picker-empty").hidden = !none;
     $("picker-empty").textContent = $("picker-filter").value.trim()
       ? "No folder matches. Enter an absolute path to go there."
@@ -890,15 +954,17 @@ const Sessions = {
   async create() {
     const agent = this.select.value || undefined;
     const button = $("new-session-btn");
-    let cwd;
+    let cwd, resume;
     if (await Picker.enabled()) {
       Drawer.close();
-      cwd = await Picker.choose();
-      if (cwd === null) return;
+      const picked = await Picker.choose(agent);
+      if (picked === null) return;
+      // A folder's path, or {cwd, resume}: a conversation the agent saved there, continued.
+      ({cwd, resume} = typeof picked === "string" ? {cwd: picked} : picked);
     }
     button.disabled = true;
     try {
-      const session = await Api.create(agent, cwd, Modes.newOptions());
+      const session = await Api.create(agent, cwd, {...Modes.newOptions(), ...(resume ? {resume} : {})});
       this.list.unshift(session);
       this.open(session.id);
       $("prompt").focus();

@@ -168,9 +168,11 @@ const Api = {
   logout: () => Api.request("POST", "/logout"),
   sessions: () => Api.request("GET", "/api/sessions"),
   session: (id) => Api.request("GET", Api.path(id)),
-  /** ``options``: {model?, permission_mode?}; the agent's defaults when absent. */
+  /** ``options``: {model?, permission_mode?, resume?}; the agent's defaults when absent. */
   create: (agent, cwd, options = {}) => Api.request("POST", "/api/sessions",
     {agent, ...(cwd ? {cwd} : {}), ...options, client: Client.label}),
+  conversations: (path, agent) => Api.request("GET",
+    `/api/projects/conversations?${new URLSearchParams({path, agent})}`),
   projects: (path) => Api.request("GET", `/api/projects${path ? `?${new URLSearchParams({path})}` : ""}`),
   recentProjects: () => Api.request("GET", "/api/projects/recent"),
   /** A model or mode change names this tab (``by`` in its ``model`` / ``mode`` event). */

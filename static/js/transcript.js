@@ -227,7 +227,7 @@ const Transcript = {
     this.root.replaceChildren();
     this.root.dataset.lastEventId = "0";
     Object.assign(this, {lastId: 0, streaming: null, turnActive: false, turnStarted: null,
-      lastState: "idle", pinned: true});
+      lastState: "idle", pinned: true, inHistory: false});
     this.tools.clear();
     this.cards.clear();
     Queue.reset();
@@ -248,6 +248,11 @@ const Transcript = {
     this.root.dataset.lastEventId = String(event.id);
     const render = this.renderers[event.kind];
     try {
+      // A continued conversation's history ends where this session's own events begin.
+      if (this.inHistory && render && !["history", "agent_session", "commands"].includes(event.kind)) {
+        this.inHistory = false;
+        this.add(el("li", {className: "item history-rule history-end", text: "Continued here"}), event);
+      }
       if (render) render.call(this, event);
     } catch (err) {
       console.error("tether: cannot render event", event, err);
@@ -317,6 +322,38 @@ const Transcript = {
         })));
       }
       this.add(el("li", {className: "item msg msg-user"}, [bubble]), event);
+    },
+    history(event) {
+      // Read-only: the earlier exchange of a conversation this session continues
+      // (docs/protocol.md, "Conversations started elsewhere"), marked apart from this
+      // session's own messages.
+      this.endStreaming();
+      if (!this.inHistory) {
+        this.inHistory = true;
+        this.add(el("li", {className: "item history-rule", text: "Earlier in this conversation"}), event);
+      }
+      if (event.truncated) {
+        const n = Number(event.omitted) || 0;
+        this.add(el("li", {className: "item history-note",
+          text: n ? `${n} earlier ${n === 1 ? "entry is" : "entries are"} not shown` : "Earlier entries are not shown"}), event);
+      }
+      const when = typeof event.at === "number" ? new Date(event.at * 1000).toLocaleString() : "";
+      const label = `Earlier, ${event.role === "user" ? "you" : "the agent"}${when ? `, ${when}` : ""}`;
+      if (event.tool && typeof event.tool === "object") {
+        this.add(el("li", {className: "item tool history", attrs: {title: label}}, [
+          el("div", {className: "tool-head"}, [
+            el("span", {className: "tool-name", text: String(event.tool.name || "tool")}),
+            el("span", {className: "tool-summary", text: String(event.tool.summary || "")}),
+          ])]), event);
+        return;
+      }
+      if (!event.text) return;
+      const bubble = el("div", {className: "bubble"});
+      if (event.role === "user") bubble.textContent = event.text;
+      else Markdown.render(bubble, event.text);
+      if (event.clipped) bubble.append(el("span", {className: "history-clipped", text: " (cut short)"}));
+      this.add(el("li", {className: `item msg ${event.role === "user" ? "msg-user" : "msg-agent"} history`,
+        attrs: {title: label}}, [bubble]), event);
     },
     agent_session(event) {
       // On a phone only the model shows (the agent is in the session list): one short line.

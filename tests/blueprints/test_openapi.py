@@ -49,6 +49,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from blueprints import openapi, poll
+from tests.fakes import conversations as saved
 from tests.support import AUTH_HEADERS, TEST_TOKEN
 from tether.sessions import Session, SessionRegistry
 
@@ -231,6 +232,9 @@ class Target:
     def __init__(self, core: SessionRegistry) -> None:
         self.core = core
         self.session: Session = core.create(agent="claude", title="fuzz target")
+        #: A project folder with a conversation Claude Code saved (fuzz_app writes it).
+        self.folder = str(core.projects.roots[0] / "app")
+        self.conversation = FUZZ_CONVERSATION
 
     def approval_id(self) -> str:
         return self._pending("approval") or self.session.prompts.open_approval(
@@ -281,6 +285,7 @@ class Target:
 
     def aim(self, case: Any) -> None:
         """Swap about half of the generated ids for real ones (deterministically: by CRC)."""
+        self._aim_at_conversations(case)
         params = case.path_parameters or {}
         sid = params.get("session_id")
         if not isinstance(sid, str) or zlib.crc32(sid.encode("utf-8", "replace")) % 2:
@@ -305,11 +310,38 @@ class Target:
                                     else self.clarify_id())
 
 
+    def _aim_at_conversations(self, case: Any) -> None:
+        """About half of the listings ask for the folder with a saved conversation; about
+        half of the creates that name one continue the real one."""
+        if case.path == "/api/projects/conversations":
+            query = case.query if isinstance(case.query, dict) else {}
+            if zlib.crc32(repr(sorted(query.items())).encode("utf-8", "replace")) % 2 == 0:
+                case.query = {**query, "path": self.folder, "agent": "claude"}
+        elif case.path == "/api/sessions" and case.method.upper() == "POST" \
+                and isinstance(case.body, dict) and "resume" in case.body \
+                and zlib.crc32(repr(case.body).encode("utf-8", "replace")) % 2 == 0:
+            case.body = {**case.body, "agent": "claude", "cwd": self.folder,
+                         "resume": self.conversation}
+
+
+#: The id of the conversation fuzz_app saves.
+FUZZ_CONVERSATION = "0f0f0f0f-0000-4000-8000-000000000001"
+
+
 @pytest.fixture
-def fuzz_app(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> Flask:
+def fuzz_app(make_app: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Flask:
     monkeypatch.setattr(poll, "MAX_WAIT_SECONDS", FUZZ_MAX_WAIT)
+    # A project root whose folder has a conversation Claude Code saved (in the HOME the
+    # agent inherits).
+    home, root = tmp_path / "home", tmp_path / "projects"
+    (root / "app").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    saved.save(home, root.resolve() / "app", saved.exchange("fix the build", "Fixed."),
+               FUZZ_CONVERSATION)
     # The durable store, as `make run` has it: every change the fuzzer makes is saved too.
-    return make_app(TETHER_KEEPALIVE=0.2, TETHER_CLAUDE_BIN="/nonexistent/claude",
+    return make_app(TETHER_PROJECT_ROOTS=str(root), TETHER_KEEPALIVE=0.2,
+                    TETHER_CLAUDE_BIN="/nonexistent/claude",
                     TETHER_PROMPT_TIMEOUT=0, TETHER_STORE="sqlite")
 
 

@@ -118,6 +118,8 @@ def test_pick_a_folder_open_a_session_there_and_see_it(page: Any, server: LiveSe
     recent_gamma = rows.filter(has_text="gamma").first
     recent_gamma.get_by_role("button", name="Open a session in gamma").click()
     expect(dialog).to_be_hidden()
+    # The new session is shown (the header said gamma already: the first one's folder).
+    expect(page).not_to_have_url(re.compile(f"#s={sid}$"))
     expect(page.locator("#meta-cwd")).to_have_text("gamma")
     sessions = server.api("GET", "/api/sessions").json()["sessions"]
     assert [s["cwd"] for s in sessions] == [str(root / "gamma")] * 2 + [str(root / "beta")]

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from tether.agents.modes import UNATTENDED_MODES, default_model
 from tether.config import SECRET_SETTINGS
+from tether.conversations import SavedConversations
 from tether.errors import BadRequest, ModeNotAllowed, NotFound
 
 
@@ -142,6 +143,27 @@ class AgentCatalog:
                                    getattr(agent, "known_commands", None),
                                    permission_modes(agent), tuple(listed), source))
         return infos
+
+    def with_conversations(self) -> list[str]:
+        """The agents whose own saved conversations Tether can list and continue (those
+        with a ``conversations()`` method: ``claude``)."""
+        return sorted(name for name, agent in self._agents.items()
+                      if callable(getattr(agent, "conversations", None)))
+
+    def conversations(self, name: str) -> SavedConversations:
+        """Agent ``name``'s saved conversations.
+
+        :raises BadRequest: this server offers no such agent, or the agent keeps no
+            conversations Tether can read (the message names those that do).
+        """
+        agent = self._agents.get(name)
+        get = getattr(agent, "conversations", None)
+        if agent is None or not callable(get):
+            supported = ", ".join(self.with_conversations()) or "none"
+            raise BadRequest(f"agent {name[:80]!r} keeps no saved conversations Tether can "
+                             f"read; agents that do: {supported}")
+        source: SavedConversations = get()
+        return source
 
     def __contains__(self, name: object) -> bool:
         return name in self._agents

@@ -14,6 +14,7 @@ from tether.agents.claude import STREAM_JSON_FLAGS, session_flag
 from tether.agents.commands import CLAUDE_HEADLESS_REFUSED
 from tether.agents.modes import CLAUDE_MODELS, CLAUDE_PERMISSION_MODES, DEFAULT_MODEL
 from tether.config import Settings
+from tether.conversations import ClaudeConversations, claude_config_dir
 
 #: Environment variables with which Claude Code needs no login of its own: an API key, a
 #: token from `claude setup-token`, or a third-party provider (Claude Code docs, "Identity and
@@ -76,6 +77,7 @@ class ClaudeAgent:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._conversations: dict[Path, ClaudeConversations] = {}
 
     def unavailable(self) -> str | None:
         path = self._settings.resolve_claude_bin()
@@ -95,6 +97,15 @@ class ClaudeAgent:
     def env(self) -> dict[str, str]:
         # CLAUDE_CODE_ENTRYPOINT as the SDK sets it (PROTOCOLS.md 1.1).
         return inherited_env(CLAUDE_CODE_ENTRYPOINT="sdk-py")
+
+    def conversations(self) -> ClaudeConversations:
+        """The conversations Claude Code saved, where the agent Tether starts keeps them: in
+        the configuration directory of the environment :meth:`env` gives it (the server's
+        ``CLAUDE_CONFIG_DIR``, else its ``HOME``)."""
+        config = claude_config_dir(self.env())
+        if config not in self._conversations:  # one each, for its cache of listings
+            self._conversations[config] = ClaudeConversations(config)
+        return self._conversations[config]
 
 
 class LocalAgent:

@@ -25,11 +25,18 @@ from tether.cluster.membership import Membership
 from tether.cluster.prompts import pending_from
 from tether.cluster.sessions import ClusterSession
 from tether.config import Settings
+from tether.conversations import History
 from tether.errors import NotFound, ShuttingDown, TooManySessions
 from tether.images import ImageStore
 from tether.inbox import Inbox
 from tether.prompts import PendingRequest
-from tether.sessions import SessionRegistry, check_title, is_own_workspace, own_workspace
+from tether.sessions import (
+    SessionRegistry,
+    check_title,
+    continuation_events,
+    is_own_workspace,
+    own_workspace,
+)
 from tether.stores.base import Store
 from tether.stores.redis import RedisStore, Refused
 
@@ -115,14 +122,17 @@ class ClusterRegistry(SessionRegistry):
     @available
     def create(self, agent: str | None = None, title: str | None = None,
                cwd: str | None = None, model: str | None = None,
-               permission_mode: str | None = None, by: str = "") -> ClusterSession:
+               permission_mode: str | None = None, by: str = "",
+               resume: str | None = None) -> ClusterSession:
         """See :meth:`tether.sessions.SessionRegistry.create`; the session limit is the
-        cluster's."""
+        cluster's. A continued conversation's record says its agent session is started,
+        so whichever worker runs its first turn resumes it."""
         spec = self.agents.get(agent or self.settings.agent)
         check_options(spec, model, permission_mode, self.settings.allow_bypass)
         default_model, default_mode = default_options(spec)
         title = check_title(title) if title is not None and title.strip() else None
         folder = self.projects.resolve(cwd) if cwd is not None else None
+        history = self.saved_history(spec.name, folder, resume) if resume is not None else None
         if self._stopping:
             raise ShuttingDown("this server is shutting down; create the session once it is "
                                "back")
@@ -132,13 +142,19 @@ class ClusterRegistry(SessionRegistry):
             workspace.mkdir(parents=True, exist_ok=True)
         created = round(self._clock(), 3)
         base = (head_commit(folder) or "") if folder is not None else ""
+        agent_fields: list[Any] = ["agent_session_id", ""]
+        if history is not None:
+            agent_fields = ["agent_session_id", history.conversation.id, "agent_started", 1]
+            if history.total_cost_usd is not None:
+                agent_fields += ["agent_total_cost_usd", repr(history.total_cost_usd)]
+        default = history.conversation.title if history else f"{spec.name} session"
         try:
             self.redis_store.call(
                 "create", session_id, repr(created), self.settings.max_sessions,
-                "agent", spec.name, "title", title or f"{spec.name} session",
-                "title_set", int(title is not None), "workspace", str(workspace),
-                "auto_approve", 0, "agent_session_id", "", "base_commit", base,
-                "model", default_model, "permission_mode", default_mode)
+                "agent", spec.name, "title", title or default,
+                "title_set", int(title is not None or history is not None),
+                "workspace", str(workspace), "auto_approve", 0, *agent_fields,
+                "base_commit", base, "model", default_model, "permission_mode", default_mode)
         except Refused as exc:
             if folder is None:  # a project folder is the user's: never removed
                 workspace.rmdir()
@@ -147,11 +163,30 @@ class ClusterRegistry(SessionRegistry):
                     f"this server holds {self.settings.max_sessions} sessions, its limit "
                     "(TETHER_MAX_SESSIONS); delete one first") from None
             raise
+        if history is not None and folder is not None:
+            self._show_history(session_id, spec.name, folder, history)
         logger.info("created session %s (agent %s)", session_id, spec.name)
         session = self.get(session_id)
         if model is not None or permission_mode is not None:
             session.update(model=model, permission_mode=permission_mode, by=by)
         return session
+
+    def _show_history(self, session_id: str, agent: str, folder: Path,
+                      history: History) -> None:
+        """Append a continued conversation's opening events in one call (nobody owns the
+        session yet: no fence). If that fails, the session is deleted: never a session
+        that would resume a conversation it does not show."""
+        log = self.redis_store.open_log(session_id)
+        try:
+            log.append_many([log.draft(kind, payload) for kind, payload
+                             in continuation_events(agent, folder, history)])
+        except Exception:
+            try:
+                self.delete(session_id)
+            except Exception:  # the append's own failure is the one to report
+                logger.exception("session %s: not deleted after its history failed",
+                                 session_id)
+            raise
 
     @available
     def get(self, session_id: str) -> ClusterSession:

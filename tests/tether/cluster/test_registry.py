@@ -16,7 +16,8 @@ from tether.agents.base import AgentCatalog
 from tether.agents.catalog import LocalAgent
 from tether.cluster.registry import ClusterRegistry
 from tether.config import Settings
-from tether.errors import AlreadyResolved, NotFound, SessionBusy
+from tether.conversations import ClaudeConversations
+from tether.errors import AlreadyResolved, ConversationOpen, NotFound, SessionBusy
 
 Workers = tuple[ClusterRegistry, ClusterRegistry]
 
@@ -434,3 +435,60 @@ def test_plan_approved_on_the_cluster_is_the_records_mode(workers: Workers) -> N
     assert turn_end(b, sid, 1)["reason"] == "completed"
     assert wait_until(lambda: b.get(sid).permission_mode == "default")
     assert [e.payload["by"] for e in events(b, sid) if e.kind == "mode"] == ["", "agent"]
+
+
+class SavedLocal(LocalAgent):
+    """The local agent under Claude's name, with conversations saved in ``home`` as Claude
+    Code saves them (it takes ``--resume=<id>`` as its session id)."""
+
+    name = "claude"
+
+    def __init__(self, settings: Settings, home: Path) -> None:
+        super().__init__(settings)
+        self._home = home
+
+    def conversations(self) -> ClaudeConversations:
+        return ClaudeConversations(self._home / ".claude")
+
+
+def test_a_continued_conversation_is_the_same_on_every_worker(
+        tmp_path: Path, redis_server: RedisServer, redis_prefix: str) -> None:
+    """Issue 18, item 4: the cluster's create takes ``resume`` as the one-process registry
+    does: the history events before any turn, the record saying the agent session is
+    started (so the owner resumes it), and nothing created for an unknown id."""
+    from tests.fakes import conversations as saved
+
+    root, home = tmp_path / "projects", tmp_path / "home"
+    (root / "app").mkdir(parents=True)
+    folder = (root / "app").resolve()
+    conversation, _ = saved.save(home, folder, saved.exchange("earlier prompt", "earlier reply"))
+    settings = settings_for(tmp_path, redis_server, redis_prefix, data_dir=tmp_path / "data",
+                            TETHER_PROJECT_ROOTS=str(root))
+    a, b = (ClusterRegistry(settings, agents=AgentCatalog([SavedLocal(settings, home)]),
+                            worker=f"{settings.host_id}:{n}:0") for n in ("1", "2"))
+    try:
+        with pytest.raises(NotFound):
+            a.create(agent="claude", cwd=str(folder),
+                     resume="00000000-0000-4000-8000-000000000000")
+        assert a.list() == [] and b.list() == []
+        session = a.create(agent="claude", cwd=str(folder), resume=conversation)
+        sid = session.id
+        seen = b.get(sid).to_dict()
+        assert seen["agent_session_id"] == conversation
+        assert seen["title"] == "earlier prompt"
+        history = [e for e in events(b, sid) if e.kind == "history"]
+        assert [(e.payload["role"], e.payload["text"]) for e in history] == [
+            ("user", "earlier prompt"), ("assistant", "earlier reply")]
+        assert kinds(b, sid)[0] == "agent_session"
+        with pytest.raises(ConversationOpen):  # on any worker: never two agents on one
+            b.create(agent="claude", cwd=str(folder), resume=conversation)
+        rec = a.redis_store.key(sid, "rec")
+        assert a.redis_store.client.hget(rec, "agent_started") == b"1"
+        b.get(sid).submit("hello")
+        assert turn_end(a, sid, 1)["reason"] == "completed"
+        reported = [e.payload["agent_session_id"] for e in events(a, sid)
+                    if e.kind == "agent_session"]
+        assert reported == [conversation, conversation]
+    finally:
+        a.shutdown()
+        b.shutdown()
