@@ -89,8 +89,10 @@ def test_pick_a_folder_open_a_session_there_and_see_it(page: Any, server: LiveSe
     with page.expect_response(lambda r: r.request.method == "POST"
                               and r.url.endswith("/api/sessions")) as response:
         dialog.get_by_role("button", name="Open session here").click()
-    assert response.value.request.post_data_json == {"agent": "local",
+    sent = response.value.request.post_data_json
+    assert {k: sent[k] for k in ("agent", "cwd")} == {"agent": "local",
                                                      "cwd": str(root / "gamma")}
+    assert set(sent) <= {"agent", "cwd", "client"}  # the tab's label, for the mode events
     expect(page).to_have_url(re.compile(r"#s=[0-9a-f]+$"))
     sid = page.url.rsplit("#s=", 1)[1]
     assert server.api("GET", f"/api/sessions/{sid}").json()["cwd"] == str(root / "gamma")
