@@ -317,8 +317,10 @@ const Transcript = {
       if (images.length) {
         bubble.prepend(el("div", {className: "bubble-images"}, images.map((image, n) => {
           const url = Api.imageUrl(event.session_id, String(image.sha256));
-          return el("a", {attrs: {href: url, target: "_blank", rel: "noopener"}}, [
-            el("img", {attrs: {src: url, alt: `Image ${n + 1} of the message`, loading: "lazy"}})]);
+          const img = el("img", {attrs: {src: url, alt: `Image ${n + 1} of the message`}});
+          // It grows the transcript once loaded: a reader at the bottom stays there.
+          img.addEventListener("load", () => this.stickToBottom());
+          return el("a", {attrs: {href: url, target: "_blank", rel: "noopener"}}, [img]);
         })));
       }
       this.add(el("li", {className: "item msg msg-user"}, [bubble]), event);

@@ -25,6 +25,23 @@ from tests.support import AUTH_HEADERS, TEST_TOKEN
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def fake_api_env(base_url: str, home: Path | None = None) -> dict[str, str]:
+    """The environment that points Claude Code at a fake Messages API on loopback and keeps it
+    off the network (PROTOCOLS.md 5.1); ``home``: its ``HOME`` (its conversations, settings)."""
+    env = {"ANTHROPIC_BASE_URL": base_url, "ANTHROPIC_API_KEY": "sk-ant-fake",
+           "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+    if home is not None:
+        env["HOME"] = str(home)
+    return env
+
+
+def claude_settings(base_url: str, home: Path | None = None, **extra: Any) -> dict[str, Any]:
+    """A server's settings for the real Claude Code CLI against a fake Messages API
+    (:func:`fake_api_env`), plus ``extra``."""
+    return {"TETHER_AGENT": "claude", "TETHER_CLAUDE_BIN": claude_bin(),
+            **fake_api_env(base_url, home), **extra}
+
+
 def claude_bin() -> str:
     """The Claude Code CLI the tests drive: ``TETHER_CLAUDE_BIN``, the pinned copy under
     ``.tools/`` (``make claude-code``), or ``claude`` on PATH. Missing: the test fails in CI

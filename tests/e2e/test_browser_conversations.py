@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.browser import new_page, screenshot
-from tests.e2e.live import LiveServer, claude_bin
+from tests.e2e.live import LiveServer, claude_bin, fake_api_env
 from tests.e2e.test_claude_conversations import FIRST, script
 from tests.fakes.anthropic_api import FakeAnthropic, all_user_texts
 
@@ -33,8 +33,7 @@ def setup(tmp_path: Path) -> Iterator[dict[str, Any]]:
     home = tmp_path / "home"
     home.mkdir()
     with FakeAnthropic(script) as api:
-        env = {"ANTHROPIC_BASE_URL": api.base_url, "ANTHROPIC_API_KEY": "sk-ant-fake",
-               "HOME": str(home), "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+        env = fake_api_env(api.base_url, home)
         for args in ([FIRST], ["run echo please", "--allowedTools", "Bash(echo *)"]):
             done = subprocess.run([claude_bin(), "-p", *args], cwd=folder,
                                   env={**env, "PATH": os.environ.get("PATH", "")},

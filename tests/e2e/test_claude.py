@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.live import LiveServer, claude_bin
+from tests.e2e.live import LiveServer, claude_settings
 from tests.fakes.anthropic_api import (
     FakeAnthropic,
     Reply,
@@ -80,11 +80,8 @@ def server(api: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Iter
     workdir = tmp_path_factory.mktemp("claude-e2e")
     home = workdir / "home"
     home.mkdir()
-    with LiveServer(workdir, TETHER_AGENT="claude", TETHER_CLAUDE_BIN=claude_bin(),
-                    TETHER_AGENT_IDLE_TIMEOUT=0, ANTHROPIC_BASE_URL=api.base_url,
-                    ANTHROPIC_API_KEY="sk-ant-fake", HOME=str(home),
-                    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-                    **OTHER_SECRETS) as server:
+    with LiveServer(workdir, **claude_settings(api.base_url, home, TETHER_AGENT_IDLE_TIMEOUT=0,
+                                               **OTHER_SECRETS)) as server:
         yield server
 
 
@@ -355,10 +352,8 @@ def test_each_turn_costs_its_own_share_within_one_process(
     workdir = tmp_path_factory.mktemp("claude-cost")
     home = workdir / "home"
     home.mkdir()
-    with LiveServer(workdir, TETHER_AGENT="claude", TETHER_CLAUDE_BIN=claude_bin(),
-                    TETHER_AGENT_IDLE_TIMEOUT=120, ANTHROPIC_BASE_URL=api.base_url,
-                    ANTHROPIC_API_KEY="sk-ant-fake", HOME=str(home),
-                    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1") as server:
+    with LiveServer(workdir, **claude_settings(api.base_url, home,
+                                               TETHER_AGENT_IDLE_TIMEOUT=120)) as server:
         sid = server.create_session()["id"]
         results = results_of(server, sid, ["[text] one", "[text] two", "[text] three"])
         assert server.api("DELETE", f"/api/sessions/{sid}").status_code == 204

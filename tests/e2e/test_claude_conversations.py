@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.live import LiveServer, claude_bin
+from tests.e2e.live import LiveServer, claude_bin, claude_settings, fake_api_env
 from tests.fakes.anthropic_api import (
     FakeAnthropic,
     Reply,
@@ -51,12 +51,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = workdir / "home"
     home.mkdir()
     with FakeAnthropic(script) as api:
-        cli_env = {"ANTHROPIC_BASE_URL": api.base_url, "ANTHROPIC_API_KEY": "sk-ant-fake",
-                   "HOME": str(home), "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-                   "PATH": os.environ.get("PATH", "")}
-        with LiveServer(workdir, TETHER_AGENT="claude", TETHER_CLAUDE_BIN=claude_bin(),
-                        TETHER_PROJECT_ROOTS=str(root), TETHER_AGENT_IDLE_TIMEOUT=0,
-                        **{k: v for k, v in cli_env.items() if k != "PATH"}) as server:
+        cli_env = {**fake_api_env(api.base_url, home), "PATH": os.environ.get("PATH", "")}
+        with LiveServer(workdir, **claude_settings(api.base_url, home,
+                                                   TETHER_PROJECT_ROOTS=str(root),
+                                                   TETHER_AGENT_IDLE_TIMEOUT=0)) as server:
             yield {"api": api, "server": server, "folder": folder, "home": home,
                    "cli_env": cli_env}
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.live import LiveServer, claude_bin
+from tests.e2e.live import LiveServer, claude_settings
 from tests.fakes.anthropic_api import (
     FakeAnthropic,
     Reply,
@@ -63,10 +63,8 @@ def server(api: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Iter
     workdir = tmp_path_factory.mktemp("claude-modes")
     home = workdir / "home"
     home.mkdir()
-    with LiveServer(workdir, TETHER_AGENT="claude", TETHER_CLAUDE_BIN=claude_bin(),
-                    TETHER_AGENT_IDLE_TIMEOUT=120, ANTHROPIC_BASE_URL=api.base_url,
-                    ANTHROPIC_API_KEY="sk-ant-fake", HOME=str(home),
-                    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", **OTHER_SECRETS) as server:
+    with LiveServer(workdir, **claude_settings(api.base_url, home, TETHER_AGENT_IDLE_TIMEOUT=120,
+                                               **OTHER_SECRETS)) as server:
         yield server
 
 
@@ -225,11 +223,9 @@ def bypass_server(api: FakeAnthropic,
     home.mkdir()
     # IS_SANDBOX=1: Claude Code refuses --permission-mode=bypassPermissions as root (as
     # these tests may run) unless told it runs in a sandbox (2.1.328 [obs]).
-    with LiveServer(workdir, TETHER_AGENT="claude", TETHER_CLAUDE_BIN=claude_bin(),
-                    TETHER_AGENT_IDLE_TIMEOUT=120, TETHER_ALLOW_BYPASS=1, IS_SANDBOX=1,
-                    ANTHROPIC_BASE_URL=api.base_url, ANTHROPIC_API_KEY="sk-ant-fake",
-                    HOME=str(home), CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-                    **OTHER_SECRETS) as server:
+    with LiveServer(workdir, **claude_settings(
+            api.base_url, home, TETHER_AGENT_IDLE_TIMEOUT=120, TETHER_ALLOW_BYPASS=1,
+            IS_SANDBOX=1, **OTHER_SECRETS)) as server:
         yield server
 
 

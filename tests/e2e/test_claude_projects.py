@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.live import LiveServer, claude_bin
+from tests.e2e.live import LiveServer, claude_settings
 from tests.fakes.anthropic_api import (
     FakeAnthropic,
     Reply,
@@ -51,11 +51,9 @@ def server(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Liv
     workdir = tmp_path_factory.mktemp("claude-projects-e2e")
     home = workdir / "home"
     home.mkdir()
-    with FakeAnthropic(script) as api, LiveServer(
-            workdir, TETHER_AGENT="claude", TETHER_CLAUDE_BIN=claude_bin(),
-            TETHER_PROJECT_ROOTS=str(root), TETHER_AGENT_IDLE_TIMEOUT=0,
-            ANTHROPIC_BASE_URL=api.base_url, ANTHROPIC_API_KEY="sk-ant-fake", HOME=str(home),
-            CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1") as server:
+    with FakeAnthropic(script) as api, LiveServer(workdir, **claude_settings(
+            api.base_url, home, TETHER_PROJECT_ROOTS=str(root),
+            TETHER_AGENT_IDLE_TIMEOUT=0)) as server:
         yield server
 
 

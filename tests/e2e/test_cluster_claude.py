@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.cluster import Cluster, other_than, worker_of
-from tests.e2e.live import claude_bin
+from tests.e2e.live import claude_settings
 from tests.e2e.test_cluster import check_log, has, turn_ends, wait_approval
 from tests.fakes.anthropic_api import (
     FakeAnthropic,
@@ -56,10 +56,8 @@ def api() -> Iterator[FakeAnthropic]:
 
 @pytest.fixture(scope="module")
 def cluster(api: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with Cluster(tmp_path_factory.mktemp("cluster-claude"), TETHER_AGENT="claude",
-                 TETHER_CLAUDE_BIN=claude_bin(), TETHER_AGENT_IDLE_TIMEOUT=600,
-                 ANTHROPIC_BASE_URL=api.base_url, ANTHROPIC_API_KEY="sk-ant-fake",
-                 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1") as cluster:
+    with Cluster(tmp_path_factory.mktemp("cluster-claude"),
+                 **claude_settings(api.base_url, TETHER_AGENT_IDLE_TIMEOUT=600)) as cluster:
         yield cluster
 
 
