@@ -212,6 +212,20 @@ class Projects:
         if real != folder:
             raise PathNotAllowed(f"{str(folder)[:200]!r} now leads to {str(real)[:200]!r}")
 
+    def check_before_turn(self, folder: Path, log: Any) -> None:
+        """:meth:`check`, before a session's turn starts: a folder that fails it gets an
+        ``error`` event in ``log`` (a :class:`tether.stores.base.EventLog`) saying why, then
+        the refusal.
+
+        :raises NotADirectory, PathNotAllowed: as :meth:`check`, with that message.
+        """
+        try:
+            self.check(folder)
+        except (NotADirectory, PathNotAllowed) as exc:
+            message = f"the session's folder cannot be used: {exc.message}"
+            log.append("error", {"message": message})
+            raise type(exc)(message) from None
+
     def folder(self, path: Path, name: str | None = None) -> Folder:
         """``path`` (resolved) as the picker shows it."""
         git, branch = git_branch(path)

@@ -318,14 +318,8 @@ class Session:
         """Under the lock, before a turn starts: a project folder is still there and
         readable. :raises NotADirectory, PathNotAllowed: it is not (an ``error`` event says
         so first)."""
-        if self._projects is None:
-            return
-        try:
-            self._projects.check(self.workspace)
-        except (NotADirectory, PathNotAllowed) as exc:
-            message = f"the session's folder cannot be used: {exc.message}"
-            self.log.append("error", {"message": message})
-            raise type(exc)(message) from None
+        if self._projects is not None:
+            self._projects.check_before_turn(self.workspace, self.log)
 
     def _folder_ok(self) -> bool:
         """:meth:`_check_folder`, as a yes or no."""

@@ -37,9 +37,7 @@ from tether.errors import (
     AutoApproveDisabled,
     BadRequest,
     Fenced,
-    NotADirectory,
     NotFound,
-    PathNotAllowed,
     QueueFull,
     SessionBusy,
     ShuttingDown,
@@ -382,14 +380,8 @@ class ClusterSession:
     def _check_folder(self) -> None:
         """A project folder is still there and readable (see
         :meth:`tether.sessions.Session._check_folder`)."""
-        if self._projects is None:
-            return
-        try:
-            self._projects.check(self.workspace)
-        except (NotADirectory, PathNotAllowed) as exc:
-            message = f"the session's folder cannot be used: {exc.message}"
-            self.log.append("error", {"message": message})
-            raise type(exc)(message) from None
+        if self._projects is not None:
+            self._projects.check_before_turn(self.workspace, self.log)
 
     def _check_running(self) -> None:
         if self._stopping():
