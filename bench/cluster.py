@@ -68,9 +68,9 @@ import requests
 
 from bench.fanout import (
     Case,
-    LoadClient,
     TetherTarget,
     children,
+    late_client,
     machine,
     print_rows,
     raise_nofile,
@@ -80,7 +80,7 @@ from bench.fanout import (
 )
 from bench.scrape import Samples, connected, parse
 from tests.e2e.live import LiveServer
-from tests.support import AUTH_HEADERS, TEST_TOKEN
+from tests.support import AUTH_HEADERS
 
 PARTS = ("hop", "mix", "wide", "poll", "store", "kill", "conns")
 #: SCALE-OUT.md section 11 and issue 14's Benchmark.
@@ -854,17 +854,7 @@ def part_store(s: Sitting) -> None:
         for name, target in ((BASELINE, s.baseline), (f"rds-{args.workers}w", s.cluster)):
             sid, last, _ = fills[name]
             print(f"[store] {name}: replay {transport}", file=sys.stderr, flush=True)
-            path = {"sse": f"/api/sessions/{sid}/stream", "ws": "/api/ws",
-                    "poll": f"/api/sessions/{sid}/events"}[transport]
-            client = LoadClient({"transport": transport, "port": target.port,
-                                 "token": TEST_TOKEN, "events": args.replay_events,
-                                 "targets": [{"path": path, "session": sid, "after": 0,
-                                              "clients": 1, **target.place(sid, 1)}],
-                                 "timeout": 120, "cpu": None, "replay_last_id": last})
-            try:
-                result = client.next(150)["result"]
-            finally:
-                client.close()
+            result = late_client(target, sid, last, transport, args.replay_events, None)
             replays.append({"setup": name, "transport": transport, "events": last,
                             "caught_up_s": result["ready_s"], "received": result["unique"],
                             "ids": result["ids"], "id_errors": result["id_errors"],

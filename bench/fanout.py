@@ -694,6 +694,23 @@ def print_verdicts(table: list[dict[str, Any]]) -> None:
               f"{verdict[v['met']]}")
 
 
+def late_client(target: Any, sid: str, last: int, transport: str, events: int,
+                cpu: int | None) -> dict[str, Any]:
+    """One client attaching at id 0 to session ``sid`` of ``target`` (its last id ``last``)
+    on ``transport``: the load client's result (``ready_s`` is the time to ``caught-up``)."""
+    path = {"sse": f"/api/sessions/{sid}/stream", "ws": "/api/ws",
+            "poll": f"/api/sessions/{sid}/events"}[transport]
+    client = LoadClient({"transport": transport, "port": target.port, "token": TEST_TOKEN,
+                         "events": events,
+                         "targets": [{"path": path, "session": sid, "after": 0, "clients": 1,
+                                      **target.place(sid, 1)}],
+                         "timeout": 120, "cpu": cpu, "replay_last_id": last})
+    try:
+        return client.next(150)["result"]
+    finally:
+        client.close()
+
+
 def replay(args: argparse.Namespace, workdir: Path, client_cpu: int | None,
            server_cpu: int | None) -> list[dict[str, Any]]:
     """A late client attaching to a session of ``--replay-events`` stored events."""
@@ -715,17 +732,8 @@ def replay(args: argparse.Namespace, workdir: Path, client_cpu: int | None,
         try:
             sid, last, fill_s = server.fill(args.replay_events, 900)
             for transport in args.transports:
-                path = {"sse": f"/api/sessions/{sid}/stream", "ws": "/api/ws",
-                        "poll": f"/api/sessions/{sid}/events"}[transport]
-                client = LoadClient({"transport": transport, "port": server.port,
-                                     "token": TEST_TOKEN, "events": args.replay_events,
-                                     "targets": [{"path": path, "session": sid, "after": 0,
-                                                  "clients": 1, **server.place(sid, 1)}],
-                                     "timeout": 120, "cpu": client_cpu, "replay_last_id": last})
-                try:
-                    result = client.next(150)["result"]
-                finally:
-                    client.close()
+                result = late_client(server, sid, last, transport, args.replay_events,
+                                     client_cpu)
                 out.append({"store": store, "transport": transport, "events": last,
                             "fill_s": round(fill_s, 2), "caught_up_s": result["ready_s"],
                             "received": result["unique"], "id_errors": result["id_errors"],
