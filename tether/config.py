@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     cancel_grace_seconds: float = Field(
         3.0, ge=0, allow_inf_nan=False, validation_alias=_env("CANCEL_GRACE")
     )
+    #: Seconds a new agent process has to finish its handshake (answer ``initialize`` and
+    #: open or resume its conversation) before its turn fails; agents that need none
+    #: (Claude Code) are not timed.
+    agent_start_timeout_seconds: float = Field(
+        60.0, gt=0, allow_inf_nan=False, validation_alias=_env("AGENT_START_TIMEOUT")
+    )
     command_timeout_seconds: float = Field(
         60.0, gt=0, allow_inf_nan=False, validation_alias=_env("COMMAND_TIMEOUT")
     )

@@ -3,9 +3,12 @@
 A :class:`Turn` runs on its own thread (a greenlet under gevent), never on a request's: it
 sends the prompt to the session's agent process, pumps stdout into the log, routes permission
 and question requests to the prompt registry, and enforces the turn timeout. :meth:`Turn.cancel`
-is Stop: a control ``interrupt``, then SIGTERM, then SIGKILL to the agent's process group, each
-after a grace period. :class:`AgentHost` keeps a session's agent process between turns (one
-process serves many turns, PROTOCOLS.md 1.1) and stops it when idle.
+is Stop: the agent's own interrupt, then SIGTERM, then SIGKILL to the agent's process group,
+each after a grace period. :class:`AgentHost` keeps a session's agent process between turns
+(one process serves many turns, PROTOCOLS.md 1.1) and stops it when idle.
+
+The runner knows no agent protocol: each process has a driver (:mod:`tether.agents.driver`)
+that turns what the agent prints into actions, which the runner carries out.
 """
 
 from __future__ import annotations
@@ -20,22 +23,28 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from tether.agents.base import AgentSpec, options_argv
-from tether.agents.claude import (
-    ASK_USER_QUESTION,
-    CostMeter,
-    control_error,
-    control_request,
-    control_success,
-    permission_response,
-    translate,
-    user_message,
+from tether.agents.claude import CostMeter
+from tether.agents.claude_driver import ClaudeDriver
+from tether.agents.driver import (
+    Action,
+    Answer,
+    Ask,
+    Driver,
+    DriverContext,
+    Emit,
+    Offer,
+    Prompt,
+    Ready,
+    Send,
+    Started,
+    TurnOver,
+    Withdraw,
 )
-from tether.agents.commands import command_list
-from tether.agents.modes import DEFAULT_MODEL, models_from_initialize
+from tether.agents.modes import DEFAULT_MODEL
 from tether.config import Settings
 from tether.errors import Fenced
 from tether.process import MAX_LINE_BYTES, AgentProcess
-from tether.prompts import PendingRequest, PromptRegistry
+from tether.prompts import PendingRequest, PromptRegistry, Resolution
 from tether.stores.base import EventLog
 from tether.usage import UsageMeter, turn_usage
 
@@ -46,25 +55,26 @@ STDERR_TAIL_CHARS = 2000
 #: Bad stdout lines logged per turn (the rest are dropped without a word).
 LOGGED_BAD_LINES = 5
 
-#: Fields of a ``can_use_tool`` request shown with an approval (PROTOCOLS.md 2.3).
-APPROVAL_EXTRAS = ("description", "decision_reason", "title", "blocked_path",
-                   "permission_suggestions", "agent_id")
-
-#: The tool with which Claude Code in Plan mode presents its plan. Its ``can_use_tool``
-#: request carries an empty ``input`` (2.1.328 [obs]): the plan is in the ``tool_use``
-#: block before it, so the runner adds it to the approval as ``plan``.
-EXIT_PLAN_MODE = "ExitPlanMode"
-
-
 #: Lines the runner reads from an agent before it lets other greenlets run (a burst).
 YIELD_EVERY_LINES = 16
 
 
-class AgentHost:
-    """A session's agent process, kept across turns.
+def make_driver(spec: AgentSpec, context: DriverContext) -> Driver:
+    """The driver for a new process of ``spec``: its ``driver(context)``, or Claude Code's
+    protocol for a spec without one (``claude``, ``local``)."""
+    factory = getattr(spec, "driver", None)
+    if callable(factory):
+        driver: Driver = factory(context)
+        return driver
+    return ClaudeDriver(context)
 
-    The first process starts the agent session with ``--session-id``; once the agent has
-    reported it (``system/init``), every later process resumes it with ``--resume``.
+
+class AgentHost:
+    """A session's agent process and its driver, kept across turns.
+
+    The first process starts the agent's conversation (Claude Code: ``--session-id``); once
+    the agent has named it (:class:`~tether.agents.driver.Started`), every later process
+    resumes it (``--resume``, ``thread/resume``, ``session/load``).
 
     :param idle_seconds: stop the process after this long without a turn; 0 stops it after
         every turn.
@@ -78,34 +88,34 @@ class AgentHost:
         self._grace = settings.cancel_grace_seconds
         self._idle_seconds = settings.agent_idle_seconds
         self._process: AgentProcess | None = None
+        self._driver: Driver | None = None
         self._idle_timer: threading.Timer | None = None
         self._lock = threading.Lock()
-        #: The session's spend: the CLI reports a running total of its agent session.
+        #: Held around every call into a driver: drivers are not thread-safe.
+        self._driver_lock = threading.Lock()
+        #: The session's spend: Claude Code reports a running total of its agent session.
         self.costs = CostMeter()
         #: The session's tokens and cost, summed over its turns.
         self.usage = UsageMeter()
-        #: The agent's slash commands as last appended (a ``commands`` event), and what the
-        #: live process's ``initialize`` response listed.
+        #: The agent's slash commands as last appended (a ``commands`` event).
         self.commands: list[dict[str, Any]] | None = None
-        self._reported_commands: Any = None
-        self._initialize_id: str | None = None
         #: Called with ``(pid, True)`` when an agent process starts and ``(pid, False)`` when
         #: it is stopped (the cluster records its agents' process groups, so that gunicorn's
         #: master can kill them if this worker dies: tether.cluster.membership).
         self.on_process: Callable[[int, bool], None] | None = None
+        #: The conversation so far from the session's log, for an agent that cannot restore
+        #: its own (:attr:`tether.agents.driver.DriverContext.transcript`).
+        self.transcript: Callable[[], str | None] = lambda: None
         #: The model and permission mode the next process starts with and the live one was
         #: last told (:meth:`configure`).
         self.model = DEFAULT_MODEL
         self.permission_mode = "default"
-        #: ``(request id, mode, mode before)`` of the set_permission_mode requests sent to the
-        #: live process whose ``system/status`` has not come back.
-        self._asked_modes: list[tuple[str, str, str]] = []
         #: A turn holds the process (from :meth:`acquire` to :meth:`idle` or :meth:`stop`).
         self._in_turn = False
 
     def resume(self, agent_session_id: str) -> None:
         """Continue an agent session an earlier server started (a session restored from a
-        durable store): the next process gets ``--resume=<agent_session_id>``."""
+        durable store): the next process resumes ``agent_session_id``."""
         with self._lock:
             self.agent_session_id = agent_session_id
             self.started = True
@@ -116,103 +126,73 @@ class AgentHost:
         process = self._process
         return process is not None and process.alive
 
-    def acquire(self) -> AgentProcess:
-        """The live process, or a new one that got the ``initialize`` request.
+    def call(self, method: Callable[..., list[Action]], *args: Any) -> list[Action]:
+        """``method(*args)`` of a driver, one call at a time."""
+        with self._driver_lock:
+            return method(*args)
+
+    def acquire(self) -> tuple[AgentProcess, Driver]:
+        """The live process and its driver, or a new process whose driver has sent its first
+        messages (:meth:`~tether.agents.driver.Driver.start`).
 
         :raises OSError: the agent's executable cannot be started.
         """
         with self._lock:
             self._cancel_idle_timer()
             self._in_turn = True
-            if self._process is not None and self._process.alive:
-                return self._process
-            stale, self._process = self._process, None
+            if self._process is not None and self._process.alive \
+                    and self._driver is not None:
+                return self._process, self._driver
+            stale, self._process, self._driver = self._process, None, None
         if stale is not None:
             stale.stop(0)
             self._tell(stale.pid, False)
         argv = [*self.spec.argv(self.agent_session_id, resume=self.started),
                 *options_argv(self.spec, self.model, self.permission_mode)]
-        with self._lock:
-            self._asked_modes.clear()
         process = AgentProcess(argv, self.workspace, self.spec.env())
         logger.info("started agent %s pid %s", self.spec.name, process.pid)
         self._tell(process.pid, True)
-        # The SDK's first message (PROTOCOLS.md 2.2); answered before any user message.
-        initialize = control_request("initialize", hooks=None)
+        driver = make_driver(self.spec, DriverContext(
+            agent=self.spec.name, workspace=self.workspace, model=self.model,
+            permission_mode=self.permission_mode,
+            refused_commands=getattr(self.spec, "refused_commands", {}),
+            transcript=self.transcript))
+        for action in self.call(driver.start, self.agent_session_id, self.started):
+            if isinstance(action, Send):
+                process.send(action.message)
         with self._lock:
-            self._initialize_id = initialize["request_id"]
-            self._reported_commands = None
-        process.send(initialize)
-        with self._lock:
-            self._process = process
-        return process
-
-    def initialized(self, message: Mapping[str, Any]) -> tuple[str, str] | None:
-        """A ``control_response`` from the agent: keep the ``commands`` and ``models`` of the
-        answer to our ``initialize`` (PROTOCOLS.md 2.2, 7).
-
-        :returns: ``(mode, error)`` when it refuses a ``set_permission_mode`` (Claude Code
-            answers ``invalid_mode`` for a mode it does not know, and refuses
-            ``bypassPermissions`` as root): the host is back to ``mode``, the one before.
-        """
-        response = message.get("response")
-        if isinstance(response, Mapping) and response.get("subtype") == "error":
-            return self._refused(str(response.get("request_id")),
-                                 str(response.get("error") or "refused"))
-        if not isinstance(response, Mapping) or response.get("subtype") != "success":
-            return None
-        body = response.get("response")
-        if response.get("request_id") == self._initialize_id and isinstance(body, Mapping):
-            self._reported_commands = body.get("commands")
-            listed = models_from_initialize(body.get("models"))
-            if listed and hasattr(self.spec, "known_models"):
-                # What a session of this agent may pick (GET /api/agents, PATCH checks).
-                self.spec.known_models = listed  # type: ignore[misc]
-        return None
-
-    def _refused(self, request_id: str, error: str) -> tuple[str, str] | None:
-        with self._lock:
-            for index, (asked_id, mode, before) in enumerate(self._asked_modes):
-                if asked_id == request_id:
-                    del self._asked_modes[index]
-                    if self.permission_mode != mode:
-                        return None  # changed again since: the newer request decides
-                    self.permission_mode = before
-                    return before, error
-        return None
+            self._process, self._driver = process, driver
+        return process, driver
 
     def configure(self, model: str | None = None, permission_mode: str | None = None) -> None:
         """Run with ``model`` and/or ``permission_mode`` (None leaves one as it is): the next
-        process starts with them (``--model``, ``--permission-mode``), and a live one is told
-        at once with the control requests ``set_model`` and ``set_permission_mode``
-        (PROTOCOLS.md 2.5), during a turn or between turns. Values are not checked here."""
+        process starts with them, and a live one is told at once through its driver
+        (Claude Code: ``set_model`` and ``set_permission_mode``, PROTOCOLS.md 2.5), during a
+        turn or between turns. Values are not checked here."""
         stale = None
         with self._lock:
-            process = self._process if self._process is not None and self._process.alive \
-                else None
-            send: list[dict[str, Any]] = []
+            live = self._process is not None and self._process.alive
+            process, driver = (self._process, self._driver) if live else (None, None)
+            tell_mode = tell_model = None
             if permission_mode is not None and permission_mode != self.permission_mode:
-                before, self.permission_mode = self.permission_mode, permission_mode
+                self.permission_mode = permission_mode
                 if (process is not None and not self._in_turn
                         and permission_mode in getattr(self.spec, "launch_only_modes", ())):
                     # A mode the live process cannot take (Claude Code's bypassPermissions
                     # needs its launch flag): the idle process goes, the next turn resumes
                     # the conversation in a new one started in that mode.
-                    stale, self._process, process = self._process, None, None
-                    self._asked_modes.clear()
+                    stale, self._process, self._driver = self._process, None, None
+                    process = driver = None
                     self._cancel_idle_timer()
-                elif process is not None:
-                    request = control_request("set_permission_mode", mode=permission_mode)
-                    self._asked_modes.append((request["request_id"], permission_mode, before))
-                    send.append(request)
+                else:
+                    tell_mode = permission_mode
             if model is not None and model != self.model:
-                self.model = model
-                if process is not None:
-                    # Without a model Claude Code goes back to its default (2.1.328 [obs]).
-                    send.append(control_request("set_model", model=model)
-                                if model != DEFAULT_MODEL else control_request("set_model"))
-        for message in send:
-            process.send(message)  # type: ignore[union-attr]
+                self.model = tell_model = model
+        if process is not None and driver is not None \
+                and (tell_mode is not None or tell_model is not None):
+            for action in self.call(driver.configure, tell_model, tell_mode):
+                if isinstance(action, Send):
+                    process.send(action.message)
         if stale is not None:
             threading.Thread(target=self._retire, args=(stale,), daemon=True).start()
 
@@ -220,37 +200,33 @@ class AgentHost:
         process.stop(self._grace)
         self._tell(process.pid, False)
 
-    def reported_mode(self, mode: str) -> bool:
-        """The agent reports it runs in ``mode`` (a ``system/status``). True when the agent
-        changed it by itself (Claude Code leaves Plan mode when its plan is approved), not
-        in answer to :meth:`configure`: then it is the host's mode from now on."""
-        with self._lock:
-            asked = [m for _, m, _ in self._asked_modes]
-            if mode in asked:
-                del self._asked_modes[:asked.index(mode) + 1]
-                return False
-            if self._asked_modes or mode == self.permission_mode:
-                return False
-            self.permission_mode = mode
-            return True
+    def took_mode(self, mode: Any) -> None:
+        """The agent runs in ``mode`` now (a ``mode`` event its driver emitted: it changed
+        mode by itself, or refused a change): the next process starts in it."""
+        if isinstance(mode, str) and mode:
+            with self._lock:
+                self.permission_mode = mode
 
-    def agent_init(self, message: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-        """A ``system/init``: the agent session is started, under the id it reports (``/clear``
-        starts a new one, PROTOCOLS.md 7: a later ``--resume`` must name that one, or the
-        cleared conversation comes back). Returns the command list when it changed (a
-        ``commands`` event is due), else None."""
-        self.started = True
-        session_id = message.get("session_id")
-        if isinstance(session_id, str) and session_id:
-            self.agent_session_id = session_id
-        commands = command_list(self._reported_commands, message.get("slash_commands"),
-                                getattr(self.spec, "refused_commands", {}))
-        if not commands or commands == self.commands:
+    def agent_started(self, agent_session_id: str) -> None:
+        """The agent named its conversation (:class:`~tether.agents.driver.Started`)."""
+        with self._lock:
+            self.started = True
+            self.agent_session_id = agent_session_id
+
+    def offer(self, offer: Offer) -> list[dict[str, Any]] | None:
+        """Keep what the agent offers on its spec (``GET /api/agents``, and what a session
+        may pick). Returns the command list when it changed (a ``commands`` event is due),
+        else None."""
+        if offer.models and hasattr(self.spec, "known_models"):
+            self.spec.known_models = offer.models  # type: ignore[misc]
+        if offer.modes and hasattr(self.spec, "known_modes"):
+            self.spec.known_modes = offer.modes  # type: ignore[attr-defined]
+        if not offer.commands or offer.commands == self.commands:
             return None
-        self.commands = commands
+        self.commands = offer.commands
         # What this agent offers, for the composer of a session whose agent has not run yet.
-        self.spec.known_commands = commands
-        return commands
+        self.spec.known_commands = offer.commands
+        return offer.commands
 
     def idle(self) -> None:
         """The turn is over: stop the process after ``idle_seconds`` unless a turn starts."""
@@ -269,7 +245,7 @@ class AgentHost:
         with self._lock:
             self._in_turn = False
             self._cancel_idle_timer()
-            process, self._process = self._process, None
+            process, self._process, self._driver = self._process, None, None
         if process is not None:
             process.stop(self._grace)
             self._tell(process.pid, False)
@@ -354,10 +330,15 @@ class Turn:
         self._ended = threading.Event()  # set after finish: the turn is wholly over
         #: ``time.monotonic()`` when the turn was created (the prompt): for its duration.
         self.started = time.monotonic()
-        self._cli_requests: dict[str, PendingRequest] = {}
-        #: ExitPlanMode inputs by tool_use id (their can_use_tool lacks the plan).
-        self._plans: dict[str, Any] = {}
+        self._driver: Driver | None = None
+        #: The registry's request for each token the driver asked with (:class:`Ask`).
+        self._asked: dict[str, PendingRequest] = {}
         self._got_result = False
+        #: The agent did not finish its handshake in time (TETHER_AGENT_START_TIMEOUT).
+        self._start_timer: threading.Timer | None = None
+        self._start_timed_out = False
+        #: A write to the agent's stdin failed (it closed it: it is exiting).
+        self._send_failed = False
         self._fenced = False
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"turn-{number}")
 
@@ -375,7 +356,8 @@ class Turn:
         return self._done.is_set()
 
     def cancel(self, reason: str = "cancelled") -> bool:
-        """Stop the turn: interrupt, then terminate, then kill after the grace period.
+        """Stop the turn: the agent's interrupt, then terminate, then kill after the grace
+        period.
 
         Open approvals and questions resolve with ``reason: "cancelled"``.
 
@@ -386,16 +368,19 @@ class Turn:
             if self._done.is_set() or self._cancel_reason is not None:
                 return False
             self._cancel_reason = reason
-            process = self._process
+            process, driver = self._process, self._driver
         self._prompts.cancel_all("The turn was cancelled." if reason != "timeout"
                                  else "The turn timed out.")
-        if process is not None:
+        if process is not None and driver is not None:
             # Both on threads: Stop must return at once, and the write can block for good
             # when the agent no longer reads stdin (the escalation does not wait for it).
-            threading.Thread(target=process.send, args=(control_request("interrupt"),),
-                             daemon=True, name=f"interrupt-{self.number}").start()
+            threading.Thread(target=self._interrupt, args=(process, driver), daemon=True,
+                             name=f"interrupt-{self.number}").start()
             threading.Thread(target=self._escalate, args=(process,), daemon=True).start()
         return True
+
+    def _interrupt(self, process: AgentProcess, driver: Driver) -> None:
+        self._send_only(process, self._host.call(driver.interrupt), "interrupt")
 
     def _escalate(self, process: AgentProcess) -> None:
         if not self._done.wait(self._settings.cancel_grace_seconds):
@@ -427,6 +412,8 @@ class Turn:
         finally:
             if timer is not None:
                 timer.cancel()
+            if self._start_timer is not None:
+                self._start_timer.cancel()
             if self._cancel_reason == "timeout":
                 self._error(f"the turn ran longer than TETHER_TURN_TIMEOUT "
                             f"({self._settings.turn_timeout_seconds:g} s) and was stopped")
@@ -460,17 +447,32 @@ class Turn:
         return True
 
     def _drive(self) -> str:
-        process = self._host.acquire()
+        process, driver = self._host.acquire()
         with self._lock:
-            self._process = process
+            self._process, self._driver = process, driver
             if self._cancel_reason is not None:
                 return self._cancel_reason
+        if not driver.ready:
+            timeout = self._settings.agent_start_timeout_seconds
+            self._start_timer = threading.Timer(timeout, self._start_timeout, (process, driver))
+            self._start_timer.daemon = True
+            self._start_timer.start()
         content = self._content() if self._content is not None else self.text
-        if not process.send(user_message(content)):
+        reason = self._perform(process, driver,
+                               self._host.call(driver.prompt, prompt_of(self.text, content)))
+        if self._send_failed:
             return self._ended_early(process)
-        return self._pump(process)
+        return reason if reason is not None else self._pump(process, driver)
 
-    def _pump(self, process: AgentProcess) -> str:
+    def _start_timeout(self, process: AgentProcess, driver: Driver) -> None:
+        """The agent did not finish its handshake in time: stop it (its turn then fails)."""
+        with self._host._driver_lock:
+            if driver.ready:
+                return
+            self._start_timed_out = True
+        process.stop(0)
+
+    def _pump(self, process: AgentProcess, driver: Driver) -> str:
         bad_lines = 0
         for number, raw in enumerate(process.lines(), 1):
             if number % YIELD_EVERY_LINES == 0:
@@ -483,56 +485,58 @@ class Turn:
                     bad_lines += 1
                     self._bad_output(raw, bad_lines)
                 continue
-            mtype = message.get("type")
-            if mtype == "control_request":
+            reason = self._perform(process, driver, self._host.call(driver.receive, message))
+            if reason is not None:
+                return reason
+        self._perform(process, driver, self._host.call(driver.closed))
+        return self._ended_early(process)
+
+    def _perform(self, process: AgentProcess, driver: Driver,
+                 actions: list[Action]) -> str | None:
+        """Carry out what the driver said, in order; the turn's end reason when it said the
+        turn is over (:class:`TurnOver`), else None."""
+        over = None
+        for action in actions:
+            if isinstance(action, Send):
+                if not process.send(action.message):
+                    self._send_failed = True
+            elif isinstance(action, Emit):
+                self._emit(action.kind, dict(action.payload))
+            elif isinstance(action, Ask):
                 self._log.flush()  # the request follows what the agent said before it
-                self._on_control_request(process, message)
-            elif mtype == "control_cancel_request":
-                entry = self._cli_requests.get(str(message.get("request_id")))
+                self._ask(process, driver, action)
+            elif isinstance(action, Withdraw):
+                entry = self._asked.get(action.token)
                 if entry is not None:
                     self._log.flush()
                     self._prompts.cancel(entry.request_id, "The agent withdrew the request.")
-            elif mtype == "control_response":
-                refused = self._host.initialized(message)
-                if refused is not None:
-                    # The agent kept its mode: say so, and show the mode it runs in.
-                    mode, error = refused
-                    self._error(f"the agent refused the permission mode change: {error}")
-                    self._log.append("mode", {"permission_mode": mode, "by": "agent"})
-            else:
-                commands = None
-                if mtype == "system" and message.get("subtype") == "init":
-                    commands = self._host.agent_init(message)
-                elif mtype == "system" and message.get("subtype") == "status":
-                    self._status(message)
-                for kind, payload in translate(message, self._host.spec.name):
-                    if kind == "tool_use" and payload.get("name") == EXIT_PLAN_MODE:
-                        self._plans[str(payload.get("tool_use_id"))] = payload.get("input")
-                    if kind == "result":
-                        payload.update(self._host.costs.result(message.get("total_cost_usd")))
-                        payload["usage"] = turn_usage(payload.get("usage"),
-                                                      payload.get("cost_usd"))
-                        payload["session_usage"] = self._host.usage.add(
-                            payload["usage"], payload.get("session_cost_usd"))
-                        if self._cancel_reason == "cancelled":
-                            # The agent's answer to a person's Stop (an error result, for the
-                            # interrupt): the turn was stopped, nothing went wrong
-                            # (docs/protocol.md, "Stop").
-                            payload["stopped"] = True
-                    self._log.append(kind, payload)
+            elif isinstance(action, Started):
+                self._host.agent_started(action.agent_session_id)
+            elif isinstance(action, Ready):
+                if self._start_timer is not None:
+                    self._start_timer.cancel()
+            elif isinstance(action, Offer):
+                commands = self._host.offer(action)
                 if commands is not None:
                     self._log.append("commands", {"commands": commands})
-                if mtype == "result":
-                    self._got_result = True
-                    return "error" if message.get("is_error") else "completed"
-        return self._ended_early(process)
+            elif isinstance(action, TurnOver):
+                self._got_result = True
+                over = action.reason
+        return over
 
-    def _status(self, message: Mapping[str, Any]) -> None:
-        """A ``system/status``: a ``permissionMode`` the agent took by itself becomes a
-        ``mode`` event (``by: "agent"``), so every client shows it."""
-        mode = message.get("permissionMode")
-        if isinstance(mode, str) and mode and self._host.reported_mode(mode):
-            self._log.append("mode", {"permission_mode": mode, "by": "agent"})
+    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind == "result":
+            payload.update(self._host.costs.result(payload.pop("total_cost_usd", None)))
+            payload["usage"] = turn_usage(payload.get("usage"), payload.get("cost_usd"))
+            payload["session_usage"] = self._host.usage.add(
+                payload["usage"], payload.get("session_cost_usd"))
+            if self._cancel_reason == "cancelled":
+                # The agent's answer to a person's Stop (an error result, for the interrupt):
+                # the turn was stopped, nothing went wrong (docs/protocol.md, "Stop").
+                payload["stopped"] = True
+        elif kind == "mode":
+            self._host.took_mode(payload.get("permission_mode"))
+        self._log.append(kind, payload)
 
     def _bad_output(self, raw: bytes | None, count: int) -> None:
         """A stdout line that is not a JSON object, or None for one over the length limit.
@@ -556,8 +560,14 @@ class Turn:
         :data:`STDERR_TAIL_CHARS` characters)."""
         if self._cancel_reason is not None:
             return self._cancel_reason
-        code = process.wait(self._settings.cancel_grace_seconds)
         name = self._host.spec.name
+        if self._start_timed_out:
+            self._error(f"the {name} agent did not finish starting (answer initialize and open "
+                        f"its conversation) within TETHER_AGENT_START_TIMEOUT "
+                        f"({self._settings.agent_start_timeout_seconds:g} s) and was stopped"
+                        + _tail(process.stderr_tail()))
+            return "error"
+        code = process.wait(self._settings.cancel_grace_seconds)
         if code is None:
             message = (f"the {name} agent closed its output before the turn ended but is "
                        "still running; it is being stopped")
@@ -580,47 +590,70 @@ class Turn:
             logger.warning("turn %s: error event not written (%r): %s", self.number, exc,
                            message)
 
-    # -- control requests from the agent -------------------------------------------------
+    # -- requests for a person ---------------------------------------------------------
 
-    def _on_control_request(self, process: AgentProcess, message: Mapping[str, Any]) -> None:
-        cli_id = str(message.get("request_id"))
-        request = message.get("request") or {}
-        if request.get("subtype") != "can_use_tool":
-            subtype = request.get("subtype")
-            process.send(control_error(cli_id, f"Unsupported control request subtype: {subtype}"))
-            return
-        entry = self._open_prompt(request)
-        self._cli_requests[cli_id] = entry
-        threading.Thread(target=self._answer, args=(process, cli_id, request, entry),
+    def _ask(self, process: AgentProcess, driver: Driver, ask: Ask) -> None:
+        fields = dict(ask.fields)
+        if ask.kind == "clarify":
+            entry, _ = self._prompts.open_clarify(list(fields.get("questions") or ()),
+                                                  fields.get("tool_use_id"))
+        else:
+            tool_name = str(fields.pop("tool_name", "tool"))
+            tool_input = fields.pop("input", None)
+            tool_use_id = fields.pop("tool_use_id", None)
+            entry, _ = self._prompts.open_approval(
+                tool_name, tool_input if isinstance(tool_input, Mapping) else {},
+                tool_use_id, **fields)
+        self._asked[ask.token] = entry
+        threading.Thread(target=self._answer, args=(process, driver, ask.token, entry),
                          daemon=True).start()
 
-    def _open_prompt(self, request: Mapping[str, Any]) -> PendingRequest:
-        tool_input = request.get("input") or {}
-        tool_use_id = request.get("tool_use_id")
-        questions = tool_input.get("questions") if isinstance(tool_input, Mapping) else None
-        if request.get("tool_name") == ASK_USER_QUESTION and isinstance(questions, list):
-            entry, _ = self._prompts.open_clarify(questions, tool_use_id)
-            return entry
-        extras = {k: request[k] for k in APPROVAL_EXTRAS if k in request}
-        if request.get("tool_name") == EXIT_PLAN_MODE:
-            plan = tool_input.get("plan") if isinstance(tool_input, Mapping) else None
-            shown = self._plans.get(str(tool_use_id))
-            if not isinstance(plan, str) and isinstance(shown, Mapping):
-                plan = shown.get("plan")
-            if isinstance(plan, str):
-                extras["plan"] = plan
-        entry, _ = self._prompts.open_approval(str(request.get("tool_name")), tool_input,
-                                               tool_use_id, **extras)
-        return entry
-
-    def _answer(self, process: AgentProcess, cli_id: str, request: Mapping[str, Any],
+    def _answer(self, process: AgentProcess, driver: Driver, token: str,
                 entry: PendingRequest) -> None:
-        resolution = self._prompts.wait(entry)
-        if resolution.reason == "cancelled":
-            # Withdrawn by the agent, or the turn is being interrupted: the SDK writes no
-            # response in either case (PROTOCOLS.md 2.1, 2.3).
-            return
-        process.send(control_success(cli_id, permission_response(request, resolution)))
+        answer = answer_of(self._prompts.wait(entry), entry.fields)
+        self._send_only(process, self._host.call(driver.answer, token, answer), "answer")
+
+    def _send_only(self, process: AgentProcess, actions: list[Action], what: str) -> None:
+        """Write the :class:`Send` actions of a driver call made off the turn's thread (an
+        answer, an interrupt); anything else it returned is a driver bug, logged."""
+        for action in actions:
+            if isinstance(action, Send):
+                process.send(action.message)
+            else:
+                logger.warning("turn %s: the %s driver's %s returned %r; only Send is carried "
+                               "out here", self.number, self._host.spec.name, what, action)
+
+
+def answer_of(resolution: Resolution, fields: Mapping[str, Any]) -> Answer:
+    """The driver's view of how request ``fields`` was settled (:class:`Answer`): ``scope``
+    is ``session`` when the option picked is an ``allow_always`` one."""
+    decision = "cancelled" if resolution.reason == "cancelled" else resolution.decision
+    chosen = next((o for o in fields.get("options") or () if isinstance(o, Mapping)
+                   and o.get("option_id") == resolution.option_id), None)
+    scope = "session" if chosen is not None and chosen.get("kind") == "allow_always" \
+        else "once"
+    return Answer(decision, message=resolution.message,  # type: ignore[arg-type]
+                  answers=resolution.answers, updated_input=resolution.updated_input,
+                  updated_permissions=resolution.updated_permissions,
+                  option_id=resolution.option_id, scope=scope)
+
+
+def prompt_of(text: str, content: Any) -> Prompt:
+    """A :class:`Prompt` from a user message's content: ``text``, or Messages API content
+    blocks with base64 images (:func:`tether.images.content_blocks`)."""
+    if not isinstance(content, list):
+        return Prompt(content if isinstance(content, str) else text)
+    images = [{"media_type": str(block["source"].get("media_type")),
+               "data": str(block["source"].get("data"))}
+              for block in content
+              if isinstance(block, Mapping) and block.get("type") == "image"
+              and isinstance(block.get("source"), Mapping)]
+    return Prompt(text, images)
+
+
+def _tail(stderr: str) -> str:
+    tail = stderr[-STDERR_TAIL_CHARS:]
+    return f": {tail}" if tail else ""
 
 
 def _reject_constant(name: str) -> Any:

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from tether.prompts import Resolution
+from tether.agents.driver import Answer
 
 Translated = list[tuple[str, dict[str, Any]]]
 
@@ -250,7 +250,7 @@ def control_error(request_id: str, error: str) -> dict[str, Any]:
                          "error_code": "unsupported_request"}}
 
 
-def permission_response(request: Mapping[str, Any], resolution: Resolution) -> dict[str, Any]:
+def permission_response(request: Mapping[str, Any], resolution: Answer) -> dict[str, Any]:
     """The answer to a ``can_use_tool`` request (PROTOCOLS.md 2.3, 2.4).
 
     ``allow`` always carries ``updatedInput`` (without it the CLI treats the answer as a deny,

@@ -17,7 +17,7 @@ from tether.agents.claude import (
     translate,
     user_message,
 )
-from tether.prompts import Resolution
+from tether.agents.driver import Answer
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "claude"
 
@@ -149,24 +149,24 @@ REQUEST = {"subtype": "can_use_tool", "tool_name": "Bash",
 
 
 def test_allow_echoes_the_original_input() -> None:
-    body = permission_response(REQUEST, Resolution("allow", "user"))
+    body = permission_response(REQUEST, Answer("allow"))
     assert body == {"behavior": "allow", "updatedInput": REQUEST["input"]}
 
 
 def test_allow_with_edited_input_and_session_rule() -> None:
     rule = {"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "touch *"}],
             "behavior": "allow", "destination": "session"}
-    body = permission_response(REQUEST, Resolution("allow", "user",
-                                                   updated_input={"command": "touch y"},
+    body = permission_response(REQUEST, Answer("allow",
+                                               updated_input={"command": "touch y"},
                                                    updated_permissions=[rule]))
     assert body == {"behavior": "allow", "updatedInput": {"command": "touch y"},
                     "updatedPermissions": [rule]}
 
 
 def test_deny_always_has_a_message() -> None:
-    assert permission_response(REQUEST, Resolution("deny", "user", message="no")) == {
+    assert permission_response(REQUEST, Answer("deny", message="no")) == {
         "behavior": "deny", "message": "no"}
-    assert permission_response(REQUEST, Resolution("deny", "timeout"))["message"]
+    assert permission_response(REQUEST, Answer("deny"))["message"]
 
 
 def test_ask_user_question_answer_is_input_plus_answers() -> None:
@@ -174,8 +174,8 @@ def test_ask_user_question_answer_is_input_plus_answers() -> None:
                     if r["msg"]["type"] == "control_request"
                     and r["msg"]["request"]["subtype"] == "can_use_tool")
     question = recorded["input"]["questions"][0]["question"]
-    body = permission_response(recorded, Resolution("allow", "user",
-                                                    answers={question: "SQLite"}))
+    body = permission_response(recorded, Answer("allow",
+                                                answers={question: "SQLite"}))
     assert body["behavior"] == "allow"
     assert body["updatedInput"]["questions"] == recorded["input"]["questions"]
     assert body["updatedInput"]["answers"] == {question: "SQLite"}
