@@ -163,7 +163,8 @@ def answer_approval(session_id: str, request_id: str) -> Response:
     body = json_body(ApprovalAnswer)
     request_ = session.prompts.answer_approval(
         request_id, body.decision, by=_client_label(body.client), message=body.message,
-        updated_input=body.updated_input, updated_permissions=body.updated_permissions)
+        updated_input=body.updated_input, updated_permissions=body.updated_permissions,
+        option_id=body.option_id)
     return jsonify(request_id=request_.request_id, resolved=True, decision=body.decision)
 
 

@@ -85,6 +85,8 @@ class ApprovalAnswer(Body):
     client: str | None = Field(None, max_length=MAX_CLIENT_CHARS)
     updated_input: dict[str, Any] | None = None
     updated_permissions: list[dict[str, Any]] | None = None
+    #: The agent's own option picked, one of the request's ``options`` (Codex, ACP agents).
+    option_id: str | None = Field(None, min_length=1, max_length=200)
 
 
 class ClarifyAnswer(Body):

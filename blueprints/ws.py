@@ -489,7 +489,7 @@ class Connection:
         request_ = self._session(params).prompts.answer_approval(
             params.request_id, params.decision, by=params.client or self.label,
             message=params.message, updated_input=params.updated_input,
-            updated_permissions=params.updated_permissions)
+            updated_permissions=params.updated_permissions, option_id=params.option_id)
         return {"request_id": request_.request_id, "resolved": True,
                 "decision": params.decision}
 

@@ -38,6 +38,8 @@ class Resolution:
     ``answers`` came from a person and ``deny`` when the question went unanswered.
     ``updated_input`` (edit-then-allow) and ``updated_permissions`` (Claude Code's
     ``permission_suggestions``, "allow for this session") are passed back to the agent as is.
+    ``option_id`` is the agent's own choice the person picked, one of the request's
+    ``options`` (Codex's decisions, an ACP agent's permission options).
     """
 
     decision: Literal["allow", "deny"]
@@ -47,6 +49,7 @@ class Resolution:
     answers: Mapping[str, str] | None = None
     updated_input: Mapping[str, Any] | None = None
     updated_permissions: list[Any] | None = None
+    option_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -137,14 +140,22 @@ class PromptRegistry:
     def answer_approval(self, request_id: str, decision: str, *, by: str | None = None,
                         message: str | None = None,
                         updated_input: Mapping[str, Any] | None = None,
-                        updated_permissions: list[Any] | None = None) -> PendingRequest:
-        """A person's decision on an approval.
+                        updated_permissions: list[Any] | None = None,
+                        option_id: str | None = None) -> PendingRequest:
+        """A person's decision on an approval; ``option_id``: the agent's own option they
+        picked (:func:`check_option`).
 
         :raises NotFound: no such approval in this session.
         :raises AlreadyResolved: another answer, a timeout or a cancel got there first.
-        :raises BadRequest: ``decision`` is neither ``allow`` nor ``deny``.
+        :raises BadRequest: ``decision`` is neither ``allow`` nor ``deny``; ``option_id`` is
+            not one of the request's options, or says the opposite of ``decision``.
         """
-        resolution = person_decision(decision, by, message, updated_input, updated_permissions)
+        resolution = person_decision(decision, by, message, updated_input, updated_permissions,
+                                     option_id)
+        with self._lock:
+            request = self._pending.get(request_id)
+        if request is not None and request.kind == "approval":
+            check_option(request.fields, resolution)
         return self._settle(request_id, "approval", resolution)
 
     def answer_clarify(self, request_id: str, answers: Mapping[str, str], *,
@@ -241,6 +252,8 @@ def resolved_payload(request_id: str, kind: Kind, resolution: Resolution) -> dic
         payload.update(decision=resolution.decision, message=resolution.message,
                        updated_input=_plain(resolution.updated_input),
                        updated_permissions=resolution.updated_permissions)
+        if resolution.option_id is not None:
+            payload["option_id"] = resolution.option_id
     else:
         payload.update(answers=dict(resolution.answers or {}), message=resolution.message)
     return payload
@@ -253,7 +266,8 @@ def resolution_from(kind: str, payload: Mapping[str, Any]) -> Resolution:
         return Resolution(payload.get("decision", "deny"), payload.get("reason", "user"),
                           by=payload.get("by"), message=payload.get("message"),
                           updated_input=payload.get("updated_input"),
-                          updated_permissions=payload.get("updated_permissions"))
+                          updated_permissions=payload.get("updated_permissions"),
+                          option_id=payload.get("option_id"))
     answers = payload.get("answers") or {}
     return Resolution("allow" if payload.get("reason") == "user" else "deny",
                       payload.get("reason", "user"), by=payload.get("by"),
@@ -267,13 +281,37 @@ def describe(resolution: Resolution | None) -> str:
 
 def person_decision(decision: str, by: str | None, message: str | None,
                     updated_input: Mapping[str, Any] | None,
-                    updated_permissions: list[Any] | None) -> Resolution:
+                    updated_permissions: list[Any] | None,
+                    option_id: str | None = None) -> Resolution:
     """A person's answer to an approval. :raises BadRequest: ``decision`` is neither
     ``allow`` nor ``deny``."""
     if decision not in ("allow", "deny"):
         raise BadRequest("decision must be 'allow' or 'deny'")
     return Resolution(decision, "user", by=by, message=message,  # type: ignore[arg-type]
-                      updated_input=updated_input, updated_permissions=updated_permissions)
+                      updated_input=updated_input, updated_permissions=updated_permissions,
+                      option_id=option_id)
+
+
+def check_option(fields: Mapping[str, Any], resolution: Resolution) -> None:
+    """An answer's ``option_id`` against the approval's ``options`` (``[{"option_id",
+    "label", "kind"}]``, kinds as ACP's ``PermissionOptionKind``: ``allow_once``,
+    ``allow_always``, ``reject_once``, ``reject_always``).
+
+    :raises BadRequest: the request offers no such option, or offers none at all; or the
+        option's kind says the opposite of the decision (an ``allow`` with a ``reject_*``).
+    """
+    if resolution.option_id is None:
+        return
+    options = [o for o in fields.get("options") or () if isinstance(o, Mapping)]
+    chosen = next((o for o in options if o.get("option_id") == resolution.option_id), None)
+    if chosen is None:
+        offered = ", ".join(str(o.get("option_id")) for o in options) or "none"
+        raise BadRequest(f"option_id {resolution.option_id[:80]!r} is not one of this "
+                         f"request's options: {offered}")
+    kind = str(chosen.get("kind", ""))
+    if kind.startswith("reject") != (resolution.decision == "deny"):
+        raise BadRequest(f"option {resolution.option_id!r} ({kind}) does not "
+                         f"{resolution.decision} the request; send its decision")
 
 
 def approval_fields(tool_name: str, tool_input: Mapping[str, Any], tool_use_id: str | None,

@@ -471,17 +471,40 @@
     message.placeholder = "Message for the agent (optional)";
     message.setAttribute("aria-label", "Message with your answer to " + name);
     var path = sessionPath(state.sid, "/approvals/" + encodeURIComponent(event.request_id));
-    function send(decision) {
+    function send(decision, optionId) {
       var body = {decision: decision, client: LABEL};
       var text = message.value.replace(/^\s+|\s+$/g, "");
       if (text) body.message = text;
+      if (optionId) body.option_id = optionId;
       answer(card, path, body);
     }
-    card.appendChild(el("div", "actions", null, [message, el("div", "buttons", null, [
-      button("Allow", "allow", function () { send("allow"); }),
-      button("Deny", "deny", function () { send("deny"); })
-    ])]));
+    if (event.reason) card.appendChild(el("p", "desc", String(event.reason)));
+    if (event.diff) card.appendChild(el("pre", "tool-input", String(event.diff)));
+    card.appendChild(el("div", "actions", null, [message, el("div", "buttons", null,
+      optionButtons(event.options, send) || [
+        button("Allow", "allow", function () { send("allow"); }),
+        button("Deny", "deny", function () { send("deny"); })
+      ])]));
     return card;
+  }
+
+  /** The agent's own choices as buttons (Codex's decisions, an ACP agent's permission
+   *  options), or null when it sent none. */
+  function optionButtons(options, send) {
+    var buttons = [];
+    for (var i = 0; options && i < options.length; i++) {
+      var option = options[i];
+      if (!option || typeof option.option_id !== "string") continue;
+      var deny = String(option.kind || "").indexOf("reject") === 0;
+      buttons.push(optionButton(option, deny, send));
+    }
+    return buttons.length ? buttons : null;
+  }
+
+  function optionButton(option, deny, send) {
+    return button(option.label || option.option_id, deny ? "deny" : "allow", function () {
+      send(deny ? "deny" : "allow", option.option_id);
+    });
   }
 
   function clarifyCard(event) {

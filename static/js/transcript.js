@@ -635,6 +635,11 @@ const Cards = {
     const card = this.shell(event, "Needs your approval", `Allow ${name}?`);
     card.classList.add("card-approval");
     if (event.description && !nested) card.append(el("p", {className: "card-desc", text: event.description}));
+    // The agent's reason for asking (Codex's), where it ran (its cwd), and the change it
+    // wants to make as a diff (a Codex file change, an ACP tool call's diff content).
+    if (typeof event.reason === "string" && event.reason) card.append(el("p", {className: "card-desc", text: event.reason}));
+    if (typeof event.cwd === "string" && event.cwd) card.append(el("p", {className: "card-cwd", text: `in ${event.cwd}`}));
+    if (typeof event.diff === "string" && event.diff) card.append(foldable(event.diff, "Changes", "card-input card-diff"));
     const input = event.input || {};
     const isBash = name === "Bash" && typeof input.command === "string";
     // Nested in its tool call's block, the input is shown right above the card.
@@ -648,7 +653,16 @@ const Cards = {
       b.addEventListener("click", onClick);
       return b;
     };
-    const row = el("div", {className: "btn-row"}, [
+    // The agent's own choices, in its words (Codex's decisions, an ACP agent's permission
+    // options: allow_once / allow_always / reject_once / reject_always), when it sent them.
+    const offered = (Array.isArray(event.options) ? event.options : [])
+      .filter((o) => o && typeof o.option_id === "string");
+    const row = el("div", {className: "btn-row"}, offered.length ? offered.map((o) => {
+      const kind = String(o.kind || "");
+      const deny = kind.startsWith("reject");
+      return button(o.label || o.option_id, deny ? "btn-deny" : kind === "allow_always" ? "btn-allow-session" : "btn-allow",
+        () => send({decision: deny ? "deny" : "allow", option_id: o.option_id}));
+    }) : [
       button("Allow", "btn-allow", () => send({decision: "allow"})),
       button("Deny", "btn-deny", () => send({decision: "deny"})),
     ]);
@@ -659,7 +673,7 @@ const Cards = {
     const suggestions = (Array.isArray(event.permission_suggestions) ? event.permission_suggestions : [])
       .filter((s) => s && s.type === "addRules")
       .map((s) => ({...s, destination: "session"}));
-    if (suggestions.length) {
+    if (suggestions.length && !offered.length) {
       row.append(button("Allow for this session", "btn-allow-session",
         () => send({decision: "allow", updated_permissions: suggestions})));
     }

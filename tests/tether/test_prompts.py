@@ -385,3 +385,39 @@ def test_a_request_the_log_refuses_leaves_nothing_pending() -> None:
     with pytest.raises(ValueError):
         registry.open_approval("Bash", {"x": float("nan")}, "toolu_1")
     assert registry.pending() == [] and log.last_id == 0
+
+
+OPTIONS = [{"option_id": "proceed_once", "label": "Allow", "kind": "allow_once"},
+           {"option_id": "proceed_always", "label": "Allow always", "kind": "allow_always"},
+           {"option_id": "cancel", "label": "Reject", "kind": "reject_once"}]
+
+
+def test_an_answer_may_pick_one_of_the_agents_own_options(log, registry) -> None:
+    request, _ = registry.open_approval("touch x", {"command": "touch x"}, "call_1",
+                                        options=OPTIONS)
+    registry.answer_approval(request.request_id, "allow", option_id="proceed_always")
+    resolved = log.read_after(1)[0].payload
+    assert resolved["decision"] == "allow" and resolved["option_id"] == "proceed_always"
+    assert registry.wait(request).option_id == "proceed_always"
+
+
+def test_an_option_the_request_does_not_offer_is_bad_request_and_settles_nothing(
+        log, registry) -> None:
+    request, _ = registry.open_approval("touch x", {}, "call_1", options=OPTIONS)
+    with pytest.raises(BadRequest, match="not one of this request's options: proceed_once"):
+        registry.answer_approval(request.request_id, "allow", option_id="yolo")
+    # An option that says the opposite of the decision:
+    with pytest.raises(BadRequest, match="does not allow"):
+        registry.answer_approval(request.request_id, "allow", option_id="cancel")
+    plain, _ = registry.open_approval("Bash", {"command": "ls"}, "t2")
+    with pytest.raises(BadRequest, match="options: none"):
+        registry.answer_approval(plain.request_id, "deny", option_id="cancel")
+    assert kinds(log) == ["approval_request", "approval_request"]
+    registry.answer_approval(request.request_id, "deny", option_id="cancel")
+    assert log.read_after(0)[-1].payload["option_id"] == "cancel"
+
+
+def test_without_an_option_the_resolved_event_has_no_option_id(log, registry) -> None:
+    request, _ = registry.open_approval("Bash", {"command": "ls"}, "t")
+    registry.answer_approval(request.request_id, "allow")
+    assert "option_id" not in log.read_after(1)[0].payload

@@ -28,6 +28,7 @@ from tether.prompts import (
     PendingRequest,
     Resolution,
     approval_fields,
+    check_option,
     clarify_fields,
     describe,
     person_decision,
@@ -127,9 +128,15 @@ class ClusterPrompts:
     def answer_approval(self, request_id: str, decision: str, *, by: str | None = None,
                         message: str | None = None,
                         updated_input: Mapping[str, Any] | None = None,
-                        updated_permissions: list[Any] | None = None) -> PendingRequest:
+                        updated_permissions: list[Any] | None = None,
+                        option_id: str | None = None) -> PendingRequest:
         """See :meth:`tether.prompts.PromptRegistry.answer_approval`."""
-        resolution = person_decision(decision, by, message, updated_input, updated_permissions)
+        resolution = person_decision(decision, by, message, updated_input, updated_permissions,
+                                     option_id)
+        if option_id is not None:
+            request = self._load(request_id)
+            if request is not None and request.kind == "approval":
+                check_option(request.fields, resolution)
         return self._settle(request_id, "approval", resolution)
 
     @available
