@@ -22,6 +22,7 @@ HTTP_STATUS = {
     "path_not_allowed": 400,
     "not_a_directory": 400,
     "mode_not_allowed": 400,
+    "agent_unavailable": 400,
     "unauthorized": 401,
     "forbidden": 403,
     "auto_approve_disabled": 403,
@@ -44,7 +45,7 @@ HTTP_STATUS = {
     "store_unavailable": 503,
 }
 
-#: JSON-RPC 2.0 error codes (specification section 5.1) and Tether's own (-32001 to -32012).
+#: JSON-RPC 2.0 error codes (specification section 5.1) and Tether's own (-32001 to -32013).
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -71,6 +72,7 @@ JSONRPC_CODE = {
     "git_failed": -32010,
     "mode_not_allowed": -32011,
     "conversation_open": -32012,
+    "agent_unavailable": -32013,
 }
 
 _CODE_FOR_STATUS = {status: code for code, status in HTTP_STATUS.items()
@@ -78,7 +80,7 @@ _CODE_FOR_STATUS = {status: code for code, status in HTTP_STATUS.items()
                                     "session_busy",
                                     "queue_full", "already_resolved", "too_many_sessions",
                                     "auto_approve_disabled", "host_not_allowed",
-                                    "git_failed", "conversation_open")}
+                                    "git_failed", "conversation_open", "agent_unavailable")}
 
 
 #: Codes whose answer closes the connection (``Connection: close``): the request's body was

@@ -67,6 +67,13 @@ class ConversationOpen(TetherError):
         self.session_id = session_id
 
 
+class AgentUnavailable(TetherError):
+    """The agent cannot run on this server (its CLI is missing, a ``TETHER_AGENT_SERVERS``
+    entry is bad); the message says which setting to fix."""
+
+    code = "agent_unavailable"
+
+
 class AlreadyResolved(TetherError):
     """An answer arrived for an approval or question that another answer already settled."""
 

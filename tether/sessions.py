@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tether.agents.base import AgentCatalog, AgentSpec, check_options, default_options
+from tether.agents.base import (
+    AgentCatalog,
+    AgentSpec,
+    check_available,
+    check_options,
+    default_options,
+)
 from tether.agents.catalog import default_catalog
 from tether.agents.modes import UNATTENDED_MODES
 from tether.changes import head_commit
@@ -711,6 +717,7 @@ class SessionRegistry:
             read.
         :raises ModeNotAllowed: a mode that runs tools unasked without
             ``TETHER_ALLOW_BYPASS=1``.
+        :raises AgentUnavailable: the agent cannot run here (its CLI is missing …).
         :raises PathNotAllowed: ``cwd`` is not inside a project root, or not readable
             (:meth:`tether.projects.Projects.resolve`).
         :raises NotADirectory: ``cwd`` is missing, or a file.
@@ -718,6 +725,7 @@ class SessionRegistry:
         :raises ShuttingDown: the server is stopping.
         """
         spec = self.agents.get(agent or self.settings.agent)
+        check_available(spec)
         check_options(spec, model, permission_mode, self.settings.allow_bypass)
         title = check_title(title) if title is not None and title.strip() else None
         folder = self.projects.resolve(cwd) if cwd is not None else None

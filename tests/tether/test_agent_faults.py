@@ -36,6 +36,7 @@ from tether.agents.base import AgentCatalog, inherited_env
 from tether.agents.catalog import default_catalog
 from tether.agents.claude import STREAM_JSON_FLAGS, session_flag
 from tether.config import Settings
+from tether.errors import AgentUnavailable
 from tether.process import MAX_LINE_BYTES
 from tether.sessions import Session, SessionRegistry
 
@@ -331,15 +332,26 @@ def test_stop_after_the_cli_exited_by_itself(faulty: Any, tally: Tally) -> None:
 
 # -- the real claude path ----------------------------------------------------------------------
 
-def test_missing_claude_binary_is_unavailable_and_a_clear_turn_error(tmp_path: Path) -> None:
+def test_missing_claude_binary_is_unavailable_and_a_clear_turn_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = tmp_path / "bin" / "claude"
     config = Settings.from_env({"data_dir": tmp_path / "data", "claude_bin": str(missing),
                                 "cancel_grace_seconds": GRACE})
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
     core = SessionRegistry(config, agents=default_catalog(config))
     try:
         available = {a.name: a.available for a in core.agents.describe()}
-        assert available == {"local": True, "claude": False}
+        assert available["local"] is True and available["claude"] is False
+        # No session for an agent that cannot run: the error names the setting to fix.
+        with pytest.raises(AgentUnavailable, match="TETHER_CLAUDE_BIN"):
+            core.create(agent="claude")
+        assert core.list() == []
+        # A CLI that goes missing after the session was made: a clear error at the turn.
+        missing.parent.mkdir()
+        missing.write_text("#!/bin/sh\n")
+        missing.chmod(0o755)
         session = core.create(agent="claude")
+        missing.unlink()
         fds_before = open_fds()
         session.submit("hello")
         assert session.wait_idle(BOUND)

@@ -1,7 +1,9 @@
 """What Tether needs to know about an agent CLI: its argv, its environment, whether it exists.
 
-Every built-in agent speaks Claude Code's stream-json + control protocol (``claude.py``);
-a CLI with another protocol (codex, gemini) will bring its own driver next to the spec.
+The spec says how to start the CLI; its driver (``tether.agents.driver``) speaks its
+protocol. A spec with a ``driver(context)`` method gives its own (Codex's app-server, the
+Agent Client Protocol); one without is driven as Claude Code is
+(``tether.agents.claude_driver``: ``claude`` and ``local``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, Protocol
 from tether.agents.modes import UNATTENDED_MODES, default_model
 from tether.config import SECRET_SETTINGS
 from tether.conversations import SavedConversations
-from tether.errors import BadRequest, ModeNotAllowed, NotFound
+from tether.errors import AgentUnavailable, BadRequest, ModeNotAllowed, NotFound
 
 
 class AgentSpec(Protocol):
@@ -23,7 +25,9 @@ class AgentSpec(Protocol):
     session (then it must resume it rather than start it).
 
     An agent may also have ``refused_commands``, ``{name: reason}``: slash commands it
-    refuses headless, shown unavailable in the ``commands`` event (tether/agents/commands.py).
+    refuses headless, shown unavailable in the ``commands`` event (tether/agents/commands.py);
+    and ``driver(context: DriverContext) -> Driver``, the protocol of its processes (absent:
+    Claude Code's).
     """
 
     name: str
@@ -98,6 +102,14 @@ def check_options(spec: AgentSpec, model: str | None, permission_mode: str | Non
         if model not in ids:
             raise BadRequest(f"model {model[:80]!r} is not one of the {spec.name} agent's: "
                              f"{', '.join(ids)}")
+
+
+def check_available(spec: AgentSpec) -> None:
+    """:raises AgentUnavailable: ``spec`` cannot run here (:meth:`AgentSpec.unavailable`
+    says why, naming the setting or the install that fixes it)."""
+    reason = spec.unavailable()
+    if reason is not None:
+        raise AgentUnavailable(f"the {spec.name} agent is not available: {reason}")
 
 
 def default_options(spec: AgentSpec) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tether.agents.base import AgentCatalog, check_options, default_options
+from tether.agents.base import AgentCatalog, check_available, check_options, default_options
 from tether.changes import head_commit
 from tether.cluster.envelopes import rest
 from tether.cluster.errors import available
@@ -128,6 +128,7 @@ class ClusterRegistry(SessionRegistry):
         cluster's. A continued conversation's record says its agent session is started,
         so whichever worker runs its first turn resumes it."""
         spec = self.agents.get(agent or self.settings.agent)
+        check_available(spec)
         check_options(spec, model, permission_mode, self.settings.allow_bypass)
         default_model, default_mode = default_options(spec)
         title = check_title(title) if title is not None and title.strip() else None
