@@ -15,9 +15,9 @@ Each process gets its own ``HOME`` and ``CODEX_HOME`` (``config.toml`` from
 :func:`~tests.fakes.openai_api.codex_config_toml`, PROTOCOLS.md 3.3) and ``HTTPS_PROXY`` at a
 closed loopback port, so nothing leaves the machine. The fake model is scripted by a tag in
 the newest user text: ``[bash]`` runs ``touch created.txt && echo touched``, ``[twice]`` runs
-it twice (after ``acceptForSession``, is the second asked?), ``[ask]`` calls ``request_user_input``, ``[patch]`` runs
-an ``apply_patch`` heredoc that adds ``hello.txt`` (a ``fileChange``), ``[error]`` answers
-HTTP 400; anything else gets a plain text reply.
+it twice (after ``acceptForSession``, is the second asked?), ``[ask]`` calls
+``request_user_input``, ``[patch]`` runs an ``apply_patch`` heredoc that adds ``hello.txt``
+(a ``fileChange``), ``[error]`` answers HTTP 400; anything else gets a plain text reply.
 """
 
 from __future__ import annotations
@@ -270,7 +270,8 @@ def sc_interrupt(c: Codex, ws: Path, api: FakeOpenAI) -> Body:
     started = c.wait_for(method("turn/started"))
     c.wait_for(is_approval)
     t0 = time.monotonic()
-    reply = c.call("turn/interrupt", {"threadId": thread, "turnId": started["params"]["turn"]["id"]})
+    turn_id = started["params"]["turn"]["id"]
+    reply = c.call("turn/interrupt", {"threadId": thread, "turnId": turn_id})
     done = c.wait_for(method("turn/completed"))
     took = round(time.monotonic() - t0, 3)
     try:
