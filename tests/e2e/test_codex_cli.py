@@ -145,6 +145,14 @@ class CodexProcess:
         return next(a.agent_session_id for a in self.actions if isinstance(a, Started))
 
 
+def answering(asked: list[Ask], answer: Answer) -> Callable[[Ask], Answer]:
+    """An ``on_ask`` that keeps each request in ``asked`` and answers ``answer``."""
+    def on_ask(ask: Ask) -> Answer:
+        asked.append(ask)
+        return answer
+    return on_ask
+
+
 def emitted(actions: list[Action], kind: str) -> list[dict[str, Any]]:
     return [a.payload for a in actions if isinstance(a, Emit) and a.kind == kind]
 
@@ -193,12 +201,8 @@ def test_approval_allow_runs_the_command_and_deny_does_not(
         created: bool) -> None:
     codex = start()
     asked: list[Ask] = []
-
-    def on_ask(ask: Ask) -> Answer:
-        asked.append(ask)
-        return Answer(decision)  # type: ignore[arg-type]
-
-    actions = codex.turn("[bash] create the file", on_ask)
+    answer = Answer("allow") if decision == "allow" else Answer("deny")
+    actions = codex.turn("[bash] create the file", answering(asked, answer))
     (ask,) = asked
     assert ask.fields["tool_name"] == "Bash" and BASH in ask.fields["input"]["command"]
     assert (tmp_path / "work" / "created.txt").exists() is created
@@ -212,7 +216,7 @@ def test_accept_for_session_is_not_asked_again(start: Callable[..., CodexProcess
     codex = start()
     asked: list[Ask] = []
     actions = codex.turn("[twice] create it twice",
-                         lambda ask: asked.append(ask) or Answer("allow", scope="session"))
+                         answering(asked, Answer("allow", scope="session")))
     assert len(asked) == 1
     assert [r["is_error"] for r in emitted(actions, "tool_result")] == [False, False]
     assert (tmp_path / "work" / "created.txt").exists()
@@ -259,7 +263,7 @@ def test_on_request_mode_asks_only_for_escalation_with_its_reason(
         start: Callable[..., CodexProcess]) -> None:
     codex = start(mode="on-request")
     asked: list[Ask] = []
-    actions = codex.turn("[escalate] create it", lambda ask: asked.append(ask) or Answer("allow"))
+    actions = codex.turn("[escalate] create it", answering(asked, Answer("allow")))
     (ask,) = asked
     assert ask.fields["reason"] == "May I create created.txt?"
     assert turn_overs(actions) == ["completed"]
