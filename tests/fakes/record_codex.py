@@ -16,8 +16,9 @@ Each process gets its own ``HOME`` and ``CODEX_HOME`` (``config.toml`` from
 closed loopback port, so nothing leaves the machine. The fake model is scripted by a tag in
 the newest user text: ``[bash]`` runs ``touch created.txt && echo touched``, ``[twice]`` runs
 it twice (after ``acceptForSession``, is the second asked?), ``[ask]`` calls
-``request_user_input``, ``[patch]`` runs an ``apply_patch`` heredoc that adds ``hello.txt``
-(a ``fileChange``), ``[error]`` answers HTTP 400; anything else gets a plain text reply.
+``request_user_input``, ``[think]`` sends a reasoning item, ``[fail]`` runs ``ls`` on a missing
+folder (exit code 2), ``[patch]`` runs an ``apply_patch`` heredoc that adds ``hello.txt`` (a
+``fileChange``), ``[error]`` answers HTTP 400; anything else gets a plain text reply.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from .openai_api import (
     error_reply,
     function_call_item,
     last_function_output,
+    message_item,
+    reasoning_item,
     text_reply,
 )
 
@@ -73,6 +76,10 @@ def script(body: Body) -> Reply:
         return error_reply(400, "fake: this request is invalid")
     if "[bash]" in latest or "[twice]" in latest:
         return command_reply("I'll create the file.", BASH)
+    if "[think]" in latest:
+        return Reply([reasoning_item("The user wants a greeting."), message_item("Hello.")])
+    if "[fail]" in latest:
+        return command_reply("Let me look.", "ls /nonexistent-dir")
     if "[ask]" in latest:
         return Reply([function_call_item("request_user_input", {"questions": [QUESTION]})])
     if "[patch]" in latest:
@@ -303,6 +310,14 @@ def sc_ask(c: Codex, ws: Path, api: FakeOpenAI) -> Body:
             "tool_output": last_function_output(api.requests[-1])}
 
 
+def sc_reasoning(c: Codex, ws: Path, api: FakeOpenAI) -> Body:
+    return summary(turn(c, handshake(c, ws), "[think] say hello"))
+
+
+def sc_command_fails(c: Codex, ws: Path, api: FakeOpenAI) -> Body:
+    return summary(turn(c, handshake(c, ws), "[fail] list it", decide("accept")))
+
+
 def sc_two_turns(c: Codex, ws: Path, api: FakeOpenAI) -> Body:
     thread = handshake(c, ws)
     first = turn(c, thread, "First turn")
@@ -320,7 +335,8 @@ SCENARIOS: dict[str, t.Callable[[Codex, Path, FakeOpenAI], Body]] = {
     "text": sc_text, "approval_accept": sc_approval_accept,
     "approval_decline": sc_approval_decline, "approval_session": sc_approval_session,
     "file_change": sc_file_change, "file_change_decline": sc_file_change_decline,
-    "interrupt": sc_interrupt, "ask": sc_ask, "two_turns": sc_two_turns, "api_error": sc_api_error,
+    "interrupt": sc_interrupt, "ask": sc_ask, "reasoning": sc_reasoning,
+    "command_fails": sc_command_fails, "two_turns": sc_two_turns, "api_error": sc_api_error,
 }
 
 

@@ -292,6 +292,22 @@ def test_resume_in_a_new_process_uses_thread_resume_and_the_same_thread() -> Non
     assert turn_overs(second) == ["completed"]
 
 
+def test_reasoning_is_thinking_before_the_text() -> None:
+    _, actions, _ = replay("reasoning")
+    assert emitted(actions, "thinking") == [{"text": "The user wants a greeting."}]
+    kinds = [a.kind for a in actions if isinstance(a, Emit) and a.kind in ("thinking", "text")]
+    assert kinds == ["thinking", "text"]
+
+
+def test_a_failing_command_is_an_error_result_with_its_output_and_exit_code() -> None:
+    _, actions, _ = replay("command_fails")
+    (result,) = emitted(actions, "tool_result")
+    assert result["is_error"] is True
+    assert result["content"] == ("ls: cannot access '/nonexistent-dir': No such file or "
+                                 "directory\n\n(exit code 2)")
+    assert turn_overs(actions) == ["completed"]
+
+
 def test_model_api_error_fails_the_turn_with_one_error() -> None:
     _, actions, _ = replay("api_error")
     assert emitted(actions, "error") == [{"message": "fake: this request is invalid"}]
