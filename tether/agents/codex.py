@@ -11,13 +11,14 @@ import os
 from typing import Any
 
 from tether.agents.base import inherited_env
-from tether.agents.codex_driver import CODEX_MODES, CodexDriver
+from tether.agents.codex_driver import CodexDriver
+from tether.agents.codex_items import CODEX_MODES
 from tether.agents.driver import DriverContext
 from tether.config import Settings
 
 __all__ = ["CODEX_MODELS", "CODEX_PERMISSION_MODES", "CodexAgent", "CodexDriver"]
 
-#: Tether's modes for Codex (:data:`~tether.agents.codex_driver.CODEX_MODES`), ``default``
+#: Tether's modes for Codex (:data:`~tether.agents.codex_items.CODEX_MODES`), ``default``
 #: (ask before every command and change) first; ``full-access`` is unattended
 #: (tether.agents.modes.UNATTENDED_MODES).
 CODEX_PERMISSION_MODES = tuple(CODEX_MODES)

@@ -26,11 +26,24 @@ Intentional choices (do not "fix" them without reading why):
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+from tether.agents.codex_items import (
+    APPROVAL_OPTIONS,
+    SANDBOX_POLICIES,
+    approval_decision,
+    clarify_questions,
+    diff_text,
+    error_text,
+    file_changes,
+    mode_settings,
+    prompt_input,
+    text_parts,
+    tool_result_payload,
+    tool_use_payload,
+)
 from tether.agents.driver import (
     Action,
     Answer,
@@ -47,69 +60,20 @@ from tether.agents.driver import (
 
 logger = logging.getLogger(__name__)
 
-#: Tether's permission modes for Codex: ``(approvalPolicy, sandbox mode)`` (schema
-#: ``AskForApproval`` and ``SandboxMode``; PROTOCOLS.md 3.3). ``default`` asks before every
-#: command and file change (``untrusted``); ``on-request`` runs commands in the workspace
-#: sandbox and asks only when the model asks to leave it; ``read-only`` asks before every
-#: command, which then cannot write; ``full-access`` never asks and has no sandbox.
-CODEX_MODES: dict[str, tuple[str, str]] = {
-    "default": ("untrusted", "workspace-write"),
-    "on-request": ("on-request", "workspace-write"),
-    "read-only": ("untrusted", "read-only"),
-    "full-access": ("never", "danger-full-access"),
-}
-#: ``thread/start``'s ``sandbox`` (a string) → ``turn/start``'s ``sandboxPolicy`` (an object).
-SANDBOX_POLICIES = {"workspace-write": {"type": "workspaceWrite"},
-                    "read-only": {"type": "readOnly"},
-                    "danger-full-access": {"type": "dangerFullAccess"}}
-#: Agent-side choices an approval card offers (ACP's option kinds, tether.agents.driver.Ask);
-#: ``acceptForSession`` works although 0.171.0's ``availableDecisions`` does not list it.
-APPROVAL_OPTIONS = [
-    {"option_id": "accept", "label": "Allow", "kind": "allow_once"},
-    {"option_id": "acceptForSession", "label": "Allow for this session", "kind": "allow_always"},
-    {"option_id": "decline", "label": "Deny", "kind": "reject_once"},
-]
 #: JSON-RPC's "method not found", the answer to a server request Tether cannot serve.
 METHOD_NOT_FOUND = -32601
 CLIENT_INFO = {"name": "tether", "title": "Tether", "version": "1"}
-
-
-def mode_settings(permission_mode: str) -> tuple[str, str]:
-    """``(approvalPolicy, sandbox)`` for a Tether mode; an unknown one is ``default``."""
-    return CODEX_MODES.get(permission_mode, CODEX_MODES["default"])
 
 
 def request(request_id: int, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": dict(params)}
 
 
-def prompt_input(prompt: Prompt) -> list[dict[str, Any]]:
-    """``turn/start``'s ``input``: images first as ``{"type": "image", "url": "data:…"}``
-    (schema ``UserInput`` ``ImageUserInput``), then ``{"type": "text", "text"}``."""
-    images = [{"type": "image", "url": f"data:{i['media_type']};base64,{i['data']}"}
-              for i in prompt.images]
-    return [*images, {"type": "text", "text": prompt.text}]
-
-
-def error_text(error: Any) -> str:
-    """A readable message from a ``TurnError`` or JSON-RPC ``error``: codex 0.171.0 passes an
-    HTTP error's body as the message (``'{"error": {"message": …}}'``, observed), so that
-    body's own message is taken when it has one."""
-    message = error.get("message") if isinstance(error, Mapping) else error
-    text = str(message or "the agent reported an error")
-    try:
-        body = json.loads(text)
-        inner = body["error"]["message"] if isinstance(body.get("error"), Mapping) else None
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return text
-    return str(inner) if inner else text
-
-
 class CodexDriver:
     """The Driver (tether.agents.driver.Driver) for ``codex app-server``.
 
     :param context: the session; ``model`` (``default``: the CLI's configured model) and
-        ``permission_mode`` (:data:`CODEX_MODES`) are the first turn's.
+        ``permission_mode`` (:data:`~tether.agents.codex_items.CODEX_MODES`) are the first turn's.
     """
 
     def __init__(self, context: DriverContext) -> None:
@@ -167,7 +131,7 @@ class CodexDriver:
         if pending.get("method") == "item/tool/requestUserInput":
             result: dict[str, Any] = {"answers": self._answers(pending, answer)}
         else:
-            result = {"decision": _decision(answer)}
+            result = {"decision": approval_decision(answer)}
         return [Send({"jsonrpc": "2.0", "id": pending.get("id"), "result": result})]
 
     def interrupt(self) -> list[Action]:
@@ -291,7 +255,7 @@ class CodexDriver:
             return [Ask(token, "approval", self._approval_fields(method, params))]
         if method == "item/tool/requestUserInput":
             self._pending[token] = message
-            return [Ask(token, "clarify", {"questions": _questions(params.get("questions")),
+            return [Ask(token, "clarify", {"questions": clarify_questions(params.get("questions")),
                                            "tool_use_id": params.get("itemId")})]
         logger.info("codex asked %s, which Tether does not serve", method)
         return [Send({"jsonrpc": "2.0", "id": message.get("id"), "error": {
@@ -308,9 +272,9 @@ class CodexDriver:
         # item/fileChange/requestApproval names only the item: its changes came with
         # item/started (observed with codex 0.171.0).
         item = self._items.get(str(item_id)) or {}
-        changes = _changes(item.get("changes"))
+        changes = file_changes(item.get("changes"))
         fields.update(tool_name="apply_patch", input={"changes": changes},
-                      diff=_diff_text(changes), cwd=str(self._context.workspace))
+                      diff=diff_text(changes), cwd=str(self._context.workspace))
         return fields
 
     def _answers(self, pending: Mapping[str, Any], answer: Answer) -> dict[str, Any]:
@@ -370,21 +334,21 @@ class CodexDriver:
         if kind not in ("commandExecution", "fileChange") or item_id in self._items:
             return []
         self._items[item_id] = item
-        return [Emit("tool_use", _tool_use(item))]
+        return [Emit("tool_use", tool_use_payload(item))]
 
     def _item_completed(self, item: Mapping[str, Any]) -> list[Action]:
         kind = item.get("type")
         if kind == "agentMessage":
             return [Emit("text", {"text": str(item.get("text", ""))})]
         if kind == "reasoning":
-            text = "\n".join(_strings(item.get("summary")) + _strings(item.get("content")))
+            text = "\n".join(text_parts(item.get("summary")) + text_parts(item.get("content")))
             return [Emit("thinking", {"text": text})] if text else []
         if kind not in ("commandExecution", "fileChange"):
             return []
         actions: list[Action] = []
         if self._items.pop(str(item.get("id")), None) is None:
-            actions.append(Emit("tool_use", _tool_use(item)))
-        actions.append(Emit("tool_result", _tool_result(item)))
+            actions.append(Emit("tool_use", tool_use_payload(item)))
+        actions.append(Emit("tool_result", tool_result_payload(item)))
         return actions
 
     def _turn_completed(self, turn: Mapping[str, Any]) -> list[Action]:
@@ -431,79 +395,3 @@ class CodexDriver:
                 "output_tokens": spent("outputTokens"),
                 "cache_read_input_tokens": cached,
                 "cache_creation_input_tokens": spent("cacheWriteInputTokens")}
-
-
-# -- item shapes -------------------------------------------------------------------------------
-
-
-def _decision(answer: Answer) -> str:
-    if answer.decision == "deny" or answer.option_id == "decline":
-        return "decline"
-    if answer.scope == "session" or answer.option_id == "acceptForSession":
-        return "acceptForSession"
-    return "accept"
-
-
-def _questions(raw: Any) -> list[dict[str, Any]]:
-    """Codex's ``[{id, header, question, options?, isOther, isSecret}]`` (schema
-    ``ToolRequestUserInputQuestion``) in Claude Code's AskUserQuestion shape."""
-    out = []
-    for q in raw if isinstance(raw, list) else []:
-        if not isinstance(q, Mapping):
-            continue
-        options = [{"label": str(o.get("label", "")), "description": str(o.get("description", ""))}
-                   for o in q.get("options") or [] if isinstance(o, Mapping)]
-        out.append({"question": str(q.get("question", "")), "header": str(q.get("header", "")),
-                    "options": options, "multiSelect": False})
-    return out
-
-
-def _changes(raw: Any) -> list[dict[str, Any]]:
-    """``[{path, kind, diff}]`` from a ``fileChange`` item (``kind`` ``add``/``delete``/
-    ``update``, from the schema's ``PatchChangeKind`` object)."""
-    out = []
-    for change in raw if isinstance(raw, list) else []:
-        if isinstance(change, Mapping):
-            kind = change.get("kind")
-            out.append({"path": str(change.get("path", "")), "diff": str(change.get("diff", "")),
-                        "kind": kind.get("type") if isinstance(kind, Mapping) else kind})
-    return out
-
-
-def _diff_text(changes: list[dict[str, Any]]) -> str:
-    return "\n".join(f"{c['kind'] or 'change'} {c['path']}\n{c['diff']}" for c in changes)
-
-
-def _tool_use(item: Mapping[str, Any]) -> dict[str, Any]:
-    if item.get("type") == "fileChange":
-        return {"tool_use_id": item.get("id"), "name": "apply_patch",
-                "input": {"changes": _changes(item.get("changes"))}}
-    return {"tool_use_id": item.get("id"), "name": "Bash",
-            "input": {"command": item.get("command"), "cwd": item.get("cwd")}}
-
-
-def _tool_result(item: Mapping[str, Any]) -> dict[str, Any]:
-    status = item.get("status")
-    if item.get("type") == "fileChange":
-        content = _diff_text(_changes(item.get("changes")))
-        is_error = status != "completed"
-    else:
-        exit_code = item.get("exitCode")
-        content = str(item.get("aggregatedOutput") or "")
-        if isinstance(exit_code, int) and exit_code != 0:
-            content += f"\n(exit code {exit_code})"
-        is_error = status in ("failed", "declined") or (isinstance(exit_code, int)
-                                                         and exit_code != 0)
-    if status == "declined":
-        content = f"declined by the user\n{content}".rstrip()
-    return {"tool_use_id": item.get("id"), "content": content, "is_error": is_error}
-
-
-def _strings(raw: Any) -> list[str]:
-    """Reasoning ``summary``/``content``: strings, or ``{"text"}`` parts."""
-    out = []
-    for part in raw if isinstance(raw, list) else []:
-        text = part.get("text") if isinstance(part, Mapping) else part
-        if isinstance(text, str) and text:
-            out.append(text)
-    return out
