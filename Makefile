@@ -4,12 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Claude Code version the tests drive (PROTOCOLS.md was observed with it).
 CLAUDE_CODE_VERSION ?= 2.1.328
+# Codex CLI version the tests drive (PROTOCOLS.md 3.3 and tests/fixtures/codex were observed with it).
+CODEX_VERSION ?= 0.171.0
 # axe-core version the browser tests inject into the page (accessibility check).
 AXE_CORE_VERSION ?= 4.14.1
 # es-check version that checks the ECMAScript level of the pages' scripts (tests/static).
 ES_CHECK_VERSION ?= 9.9.1
 
-.PHONY: run test lint bench install install-test claude-code axe-core es-check clean
+.PHONY: run test lint bench install install-test claude-code codex-cli axe-core es-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +34,8 @@ run: install
 	@if [ -n "$${TETHER_PROJECT_ROOTS}" ]; then echo "Tether: sessions may be opened in folders under $${TETHER_PROJECT_ROOTS}"; else echo "Tether: each session gets its own empty folder; to open sessions in your projects, set TETHER_PROJECT_ROOTS (absolute folders separated by ':'), e.g. TETHER_PROJECT_ROOTS=$$HOME/src make run"; fi
 	@TETHER_STORE=$${TETHER_STORE:-sqlite} $(VENV)/bin/gunicorn -c gunicorn.conf.py
 
-test: install-test .tools/.claude-code-$(CLAUDE_CODE_VERSION) .tools/.axe-core-$(AXE_CORE_VERSION) \
-		.tools/.es-check-$(ES_CHECK_VERSION)
+test: install-test .tools/.claude-code-$(CLAUDE_CODE_VERSION) .tools/.codex-$(CODEX_VERSION) \
+		.tools/.axe-core-$(AXE_CORE_VERSION) .tools/.es-check-$(ES_CHECK_VERSION)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-test
@@ -68,6 +70,13 @@ claude-code: .tools/.claude-code-$(CLAUDE_CODE_VERSION)
 
 .tools/.claude-code-$(CLAUDE_CODE_VERSION):
 	npm install --silent --no-audit --no-fund --prefix .tools @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	touch $@
+
+# The pinned Codex CLI, for the tests that drive `codex app-server` (installed under .tools/).
+codex-cli: .tools/.codex-$(CODEX_VERSION)
+
+.tools/.codex-$(CODEX_VERSION):
+	npm install --silent --no-audit --no-fund --prefix .tools @openai/codex@$(CODEX_VERSION)
 	touch $@
 
 # The pinned axe-core, injected into pages by the browser tests (installed under .tools/).

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, validation_alias=_env("PORT"))
     agent: str = Field("local", validation_alias=_env("AGENT"))
     claude_bin: str | None = Field(None, validation_alias=_env("CLAUDE_BIN"))
+    codex_bin: str | None = Field(None, validation_alias=_env("CODEX_BIN"))
     data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"))
     #: Folders sessions may be opened in (and the picker lists), resolved; empty: none, and
     #: each session gets its own empty workspace (tether.projects).
@@ -304,6 +305,14 @@ class Settings(BaseSettings):
             return self.claude_bin
         pinned = PROJECT_ROOT / ".tools" / "node_modules" / ".bin" / "claude"
         return shutil.which("claude") or (str(pinned) if os.access(pinned, os.X_OK) else None)
+
+    def resolve_codex_bin(self) -> str | None:
+        """The ``codex`` executable: ``TETHER_CODEX_BIN``, else ``codex`` on ``PATH``, else
+        the pinned copy ``make codex-cli`` (and ``make test``) install under ``.tools/``."""
+        if self.codex_bin:
+            return self.codex_bin
+        pinned = PROJECT_ROOT / ".tools" / "node_modules" / ".bin" / "codex"
+        return shutil.which("codex") or (str(pinned) if os.access(pinned, os.X_OK) else None)
 
 
 _HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?")

@@ -27,8 +27,9 @@ from typing import Any
 #: Claude Code's permission modes (``set_permission_mode``, 2.1.328), ``default`` first.
 CLAUDE_PERMISSION_MODES = ("default", "acceptEdits", "plan", "auto", "dontAsk",
                            "bypassPermissions")
-#: Modes in which tools run without asking a person: refused unless TETHER_ALLOW_BYPASS=1.
-UNATTENDED_MODES = frozenset({"bypassPermissions", "auto"})
+#: Modes in which tools run without asking a person: refused unless TETHER_ALLOW_BYPASS=1
+#: (``full-access``: Codex's approval policy ``never`` with no sandbox, tether.agents.codex).
+UNATTENDED_MODES = frozenset({"bypassPermissions", "auto", "full-access"})
 #: The model id meaning "the agent's own default" (no ``--model`` flag).
 DEFAULT_MODEL = "default"
 
