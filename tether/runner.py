@@ -380,7 +380,12 @@ class Turn:
         return True
 
     def _interrupt(self, process: AgentProcess, driver: Driver) -> None:
-        self._send_only(process, self._host.call(driver.interrupt), "interrupt")
+        actions = self._host.call(driver.interrupt)
+        if any(isinstance(a, TurnOver) for a in actions):
+            # Over before it began (Stop during the handshake): nothing to wait for.
+            process.stop(self._settings.cancel_grace_seconds)
+            return
+        self._send_only(process, actions, "interrupt")
 
     def _escalate(self, process: AgentProcess) -> None:
         if not self._done.wait(self._settings.cancel_grace_seconds):

@@ -258,19 +258,24 @@ def test_agent_fault_through_the_server(rig: Rig, fault: Fault, tally: Tally) ->
 
 
 def test_missing_claude_binary(rig: Rig, tally: Tally) -> None:
-    """``TETHER_CLAUDE_BIN`` names a file that is gone: ``/api/agents`` says so, a session can
-    still be made, its prompt ends in a clear ``error``, never a 500; once the file is back the
-    same session works."""
+    """``TETHER_CLAUDE_BIN`` names a file that is gone: ``/api/agents`` says so and a new
+    session is a 400 ``agent_unavailable`` naming the setting; a session made before it went
+    gets a clear ``error`` at its prompt, never a 500; once the file is back it works."""
     server = rig.server
     worker = worker_pid(server)
+    created = server.api("POST", "/api/sessions", json={"agent": "claude"})
+    assert created.status_code == 201, created.text
+    session = created.json()["id"]
     hidden = rig.claude.with_name("claude.away")
     rig.claude.rename(hidden)
     try:
         agents = server.api("GET", "/api/agents").json()["agents"]
-        assert {a["name"]: a["available"] for a in agents} == {"local": True, "claude": False}
-        created = server.api("POST", "/api/sessions", json={"agent": "claude"})
-        assert created.status_code == 201, created.text
-        session = created.json()["id"]
+        available = {a["name"]: a["available"] for a in agents}
+        assert available["local"] is True and available["claude"] is False
+        refused = server.api("POST", "/api/sessions", json={"agent": "claude"})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["code"] == "agent_unavailable"
+        assert "TETHER_CLAUDE_BIN" in refused.json()["error"]["message"]
         fds_before = quiet_fds(worker)
         tally.add("faults injected", 1)
         end = run_turn(server, session, "hello")

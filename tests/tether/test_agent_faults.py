@@ -69,8 +69,8 @@ class FaultyAgent:
         self.pids_file = pids_file
         self.executable: Path | None = None
 
-    def available(self) -> bool:
-        return True
+    def unavailable(self) -> str | None:
+        return None
 
     def argv(self, agent_session_id: str, resume: bool) -> list[str]:
         program = [str(self.executable)] if self.executable else [sys.executable, str(FAKE)]

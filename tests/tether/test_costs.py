@@ -97,8 +97,8 @@ class CostedAgent:
     name = "costed"
     description = "test"
 
-    def available(self) -> bool:
-        return True
+    def unavailable(self) -> str | None:
+        return None
 
     def argv(self, agent_session_id: str, resume: bool) -> list[str]:
         flag = "--resume" if resume else "--session-id"

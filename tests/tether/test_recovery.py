@@ -39,8 +39,8 @@ class RecordingAgent:
         self.description = inner.description
         self.calls: list[list[str]] = []
 
-    def available(self) -> bool:
-        return True
+    def unavailable(self) -> str | None:
+        return None
 
     def argv(self, agent_session_id: str, resume: bool) -> list[str]:
         argv = self._inner.argv(agent_session_id, resume)

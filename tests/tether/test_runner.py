@@ -26,8 +26,8 @@ class ScriptAgent:
         self.code = code
         self.calls: list[list[str]] = []
 
-    def available(self) -> bool:
-        return True
+    def unavailable(self) -> str | None:
+        return None
 
     def argv(self, agent_session_id: str, resume: bool) -> list[str]:
         argv = [sys.executable, "-c", self.code, f"--resume={agent_session_id}" if resume

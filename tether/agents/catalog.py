@@ -1,4 +1,5 @@
-"""The built-in agents: ``claude`` (Claude Code) and ``local`` (offline, embedded)."""
+"""The built-in agents: ``claude`` (Claude Code), ``codex`` (OpenAI Codex) and ``local``
+(offline, embedded)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from tether.agents.base import AgentCatalog, inherited_env
 from tether.agents.claude import STREAM_JSON_FLAGS, session_flag
+from tether.agents.codex import CodexAgent
 from tether.agents.commands import CLAUDE_HEADLESS_REFUSED
 from tether.agents.modes import CLAUDE_MODELS, CLAUDE_PERMISSION_MODES, DEFAULT_MODEL
 from tether.config import Settings
@@ -146,4 +148,4 @@ class LocalAgent:
 
 
 def default_catalog(settings: Settings) -> AgentCatalog:
-    return AgentCatalog([LocalAgent(settings), ClaudeAgent(settings)])
+    return AgentCatalog([LocalAgent(settings), ClaudeAgent(settings), CodexAgent(settings)])
