@@ -44,6 +44,8 @@ KINDS: Final = frozenset(
         # docs/protocol.md, "Conversations started elsewhere": a continued conversation's
         # earlier entries, read-only, before the session's first turn.
         "history",
+        # docs/protocol.md, "Plans": the agent's plan as a whole list (ACP ``plan``).
+        "plan",
     }
 )
 

@@ -52,6 +52,7 @@ from tether.inbox import Inbox
 from tether.metrics import Metrics
 from tether.projects import Projects
 from tether.prompts import PendingRequest, PromptRegistry
+from tether.recap import recap
 from tether.recovery import close_interrupted, scan
 from tether.runner import AgentHost, Turn
 from tether.stores import open_store
@@ -159,6 +160,7 @@ class Session:
         self._on_turn_ended = on_turn_ended or (lambda reason, seconds: None)
         self._settings = settings
         self._host = AgentHost(agent, workspace, settings)
+        self._host.transcript = lambda: recap(self.log.read_after(0))
         self._images = ImageStore(settings.data_dir)
         default_model, default_mode = default_options(agent)
         self._host.model = model or default_model

@@ -321,6 +321,17 @@
       endStreaming();
       add(el("li", "thinking", null, [el("span", "who", "Thinking: "), el("span", "text", event.text)]), event);
     },
+    plan: function (event) {
+      // The whole plan each time (ACP): shown as a list, one line per entry.
+      endStreaming();
+      var entries = event.entries || [];
+      var lines = [];
+      for (var i = 0; i < entries.length; i++) {
+        var mark = entries[i].status === "completed" ? "[x] " : entries[i].status === "in_progress" ? "[>] " : "[ ] ";
+        lines.push(mark + (entries[i].content || ""));
+      }
+      add(el("li", "thinking", null, [el("span", "who", "Plan: "), el("pre", "tool-input", lines.join("\n"))]), event);
+    },
     tool_use: function (event) {
       endStreaming();
       var item = add(el("li", "tool", null, [

@@ -390,6 +390,25 @@ const Transcript = {
         el("p", {text: event.text})]);
       this.add(el("li", {className: "item"}, [box]), event);
     },
+    plan(event) {
+      // The agent's plan (ACP `plan`): each update is the whole list, so the newest one
+      // replaces the plan shown since the last prompt.
+      this.endStreaming();
+      const entries = Array.isArray(event.entries) ? event.entries : [];
+      const done = entries.filter((e) => e && e.status === "completed").length;
+      const list = el("ol", {className: "plan-entries"}, entries.map((e) => el("li", {
+        className: `plan-entry plan-${["pending", "in_progress", "completed"].includes(e && e.status) ? e.status : "pending"}`,
+        text: String((e && e.content) || "")})));
+      const item = el("li", {className: "item plan", attrs: {role: "group", "aria-label": "The agent's plan"}}, [
+        el("p", {className: "plan-head", text: `Plan · ${done} of ${entries.length} done`}), list]);
+      const shown = [...this.root.querySelectorAll(".item.plan")].pop();
+      const latestUser = [...this.root.querySelectorAll(".msg-user")].pop();
+      if (shown && (!latestUser || latestUser.compareDocumentPosition(shown) & Node.DOCUMENT_POSITION_FOLLOWING)) {
+        item.dataset.eventId = String(event.id);
+        item.dataset.kind = event.kind;
+        shown.replaceWith(item);
+      } else this.add(item, event);
+    },
     tool_use(event) {
       this.endStreaming();
       this.add(Tools.block(event), event);

@@ -77,7 +77,11 @@ class Withdraw:
 @dataclass(frozen=True, slots=True)
 class Started:
     """The agent's own conversation exists, under ``agent_session_id`` (Claude Code's session
-    id, Codex's thread id, ACP's session id): a later process resumes it by that id."""
+    id, Codex's thread id, ACP's session id): a later process resumes it by that id.
+
+    The driver also emits an ``agent_session`` event with the id (``agent``,
+    ``agent_session_id``, ``model``, ``cwd``): the log is how a restarted server or another
+    worker learns which conversation to resume (tether.recovery, tether.cluster)."""
 
     agent_session_id: str
 

@@ -45,6 +45,7 @@ from tether.errors import (
 from tether.events import Event
 from tether.images import ImageRef, ImageStore, content_blocks
 from tether.projects import Projects
+from tether.recap import recap
 from tether.runner import AgentHost, Turn
 from tether.sessions import (
     MAX_QUEUED,
@@ -429,6 +430,7 @@ class ClusterSession:
             "turns", "session_usage", "model", "permission_mode")
         host = AgentHost(self.agent, self.workspace, self._settings)
         host.on_process = self._on_process
+        host.transcript = lambda: recap(self.log.read_after(0))
         default_model, default_mode = default_options(self.agent)
         if mode in UNATTENDED_MODES and not self._settings.allow_bypass:
             mode = None  # as tether.sessions.Session.restore: TETHER_ALLOW_BYPASS is off now
