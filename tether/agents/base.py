@@ -55,7 +55,14 @@ PLAIN_MODELS: tuple[dict[str, Any], ...] = ({"id": "default", "name": "Default",
 
 
 def permission_modes(spec: AgentSpec) -> tuple[str, ...]:
-    """The permission modes ``spec`` takes (``permission_modes``), its default first."""
+    """The permission modes ``spec`` takes, its default first: what its newest process
+    offered (``known_modes``, ``[{"id", "name"}]``: an ACP agent's ``modes``), else its own
+    list (``permission_modes``)."""
+    known = getattr(spec, "known_modes", None)
+    if known:
+        ids = tuple(str(m["id"]) for m in known if isinstance(m, dict) and m.get("id"))
+        if ids:
+            return ids
     return tuple(getattr(spec, "permission_modes", PLAIN_MODES))
 
 
