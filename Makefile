@@ -4,12 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Claude Code version the tests drive (PROTOCOLS.md was observed with it).
 CLAUDE_CODE_VERSION ?= 2.1.328
+# Gemini CLI version the ACP tests drive (PROTOCOLS.md section 4.3 was observed with it).
+GEMINI_CLI_VERSION ?= 0.61.0
 # axe-core version the browser tests inject into the page (accessibility check).
 AXE_CORE_VERSION ?= 4.14.1
 # es-check version that checks the ECMAScript level of the pages' scripts (tests/static).
 ES_CHECK_VERSION ?= 9.9.1
 
-.PHONY: run test lint bench install install-test claude-code axe-core es-check clean
+.PHONY: run test lint bench install install-test claude-code gemini-cli axe-core es-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +34,8 @@ run: install
 	@if [ -n "$${TETHER_PROJECT_ROOTS}" ]; then echo "Tether: sessions may be opened in folders under $${TETHER_PROJECT_ROOTS}"; else echo "Tether: each session gets its own empty folder; to open sessions in your projects, set TETHER_PROJECT_ROOTS (absolute folders separated by ':'), e.g. TETHER_PROJECT_ROOTS=$$HOME/src make run"; fi
 	@TETHER_STORE=$${TETHER_STORE:-sqlite} $(VENV)/bin/gunicorn -c gunicorn.conf.py
 
-test: install-test .tools/.claude-code-$(CLAUDE_CODE_VERSION) .tools/.axe-core-$(AXE_CORE_VERSION) \
-		.tools/.es-check-$(ES_CHECK_VERSION)
+test: install-test .tools/.claude-code-$(CLAUDE_CODE_VERSION) .tools/.gemini-cli-$(GEMINI_CLI_VERSION) \
+		.tools/.axe-core-$(AXE_CORE_VERSION) .tools/.es-check-$(ES_CHECK_VERSION)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-test
@@ -68,6 +70,13 @@ claude-code: .tools/.claude-code-$(CLAUDE_CODE_VERSION)
 
 .tools/.claude-code-$(CLAUDE_CODE_VERSION):
 	npm install --silent --no-audit --no-fund --prefix .tools @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	touch $@
+
+# The pinned Gemini CLI, for the tests that drive `gemini --acp` (installed under .tools/).
+gemini-cli: .tools/.gemini-cli-$(GEMINI_CLI_VERSION)
+
+.tools/.gemini-cli-$(GEMINI_CLI_VERSION):
+	npm install --silent --no-audit --no-fund --prefix .tools @google/gemini-cli@$(GEMINI_CLI_VERSION)
 	touch $@
 
 # The pinned axe-core, injected into pages by the browser tests (installed under .tools/).
