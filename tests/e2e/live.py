@@ -59,6 +59,23 @@ def claude_bin() -> str:
     pytest.skip("the claude CLI is not installed (make claude-code)")
 
 
+def gemini_bin() -> str:
+    """The Gemini CLI the tests drive: ``TETHER_GEMINI_BIN``, the pinned copy under
+    ``.tools/`` (``make gemini-cli``), or ``gemini`` on PATH. Missing: the test fails in CI
+    and is skipped elsewhere."""
+    import pytest
+
+    candidates = [os.environ.get("TETHER_GEMINI_BIN"),
+                  str(ROOT / ".tools" / "node_modules" / ".bin" / "gemini"),
+                  shutil.which("gemini")]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    if os.environ.get("CI"):
+        pytest.fail("the gemini CLI is missing in CI: .ci/run must run `make gemini-cli`")
+    pytest.skip("the gemini CLI is not installed (make gemini-cli)")
+
+
 #: The stores a suite of hostile input and faults runs over (issue 14, item 5): the memory
 #: store on one worker, and the Redis store on two workers of one host (a cluster).
 STORES = ["memory", "redis"]
