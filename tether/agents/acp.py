@@ -142,6 +142,7 @@ class AcpDriver:
         self._session_id: str | None = None
         self._resume_id: str | None = None
         self._can_load = False
+        self._takes_images = False
         self._held: Prompt | None = None
         #: The next prompt carries the transcript (a failed or impossible load).
         self._carry_transcript = False
@@ -260,7 +261,10 @@ class AcpDriver:
         result = result if isinstance(result, Mapping) else {}
         if method == "initialize":
             caps = result.get("agentCapabilities") or {}
-            self._can_load = isinstance(caps, Mapping) and caps.get("loadSession") is True
+            caps = caps if isinstance(caps, Mapping) else {}
+            self._can_load = caps.get("loadSession") is True
+            prompts = caps.get("promptCapabilities")
+            self._takes_images = isinstance(prompts, Mapping) and prompts.get("image") is True
             return self._open_session()
         if method in ("session/new", "session/load"):
             return self._opened(method, result)
@@ -412,14 +416,22 @@ class AcpDriver:
             transcript = self._context.transcript()
             if transcript:
                 text = f"{TRANSCRIPT_HEADER}{transcript}\n\n---\n\n{text}"
+        actions: list[Action] = []
+        images = prompt.images
+        if images and not self._takes_images:  # the schema's baseline is text only
+            actions.append(Emit("error", {"message": "the agent does not take images "
+                                                     "(no promptCapabilities.image): "
+                                                     "sent the text only"}))
+            images = []
         blocks: list[dict[str, Any]] = [
             {"type": "image", "mimeType": image.get("media_type"), "data": image.get("data")}
-            for image in prompt.images]
+            for image in images]
         blocks.append({"type": "text", "text": text})
         self._run, self._last_text, self._deltas = None, "", 0
-        send = self._ask("session/prompt", {"sessionId": self._session_id, "prompt": blocks})
+        actions.append(self._ask("session/prompt", {"sessionId": self._session_id,
+                                                    "prompt": blocks}))
         self._turn = self._last_id
-        return [send]
+        return actions
 
     def _prompt_over(self, result: Mapping[str, Any]) -> list[Action]:
         """The ``session/prompt`` response ``{stopReason, usage?, _meta?}`` ends the turn:
@@ -427,7 +439,9 @@ class AcpDriver:
         self._turn = None
         self._replay = None
         stop = str(result.get("stopReason") or "end_turn")
-        actions = [*self._end_run(), *self._close_tools()]
+        withdrawn: list[Action] = [Withdraw(token) for token in self._permissions]
+        self._permissions.clear()  # the agent no longer waits for them
+        actions = [*withdrawn, *self._end_run(), *self._close_tools()]
         text = EARLY_STOPS.get(stop, self._last_text)
         actions.append(Emit("result", {"is_error": False, "subtype": stop, "text": text,
                                        "stop_reason": stop, "duration_ms": None,

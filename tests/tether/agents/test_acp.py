@@ -359,17 +359,21 @@ def test_unknown_agent_requests_get_method_not_found_and_notifications_nothing(
     assert r.driver.receive({"jsonrpc": "2.0", "id": 999, "result": {}}) == []
 
 
+@pytest.mark.parametrize("takes_images", [True, False])
 def test_a_prompt_before_the_session_is_held_and_sent_with_images_first(
-        tmp_path: Path) -> None:
+        tmp_path: Path, takes_images: bool) -> None:
     r = Replay(tmp_path)
     r.take(r.driver.start(None, False))
     r.take(r.driver.prompt(Prompt("look", [{"media_type": "image/png", "data": "AAA"}])))
     assert [m["method"] for m in r.sent] == ["initialize"]
-    r.take(r.driver.receive({"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": 1}}))
+    r.take(r.driver.receive({"jsonrpc": "2.0", "id": 1, "result": {
+        "protocolVersion": 1,
+        "agentCapabilities": {"promptCapabilities": {"image": takes_images}}}}))
     r.take(r.driver.receive({"jsonrpc": "2.0", "id": 2, "result": {"sessionId": "s1"}}))
-    assert r.sent[-1]["params"]["prompt"] == [
-        {"type": "image", "mimeType": "image/png", "data": "AAA"},
-        {"type": "text", "text": "look"}]
+    image = {"type": "image", "mimeType": "image/png", "data": "AAA"}
+    text = {"type": "text", "text": "look"}
+    assert r.sent[-1]["params"]["prompt"] == ([image, text] if takes_images else [text])
+    assert bool(r.events("error")) is not takes_images
 
 
 def test_resume_without_load_session_starts_new_and_says_so(tmp_path: Path) -> None:
@@ -426,6 +430,20 @@ def test_plan_and_mode_updates_and_stop_reasons(tmp_path: Path) -> None:
     assert result["is_error"] is True and "-1\n+2" in result["content"]
     assert "token limit" in r.events("result")[0]["text"]
     assert r.of(TurnOver) == [TurnOver("completed")]
+
+
+def test_a_turn_that_ends_withdraws_its_pending_permission(tmp_path: Path) -> None:
+    r = opened(tmp_path)
+    r.take(r.driver.prompt(Prompt("go")))
+    rid = r.sent[-1]["id"]
+    r.take(r.driver.receive({"jsonrpc": "2.0", "id": 5, "method": "session/request_permission",
+                             "params": {"sessionId": "s1", "options": [],
+                                        "toolCall": {"toolCallId": "t", "title": "x"}}}))
+    r.take(r.driver.receive({"jsonrpc": "2.0", "id": rid, "result": {"stopReason": "end_turn"}}))
+    assert r.of(Withdraw) == [Withdraw("5")]
+    assert r.events("tool_result") == [{"tool_use_id": "t", "is_error": True, "content":
+                                        "the turn ended before the tool finished"}]
+    assert r.driver.answer("5", Answer("allow")) == []
 
 
 def test_a_failed_prompt_withdraws_its_pending_permission(tmp_path: Path) -> None:
