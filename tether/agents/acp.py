@@ -11,7 +11,11 @@ agentclientprotocol/agent-client-protocol ``schema/schema.json``). Tether is the
   ``session/request_permission`` (a person's approval) and ``fs/read_text_file`` /
   ``fs/write_text_file`` (served here, inside the workspace only: :mod:`tether.agents.acp_fs`).
 
-The mapping to Tether's events is :mod:`tether.agents.acp_content`'s. Deliberate choices,
+The mapping of tool calls and permissions to Tether's events is
+:mod:`tether.agents.acp_content`'s, a session's modes and models
+:mod:`tether.agents.acp_session`'s, the JSON-RPC framing :mod:`tether.agents.acp_rpc`'s; this
+module is the state between them (the requests in flight, the permissions waiting, the load
+replay, the text runs). Deliberate choices,
 each from a recording of gemini 0.61.0 (tests/fixtures/gemini/, PROTOCOLS.md 4.3):
 
 - **Stop** sends ``session/cancel`` *and* answers every pending permission ``cancelled``:
@@ -39,7 +43,6 @@ each from a recording of gemini 0.61.0 (tests/fixtures/gemini/, PROTOCOLS.md 4.3
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -53,7 +56,17 @@ from tether.agents.acp_content import (
     plan_entries,
     tool_result,
     tool_use,
+    usage,
 )
+from tether.agents.acp_rpc import (
+    METHOD_NOT_FOUND,
+    error_response,
+    error_text,
+    notification,
+    request,
+    response,
+)
+from tether.agents.acp_session import commands, read_session
 from tether.agents.driver import (
     Action,
     Answer,
@@ -74,8 +87,6 @@ from tether.agents.modes import DEFAULT_MODEL
 PROTOCOL_VERSION = 1
 #: What Tether serves itself (ACP ``ClientCapabilities``): files, inside the workspace.
 CLIENT_CAPABILITIES = {"fs": {"readTextFile": True, "writeTextFile": True}}
-#: JSON-RPC 2.0 error code for a method the client does not serve.
-METHOD_NOT_FOUND = -32601
 #: ``session/prompt`` ``stopReason`` values (ACP schema ``StopReason``) that end a turn
 #: normally but early, with what the ``result`` says.
 EARLY_STOPS = {
@@ -89,43 +100,6 @@ MODE_NOTICE = re.compile(r"\[MODE_UPDATE\] (\S+)")
 #: Prefix of a first prompt that carries the conversation from Tether's own log.
 TRANSCRIPT_HEADER = ("Earlier in this conversation (from Tether's log; your own history of "
                      "it could not be restored):\n\n")
-
-
-def request(rid: int, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": rid, "method": method, "params": dict(params)}
-
-
-def notification(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "method": method, "params": dict(params)}
-
-
-def response(rid: Any, result: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": rid, "result": result}
-
-
-def error_response(rid: Any, code: int, message: str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}}
-
-
-def error_text(error: Any) -> str:
-    """A JSON-RPC error's words: ``message``, its ``data.details``, and the API's own message
-    when ``message`` is a JSON error body (Gemini CLI 0.61.0 answers a failed model call with
-    the HTTP status as ``code`` and the body as ``message`` [obs, api_error.jsonl])."""
-    if not isinstance(error, Mapping):
-        return str(error)
-    message = str(error.get("message") or "error")
-    try:
-        body = json.loads(message)
-        inner = body.get("error", {}).get("message") if isinstance(body, dict) else None
-        if isinstance(inner, str) and inner:
-            message = inner
-    except ValueError:
-        pass
-    data = error.get("data")
-    details = data.get("details") if isinstance(data, Mapping) else None
-    if isinstance(details, str) and details and details not in message:
-        message = f"{message}: {details}"
-    return f"{message} (code {error.get('code')})"
 
 
 class AcpDriver:
@@ -321,10 +295,9 @@ class AcpDriver:
                                           "mcpServers": []})]
 
     def _opened(self, method: str, result: Mapping[str, Any]) -> list[Action]:
-        """``session/new`` / ``session/load`` answered: ``{sessionId (new only), modes?:
-        {availableModes: [{id, name, description?}], currentModeId}, models?:
-        {availableModels: [{modelId, name, description?}], currentModelId},
-        configOptions?}`` (ACP schema; Gemini CLI 0.61.0 sends ``modes`` and ``models``)."""
+        """``session/new`` / ``session/load`` answered (:mod:`tether.agents.acp_session`):
+        the session is open; the mode and model asked for before are set, the held prompt
+        sent."""
         session_id = result.get("sessionId") if method == "session/new" else self._resume_id
         if not isinstance(session_id, str) or not session_id:
             return self._failed((method, None), {"message": "no sessionId in its answer"})
@@ -332,70 +305,27 @@ class AcpDriver:
         if method == "session/load":
             self._replay = "trailing"
         self.ready = True
-        modes, current_mode = self._read_modes(result.get("modes"))
-        models, current_model = self._read_models(result)
+        offer = read_session(result)
+        self._modes = offer.mode_ids
+        self._model_method, self._model_config_id = offer.model_method, offer.model_config_id
         actions: list[Action] = [
             Started(session_id),
             Emit("agent_session", {"agent": self._context.agent, "agent_session_id": session_id,
-                                   "model": current_model or self._context.model,
+                                   "model": offer.current_model or self._context.model,
                                    "cwd": str(self._context.workspace)}),
-            Ready(), Offer(models=models, modes=modes)]
-        wanted = self._want_mode
-        if current_mode is not None and wanted != current_mode and wanted in self._modes:
-            self._mode = current_mode
-            actions += self.configure(None, wanted)
-        elif current_mode is not None:
-            self._mode = current_mode
+            Ready(), Offer(models=offer.models, modes=offer.modes)]
+        if offer.current_mode is not None:
+            self._mode = offer.current_mode
+            if self._want_mode != offer.current_mode and self._want_mode in self._modes:
+                actions += self.configure(None, self._want_mode)
         model = self._want_model
-        if model != DEFAULT_MODEL and model != current_model and models and any(
-                m["id"] == model for m in models):
+        if model not in (DEFAULT_MODEL, offer.current_model) and any(
+                m["id"] == model for m in offer.models or []):
             actions += self._set_model(model)
         if self._held is not None:
             held, self._held = self._held, None
             actions += self._send_prompt(held)
         return actions
-
-    def _read_modes(self, modes: Any) -> tuple[list[dict[str, Any]] | None, str | None]:
-        if not isinstance(modes, Mapping):
-            return None, None
-        listed = [{"id": str(m["id"]), "name": str(m.get("name") or m["id"]),
-                   **({"description": m["description"]} if m.get("description") else {})}
-                  for m in modes.get("availableModes") or [] if isinstance(m, Mapping)
-                  and m.get("id")]
-        self._modes = [m["id"] for m in listed]
-        current = modes.get("currentModeId")
-        return listed or None, current if isinstance(current, str) else None
-
-    def _read_models(self, result: Mapping[str, Any]
-                     ) -> tuple[list[dict[str, Any]] | None, str | None]:
-        """``[{"id", "name", "description"?}]`` after a ``default`` entry (Tether's "the
-        agent's own default": no model asked for), and the current model id."""
-        found: list[dict[str, Any]] = []
-        current: Any = None
-        models = result.get("models")
-        if isinstance(models, Mapping):
-            self._model_method = "session/set_model"
-            current = models.get("currentModelId")
-            for m in models.get("availableModels") or []:
-                if isinstance(m, Mapping) and m.get("modelId"):
-                    found.append({"id": str(m["modelId"]), "name": str(m.get("name")
-                                                                       or m["modelId"]),
-                                  **({"description": m["description"]}
-                                     if m.get("description") else {})})
-        for option in result.get("configOptions") or []:
-            if isinstance(option, Mapping) and option.get("category") == "model":
-                self._model_method = "session/set_config_option"
-                self._model_config_id = str(option.get("id"))
-                current = option.get("currentValue", current)
-                if not found:
-                    found = [{"id": str(o.get("value")), "name": str(o.get("name")
-                                                                     or o.get("value"))}
-                             for o in option.get("options") or [] if isinstance(o, Mapping)
-                             and o.get("value")]
-        if not found:
-            return None, current if isinstance(current, str) else None
-        default = {"id": DEFAULT_MODEL, "name": "Default (the agent's own)", "default": True}
-        return [default, *found], current if isinstance(current, str) else None
 
     def _set_model(self, model: str) -> list[Action]:
         if self._model_method == "session/set_config_option" and self._model_config_id:
@@ -584,35 +514,3 @@ class AcpDriver:
         for call_id in sorted(self._tools_seen - self._tools_done):
             actions += self._unfinished(call_id, "the turn ended before the tool finished")
         return actions
-
-
-def commands(listed: Any) -> list[dict[str, Any]]:
-    """``available_commands_update``'s ``availableCommands`` (``[{name, description,
-    input?: {hint}}]``, ACP schema) as ``[{"name", "description", "argument_hint"?}]``."""
-    out = []
-    for c in listed if isinstance(listed, list) else []:
-        if not isinstance(c, Mapping) or not c.get("name"):
-            continue
-        entry = {"name": str(c["name"]), "description": str(c.get("description") or "")}
-        hint = (c.get("input") or {}).get("hint") if isinstance(c.get("input"), Mapping) else None
-        if isinstance(hint, str) and hint:
-            entry["argument_hint"] = hint
-        out.append(entry)
-    return out
-
-
-def usage(result: Mapping[str, Any]) -> dict[str, Any]:
-    """Token counts of a prompt response: the schema's ``usage`` (``inputTokens``,
-    ``outputTokens`` …), else Gemini CLI's ``_meta.quota.token_count`` (``input_tokens``,
-    ``output_tokens``; observed with gemini 0.61.0), as ``{"input_tokens", "output_tokens"}``."""
-    given = result.get("usage")
-    if isinstance(given, Mapping):
-        return {"input_tokens": given.get("inputTokens"),
-                "output_tokens": given.get("outputTokens")}
-    meta = result.get("_meta")
-    quota = meta.get("quota") if isinstance(meta, Mapping) else None
-    counts = quota.get("token_count") if isinstance(quota, Mapping) else None
-    if isinstance(counts, Mapping):
-        return {"input_tokens": counts.get("input_tokens"),
-                "output_tokens": counts.get("output_tokens")}
-    return {}

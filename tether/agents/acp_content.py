@@ -179,3 +179,20 @@ def plan_entries(entries: Any) -> list[dict[str, Any]]:
     return [{"content": str(e.get("content") or ""), "priority": e.get("priority"),
              "status": e.get("status")}
             for e in entries if isinstance(e, Mapping)] if isinstance(entries, list) else []
+
+
+def usage(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Token counts of a prompt response: the schema's ``usage`` (``inputTokens``,
+    ``outputTokens`` …), else Gemini CLI's ``_meta.quota.token_count`` (``input_tokens``,
+    ``output_tokens``; observed with gemini 0.61.0), as ``{"input_tokens", "output_tokens"}``."""
+    given = result.get("usage")
+    if isinstance(given, Mapping):
+        return {"input_tokens": given.get("inputTokens"),
+                "output_tokens": given.get("outputTokens")}
+    meta = result.get("_meta")
+    quota = meta.get("quota") if isinstance(meta, Mapping) else None
+    counts = quota.get("token_count") if isinstance(quota, Mapping) else None
+    if isinstance(counts, Mapping):
+        return {"input_tokens": counts.get("input_tokens"),
+                "output_tokens": counts.get("output_tokens")}
+    return {}

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from tether.agents.acp import AcpDriver, commands, error_text, usage
-from tether.agents.acp_content import choose_option, render_diff
+from tether.agents.acp import AcpDriver
+from tether.agents.acp_content import choose_option, render_diff, usage
+from tether.agents.acp_rpc import error_text
+from tether.agents.acp_session import commands
 from tether.agents.driver import (
     Action,
     Answer,
