@@ -6,12 +6,14 @@ PY := $(VENV)/bin/python
 CLAUDE_CODE_VERSION ?= 2.1.328
 # Codex CLI version the tests drive (PROTOCOLS.md 3.3 and tests/fixtures/codex were observed with it).
 CODEX_VERSION ?= 0.171.0
+# Gemini CLI version the ACP tests drive (PROTOCOLS.md section 4.3 was observed with it).
+GEMINI_CLI_VERSION ?= 0.61.0
 # axe-core version the browser tests inject into the page (accessibility check).
 AXE_CORE_VERSION ?= 4.14.1
 # es-check version that checks the ECMAScript level of the pages' scripts (tests/static).
 ES_CHECK_VERSION ?= 9.9.1
 
-.PHONY: run test lint bench install install-test claude-code codex-cli axe-core es-check clean
+.PHONY: run test lint bench install install-test claude-code codex-cli gemini-cli axe-core es-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +37,7 @@ run: install
 	@TETHER_STORE=$${TETHER_STORE:-sqlite} $(VENV)/bin/gunicorn -c gunicorn.conf.py
 
 test: install-test .tools/.claude-code-$(CLAUDE_CODE_VERSION) .tools/.codex-$(CODEX_VERSION) \
+		.tools/.gemini-cli-$(GEMINI_CLI_VERSION) \
 		.tools/.axe-core-$(AXE_CORE_VERSION) .tools/.es-check-$(ES_CHECK_VERSION)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -77,6 +80,13 @@ codex-cli: .tools/.codex-$(CODEX_VERSION)
 
 .tools/.codex-$(CODEX_VERSION):
 	npm install --silent --no-audit --no-fund --prefix .tools @openai/codex@$(CODEX_VERSION)
+	touch $@
+
+# The pinned Gemini CLI, for the tests that drive `gemini --acp` (installed under .tools/).
+gemini-cli: .tools/.gemini-cli-$(GEMINI_CLI_VERSION)
+
+.tools/.gemini-cli-$(GEMINI_CLI_VERSION):
+	npm install --silent --no-audit --no-fund --prefix .tools @google/gemini-cli@$(GEMINI_CLI_VERSION)
 	touch $@
 
 # The pinned axe-core, injected into pages by the browser tests (installed under .tools/).

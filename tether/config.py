@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     agent: str = Field("local", validation_alias=_env("AGENT"))
     claude_bin: str | None = Field(None, validation_alias=_env("CLAUDE_BIN"))
     codex_bin: str | None = Field(None, validation_alias=_env("CODEX_BIN"))
+    gemini_bin: str | None = Field(None, validation_alias=_env("GEMINI_BIN"))
+    #: A JSON file of more agents that speak the Agent Client Protocol, in the shape of
+    #: Zed's ``agent_servers`` setting (tether.agents.agent_servers); None: none.
+    agent_servers: Path | None = Field(None, validation_alias=_env("AGENT_SERVERS"))
     data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"))
     #: Folders sessions may be opened in (and the picker lists), resolved; empty: none, and
     #: each session gets its own empty workspace (tether.projects).
@@ -181,6 +185,19 @@ class Settings(BaseSettings):
         if value is None:
             return ()
         return parse_roots(value if isinstance(value, str) else list(value))
+
+    @field_validator("agent_servers", mode="after")
+    @classmethod
+    def _check_agent_servers(cls, value: Path | None) -> Path | None:
+        # Read the file now, so that a bad one stops the server at start, naming the entry.
+        if value is not None:
+            from tether.agents.agent_servers import BUILTIN_NAMES, load_agent_servers
+
+            try:
+                load_agent_servers(value, BUILTIN_NAMES)
+            except ValueError as e:  # pydantic names the variable already
+                raise ValueError(str(e).removeprefix("TETHER_AGENT_SERVERS: ")) from None
+        return value
 
     @field_validator("token", "secret_key", mode="before")
     @classmethod
@@ -313,6 +330,13 @@ class Settings(BaseSettings):
             return self.codex_bin
         pinned = PROJECT_ROOT / ".tools" / "node_modules" / ".bin" / "codex"
         return shutil.which("codex") or (str(pinned) if os.access(pinned, os.X_OK) else None)
+    def resolve_gemini_bin(self) -> str | None:
+        """The ``gemini`` executable: ``TETHER_GEMINI_BIN``, else ``gemini`` on ``PATH``, else
+        the pinned copy ``make gemini-cli`` (and ``make test``) install under ``.tools/``."""
+        if self.gemini_bin:
+            return self.gemini_bin
+        pinned = PROJECT_ROOT / ".tools" / "node_modules" / ".bin" / "gemini"
+        return shutil.which("gemini") or (str(pinned) if os.access(pinned, os.X_OK) else None)
 
 
 _HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?")

@@ -43,37 +43,35 @@ def claude_settings(base_url: str, home: Path | None = None, **extra: Any) -> di
 
 
 def claude_bin() -> str:
-    """The Claude Code CLI the tests drive: ``TETHER_CLAUDE_BIN``, the pinned copy under
-    ``.tools/`` (``make claude-code``), or ``claude`` on PATH. Missing: the test fails in CI
-    and is skipped elsewhere."""
-    import pytest
-
-    candidates = [os.environ.get("TETHER_CLAUDE_BIN"),
-                  str(ROOT / ".tools" / "node_modules" / ".bin" / "claude"),
-                  shutil.which("claude")]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    if os.environ.get("CI"):
-        pytest.fail("the claude CLI is missing in CI: .ci/run must run `make claude-code`")
-    pytest.skip("the claude CLI is not installed (make claude-code)")
+    """The Claude Code CLI the tests drive (:func:`pinned_bin`)."""
+    return pinned_bin("claude", "TETHER_CLAUDE_BIN", "claude-code")
 
 
 def codex_bin() -> str:
-    """The Codex CLI the tests drive: ``TETHER_CODEX_BIN``, the pinned copy under ``.tools/``
-    (``make codex-cli``), or ``codex`` on PATH. Missing: the test fails in CI and is skipped
-    elsewhere."""
+    """The Codex CLI the tests drive (:func:`pinned_bin`)."""
+    return pinned_bin("codex", "TETHER_CODEX_BIN", "codex-cli")
+
+
+def gemini_bin() -> str:
+    """The Gemini CLI the tests drive (:func:`pinned_bin`)."""
+    return pinned_bin("gemini", "TETHER_GEMINI_BIN", "gemini-cli")
+
+
+def pinned_bin(name: str, variable: str, target: str) -> str:
+    """An agent CLI the tests drive: ``$variable``, the pinned copy under ``.tools/``
+    (``make <target>``), or ``name`` on PATH. Missing: the test fails in CI (``.ci/run``
+    installs it) and is skipped elsewhere."""
     import pytest
 
-    candidates = [os.environ.get("TETHER_CODEX_BIN"),
-                  str(ROOT / ".tools" / "node_modules" / ".bin" / "codex"),
-                  shutil.which("codex")]
+    candidates = [os.environ.get(variable),
+                  str(ROOT / ".tools" / "node_modules" / ".bin" / name),
+                  shutil.which(name)]
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     if os.environ.get("CI"):
-        pytest.fail("the codex CLI is missing in CI: .ci/run must run `make codex-cli`")
-    pytest.skip("the codex CLI is not installed (make codex-cli)")
+        pytest.fail(f"the {name} CLI is missing in CI: .ci/run must run `make {target}`")
+    pytest.skip(f"the {name} CLI is not installed (make {target})")
 
 
 #: The stores a suite of hostile input and faults runs over (issue 14, item 5): the memory

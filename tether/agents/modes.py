@@ -27,9 +27,14 @@ from typing import Any
 #: Claude Code's permission modes (``set_permission_mode``, 2.1.328), ``default`` first.
 CLAUDE_PERMISSION_MODES = ("default", "acceptEdits", "plan", "auto", "dontAsk",
                            "bypassPermissions")
+#: Gemini CLI's modes (``session/new``'s ``availableModes``, observed with gemini 0.61.0),
+#: ``default`` first: ``autoEdit`` approves edits by itself, ``plan`` is read-only, ``yolo``
+#: approves every tool call.
+GEMINI_PERMISSION_MODES = ("default", "autoEdit", "plan", "yolo")
 #: Modes in which tools run without asking a person: refused unless TETHER_ALLOW_BYPASS=1
-#: (``full-access``: Codex's approval policy ``never`` with no sandbox, tether.agents.codex).
-UNATTENDED_MODES = frozenset({"bypassPermissions", "auto", "full-access"})
+#: (Claude Code's ``bypassPermissions`` and ``auto``; Codex's ``full-access``, approval policy
+#: ``never`` with no sandbox, tether.agents.codex; Gemini CLI's ``yolo``).
+UNATTENDED_MODES = frozenset({"bypassPermissions", "auto", "full-access", "yolo"})
 #: The model id meaning "the agent's own default" (no ``--model`` flag).
 DEFAULT_MODEL = "default"
 
@@ -40,6 +45,18 @@ CLAUDE_MODELS: tuple[dict[str, Any], ...] = (
     {"id": "fable", "name": "Fable"},
     {"id": "sonnet", "name": "Sonnet"},
     {"id": "haiku", "name": "Haiku"},
+)
+
+#: What Gemini CLI 0.61.0's ``session/new`` listed (``availableModels``), after Tether's
+#: ``default`` (no ``--model``: the CLI's own choice, ``auto``).
+GEMINI_MODELS: tuple[dict[str, Any], ...] = (
+    {"id": "default", "name": "Default (the agent's own)", "default": True},
+    {"id": "auto", "name": "Auto"},
+    {"id": "gemini-3.1-pro-preview-customtools", "name": "gemini-3.1-pro-preview"},
+    {"id": "gemini-3-flash-preview", "name": "gemini-3-flash-preview"},
+    {"id": "gemini-2.5-pro", "name": "gemini-2.5-pro"},
+    {"id": "gemini-3.8-flash", "name": "gemini-3.8-flash"},
+    {"id": "gemini-3.5-flash-lite", "name": "gemini-3.5-flash-lite"},
 )
 
 
