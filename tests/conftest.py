@@ -74,6 +74,19 @@ def make_app(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
+def failing_claude(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A ``claude`` that Tether takes for installed and logged in (an executable and
+    ``ANTHROPIC_API_KEY``) but that exits 1 at once: its sessions can be made, and each
+    turn ends in an ``error`` without running anything."""
+    cli = tmp_path / "bin" / "claude"
+    cli.parent.mkdir(exist_ok=True)
+    cli.write_text("#!/bin/sh\necho 'claude stand-in: exits at once' >&2\nexit 1\n")
+    cli.chmod(0o755)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+    return str(cli)
+
+
+@pytest.fixture
 def app(make_app: Any) -> Flask:
     return make_app()
 

@@ -219,7 +219,8 @@ class AgentHost:
         else None."""
         if offer.models and hasattr(self.spec, "known_models"):
             self.spec.known_models = offer.models  # type: ignore[misc]
-        if offer.modes and hasattr(self.spec, "known_modes"):
+        if offer.modes:
+            # What a session of this agent may pick from now on (tether.agents.base).
             self.spec.known_modes = offer.modes  # type: ignore[attr-defined]
         if not offer.commands or offer.commands == self.commands:
             return None
@@ -339,6 +340,10 @@ class Turn:
         self._start_timed_out = False
         #: A write to the agent's stdin failed (it closed it: it is exiting).
         self._send_failed = False
+        #: Set (under the lock) once the turn is ending: events a driver returns off the
+        #: turn's thread (an answer, an interrupt) after that are dropped, never written
+        #: after ``turn_end``.
+        self._closing = False
         self._fenced = False
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"turn-{number}")
 
@@ -381,11 +386,10 @@ class Turn:
 
     def _interrupt(self, process: AgentProcess, driver: Driver) -> None:
         actions = self._host.call(driver.interrupt)
+        self._perform_aside(process, actions, "interrupt")
         if any(isinstance(a, TurnOver) for a in actions):
             # Over before it began (Stop during the handshake): nothing to wait for.
             process.stop(self._settings.cancel_grace_seconds)
-            return
-        self._send_only(process, actions, "interrupt")
 
     def _escalate(self, process: AgentProcess) -> None:
         if not self._done.wait(self._settings.cancel_grace_seconds):
@@ -415,6 +419,8 @@ class Turn:
             logger.exception("turn %s failed", self.number)
             self._error(f"internal error in the turn runner: {exc!r}")
         finally:
+            with self._lock:
+                self._closing = True
             if timer is not None:
                 timer.cancel()
             if self._start_timer is not None:
@@ -616,17 +622,29 @@ class Turn:
     def _answer(self, process: AgentProcess, driver: Driver, token: str,
                 entry: PendingRequest) -> None:
         answer = answer_of(self._prompts.wait(entry), entry.fields)
-        self._send_only(process, self._host.call(driver.answer, token, answer), "answer")
+        self._perform_aside(process, self._host.call(driver.answer, token, answer), "answer")
 
-    def _send_only(self, process: AgentProcess, actions: list[Action], what: str) -> None:
-        """Write the :class:`Send` actions of a driver call made off the turn's thread (an
-        answer, an interrupt); anything else it returned is a driver bug, logged."""
+    def _perform_aside(self, process: AgentProcess, actions: list[Action], what: str) -> None:
+        """Carry out a driver call made off the turn's thread (an answer, an interrupt): its
+        :class:`Send` and :class:`Emit` actions (an ACP agent's denied tool call gets its
+        ``tool_result`` here). Events come only while the turn is not ending (never after its
+        ``turn_end``); a :class:`TurnOver` is the caller's; anything else is a driver bug,
+        logged."""
         for action in actions:
             if isinstance(action, Send):
                 process.send(action.message)
-            else:
-                logger.warning("turn %s: the %s driver's %s returned %r; only Send is carried "
-                               "out here", self.number, self._host.spec.name, what, action)
+            elif isinstance(action, Emit):
+                with self._lock:
+                    if self._closing:
+                        continue
+                    try:
+                        self._emit(action.kind, dict(action.payload))
+                    except Exception as exc:  # the log closed, the store away: logged only
+                        logger.warning("turn %s: %s event not written: %r", self.number,
+                                       action.kind, exc)
+            elif not isinstance(action, TurnOver):
+                logger.warning("turn %s: the %s driver's %s returned %r; it is not carried "
+                               "out there", self.number, self._host.spec.name, what, action)
 
 
 def answer_of(resolution: Resolution, fields: Mapping[str, Any]) -> Answer:

@@ -39,8 +39,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def app(make_app: Any, root: Path, home: Path) -> Flask:
-    return make_app(TETHER_PROJECT_ROOTS=str(root), TETHER_CLAUDE_BIN="/nonexistent/claude")
+def app(make_app: Any, root: Path, home: Path, failing_claude: str) -> Flask:
+    return make_app(TETHER_PROJECT_ROOTS=str(root), TETHER_CLAUDE_BIN=failing_claude)
 
 
 @pytest.fixture
@@ -187,9 +187,10 @@ def test_json_rpc_session_create_resumes_too(core: SessionRegistry, root: Path,
 
 
 def test_a_continued_session_resumes_the_same_conversation_after_a_restart(
-        make_app: Any, root: Path, home: Path, conversation: str) -> None:
+        make_app: Any, root: Path, home: Path, conversation: str,
+        failing_claude: str) -> None:
     settings = {"TETHER_PROJECT_ROOTS": str(root), "TETHER_STORE": "sqlite",
-                "TETHER_CLAUDE_BIN": "/nonexistent/claude"}
+                "TETHER_CLAUDE_BIN": failing_claude}
     first = make_app(**settings)
     sid = first.test_client().post("/api/sessions", json={
         "agent": "claude", "cwd": str(root / "app"), "resume": conversation}).get_json()["id"]

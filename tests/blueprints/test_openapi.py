@@ -18,7 +18,8 @@ disabled in pyproject.toml. Bounded so it cannot hang and stays well under a min
 
 Half of the generated session ids are swapped for a real session's (and request ids for a
 real pending approval or question), so the fuzzer reaches past the 404s. That session's agent
-is ``claude`` with a missing binary: a prompt starts a turn that fails at once, and nothing the
+is ``claude`` as a stand-in that exits at once (``failing_claude``): a prompt starts a turn
+that fails at once, and nothing the
 fuzzer types is ever run as a shell command (the ``local`` agent runs ``$ <cmd>``).
 """
 
@@ -173,10 +174,11 @@ def test_every_operation_with_a_body_lists_its_body_errors(client: FlaskClient) 
         "properties"]["code"]["enum"]
 
 
-def test_refusals_while_the_server_stops_are_documented(make_app: Any) -> None:
+def test_refusals_while_the_server_stops_are_documented(make_app: Any,
+                                                        failing_claude: str) -> None:
     """After shutdown begins, creating, changing, prompting and deleting answer 503
     ``shutting_down``, as the document says (checked by schemathesis, not by hand)."""
-    app = make_app(TETHER_CLAUDE_BIN="/nonexistent/claude")
+    app = make_app(TETHER_CLAUDE_BIN=failing_claude)
     api = schemathesis.openapi.from_wsgi("/api/openapi.json", app, headers=AUTH_HEADERS)
     core = app.extensions["tether"]
     sid = core.create(agent="claude").id
@@ -329,7 +331,8 @@ FUZZ_CONVERSATION = "0f0f0f0f-0000-4000-8000-000000000001"
 
 
 @pytest.fixture
-def fuzz_app(make_app: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Flask:
+def fuzz_app(make_app: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+             failing_claude: str) -> Flask:
     monkeypatch.setattr(poll, "MAX_WAIT_SECONDS", FUZZ_MAX_WAIT)
     # A project root whose folder has a conversation Claude Code saved (in the HOME the
     # agent inherits).
@@ -341,7 +344,7 @@ def fuzz_app(make_app: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
                FUZZ_CONVERSATION)
     # The durable store, as `make run` has it: every change the fuzzer makes is saved too.
     return make_app(TETHER_PROJECT_ROOTS=str(root), TETHER_KEEPALIVE=0.2,
-                    TETHER_CLAUDE_BIN="/nonexistent/claude",
+                    TETHER_CLAUDE_BIN=failing_claude,
                     TETHER_PROMPT_TIMEOUT=0, TETHER_STORE="sqlite")
 
 

@@ -1,5 +1,6 @@
-"""The built-in agents: ``claude`` (Claude Code), ``codex`` (OpenAI Codex) and ``local``
-(offline, embedded)."""
+"""The agents a server offers: the built-in ``claude`` (Claude Code), ``codex`` (OpenAI
+Codex), ``gemini`` (Gemini CLI over ACP) and ``local`` (offline, embedded), then every Agent
+Client Protocol agent of ``TETHER_AGENT_SERVERS``."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tether.agents.base import AgentCatalog, inherited_env
+from tether.agents.agent_servers import load_agent_servers
+from tether.agents.base import AgentCatalog, AgentSpec, inherited_env
 from tether.agents.claude import STREAM_JSON_FLAGS, session_flag
 from tether.agents.codex import CodexAgent
 from tether.agents.commands import CLAUDE_HEADLESS_REFUSED
+from tether.agents.gemini import GeminiAgent
 from tether.agents.modes import CLAUDE_MODELS, CLAUDE_PERMISSION_MODES, DEFAULT_MODEL
 from tether.config import Settings
 from tether.conversations import ClaudeConversations, claude_config_dir
@@ -148,4 +151,8 @@ class LocalAgent:
 
 
 def default_catalog(settings: Settings) -> AgentCatalog:
-    return AgentCatalog([LocalAgent(settings), ClaudeAgent(settings), CodexAgent(settings)])
+    builtin: list[AgentSpec] = [LocalAgent(settings), ClaudeAgent(settings),
+                                CodexAgent(settings), GeminiAgent(settings)]
+    # Checked at start already (Settings): a bad file never gets this far.
+    declared = load_agent_servers(settings.agent_servers) if settings.agent_servers else []
+    return AgentCatalog([*builtin, *declared])

@@ -13,7 +13,11 @@ the log or the registry itself, and never imports them (``make lint`` checks it)
 driver is tested message by message from recorded real output, with no process at all.
 
 The runner calls one driver from one thread at a time (it holds a lock around each call), so
-a driver needs no lock of its own. One driver instance serves one agent process, across
+a driver needs no lock of its own. :meth:`Driver.receive`'s actions are carried out on the
+turn's thread, in order; :meth:`~Driver.answer`'s and :meth:`~Driver.interrupt`'s may be
+carried out on another, and only their :class:`Send` and :class:`Emit` count there (events
+are dropped once the turn is ending); :meth:`~Driver.start`'s and :meth:`~Driver.configure`'s
+must be :class:`Send` only. One driver instance serves one agent process, across
 that process's turns; a new process (after the idle timeout, a restart, a takeover) gets a
 new driver, started with ``resume=True`` once the agent has named its session (:class:`Started`).
 """
