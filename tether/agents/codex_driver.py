@@ -3,7 +3,7 @@
 One :class:`CodexDriver` per ``codex app-server`` process (tether.agents.driver). Sources:
 PROTOCOLS.md 3.2 and 3.3 (observed with codex 0.171.0), the schema that
 ``codex app-server generate-json-schema --out DIR`` writes (0.171.0), and the recordings in
-``tests/fixtures/codex/`` (tests/fakes/record_codex.py; notes in tests/fakes/README.md).
+``tests/fixtures/codex/`` (tests/fakes/record_codex.py; notes in docs/PROTOCOLS.md 3.4).
 
 The wire: newline-delimited JSON-RPC 2.0; the server's messages omit ``"jsonrpc"`` and many
 carry a top-level ``emittedAtMs``. A message with ``method`` and ``id`` is a server request,
