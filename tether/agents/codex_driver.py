@@ -40,6 +40,7 @@ from tether.agents.codex_items import (
     file_changes,
     mode_settings,
     prompt_input,
+    shell_script,
     text_parts,
     tool_result_payload,
     tool_use_payload,
@@ -267,7 +268,8 @@ class CodexDriver:
                                   "options": APPROVAL_OPTIONS}
         if method == "item/commandExecution/requestApproval":
             fields.update(tool_name="Bash", cwd=params.get("cwd"),
-                          input={"command": params.get("command"), "cwd": params.get("cwd")})
+                          input={"command": shell_script(params.get("command")),
+                                 "cwd": params.get("cwd")})
             return fields
         # item/fileChange/requestApproval names only the item: its changes came with
         # item/started (observed with codex 0.171.0).

@@ -9,6 +9,8 @@ PROTOCOLS.md 3.2 and 3.3, and the recordings in ``tests/fixtures/codex/``.
 from __future__ import annotations
 
 import json
+import os
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -77,6 +79,26 @@ def approval_decision(answer: Answer) -> str:
     return "accept"
 
 
+#: Shells whose ``-c`` / ``-lc`` wrapper :func:`shell_script` takes off.
+SHELLS = frozenset({"bash", "sh", "zsh", "dash"})
+
+
+def shell_script(command: Any) -> Any:
+    """The script a person would recognise: codex 0.171.0 reports a command as the shell call
+    that runs it (``/bin/bash -lc 'touch x && echo y'``, observed), the model's own words
+    being the last argument; that argument, exactly as the shell runs it. Anything else (not
+    three words, another program, not a string) is returned as it is."""
+    if not isinstance(command, str):
+        return command
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    if len(words) == 3 and os.path.basename(words[0]) in SHELLS and words[1] in ("-c", "-lc"):
+        return words[2]
+    return command
+
+
 def clarify_questions(raw: Any) -> list[dict[str, Any]]:
     """Codex's ``[{id, header, question, options?, isOther, isSecret}]`` (schema
     ``ToolRequestUserInputQuestion``) in Claude Code's AskUserQuestion shape."""
@@ -110,14 +132,15 @@ def diff_text(changes: list[dict[str, Any]]) -> str:
 
 def tool_use_payload(item: Mapping[str, Any]) -> dict[str, Any]:
     """A ``tool_use`` event (DESIGN.md 3) for a ``commandExecution`` item (``Bash``,
-    ``{command, cwd}``: the UI shows it as a shell command) or a ``fileChange`` item
+    ``{command, cwd}``, the command without its shell wrapper (:func:`shell_script`): the UI
+    shows it as a shell command) or a ``fileChange`` item
     (``apply_patch``, ``{changes}``); ``tool_use_id`` is the item id, which the approval
     request names as ``itemId``."""
     if item.get("type") == "fileChange":
         return {"tool_use_id": item.get("id"), "name": "apply_patch",
                 "input": {"changes": file_changes(item.get("changes"))}}
     return {"tool_use_id": item.get("id"), "name": "Bash",
-            "input": {"command": item.get("command"), "cwd": item.get("cwd")}}
+            "input": {"command": shell_script(item.get("command")), "cwd": item.get("cwd")}}
 
 
 def tool_result_payload(item: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import pytest
 
 from tether.agents.base import check_options
 from tether.agents.codex import CODEX_MODELS, CodexAgent, CodexDriver
+from tether.agents.codex_items import shell_script
 from tether.agents.driver import (
     Action,
     Answer,
@@ -174,7 +175,8 @@ def test_command_approval_accepted_runs_and_reports_output() -> None:
     (use,) = emitted(actions, "tool_use")
     ask = _approval(actions)
     assert actions.index(Emit("tool_use", use)) < actions.index(ask)
-    assert use["name"] == "Bash" and "touch created.txt" in use["input"]["command"]
+    # The model's command, not codex's "/bin/bash -lc '…'" around it.
+    assert use["name"] == "Bash" and use["input"]["command"] == "touch created.txt && echo touched"
     assert ask.token == "0" and ask.kind == "approval"
     assert ask.fields["tool_name"] == "Bash" and ask.fields["tool_use_id"] == use["tool_use_id"]
     assert ask.fields["input"] == use["input"] and ask.fields["cwd"] == use["input"]["cwd"]
@@ -518,3 +520,16 @@ def test_full_access_is_refused_without_allow_bypass() -> None:
         check_options(agent, None, "full-access", allow_bypass=False)
     check_options(agent, None, "full-access", allow_bypass=True)
     check_options(agent, "gpt-6.2-sol", "on-request", allow_bypass=False)
+
+
+@pytest.mark.parametrize(("command", "script"), [
+    ("/bin/bash -lc 'touch created.txt && echo touched'", "touch created.txt && echo touched"),
+    ("bash -c 'echo \"it'\"'\"'s\"'", "echo \"it's\""),
+    ("/usr/bin/zsh -lc ls", "ls"),
+    ("/bin/bash -lc 'ls' extra", "/bin/bash -lc 'ls' extra"),  # not the wrapper alone
+    ("python3 -c 'print(1)'", "python3 -c 'print(1)'"),  # not a shell
+    ("/bin/bash -lc 'unclosed", "/bin/bash -lc 'unclosed"),
+    (None, None),
+])
+def test_a_command_is_shown_without_its_shell_wrapper(command: Any, script: Any) -> None:
+    assert shell_script(command) == script
