@@ -113,7 +113,7 @@ def wait_no_processes(workspace: Path, timeout: float = 10) -> list[int]:
 
 def check_approval_request(request: dict[str, Any], workspace: Path) -> None:
     assert request["tool_name"] == "Bash"
-    assert BASH in request["input"]["command"]
+    assert request["input"]["command"] == BASH  # without codex's /bin/bash -lc around it
     assert request["cwd"] == str(workspace)
     assert [(o["option_id"], o["label"], o["kind"]) for o in request["options"]] == [
         ("accept", "Allow", "allow_once"),
@@ -210,13 +210,17 @@ def test_approval_denied_runs_nothing_and_the_turn_completes(server: LiveServer)
     assert events[-1]["reason"] == "completed"
 
 
-def test_an_option_of_the_opposite_kind_is_refused(server: LiveServer) -> None:
+def test_an_opposite_option_or_an_edited_command_is_refused(server: LiveServer) -> None:
     sid = server.create_session()["id"]
     run_turn(server, sid, "[bash] create the file")
     request = server.wait_for_event(sid, "approval_request")
     wrong = server.api("POST", f"/api/sessions/{sid}/approvals/{request['request_id']}",
                        json={"decision": "allow", "option_id": "decline"})
     assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "bad_request"
+    # Codex takes a decision alone: an edited command would be dropped and the original run.
+    edited = server.api("POST", f"/api/sessions/{sid}/approvals/{request['request_id']}",
+                        json={"decision": "allow", "updated_input": {"command": "touch x"}})
+    assert edited.status_code == 400 and "cannot take an edited input" in edited.text
     answer(server, sid, request["request_id"], decision="deny")
     events = events_until_turn_end(server, sid)
     assert not (workspace_of(server, sid) / "created.txt").exists()
