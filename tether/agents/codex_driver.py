@@ -275,8 +275,9 @@ class CodexDriver:
         # item/started (observed with codex 0.171.0).
         item = self._items.get(str(item_id)) or {}
         changes = file_changes(item.get("changes"))
+        # No cwd: the paths are the changes' own (a cwd is where a command would run).
         fields.update(tool_name="apply_patch", input={"changes": changes},
-                      diff=diff_text(changes), cwd=str(self._context.workspace))
+                      diff=diff_text(changes, str(self._context.workspace)))
         return fields
 
     def _answers(self, pending: Mapping[str, Any], answer: Answer) -> dict[str, Any]:
@@ -350,7 +351,8 @@ class CodexDriver:
         actions: list[Action] = []
         if self._items.pop(str(item.get("id")), None) is None:
             actions.append(Emit("tool_use", tool_use_payload(item)))
-        actions.append(Emit("tool_result", tool_result_payload(item)))
+        actions.append(Emit("tool_result", tool_result_payload(item,
+                                                               str(self._context.workspace))))
         return actions
 
     def _turn_completed(self, turn: Mapping[str, Any]) -> list[Action]:

@@ -79,6 +79,8 @@ def approval_decision(answer: Answer) -> str:
     return "accept"
 
 
+#: A declined item's tool result (the card's "Denied by …" says it already: static/js).
+DECLINED = "declined by the user"
 #: Shells whose ``-c`` / ``-lc`` wrapper :func:`shell_script` takes off.
 SHELLS = frozenset({"bash", "sh", "zsh", "dash"})
 
@@ -125,9 +127,30 @@ def file_changes(raw: Any) -> list[dict[str, Any]]:
     return out
 
 
-def diff_text(changes: list[dict[str, Any]]) -> str:
-    """``"<kind> <path>\n<diff>"`` per file, for the approval card and the tool result."""
-    return "\n".join(f"{c['kind'] or 'change'} {c['path']}\n{c['diff']}" for c in changes)
+def diff_text(changes: list[dict[str, Any]], root: str | None = None) -> str:
+    """The changes as one unified diff (docs/protocol.md: ``diff``), for the approval card
+    and the tool result; paths under ``root`` (the workspace) relative to it.
+
+    codex 0.171.0 gives an added file's whole content as its ``diff`` (observed: ``"hello\n"``),
+    a deleted one's likewise, and an update as unified-diff hunks: the first two become
+    ``+``/``-`` lines under a ``@@`` header, and each file gets ``---``/``+++`` lines."""
+    out = []
+    for change in changes:
+        path, kind, body = change["path"], change["kind"], change["diff"]
+        if root and path.startswith(root.rstrip(os.sep) + os.sep):
+            path = os.path.relpath(path, root)
+        lines = body.splitlines()
+        if kind in ("add", "delete"):
+            sign, count = ("+", f"-0,0 +1,{len(lines)}") if kind == "add" else \
+                ("-", f"-1,{len(lines)} +0,0")
+            old, new = ("/dev/null", path) if kind == "add" else (path, "/dev/null")
+            lines = [f"@@ {count} @@", *(sign + line for line in lines)]
+        else:
+            old = new = path
+        if not body.startswith("--- "):
+            lines = [f"--- {old}", f"+++ {new}", *lines]
+        out.extend(lines)
+    return "\n".join(out)
 
 
 def tool_use_payload(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -143,13 +166,13 @@ def tool_use_payload(item: Mapping[str, Any]) -> dict[str, Any]:
             "input": {"command": shell_script(item.get("command")), "cwd": item.get("cwd")}}
 
 
-def tool_result_payload(item: Mapping[str, Any]) -> dict[str, Any]:
+def tool_result_payload(item: Mapping[str, Any], root: str | None = None) -> dict[str, Any]:
     """A ``tool_result`` event for a completed item: a command's ``aggregatedOutput`` plus
     ``(exit code N)`` when not 0, a change's diffs; ``is_error`` when the status is
     ``failed``/``declined`` (schema ``CommandExecutionStatus``) or the exit code is not 0."""
     status = item.get("status")
     if item.get("type") == "fileChange":
-        content = diff_text(file_changes(item.get("changes")))
+        content = diff_text(file_changes(item.get("changes")), root)
         is_error = status != "completed"
     else:
         exit_code = item.get("exitCode")
@@ -159,7 +182,9 @@ def tool_result_payload(item: Mapping[str, Any]) -> dict[str, Any]:
         is_error = status in ("failed", "declined") or (isinstance(exit_code, int)
                                                          and exit_code != 0)
     if status == "declined":
-        content = f"declined by the user\n{content}".rstrip()
+        # The change itself is in the tool call and its approval: not again as output.
+        content = DECLINED if item.get("type") == "fileChange" else \
+            f"{DECLINED}\n{content}".rstrip()
     return {"tool_use_id": item.get("id"), "content": content, "is_error": is_error}
 
 
