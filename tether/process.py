@@ -18,6 +18,7 @@ import collections
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -34,6 +35,12 @@ STDERR_TAIL_BYTES = 16 * 1024
 MAX_LINE_BYTES = 8 * 1024 * 1024
 #: Bytes read at a time while dropping the rest of an over-long line.
 _SKIP_BYTES = 64 * 1024
+#: Terminal escape sequences (CSI ``ESC [ … letter``, OSC ``ESC ] … BEL``, two-byte ``ESC x``) and
+#: control characters other than tab and newline: an agent's logger may colour its stderr
+#: even into a pipe (codex 0.171.0 does), and the tail is shown as text in an ``error`` event.
+_TERMINAL_CONTROLS = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?"
+    r"|[\x00-\x08\x0b-\x1f\x7f\x9b]")
 #: Seconds :meth:`AgentProcess.stop` waits for a stuck write to fail once the agent is dead.
 _WRITER_WAIT_SECONDS = 5.0
 
@@ -108,7 +115,8 @@ class AgentProcess:
             return
 
     def stderr_tail(self, wait_seconds: float = 0) -> str:
-        """The newest :data:`STDERR_TAIL_BYTES` of stderr, decoded leniently.
+        """The newest :data:`STDERR_TAIL_BYTES` of stderr, decoded leniently, without terminal
+        escape sequences (colours) or other control characters (``\r\n`` becomes ``\n``).
 
         :param wait_seconds: first wait up to this long for stderr's EOF, so that an agent that
             just exited has all its last words in the tail.
@@ -117,7 +125,8 @@ class AgentProcess:
             self._stderr_thread.join(wait_seconds)
         with self._stderr_lock:
             data = b"".join(self._stderr)
-        return data.decode("utf-8", "replace").strip()
+        text = data.decode("utf-8", "replace").replace("\r\n", "\n")
+        return _TERMINAL_CONTROLS.sub("", text).strip()
 
     def _drain_stderr(self) -> None:
         stderr = self._proc.stderr

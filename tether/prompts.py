@@ -143,12 +143,14 @@ class PromptRegistry:
                         updated_permissions: list[Any] | None = None,
                         option_id: str | None = None) -> PendingRequest:
         """A person's decision on an approval; ``option_id``: the agent's own option they
-        picked (:func:`check_option`).
+        picked (:func:`check_option`, which also refuses an edited input or permission rules
+        for a request with options).
 
         :raises NotFound: no such approval in this session.
         :raises AlreadyResolved: another answer, a timeout or a cancel got there first.
         :raises BadRequest: ``decision`` is neither ``allow`` nor ``deny``; ``option_id`` is
-            not one of the request's options, or says the opposite of ``decision``.
+            not one of the request's options, or says the opposite of ``decision``; the
+            request has options and the answer edits its input or adds permission rules.
         """
         resolution = person_decision(decision, by, message, updated_input, updated_permissions,
                                      option_id)
@@ -297,12 +299,25 @@ def check_option(fields: Mapping[str, Any], resolution: Resolution) -> None:
     "label", "kind"}]``, kinds as ACP's ``PermissionOptionKind``: ``allow_once``,
     ``allow_always``, ``reject_once``, ``reject_always``).
 
+    An agent that offers options takes nothing else: no edited input, no permission rules
+    (Codex and ACP answer with an option alone; an edited command would be dropped and the
+    original one run), so an answer carrying either is refused too.
+
     :raises BadRequest: the request offers no such option, or offers none at all; or the
-        option's kind says the opposite of the decision (an ``allow`` with a ``reject_*``).
+        option's kind says the opposite of the decision (an ``allow`` with a ``reject_*``);
+        or the request has options and the answer has ``updated_input`` or
+        ``updated_permissions``.
     """
+    options = [o for o in fields.get("options") or () if isinstance(o, Mapping)]
+    if options and (resolution.updated_input is not None
+                    or resolution.updated_permissions is not None):
+        what = "an edited input" if resolution.updated_input is not None else \
+            "permission rules"
+        offered = ", ".join(str(o.get("option_id")) for o in options)
+        raise BadRequest(f"this agent answers with its own options only and cannot take "
+                         f"{what}: send one of {offered} as option_id")
     if resolution.option_id is None:
         return
-    options = [o for o in fields.get("options") or () if isinstance(o, Mapping)]
     chosen = next((o for o in options if o.get("option_id") == resolution.option_id), None)
     if chosen is None:
         offered = ", ".join(str(o.get("option_id")) for o in options) or "none"

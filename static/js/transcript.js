@@ -190,6 +190,37 @@ function lineDiff(before, after) {
   return out;
 }
 
+/** A unified diff's text (an agent's own: a Codex file change), its lines coloured by their
+ *  first character; `---`/`+++`/`@@` lines are headers. */
+function unifiedView(text, label) {
+  const pre = el("pre", {className: "diff", attrs: {"aria-label": label}});
+  const lines = String(text).replace(/\n$/, "").split("\n");
+  let adds = 0, dels = 0;
+  for (const line of lines) {
+    const header = /^(\+\+\+ |--- |@@)/.test(line);
+    const name = header ? "diff-skip diff-head" : line[0] === "+" ? "diff-add" : line[0] === "-" ? "diff-del" : "diff-ctx";
+    if (name === "diff-add") adds++;
+    if (name === "diff-del") dels++;
+    pre.append(el("span", {className: name, text: `${line}\n`}));
+  }
+  if (lines.length <= FOLD_LINES * 2) return pre;
+  return el("details", {className: "fold"}, [el("summary", {text: `Diff · +${adds} −${dels}`}), pre]);
+}
+
+/** Where an approval's command runs, in few words: the session's own folder (where its agent
+ *  started), a folder under it, or elsewhere (the whole path). */
+function relativePath(path) {
+  const root = (Transcript.agentCwd || "").replace(/\/$/, "");
+  return root && path.startsWith(root + "/") ? path.slice(root.length + 1) : path;
+}
+
+function cwdLabel(cwd) {
+  const root = Transcript.agentCwd;
+  if (root && cwd === root) return "in the session's folder";
+  if (root && cwd.startsWith(root.replace(/\/$/, "") + "/")) return `in ./${cwd.slice(root.replace(/\/$/, "").length + 1)}`;
+  return `in ${cwd}`;
+}
+
 function diffView(before, after, label) {
   const rows = lineDiff(before || "", after || "");
   const pre = el("pre", {className: "diff", attrs: {"aria-label": label}});
@@ -216,6 +247,7 @@ const Transcript = {
   turnStarted: null,
   lastState: "idle", // idle | running | waiting | stopped
   pinned: true,
+  agentCwd: "", // the agent's working folder (its agent_session event)
 
   init() {
     this.root = $("transcript");
@@ -227,7 +259,7 @@ const Transcript = {
     this.root.replaceChildren();
     this.root.dataset.lastEventId = "0";
     Object.assign(this, {lastId: 0, streaming: null, turnActive: false, turnStarted: null,
-      lastState: "idle", pinned: true, inHistory: false});
+      lastState: "idle", pinned: true, inHistory: false, agentCwd: ""});
     this.tools.clear();
     this.cards.clear();
     Queue.reset();
@@ -358,6 +390,8 @@ const Transcript = {
         attrs: {title: label}}, [bubble]), event);
     },
     agent_session(event) {
+      // Where the agent works: approvals say "in the session's folder" for it (cwdLabel).
+      if (typeof event.cwd === "string" && event.cwd) this.agentCwd = event.cwd;
       // On a phone only the model shows (the agent is in the session list): one short line.
       const model = event.model && event.model !== event.agent ? event.model : "";
       $("meta-agent").textContent = model ? `${event.agent} agent · ` : `${event.agent} agent`;
@@ -517,6 +551,10 @@ const Transcript = {
 const Tools = {
   summary(name, input) {
     if (!input || typeof input !== "object" || name === "AskUserQuestion") return "";
+    if (name === "apply_patch" && Array.isArray(input.changes)) {
+      return input.changes.filter((c) => c && typeof c.path === "string")
+        .map((c) => `${c.kind === "add" ? "new " : c.kind === "delete" ? "delete " : ""}${relativePath(c.path)}`).join(", ");
+    }
     return input.description || input.file_path || input.notebook_path || input.path || input.pattern || input.url || "";
   },
 
@@ -535,6 +573,16 @@ const Tools = {
     if (name === "Read" && typeof input.file_path === "string") {
       const range = input.offset || input.limit ? ` (lines ${input.offset || 1}${input.limit ? `–${(input.offset || 1) + input.limit - 1}` : "+"})` : "";
       return [el("p", {className: "tool-file", text: `${input.file_path}${range}`})];
+    }
+    if (name === "apply_patch" && Array.isArray(input.changes)) {
+      // A Codex file change: per file, its whole new (or old) content, or its hunks.
+      return input.changes.filter((c) => c && typeof c.path === "string").map((c) => {
+        const path = relativePath(c.path);
+        const text = String(c.diff ?? "");
+        if (c.kind === "add") return diffView("", text.replace(/\n$/, ""), `New file ${path}`);
+        if (c.kind === "delete") return diffView(text.replace(/\n$/, ""), "", `Deleted file ${path}`);
+        return unifiedView(text, `Changes to ${path}`);
+      });
     }
     if (name === "AskUserQuestion") return [];
     // Plan mode's plan: its approval card shows it, rendered (Cards.approval).
@@ -586,7 +634,7 @@ const Tools = {
     // Shell output keeps its columns (scrolls sideways, like a terminal); other results wrap.
     const terminal = name === "Bash" && !event.is_error;
     // A file's contents, or an edit's confirmation, are folded away: the call says it all.
-    const quiet = !event.is_error && ["Read", "Edit", "MultiEdit", "Write"].includes(name);
+    const quiet = !event.is_error && ["Read", "Edit", "MultiEdit", "Write", "apply_patch"].includes(name);
     const out = stopped ? el("div", {className: "tool-output is-stopped", text: "Stopped before it finished"})
       : el("div", {className: `tool-output${event.is_error ? " is-error" : ""}`},
         [foldable(text, event.is_error ? "Error output" : "Output",
@@ -602,6 +650,8 @@ const Tools = {
 
 /** What Tether tells the agent for a denial without a message (tether/agents/claude.py). */
 const DEFAULT_DENIAL = "The user denied this from Tether.";
+/** A declined Codex item's whole result (tether/agents/codex_items.py, DECLINED). */
+const CODEX_DECLINED = "declined by the user";
 
 const Cards = {
   /** Cards sit inside their tool call's block when there is one, else on their own. */
@@ -657,25 +707,33 @@ const Cards = {
     // The agent's reason for asking (Codex's), where it ran (its cwd), and the change it
     // wants to make as a diff (a Codex file change, an ACP tool call's diff content).
     if (typeof event.reason === "string" && event.reason) card.append(el("p", {className: "card-desc", text: event.reason}));
-    if (typeof event.cwd === "string" && event.cwd) card.append(el("p", {className: "card-cwd", text: `in ${event.cwd}`}));
-    if (typeof event.diff === "string" && event.diff) card.append(foldable(event.diff, "Changes", "card-input card-diff"));
+    if (typeof event.cwd === "string" && event.cwd) card.append(el("p", {className: "card-cwd", text: cwdLabel(event.cwd), attrs: {title: event.cwd}}));
+    // Nested in its tool call's block, the change is shown right above the card (Tools.body).
+    const changes = name === "apply_patch" && event.input && Array.isArray(event.input.changes);
+    if (typeof event.diff === "string" && event.diff && !(nested && changes)) {
+      const diff = unifiedView(event.diff, "The change");
+      diff.classList.add("card-diff");
+      card.append(diff);
+    }
     const input = event.input || {};
     const isBash = name === "Bash" && typeof input.command === "string";
     // Nested in its tool call's block, the input is shown right above the card.
     if (!nested) card.append(...(isBash ? [foldable(`$ ${input.command}`, "Input", "card-input")] : Tools.body(name, input)));
-    const message = el("input", {className: "card-message", attrs: {type: "text", maxlength: "2000",
+    // The agent's own choices, in its words (Codex's decisions, an ACP agent's permission
+    // options: allow_once / allow_always / reject_once / reject_always), when it sent them.
+    // Such an agent takes the option alone: no message, no edited command (the server
+    // refuses an edited input: the agent would run the original one).
+    const offered = (Array.isArray(event.options) ? event.options : [])
+      .filter((o) => o && typeof o.option_id === "string");
+    const message = offered.length ? null : el("input", {className: "card-message", attrs: {type: "text", maxlength: "2000",
       placeholder: "Message for the agent (optional)", "aria-label": `Message with your answer to ${name}`}});
     const send = (body) => this.submit(card, () => Api.approve(sid, event.request_id,
-      {...body, message: message.value.trim() || undefined}));
+      {...body, message: (message && message.value.trim()) || undefined}));
     const button = (text, className, onClick, label) => {
       const b = el("button", {className: `btn ${className}`, text, attrs: {type: "button", "aria-label": label}});
       b.addEventListener("click", onClick);
       return b;
     };
-    // The agent's own choices, in its words (Codex's decisions, an ACP agent's permission
-    // options: allow_once / allow_always / reject_once / reject_always), when it sent them.
-    const offered = (Array.isArray(event.options) ? event.options : [])
-      .filter((o) => o && typeof o.option_id === "string");
     const row = el("div", {className: "btn-row"}, offered.length ? offered.map((o) => {
       const kind = String(o.kind || "");
       const deny = kind.startsWith("reject");
@@ -696,8 +754,8 @@ const Cards = {
       row.append(button("Allow for this session", "btn-allow-session",
         () => send({decision: "allow", updated_permissions: suggestions})));
     }
-    const actions = el("div", {className: "card-actions"}, [message, row]);
-    if (isBash) {
+    const actions = el("div", {className: "card-actions"}, message ? [message, row] : [row]);
+    if (isBash && !offered.length) {
       // Edit-then-allow: the command, editable; allowed with `updated_input`.
       const editor = el("div", {className: "card-editor", attrs: {hidden: ""}});
       const areaId = `edit-${event.request_id}`;
@@ -725,6 +783,7 @@ const Cards = {
       actions.append(editor);
     }
     card.append(actions, el("p", {className: "card-outcome", attrs: {role: "status"}}));
+    card.agentOptions = offered; // for the outcome line (Cards.resolved)
     return card;
   },
 
@@ -846,7 +905,7 @@ const Cards = {
     if (!["denied", "timeout", "cancelled"].includes(state) || !event.is_error) return false;
     const text = stringify(event.content).trim();
     return text === (card.dataset.message || "").trim() || text === DEFAULT_DENIAL
-      || text.startsWith("[Request interrupted by user");
+      || text === CODEX_DECLINED || text.startsWith("[Request interrupted by user");
   },
 
   resolved(event) {
@@ -866,7 +925,9 @@ const Cards = {
         : ["denied", `Kept planning (${by})${event.message ? ": " + event.message : ""}`];
     } else if (event.decision === "allow") {
       state = "allowed";
-      text = `Allowed${event.updated_permissions ? " for this session" : ""} by ${by}`;
+      const picked = (card.agentOptions || []).find((o) => o.option_id === event.option_id);
+      const session = event.updated_permissions || (picked && picked.kind === "allow_always");
+      text = `Allowed${session ? " for this session" : ""} by ${by}`;
       const edited = event.updated_input;
       if (edited) text += ` (edited: ${edited.command ?? JSON.stringify(edited)})`;
     }

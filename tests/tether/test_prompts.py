@@ -421,3 +421,22 @@ def test_without_an_option_the_resolved_event_has_no_option_id(log, registry) ->
     request, _ = registry.open_approval("Bash", {"command": "ls"}, "t")
     registry.answer_approval(request.request_id, "allow")
     assert "option_id" not in log.read_after(1)[0].payload
+
+
+def test_a_request_with_options_takes_no_edited_input_and_no_rules(log, registry) -> None:
+    """Codex and ACP agents answer with an option alone: an edited command would be dropped
+    and the original one run, so the answer is refused and settles nothing."""
+    request, _ = registry.open_approval("Bash", {"command": "rm -rf build"}, "call_1",
+                                        options=OPTIONS)
+    with pytest.raises(BadRequest, match="cannot take an edited input: send one of "
+                                         "proceed_once, proceed_always, cancel as option_id"):
+        registry.answer_approval(request.request_id, "allow",
+                                 updated_input={"command": "ls build"})
+    with pytest.raises(BadRequest, match="cannot take permission rules"):
+        registry.answer_approval(request.request_id, "allow", option_id="proceed_always",
+                                 updated_permissions=[{"type": "addRules"}])
+    assert kinds(log) == ["approval_request"]
+    # Claude Code's requests (no options) still take both.
+    plain, _ = registry.open_approval("Bash", {"command": "ls"}, "t2")
+    registry.answer_approval(plain.request_id, "allow", updated_input={"command": "ls -a"})
+    assert log.read_after(0)[-1].payload["updated_input"] == {"command": "ls -a"}

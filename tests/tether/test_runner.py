@@ -207,6 +207,24 @@ def test_agent_that_dies_early_ends_the_turn_with_an_error(tmp_path: Path, code:
         core.shutdown()
 
 
+def test_the_stderr_tail_in_the_error_has_no_terminal_colours(tmp_path: Path) -> None:
+    """codex 0.171.0 colours its log lines even into a pipe: the ``error`` event quotes the
+    text, not the escape sequences (which a browser shows as ``[2m`` litter)."""
+    code = ("import sys; sys.stderr.write('\\x1b[2m2026-12-07T19:45:00Z\\x1b[0m "
+            "\\x1b[31mERROR\\x1b[0m codex: boom\\r\\n'); sys.exit(3)")
+    core = make_core(tmp_path, ScriptAgent("colour", code))
+    try:
+        session = core.create(agent="colour")
+        session.submit("hi")
+        assert session.wait_idle(10)
+        message = last(session, "error")["message"]
+        assert message.endswith("(code 3) before the turn ended: 2026-12-07T19:45:00Z ERROR "
+                                "codex: boom")
+        assert "\x1b" not in message and "\r" not in message
+    finally:
+        core.shutdown()
+
+
 def test_agent_that_ignores_sigterm_is_killed_on_cancel(tmp_path: Path) -> None:
     code = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
             "sys.stdin.readline(); time.sleep(60)")

@@ -40,6 +40,7 @@ from tether.agents.codex_items import (
     file_changes,
     mode_settings,
     prompt_input,
+    shell_script,
     text_parts,
     tool_result_payload,
     tool_use_payload,
@@ -267,14 +268,16 @@ class CodexDriver:
                                   "options": APPROVAL_OPTIONS}
         if method == "item/commandExecution/requestApproval":
             fields.update(tool_name="Bash", cwd=params.get("cwd"),
-                          input={"command": params.get("command"), "cwd": params.get("cwd")})
+                          input={"command": shell_script(params.get("command")),
+                                 "cwd": params.get("cwd")})
             return fields
         # item/fileChange/requestApproval names only the item: its changes came with
         # item/started (observed with codex 0.171.0).
         item = self._items.get(str(item_id)) or {}
         changes = file_changes(item.get("changes"))
+        # No cwd: the paths are the changes' own (a cwd is where a command would run).
         fields.update(tool_name="apply_patch", input={"changes": changes},
-                      diff=diff_text(changes), cwd=str(self._context.workspace))
+                      diff=diff_text(changes, str(self._context.workspace)))
         return fields
 
     def _answers(self, pending: Mapping[str, Any], answer: Answer) -> dict[str, Any]:
@@ -348,7 +351,8 @@ class CodexDriver:
         actions: list[Action] = []
         if self._items.pop(str(item.get("id")), None) is None:
             actions.append(Emit("tool_use", tool_use_payload(item)))
-        actions.append(Emit("tool_result", tool_result_payload(item)))
+        actions.append(Emit("tool_result", tool_result_payload(item,
+                                                               str(self._context.workspace))))
         return actions
 
     def _turn_completed(self, turn: Mapping[str, Any]) -> list[Action]:

@@ -9,6 +9,8 @@ PROTOCOLS.md 3.2 and 3.3, and the recordings in ``tests/fixtures/codex/``.
 from __future__ import annotations
 
 import json
+import os
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -77,6 +79,28 @@ def approval_decision(answer: Answer) -> str:
     return "accept"
 
 
+#: A declined item's tool result (the card's "Denied by …" says it already: static/js).
+DECLINED = "declined by the user"
+#: Shells whose ``-c`` / ``-lc`` wrapper :func:`shell_script` takes off.
+SHELLS = frozenset({"bash", "sh", "zsh", "dash"})
+
+
+def shell_script(command: Any) -> Any:
+    """The script a person would recognise: codex 0.171.0 reports a command as the shell call
+    that runs it (``/bin/bash -lc 'touch x && echo y'``, observed), the model's own words
+    being the last argument; that argument, exactly as the shell runs it. Anything else (not
+    three words, another program, not a string) is returned as it is."""
+    if not isinstance(command, str):
+        return command
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    if len(words) == 3 and os.path.basename(words[0]) in SHELLS and words[1] in ("-c", "-lc"):
+        return words[2]
+    return command
+
+
 def clarify_questions(raw: Any) -> list[dict[str, Any]]:
     """Codex's ``[{id, header, question, options?, isOther, isSecret}]`` (schema
     ``ToolRequestUserInputQuestion``) in Claude Code's AskUserQuestion shape."""
@@ -103,30 +127,52 @@ def file_changes(raw: Any) -> list[dict[str, Any]]:
     return out
 
 
-def diff_text(changes: list[dict[str, Any]]) -> str:
-    """``"<kind> <path>\n<diff>"`` per file, for the approval card and the tool result."""
-    return "\n".join(f"{c['kind'] or 'change'} {c['path']}\n{c['diff']}" for c in changes)
+def diff_text(changes: list[dict[str, Any]], root: str | None = None) -> str:
+    """The changes as one unified diff (docs/protocol.md: ``diff``), for the approval card
+    and the tool result; paths under ``root`` (the workspace) relative to it.
+
+    codex 0.171.0 gives an added file's whole content as its ``diff`` (observed: ``"hello\n"``),
+    a deleted one's likewise, and an update as unified-diff hunks: the first two become
+    ``+``/``-`` lines under a ``@@`` header, and each file gets ``---``/``+++`` lines."""
+    out = []
+    for change in changes:
+        path, kind, body = change["path"], change["kind"], change["diff"]
+        if root and path.startswith(root.rstrip(os.sep) + os.sep):
+            path = os.path.relpath(path, root)
+        lines = body.splitlines()
+        if kind in ("add", "delete"):
+            sign, count = ("+", f"-0,0 +1,{len(lines)}") if kind == "add" else \
+                ("-", f"-1,{len(lines)} +0,0")
+            old, new = ("/dev/null", path) if kind == "add" else (path, "/dev/null")
+            lines = [f"@@ {count} @@", *(sign + line for line in lines)]
+        else:
+            old = new = path
+        if not body.startswith("--- "):
+            lines = [f"--- {old}", f"+++ {new}", *lines]
+        out.extend(lines)
+    return "\n".join(out)
 
 
 def tool_use_payload(item: Mapping[str, Any]) -> dict[str, Any]:
     """A ``tool_use`` event (DESIGN.md 3) for a ``commandExecution`` item (``Bash``,
-    ``{command, cwd}``: the UI shows it as a shell command) or a ``fileChange`` item
+    ``{command, cwd}``, the command without its shell wrapper (:func:`shell_script`): the UI
+    shows it as a shell command) or a ``fileChange`` item
     (``apply_patch``, ``{changes}``); ``tool_use_id`` is the item id, which the approval
     request names as ``itemId``."""
     if item.get("type") == "fileChange":
         return {"tool_use_id": item.get("id"), "name": "apply_patch",
                 "input": {"changes": file_changes(item.get("changes"))}}
     return {"tool_use_id": item.get("id"), "name": "Bash",
-            "input": {"command": item.get("command"), "cwd": item.get("cwd")}}
+            "input": {"command": shell_script(item.get("command")), "cwd": item.get("cwd")}}
 
 
-def tool_result_payload(item: Mapping[str, Any]) -> dict[str, Any]:
+def tool_result_payload(item: Mapping[str, Any], root: str | None = None) -> dict[str, Any]:
     """A ``tool_result`` event for a completed item: a command's ``aggregatedOutput`` plus
     ``(exit code N)`` when not 0, a change's diffs; ``is_error`` when the status is
     ``failed``/``declined`` (schema ``CommandExecutionStatus``) or the exit code is not 0."""
     status = item.get("status")
     if item.get("type") == "fileChange":
-        content = diff_text(file_changes(item.get("changes")))
+        content = diff_text(file_changes(item.get("changes")), root)
         is_error = status != "completed"
     else:
         exit_code = item.get("exitCode")
@@ -136,7 +182,9 @@ def tool_result_payload(item: Mapping[str, Any]) -> dict[str, Any]:
         is_error = status in ("failed", "declined") or (isinstance(exit_code, int)
                                                          and exit_code != 0)
     if status == "declined":
-        content = f"declined by the user\n{content}".rstrip()
+        # The change itself is in the tool call and its approval: not again as output.
+        content = DECLINED if item.get("type") == "fileChange" else \
+            f"{DECLINED}\n{content}".rstrip()
     return {"tool_use_id": item.get("id"), "content": content, "is_error": is_error}
 
 

@@ -133,7 +133,8 @@ class ClusterPrompts:
         """See :meth:`tether.prompts.PromptRegistry.answer_approval`."""
         resolution = person_decision(decision, by, message, updated_input, updated_permissions,
                                      option_id)
-        if option_id is not None:
+        if option_id is not None or updated_input is not None \
+                or updated_permissions is not None:
             request = self._load(request_id)
             if request is not None and request.kind == "approval":
                 check_option(request.fields, resolution)

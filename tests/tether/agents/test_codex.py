@@ -12,6 +12,7 @@ import pytest
 
 from tether.agents.base import check_options
 from tether.agents.codex import CODEX_MODELS, CodexAgent, CodexDriver
+from tether.agents.codex_items import diff_text, shell_script
 from tether.agents.driver import (
     Action,
     Answer,
@@ -174,7 +175,8 @@ def test_command_approval_accepted_runs_and_reports_output() -> None:
     (use,) = emitted(actions, "tool_use")
     ask = _approval(actions)
     assert actions.index(Emit("tool_use", use)) < actions.index(ask)
-    assert use["name"] == "Bash" and "touch created.txt" in use["input"]["command"]
+    # The model's command, not codex's "/bin/bash -lc '…'" around it.
+    assert use["name"] == "Bash" and use["input"]["command"] == "touch created.txt && echo touched"
     assert ask.token == "0" and ask.kind == "approval"
     assert ask.fields["tool_name"] == "Bash" and ask.fields["tool_use_id"] == use["tool_use_id"]
     assert ask.fields["input"] == use["input"] and ask.fields["cwd"] == use["input"]["cwd"]
@@ -223,7 +225,7 @@ def test_file_change_is_a_tool_use_with_paths_and_an_approval_with_the_diff() ->
     ask = _approval(actions)
     assert ask.fields["tool_name"] == "apply_patch" and ask.fields["input"] == use["input"]
     assert ask.fields["tool_use_id"] == use["tool_use_id"]
-    assert "hello.txt" in ask.fields["diff"] and "hello\n" in ask.fields["diff"]
+    assert ask.fields["diff"].endswith("/hello.txt\n@@ -0,0 +1,1 @@\n+hello")
     (result,) = emitted(actions, "tool_result")
     assert result["is_error"] is False and "hello.txt" in result["content"]
     assert turn_overs(actions) == ["completed"]
@@ -232,7 +234,10 @@ def test_file_change_is_a_tool_use_with_paths_and_an_approval_with_the_diff() ->
 def test_file_change_declined() -> None:
     _, actions, _ = replay("file_change_decline")
     (result,) = emitted(actions, "tool_result")
-    assert result["is_error"] is True and result["content"].startswith("declined")
+    # Just that: the change is in the tool call and its card already.
+    assert result == {"tool_use_id": result["tool_use_id"], "content": "declined by the user",
+                      "is_error": True}
+    assert "cwd" not in _approval(actions).fields
 
 
 def test_stop_with_an_approval_pending_interrupts_the_turn_once() -> None:
@@ -518,3 +523,29 @@ def test_full_access_is_refused_without_allow_bypass() -> None:
         check_options(agent, None, "full-access", allow_bypass=False)
     check_options(agent, None, "full-access", allow_bypass=True)
     check_options(agent, "gpt-6.2-sol", "on-request", allow_bypass=False)
+
+
+@pytest.mark.parametrize(("command", "script"), [
+    ("/bin/bash -lc 'touch created.txt && echo touched'", "touch created.txt && echo touched"),
+    ("bash -c 'echo \"it'\"'\"'s\"'", "echo \"it's\""),
+    ("/usr/bin/zsh -lc ls", "ls"),
+    ("/bin/bash -lc 'ls' extra", "/bin/bash -lc 'ls' extra"),  # not the wrapper alone
+    ("python3 -c 'print(1)'", "python3 -c 'print(1)'"),  # not a shell
+    ("/bin/bash -lc 'unclosed", "/bin/bash -lc 'unclosed"),
+    (None, None),
+])
+def test_a_command_is_shown_without_its_shell_wrapper(command: Any, script: Any) -> None:
+    assert shell_script(command) == script
+
+
+def test_file_changes_become_one_unified_diff_relative_to_the_workspace() -> None:
+    changes = [{"path": "/srv/work/hello.txt", "kind": "add", "diff": "hello\nworld\n"},
+               {"path": "/srv/work/old.txt", "kind": "delete", "diff": "bye\n"},
+               {"path": "/srv/work/src/a.py", "kind": "update",
+                "diff": "@@ -1 +1 @@\n-x = 1\n+x = 2\n"},
+               {"path": "/etc/hosts", "kind": "update", "diff": "@@ -1 +1 @@\n-a\n+b\n"}]
+    assert diff_text(changes, "/srv/work").splitlines() == [
+        "--- /dev/null", "+++ hello.txt", "@@ -0,0 +1,2 @@", "+hello", "+world",
+        "--- old.txt", "+++ /dev/null", "@@ -1,1 +0,0 @@", "-bye",
+        "--- src/a.py", "+++ src/a.py", "@@ -1 +1 @@", "-x = 1", "+x = 2",
+        "--- /etc/hosts", "+++ /etc/hosts", "@@ -1 +1 @@", "-a", "+b"]
