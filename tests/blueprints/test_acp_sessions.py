@@ -210,3 +210,39 @@ def test_no_agent_process_outlives_the_session(client: FlaskClient, core: Sessio
         time.sleep(0.05)
     else:
         raise AssertionError("the agent process outlived its session")
+
+
+def test_an_agent_that_never_answers_initialize_fails_its_turn_in_bounded_time(
+        make_app: Any, tmp_path: Path) -> None:
+    """A CLI that reads nothing and says nothing (``sleep``): the turn ends ``error`` after
+    ``TETHER_AGENT_START_TIMEOUT``, saying so, and no process is left."""
+    path = tmp_path / "agents.json"
+    path.write_text(json.dumps({"mute": {"command": "/bin/sleep", "args": ["60"]}}))
+    app = make_app(TETHER_AGENT_SERVERS=str(path), TETHER_AGENT_START_TIMEOUT=1)
+    client, core = app.test_client(), app.extensions["tether"]
+    sid = client.post("/api/sessions", json={"agent": "mute"}).get_json()["id"]
+    events = turn(client, core, sid, "hello")
+    assert events[-1] == {**events[-1], "kind": "turn_end", "reason": "error"}
+    [error] = [e["message"] for e in events if e["kind"] == "error"]
+    assert "TETHER_AGENT_START_TIMEOUT" in error and "initialize" in error
+    assert not core.get(sid).agent_running
+
+
+def test_an_agent_that_prints_junk_is_skipped_and_bounded(make_app: Any,
+                                                         tmp_path: Path) -> None:
+    """Lines that are not JSON: one ``error`` event for the first, the rest dropped; the
+    agent's exit ends the turn ``error`` with its stderr."""
+    script = tmp_path / "junk.py"
+    script.write_text("import sys\nfor n in range(1000):\n    print('not json', n)\n"
+                      "sys.stdout.flush()\nprint('giving up', file=sys.stderr)\nsys.exit(3)\n")
+    path = tmp_path / "agents.json"
+    path.write_text(json.dumps({"junk": {"command": sys.executable, "args": [str(script)]}}))
+    app = make_app(TETHER_AGENT_SERVERS=str(path))
+    client, core = app.test_client(), app.extensions["tether"]
+    sid = client.post("/api/sessions", json={"agent": "junk"}).get_json()["id"]
+    events = turn(client, core, sid, "hello")
+    errors = [e["message"] for e in events if e["kind"] == "error"]
+    assert len(errors) == 2
+    assert "not a JSON object" in errors[0] and "code 3" in errors[1]
+    assert "giving up" in errors[1]
+    assert events[-1]["reason"] == "error"
