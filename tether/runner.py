@@ -477,10 +477,9 @@ class Turn:
 
     def _start_timeout(self, process: AgentProcess, driver: Driver) -> None:
         """The agent did not finish its handshake in time: stop it (its turn then fails)."""
-        with self._host._driver_lock:
-            if driver.ready:
-                return
-            self._start_timed_out = True
+        if driver.ready:
+            return
+        self._start_timed_out = True
         process.stop(0)
 
     def _pump(self, process: AgentProcess, driver: Driver) -> str:
