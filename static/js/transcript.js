@@ -202,6 +202,30 @@ function diffView(before, after, label) {
   return el("details", {className: "fold"}, [el("summary", {text: `Diff · +${adds} −${dels}`}), pre]);
 }
 
+/** A unified diff (an ACP agent's file change, as the server renders it) with its lines
+ *  coloured: file and hunk headers muted, additions and removals marked. */
+function unifiedDiffView(text, label, className = "") {
+  const pre = el("pre", {className: `diff${className ? ` ${className}` : ""}`, attrs: {"aria-label": label}});
+  const lines = String(text).replace(/\n$/, "").split("\n");
+  for (const line of lines) {
+    const kind = /^(--- |\+\+\+ |@@|\\)/.test(line) ? "diff-skip"
+      : line.startsWith("+") ? "diff-add" : line.startsWith("-") ? "diff-del" : "diff-ctx";
+    pre.append(el("span", {className: kind, text: `${line}\n`}));
+  }
+  if (lines.length <= FOLD_LINES * 2) return pre;
+  const adds = lines.filter((l) => l.startsWith("+") && !l.startsWith("+++ ")).length;
+  const dels = lines.filter((l) => l.startsWith("-") && !l.startsWith("--- ")).length;
+  return el("details", {className: "fold"}, [el("summary", {text: `${label} · +${adds} −${dels}`}), pre]);
+}
+
+/** Whether a tool result's text is a unified diff (an ACP agent's finished file change). */
+const isUnifiedDiff = (text) => /^--- \S.*\n\+\+\+ \S/.test(text);
+
+/** An Agent Client Protocol tool call's input (tether/agents/acp_content.py tool_input):
+ *  its title says what it does, its kind what sort of call it is. */
+const isAcpCall = (input) => !!input && typeof input.title === "string" && typeof input.kind === "string"
+  && Array.isArray(input.locations);
+
 // ------------------------------------------------------------------ Transcript
 
 const Transcript = {
@@ -517,6 +541,8 @@ const Transcript = {
 const Tools = {
   summary(name, input) {
     if (!input || typeof input !== "object" || name === "AskUserQuestion") return "";
+    // An ACP call: its title, unless it is the command shown below (Gemini CLI's shell calls).
+    if (isAcpCall(input)) return input.kind === "execute" ? "" : input.title;
     return input.description || input.file_path || input.notebook_path || input.path || input.pattern || input.url || "";
   },
 
@@ -537,6 +563,15 @@ const Tools = {
       return [el("p", {className: "tool-file", text: `${input.file_path}${range}`})];
     }
     if (name === "AskUserQuestion") return [];
+    // An ACP call: a shell call's title is its command; the agent's own input, if it sent
+    // any, is there folded (its title above already says what the call does).
+    if (isAcpCall(input)) {
+      const parts = input.kind === "execute" && input.title ? [foldable(`$ ${input.title}`, "Command", "tool-input")] : [];
+      if (input.rawInput !== undefined) {
+        parts.push(foldable(JSON.stringify(input.rawInput, null, 2), "Input", "tool-input", true, true));
+      }
+      return parts;
+    }
     // Plan mode's plan: its approval card shows it, rendered (Cards.approval).
     if (name === "ExitPlanMode") return [];
     return [foldable(JSON.stringify(input, null, 2), "Input", "tool-input")];
@@ -587,10 +622,16 @@ const Tools = {
     const terminal = name === "Bash" && !event.is_error;
     // A file's contents, or an edit's confirmation, are folded away: the call says it all.
     const quiet = !event.is_error && ["Read", "Edit", "MultiEdit", "Write"].includes(name);
+    // An ACP file change's result is its diff: coloured, and folded when its approval card
+    // showed that diff already.
+    const diff = !event.is_error && isUnifiedDiff(text);
+    const shown = diff && card && card.querySelector(".card-diff");
     const out = stopped ? el("div", {className: "tool-output is-stopped", text: "Stopped before it finished"})
       : el("div", {className: `tool-output${event.is_error ? " is-error" : ""}`},
-        [foldable(text, event.is_error ? "Error output" : "Output",
-          `tool-output-text${terminal ? " terminal" : ""}`, !terminal, quiet)]);
+        [diff ? (shown ? el("details", {className: "fold"}, [el("summary", {text: "Changes made (as approved above)"}),
+          unifiedDiffView(text, "Changes made")]) : unifiedDiffView(text, "Changes made"))
+          : foldable(text, event.is_error ? "Error output" : "Output",
+            `tool-output-text${terminal ? " terminal" : ""}`, !terminal, quiet)]);
     out.dataset.eventId = String(event.id);
     out.dataset.kind = event.kind;
     if (box) box.append(out);
@@ -651,14 +692,19 @@ const Cards = {
     const sid = event.session_id || Sessions.currentId;
     const nested = event.tool_use_id && Transcript.tools.has(event.tool_use_id);
     const name = event.tool_name || "tool";
-    const card = this.shell(event, "Needs your approval", `Allow ${name}?`);
+    // An ACP call's title is the agent's own phrase ("Writing to notes.txt", a command):
+    // shown as it is, not made into a question.
+    const card = this.shell(event, "Needs your approval", isAcpCall(event.input) ? name : `Allow ${name}?`);
     card.classList.add("card-approval");
     if (event.description && !nested) card.append(el("p", {className: "card-desc", text: event.description}));
     // The agent's reason for asking (Codex's), where it ran (its cwd), and the change it
     // wants to make as a diff (a Codex file change, an ACP tool call's diff content).
     if (typeof event.reason === "string" && event.reason) card.append(el("p", {className: "card-desc", text: event.reason}));
     if (typeof event.cwd === "string" && event.cwd) card.append(el("p", {className: "card-cwd", text: `in ${event.cwd}`}));
-    if (typeof event.diff === "string" && event.diff) card.append(foldable(event.diff, "Changes", "card-input card-diff"));
+    if (typeof event.diff === "string" && event.diff) {
+      card.append(isUnifiedDiff(event.diff) ? unifiedDiffView(event.diff, "Changes", "card-diff")
+        : foldable(event.diff, "Changes", "card-input card-diff"));
+    }
     const input = event.input || {};
     const isBash = name === "Bash" && typeof input.command === "string";
     // Nested in its tool call's block, the input is shown right above the card.
