@@ -29,6 +29,7 @@ from tests.fakes.gemini_api import (
     FakeGemini,
     Reply,
     all_user_texts,
+    error_reply,
     last_function_response,
     last_user_text,
     shell_reply,
@@ -48,15 +49,18 @@ RECAP_END = "\n\n---\n\n"
 
 def script(body: Body) -> Reply:
     """The fake model, tagged by the newest prompt (tests/fakes/record_gemini.py's tags):
-    ``[bash]`` asks for ``touch created.txt && echo touched``, ``[bash2]`` for ``touch
-    second.txt``, ``[write <absolute path>]`` for ``write_file`` of that path, ``[recall]``
-    says whether an earlier ``[remember]`` prompt is in the request; anything else gets text.
-    After a tool result it says what the tool said. Only the prompt itself counts, not
-    Tether's recap of the conversation before it (a resume without the CLI's history)."""
+    ``[error]`` is an HTTP 400, ``[bash]`` asks for ``touch created.txt && echo touched``,
+    ``[bash2]`` for ``touch second.txt``, ``[write <absolute path>]`` for ``write_file`` of
+    that path, ``[recall]`` says whether an earlier ``[remember]`` prompt is in the request;
+    anything else gets text. After a tool result it says what the tool said. Only the prompt
+    itself counts, not Tether's recap of the conversation before it (a resume without the
+    CLI's history)."""
     result = last_function_response(body)
     if result is not None:
         return text_reply(f"Tool said: {json.dumps(result.get('response'))[:200]}")
     latest = last_user_text(body).rsplit(RECAP_END, 1)[-1]
+    if "[error]" in latest:
+        return error_reply(400, "fake: this request is invalid")
     if "[bash2]" in latest:
         return shell_reply("Another file.", "touch second.txt", "Create second.txt")
     if "[bash]" in latest:
@@ -288,6 +292,9 @@ def test_the_cli_killed_while_a_permission_waits(cold: LiveServer) -> None:
     assert [r["reason"] for r in of(events, "approval_resolved")] == ["cancelled"]
     assert no_process_in(workspace) == []
     assert not (workspace / "created.txt").exists()
+    # A new process takes the next turn.
+    assert [e["reason"] for e in of(turn(cold, sid, "Hello again"), "turn_end")] == [
+        "completed"]
 
 
 def test_yolo_is_refused_without_allow_bypass(cold: LiveServer) -> None:
@@ -330,3 +337,30 @@ def test_a_missing_cli(env: dict[str, str], tmp_path: Path) -> None:
         assert refused.status_code == 400
         error = refused.json()["error"]
         assert error["code"] == "agent_unavailable" and "TETHER_GEMINI_BIN" in error["message"]
+
+
+def test_a_mode_chosen_at_the_start_holds_in_every_new_process(cold: LiveServer) -> None:
+    """Each turn a new process (idle timeout 0): the session's ``autoEdit`` is set over ACP
+    after ``session/new`` or ``session/load``, before the prompt, every time."""
+    sid = new_session(cold, permission_mode="autoEdit")
+    workspace = workspace_of(cold, sid)
+    for name in ("one.txt", "two.txt"):
+        events = turn(cold, sid, f"[write {workspace / name}] write it")
+        assert of(events, "approval_request") == [], name
+        assert [e["reason"] for e in of(events, "turn_end")] == ["completed"], events
+        assert (workspace / name).read_text() == "line one\nline two\n"
+        # The CLI's "[MODE_UPDATE] autoEdit" notice is not the agent's text.
+        assert not any("MODE_UPDATE" in e["text"] for e in of(events, "text")), events
+
+
+def test_an_api_error_ends_the_turn_and_the_session_goes_on(warm: LiveServer) -> None:
+    """A 400 from the model: ``session/prompt`` answers a JSON-RPC error (PROTOCOLS.md 4.3):
+    an ``error`` event with the API's message, ``turn_end`` ``error``; the process lives on."""
+    sid = new_session(warm)
+    events = turn(warm, sid, "[error] fail please")
+    assert [e["reason"] for e in of(events, "turn_end")] == ["error"]
+    assert any("fake: this request is invalid" in e["message"] for e in of(events, "error"))
+    assert of(events, "result") == []
+    again = turn(warm, sid, "Still there?")
+    assert [e["reason"] for e in of(again, "turn_end")] == ["completed"]
+    assert of(again, "agent_session") == []  # the same process
