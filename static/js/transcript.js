@@ -725,8 +725,11 @@ const Cards = {
     const row = el("div", {className: "btn-row"}, offered.length ? offered.map((o) => {
       const kind = String(o.kind || "");
       const deny = kind.startsWith("reject");
-      return button(o.label || o.option_id, deny ? "btn-deny" : kind === "allow_always" ? "btn-allow-session" : "btn-allow",
+      const b = button(o.label || o.option_id, deny ? "btn-deny" : kind === "allow_always" ? "btn-allow-session" : "btn-allow",
         () => send({decision: deny ? "deny" : "allow", option_id: o.option_id}));
+      b.dataset.optionId = o.option_id;
+      b.dataset.optionKind = kind;
+      return b;
     }) : [
       button("Allow", "btn-allow", () => send({decision: "allow"})),
       button("Deny", "btn-deny", () => send({decision: "deny"})),
@@ -900,6 +903,11 @@ const Cards = {
     if (!card) return;
     card.dataset.message = event.message || "";
     const by = event.by === Client.label ? "you" : event.by || "someone";
+    // The agent's own option picked, when it reaches further than this one call (ACP's
+    // allow_always / reject_always): its words, so the outcome does not read as a plain allow.
+    const option = event.option_id && [...card.querySelectorAll("[data-option-id]")]
+      .find((b) => b.dataset.optionId === event.option_id);
+    const scope = option && /_always$/.test(option.dataset.optionKind) ? ` (${option.textContent})` : "";
     let state, text;
     if (event.reason === "timeout") [state, text] = ["timeout", event.kind === "clarify_resolved" ? "Timed out: no answer" : "Timed out: denied"];
     else if (event.reason === "cancelled") [state, text] = ["cancelled", "Cancelled"];
@@ -912,11 +920,11 @@ const Cards = {
         : ["denied", `Kept planning (${by})${event.message ? ": " + event.message : ""}`];
     } else if (event.decision === "allow") {
       state = "allowed";
-      text = `Allowed${event.updated_permissions ? " for this session" : ""} by ${by}`;
+      text = `Allowed${event.updated_permissions ? " for this session" : ""} by ${by}${scope}`;
       const edited = event.updated_input;
       if (edited) text += ` (edited: ${edited.command ?? JSON.stringify(edited)})`;
     }
-    else [state, text] = ["denied", `Denied by ${by}${event.message ? ": " + event.message : ""}`];
+    else [state, text] = ["denied", `Denied by ${by}${scope}${event.message ? ": " + event.message : ""}`];
     if (event.kind === "clarify_resolved" && event.answers) this.markPicked(card, event.answers);
     this.finish(card, state, text);
   },

@@ -122,7 +122,10 @@ def test_gemini_asks_and_the_card_offers_its_own_options(page: Any,
         ["--- /dev/null", "+++ b/notes.txt", "@@ -0,0 +1,2 @@"])
     expect(diff.locator(".diff-add")).to_have_text(["+line one", "+line two"])
     screenshot(page, "acp-gemini-write-phone")
-    card.get_by_role("button", name="Allow", exact=True).click()
+    # The agent's "for this session" option: the outcome says so, in the agent's words.
+    card.get_by_role("button", name="Allow for this session", exact=True).click()
+    expect(card.locator(".card-outcome")).to_have_text(
+        "Allowed by you (Allow for this session)")
     wait_turn_finished(page, 2)
     assert target.read_text() == "line one\nline two\n"
     # The finished call's diff is the one approved: folded, not shown twice.
