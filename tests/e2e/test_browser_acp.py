@@ -128,11 +128,21 @@ def test_gemini_asks_and_the_card_offers_its_own_options(page: Any,
         "Allowed by you (Allow for this session)")
     wait_turn_finished(page, 2)
     assert target.read_text() == "line one\nline two\n"
+    # Gemini CLI takes "Allow for this session" of an edit as its autoEdit mode, and says
+    # so: the header follows, in words.
+    chip = page.get_by_role("button", name="Model and permission mode")
+    expect(chip).to_contain_text("Auto edit")
+    expect(page.locator(".notice").filter(has_text="changed by the agent")).to_have_count(1)
     # The finished call's diff is the one approved: folded, not shown twice.
     done = page.locator(".item.tool").filter(has=card).locator(".tool-output")
     expect(done.locator("details.fold summary")).to_have_text("Changes made (as approved above)")
     expect(done.locator(".diff")).to_be_hidden()
     screenshot(page, "acp-gemini-written-phone")
+    # Without TETHER_ALLOW_BYPASS the picker offers no mode that asks nobody (yolo).
+    chip.click()
+    options = page.locator("#mode-panel").get_by_label("Permission mode").locator("option")
+    assert options.all_text_contents() == ["Ask first", "Auto edit", "Plan"]
+    screenshot(page, "acp-gemini-modes-phone")
     assert not page.js_errors
 
 
