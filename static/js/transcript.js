@@ -223,7 +223,7 @@ const isUnifiedDiff = (text) => /^--- \S.*\n\+\+\+ \S/.test(text);
 
 /** An Agent Client Protocol tool call's input (tether/agents/acp_content.py tool_input):
  *  its title says what it does, its kind what sort of call it is. */
-const isAcpCall = (input) => !!input && typeof input.title === "string" && "kind" in input
+const isAcpCall = (input) => !!input && typeof input === "object" && typeof input.title === "string" && "kind" in input
   && Array.isArray(input.locations);
 
 // ------------------------------------------------------------------ Transcript
