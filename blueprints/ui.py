@@ -8,6 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 
 from blueprints import current_core
+from tether.agents.modes import UNATTENDED_MODES
 
 bp = Blueprint("ui", __name__)
 
@@ -24,4 +25,7 @@ def index() -> str:
                            max_image_bytes=core.settings.max_image_bytes,
                            # Modes that ask nobody are offered only where the server allows
                            # them (TETHER_ALLOW_BYPASS).
-                           allow_bypass=core.settings.allow_bypass)
+                           allow_bypass=core.settings.allow_bypass,
+                           # Every agent's (Gemini's yolo, Codex's full-access …): the page
+                           # holds no list of its own.
+                           unattended_modes=" ".join(sorted(UNATTENDED_MODES)))

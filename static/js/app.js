@@ -703,14 +703,16 @@ const Picker = {
 
 // ------------------------------------------------------------------ Modes
 
-/** Permission modes in words (Claude Code's names, which the local agent shares; then
- *  Codex's, tether/agents/codex_items.py CODEX_MODES). */
+/** Permission modes in words (Claude Code's names; the local agent uses the same; Gemini
+ *  CLI's autoEdit and yolo, Codex's own). */
 const MODE_LABELS = {default: "Ask first", acceptEdits: "Accept edits", plan: "Plan",
   auto: "Auto (classifier)", dontAsk: "Deny unasked", bypassPermissions: "Bypass permissions",
-  "on-request": "Sandboxed, ask to leave it", "read-only": "Read-only", "full-access": "Full access"};
-/** Modes in which nothing asks a person: offered only with TETHER_ALLOW_BYPASS=1
- *  (tether/agents/modes.py UNATTENDED_MODES). */
-const UNATTENDED_MODES = new Set(["bypassPermissions", "auto", "full-access"]);
+  autoEdit: "Auto edit", yolo: "YOLO (asks nobody)", "on-request": "Sandboxed, ask to leave it",
+  "read-only": "Read-only", "full-access": "Full access"};
+/** Modes in which nothing asks a person, every agent's (the server's list,
+ *  tether/agents/modes.py UNATTENDED_MODES): offered only with TETHER_ALLOW_BYPASS=1. */
+const UNATTENDED_MODES = new Set((document.body.dataset.unattendedModes || "bypassPermissions auto")
+  .split(" ").filter(Boolean));
 
 /**
  * The shown session's model and permission mode: the header's chip and picker, the one-tap

@@ -190,23 +190,6 @@ function lineDiff(before, after) {
   return out;
 }
 
-/** A unified diff's text (an agent's own: a Codex file change), its lines coloured by their
- *  first character; `---`/`+++`/`@@` lines are headers. */
-function unifiedView(text, label) {
-  const pre = el("pre", {className: "diff", attrs: {"aria-label": label}});
-  const lines = String(text).replace(/\n$/, "").split("\n");
-  let adds = 0, dels = 0;
-  for (const line of lines) {
-    const header = /^(\+\+\+ |--- |@@)/.test(line);
-    const name = header ? "diff-skip diff-head" : line[0] === "+" ? "diff-add" : line[0] === "-" ? "diff-del" : "diff-ctx";
-    if (name === "diff-add") adds++;
-    if (name === "diff-del") dels++;
-    pre.append(el("span", {className: name, text: `${line}\n`}));
-  }
-  if (lines.length <= FOLD_LINES * 2) return pre;
-  return el("details", {className: "fold"}, [el("summary", {text: `Diff · +${adds} −${dels}`}), pre]);
-}
-
 /** Where an approval's command runs, in few words: the session's own folder (where its agent
  *  started), a folder under it, or elsewhere (the whole path). */
 function relativePath(path) {
@@ -232,6 +215,30 @@ function diffView(before, after, label) {
   if (rows.length <= FOLD_LINES * 2) return pre;
   return el("details", {className: "fold"}, [el("summary", {text: `Diff · +${adds} −${dels}`}), pre]);
 }
+
+/** A unified diff (an ACP agent's file change, as the server renders it) with its lines
+ *  coloured: file and hunk headers muted, additions and removals marked. */
+function unifiedDiffView(text, label, className = "") {
+  const pre = el("pre", {className: `diff${className ? ` ${className}` : ""}`, attrs: {"aria-label": label}});
+  const lines = String(text).replace(/\n$/, "").split("\n");
+  for (const line of lines) {
+    const kind = /^(--- |\+\+\+ |@@|\\)/.test(line) ? "diff-skip"
+      : line.startsWith("+") ? "diff-add" : line.startsWith("-") ? "diff-del" : "diff-ctx";
+    pre.append(el("span", {className: kind, text: `${line}\n`}));
+  }
+  if (lines.length <= FOLD_LINES * 2) return pre;
+  const adds = lines.filter((l) => l.startsWith("+") && !l.startsWith("+++ ")).length;
+  const dels = lines.filter((l) => l.startsWith("-") && !l.startsWith("--- ")).length;
+  return el("details", {className: "fold"}, [el("summary", {text: `${label} · +${adds} −${dels}`}), pre]);
+}
+
+/** Whether a tool result's text is a unified diff (an ACP agent's finished file change). */
+const isUnifiedDiff = (text) => /^--- \S.*\n\+\+\+ \S/.test(text);
+
+/** An Agent Client Protocol tool call's input (tether/agents/acp_content.py tool_input):
+ *  its title says what it does, its kind what sort of call it is. */
+const isAcpCall = (input) => !!input && typeof input === "object" && typeof input.title === "string" && "kind" in input
+  && Array.isArray(input.locations);
 
 // ------------------------------------------------------------------ Transcript
 
@@ -555,6 +562,8 @@ const Tools = {
       return input.changes.filter((c) => c && typeof c.path === "string")
         .map((c) => `${c.kind === "add" ? "new " : c.kind === "delete" ? "delete " : ""}${relativePath(c.path)}`).join(", ");
     }
+    // An ACP call: its title, unless it is the command shown below (Gemini CLI's shell calls).
+    if (isAcpCall(input)) return input.kind === "execute" ? "" : input.title;
     return input.description || input.file_path || input.notebook_path || input.path || input.pattern || input.url || "";
   },
 
@@ -581,10 +590,19 @@ const Tools = {
         const text = String(c.diff ?? "");
         if (c.kind === "add") return diffView("", text.replace(/\n$/, ""), `New file ${path}`);
         if (c.kind === "delete") return diffView(text.replace(/\n$/, ""), "", `Deleted file ${path}`);
-        return unifiedView(text, `Changes to ${path}`);
+        return unifiedDiffView(text, `Changes to ${path}`);
       });
     }
     if (name === "AskUserQuestion") return [];
+    // An ACP call: a shell call's title is its command; the agent's own input, if it sent
+    // any, is there folded (its title above already says what the call does).
+    if (isAcpCall(input)) {
+      const parts = input.kind === "execute" && input.title ? [foldable(`$ ${input.title}`, "Command", "tool-input")] : [];
+      if (input.rawInput !== undefined) {
+        parts.push(foldable(JSON.stringify(input.rawInput, null, 2), "Input", "tool-input", true, true));
+      }
+      return parts;
+    }
     // Plan mode's plan: its approval card shows it, rendered (Cards.approval).
     if (name === "ExitPlanMode") return [];
     return [foldable(JSON.stringify(input, null, 2), "Input", "tool-input")];
@@ -635,10 +653,16 @@ const Tools = {
     const terminal = name === "Bash" && !event.is_error;
     // A file's contents, or an edit's confirmation, are folded away: the call says it all.
     const quiet = !event.is_error && ["Read", "Edit", "MultiEdit", "Write", "apply_patch"].includes(name);
+    // An ACP file change's result is its diff: coloured, and folded when its approval card
+    // showed that diff already.
+    const diff = !event.is_error && isUnifiedDiff(text);
+    const shown = diff && card && card.querySelector(".card-diff");
     const out = stopped ? el("div", {className: "tool-output is-stopped", text: "Stopped before it finished"})
       : el("div", {className: `tool-output${event.is_error ? " is-error" : ""}`},
-        [foldable(text, event.is_error ? "Error output" : "Output",
-          `tool-output-text${terminal ? " terminal" : ""}`, !terminal, quiet)]);
+        [diff ? (shown ? el("details", {className: "fold"}, [el("summary", {text: "Changes made (as approved above)"}),
+          unifiedDiffView(text, "Changes made")]) : unifiedDiffView(text, "Changes made"))
+          : foldable(text, event.is_error ? "Error output" : "Output",
+            `tool-output-text${terminal ? " terminal" : ""}`, !terminal, quiet)]);
     out.dataset.eventId = String(event.id);
     out.dataset.kind = event.kind;
     if (box) box.append(out);
@@ -701,19 +725,19 @@ const Cards = {
     const sid = event.session_id || Sessions.currentId;
     const nested = event.tool_use_id && Transcript.tools.has(event.tool_use_id);
     const name = event.tool_name || "tool";
-    const card = this.shell(event, "Needs your approval", `Allow ${name}?`);
+    // An ACP call's title is the agent's own phrase ("Writing to notes.txt", a command):
+    // shown as it is, not made into a question.
+    const card = this.shell(event, "Needs your approval", isAcpCall(event.input) ? name : `Allow ${name}?`);
     card.classList.add("card-approval");
     if (event.description && !nested) card.append(el("p", {className: "card-desc", text: event.description}));
     // The agent's reason for asking (Codex's), where it ran (its cwd), and the change it
     // wants to make as a diff (a Codex file change, an ACP tool call's diff content).
     if (typeof event.reason === "string" && event.reason) card.append(el("p", {className: "card-desc", text: event.reason}));
     if (typeof event.cwd === "string" && event.cwd) card.append(el("p", {className: "card-cwd", text: cwdLabel(event.cwd), attrs: {title: event.cwd}}));
-    // Nested in its tool call's block, the change is shown right above the card (Tools.body).
+    // Nested in its tool call's block, a Codex change is shown right above the card (Tools.body).
     const changes = name === "apply_patch" && event.input && Array.isArray(event.input.changes);
     if (typeof event.diff === "string" && event.diff && !(nested && changes)) {
-      const diff = unifiedView(event.diff, "The change");
-      diff.classList.add("card-diff");
-      card.append(diff);
+      card.append(unifiedDiffView(event.diff, "The change", "card-diff"));
     }
     const input = event.input || {};
     const isBash = name === "Bash" && typeof input.command === "string";
@@ -737,8 +761,11 @@ const Cards = {
     const row = el("div", {className: "btn-row"}, offered.length ? offered.map((o) => {
       const kind = String(o.kind || "");
       const deny = kind.startsWith("reject");
-      return button(o.label || o.option_id, deny ? "btn-deny" : kind === "allow_always" ? "btn-allow-session" : "btn-allow",
+      const b = button(o.label || o.option_id, deny ? "btn-deny" : kind === "allow_always" ? "btn-allow-session" : "btn-allow",
         () => send({decision: deny ? "deny" : "allow", option_id: o.option_id}));
+      b.dataset.optionId = o.option_id;
+      b.dataset.optionKind = kind;
+      return b;
     }) : [
       button("Allow", "btn-allow", () => send({decision: "allow"})),
       button("Deny", "btn-deny", () => send({decision: "deny"})),
@@ -913,6 +940,11 @@ const Cards = {
     if (!card) return;
     card.dataset.message = event.message || "";
     const by = event.by === Client.label ? "you" : event.by || "someone";
+    // The agent's own option picked, when it reaches further than this one call (ACP's
+    // allow_always / reject_always): its words, so the outcome does not read as a plain allow.
+    const option = event.option_id && [...card.querySelectorAll("[data-option-id]")]
+      .find((b) => b.dataset.optionId === event.option_id);
+    const scope = option && /_always$/.test(option.dataset.optionKind) ? ` (${option.textContent})` : "";
     let state, text;
     if (event.reason === "timeout") [state, text] = ["timeout", event.kind === "clarify_resolved" ? "Timed out: no answer" : "Timed out: denied"];
     else if (event.reason === "cancelled") [state, text] = ["cancelled", "Cancelled"];
@@ -927,11 +959,11 @@ const Cards = {
       state = "allowed";
       const picked = (card.agentOptions || []).find((o) => o.option_id === event.option_id);
       const session = event.updated_permissions || (picked && picked.kind === "allow_always");
-      text = `Allowed${session ? " for this session" : ""} by ${by}`;
+      text = `Allowed${session && !scope ? " for this session" : ""} by ${by}${scope}`;
       const edited = event.updated_input;
       if (edited) text += ` (edited: ${edited.command ?? JSON.stringify(edited)})`;
     }
-    else [state, text] = ["denied", `Denied by ${by}${event.message ? ": " + event.message : ""}`];
+    else [state, text] = ["denied", `Denied by ${by}${scope}${event.message ? ": " + event.message : ""}`];
     if (event.kind === "clarify_resolved" && event.answers) this.markPicked(card, event.answers);
     this.finish(card, state, text);
   },

@@ -12,6 +12,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from tether.agents.catalog import CLAUDE_CREDENTIAL_VARIABLES
+from tether.agents.modes import UNATTENDED_MODES
 from tether.sessions import SessionRegistry
 
 
@@ -261,6 +262,14 @@ def test_the_page_offers_no_auto_approve_switch_when_the_server_disables_it(
     page = make_app(TETHER_ALLOW_AUTO_APPROVE="0").test_client().get("/")
     withheld = switch.search(page.get_data(as_text=True))
     assert withheld and withheld.group(0).endswith(" hidden>")
+
+
+def test_the_page_names_every_agents_modes_that_ask_nobody(client: FlaskClient) -> None:
+    """The mode pickers hide them without TETHER_ALLOW_BYPASS (static/js/app.js): the
+    server's list, Gemini's yolo and Codex's full-access included, not one of the page's."""
+    found = re.search(r'data-unattended-modes="([^"]*)"', client.get("/").get_data(as_text=True))
+    assert found and set(found.group(1).split()) == set(UNATTENDED_MODES)
+    assert {"yolo", "full-access"} <= set(found.group(1).split())
 
 
 def test_patch_both_fields_at_once(client: FlaskClient, sid: str) -> None:

@@ -401,7 +401,7 @@ class AcpDriver:
         ``tool_call`` precedes it in Gemini CLI 0.61.0 (PROTOCOLS.md 4.3), so its call is
         announced as a ``tool_use`` the first time its id is seen."""
         token = str(rid)
-        fields = permission_fields(params)
+        fields = permission_fields(params, self._context.workspace)
         options = [o for o in params.get("options") or [] if isinstance(o, Mapping)]
         call = params.get("toolCall")
         call_id = fields["tool_use_id"]
@@ -496,7 +496,7 @@ class AcpDriver:
             actions.append(Emit("tool_use", tool_use(update)))
         if update.get("status") in FINISHED:
             self._tools_done.add(call_id)
-            actions.append(Emit("tool_result", tool_result(update)))
+            actions.append(Emit("tool_result", tool_result(update, self._context.workspace)))
         return actions
 
     def _unfinished(self, call_id: str | None, why: str) -> list[Action]:

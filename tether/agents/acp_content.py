@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tether.agents.driver import Answer
@@ -26,19 +27,34 @@ from tether.agents.driver import Answer
 FINISHED = frozenset({"completed", "failed"})
 
 
-def render_diff(item: Mapping[str, Any]) -> str:
-    """A ``diff`` item as unified diff text (``--- a/<path>`` / ``+++ b/<path>``); a missing
-    ``oldText`` is a new file (``--- /dev/null``)."""
-    path = str(item.get("path") or "file")
+def render_diff(item: Mapping[str, Any], root: Path | str | None = None) -> str:
+    """A ``diff`` item as unified diff text (``--- a/<path>`` / ``+++ b/<path>``), its path
+    relative to ``root`` (the workspace) when it lies inside it. A new file (no ``oldText``,
+    or Gemini CLI's ``_meta.kind: "add"`` with ``oldText: ""``, observed with 0.61.0) is
+    ``--- /dev/null``."""
+    path = display_path(str(item.get("path") or "file"), root)
     old, new = item.get("oldText"), item.get("newText")
     old_text = old if isinstance(old, str) else ""
     new_text = new if isinstance(new, str) else ""
-    before = "/dev/null" if not isinstance(old, str) else f"a/{path.lstrip('/')}"
+    meta = item.get("_meta")
+    added = not isinstance(old, str) or (
+        not old and isinstance(meta, Mapping) and meta.get("kind") == "add")
+    before = "/dev/null" if added else f"a/{path}"
     lines = difflib.unified_diff(old_text.splitlines(keepends=True),
                                  new_text.splitlines(keepends=True),
-                                 before, f"b/{path.lstrip('/')}")
+                                 before, f"b/{path}")
     return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
                    for line in lines)
+
+
+def display_path(path: str, root: Path | str | None) -> str:
+    """``path`` relative to ``root`` when inside it, else without its leading ``/``."""
+    if root is not None:
+        try:
+            return PurePosixPath(path).relative_to(PurePosixPath(str(root))).as_posix()
+        except ValueError:
+            pass
+    return path.lstrip("/")
 
 
 def block_text(block: Any) -> str:
@@ -57,7 +73,7 @@ def block_text(block: Any) -> str:
     return f"[{kind}]" if isinstance(kind, str) else ""
 
 
-def content_text(content: Any, diffs: bool = True) -> str:
+def content_text(content: Any, diffs: bool = True, root: Path | str | None = None) -> str:
     """The text of a ``ToolCallContent`` list, items joined by a blank line: ``content`` items
     by :func:`block_text`, ``diff`` items rendered by :func:`render_diff` (left out when not
     ``diffs``), ``terminal`` items as ``[terminal <id>]``."""
@@ -68,15 +84,15 @@ def content_text(content: Any, diffs: bool = True) -> str:
         if item.get("type") == "content":
             parts.append(block_text(item.get("content")))
         elif item.get("type") == "diff" and diffs:
-            parts.append(render_diff(item))
+            parts.append(render_diff(item, root))
         elif item.get("type") == "terminal":
             parts.append(f"[terminal {item.get('terminalId')}]")
     return "\n\n".join(p for p in parts if p)
 
 
-def diff_text(content: Any) -> str | None:
+def diff_text(content: Any, root: Path | str | None = None) -> str | None:
     """The ``diff`` items of a ``ToolCallContent`` list as one unified diff, or None."""
-    diffs = [render_diff(item) for item in content if isinstance(item, Mapping)
+    diffs = [render_diff(item, root) for item in content if isinstance(item, Mapping)
              and item.get("type") == "diff"] if isinstance(content, list) else []
     return "".join(diffs) or None
 
@@ -107,12 +123,12 @@ def tool_use(call: Mapping[str, Any]) -> dict[str, Any]:
             "input": tool_input(call)}
 
 
-def tool_result(call: Mapping[str, Any]) -> dict[str, Any]:
+def tool_result(call: Mapping[str, Any], root: Path | str | None = None) -> dict[str, Any]:
     """The ``tool_result`` payload of a finished ``tool_call`` / ``tool_call_update``:
     ``content`` its content's text (diffs rendered), ``is_error`` for ``failed``. Gemini CLI
     0.61.0 sends a completed shell call with empty ``content`` (PROTOCOLS.md 4.3): then its
     ``rawOutput``, if any, is the text."""
-    text = content_text(call.get("content"))
+    text = content_text(call.get("content"), root=root)
     raw = call.get("rawOutput")
     if not text and raw is not None:
         text = raw if isinstance(raw, str) else str(raw)
@@ -120,7 +136,8 @@ def tool_result(call: Mapping[str, Any]) -> dict[str, Any]:
             "is_error": call.get("status") == "failed"}
 
 
-def permission_fields(params: Mapping[str, Any]) -> dict[str, Any]:
+def permission_fields(params: Mapping[str, Any],
+                      root: Path | str | None = None) -> dict[str, Any]:
     """``Ask`` fields of a ``session/request_permission``'s params (``{sessionId, toolCall,
     options}``): ``tool_name``, ``input`` (the call's ``title``, ``kind``, ``content`` text,
     ``locations``, ``rawInput``), ``tool_use_id``, ``options`` (``[{option_id, label,
@@ -141,7 +158,7 @@ def permission_fields(params: Mapping[str, Any]) -> dict[str, Any]:
     description = content_text(content, diffs=False)
     if description:
         fields["description"] = description
-    diff = diff_text(content)
+    diff = diff_text(content, root)
     if diff:
         fields["diff"] = diff
     return fields

@@ -233,11 +233,12 @@ def test_write_file_is_served_inside_the_workspace_and_shows_the_diff(tmp_path: 
     r = checked("write_file", tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "line one\nline two\n"
     ask = r.of(Ask)[0]
-    assert ask.fields["diff"].splitlines()[2:] == ["@@ -0,0 +1,2 @@", "+line one",
-                                                   "+line two"]
+    # A new file (Gemini's ``_meta.kind: "add"``), named relative to the workspace.
+    assert ask.fields["diff"].splitlines() == ["--- /dev/null", "+++ b/notes.txt",
+                                               "@@ -0,0 +1,2 @@", "+line one", "+line two"]
     assert ask.fields["tool_name"] == "Writing to notes.txt"
     result = r.events("tool_result")[0]
-    assert result["is_error"] is False and "+line two" in result["content"]
+    assert result["is_error"] is False and result["content"] == ask.fields["diff"]
 
 
 def test_mode_and_model_changes_are_sent_and_a_refusal_restores_the_mode(
@@ -499,6 +500,11 @@ def test_configure_uses_set_config_option_when_the_agent_lists_a_model_option(
 def test_helpers() -> None:
     assert render_diff({"path": "/a/b.txt", "newText": "x\n"}).startswith(
         "--- /dev/null\n+++ b/a/b.txt\n")
+    changed = {"path": "/ws/d/b.txt", "oldText": "", "newText": "x\n"}
+    assert render_diff(changed, "/ws").startswith("--- a/d/b.txt\n+++ b/d/b.txt\n")
+    assert render_diff({**changed, "_meta": {"kind": "add"}}, "/ws").startswith(
+        "--- /dev/null\n+++ b/d/b.txt\n")
+    assert render_diff(changed, "/elsewhere").startswith("--- a/ws/d/b.txt\n")
     assert usage({"usage": {"inputTokens": 3, "outputTokens": 4}}) == {
         "input_tokens": 3, "output_tokens": 4}
     assert commands([{"name": "x", "input": {"hint": "arg"}}, {"bad": 1}]) == [
