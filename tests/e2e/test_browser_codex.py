@@ -111,7 +111,7 @@ def test_allow_for_this_session_says_so(page: Any, server: LiveServer) -> None:
     send(page, "[bash] create the file")
     card = pending_card(page)
     card.get_by_role("button", name="Allow for this session").click()
-    expect(card.locator(".card-outcome")).to_have_text("Allowed for this session by you")
+    expect(card.locator(".card-outcome")).to_have_text("Allowed by you (Allow for this session)")
     wait_turn_finished(page)
     assert (workspace / "created.txt").exists()
     assert not page.js_errors
