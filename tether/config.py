@@ -316,27 +316,26 @@ class Settings(BaseSettings):
         return f"[{host}]" if ":" in host else host
 
     def resolve_claude_bin(self) -> str | None:
-        """The ``claude`` executable: ``TETHER_CLAUDE_BIN``, else ``claude`` on ``PATH``, else
-        the pinned copy ``make claude-code`` (and ``make test``) install under ``.tools/``."""
-        if self.claude_bin:
-            return self.claude_bin
-        pinned = PROJECT_ROOT / ".tools" / "node_modules" / ".bin" / "claude"
-        return shutil.which("claude") or (str(pinned) if os.access(pinned, os.X_OK) else None)
+        """The ``claude`` executable (:func:`agent_bin`, ``TETHER_CLAUDE_BIN``)."""
+        return agent_bin(self.claude_bin, "claude")
 
     def resolve_codex_bin(self) -> str | None:
-        """The ``codex`` executable: ``TETHER_CODEX_BIN``, else ``codex`` on ``PATH``, else
-        the pinned copy ``make codex-cli`` (and ``make test``) install under ``.tools/``."""
-        if self.codex_bin:
-            return self.codex_bin
-        pinned = PROJECT_ROOT / ".tools" / "node_modules" / ".bin" / "codex"
-        return shutil.which("codex") or (str(pinned) if os.access(pinned, os.X_OK) else None)
+        """The ``codex`` executable (:func:`agent_bin`, ``TETHER_CODEX_BIN``)."""
+        return agent_bin(self.codex_bin, "codex")
+
     def resolve_gemini_bin(self) -> str | None:
-        """The ``gemini`` executable: ``TETHER_GEMINI_BIN``, else ``gemini`` on ``PATH``, else
-        the pinned copy ``make gemini-cli`` (and ``make test``) install under ``.tools/``."""
-        if self.gemini_bin:
-            return self.gemini_bin
-        pinned = PROJECT_ROOT / ".tools" / "node_modules" / ".bin" / "gemini"
-        return shutil.which("gemini") or (str(pinned) if os.access(pinned, os.X_OK) else None)
+        """The ``gemini`` executable (:func:`agent_bin`, ``TETHER_GEMINI_BIN``)."""
+        return agent_bin(self.gemini_bin, "gemini")
+
+
+def agent_bin(configured: str | None, name: str) -> str | None:
+    """An agent CLI's executable: the configured path (its ``TETHER_*_BIN`` setting), else
+    ``name`` on ``PATH``, else the pinned copy ``make`` installs under ``.tools/`` (``make
+    claude-code``, ``codex-cli``, ``gemini-cli``; ``make test`` too); None when none is."""
+    if configured:
+        return configured
+    pinned = PROJECT_ROOT / ".tools" / "node_modules" / ".bin" / name
+    return shutil.which(name) or (str(pinned) if os.access(pinned, os.X_OK) else None)
 
 
 _HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::[0-9]{1,5})?")
