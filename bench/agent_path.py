@@ -613,7 +613,7 @@ def main() -> None:
 
     parser.add_argument("--drivers", type=drivers, default=list(CASES_BY_DRIVER),
                         help="comma-separated, of claude, codex, acp (default: all)")
-    parser.add_argument("--lines", type=int, default=50_000, help="lines per mix, in process")
+    parser.add_argument("--lines", type=int, default=20_000, help="lines per mix, in process")
     parser.add_argument("--repeats", type=int, default=3, help="in-process runs; best kept")
     parser.add_argument("--cases", type=cases, default=CASES,
                         help="end-to-end cases, rate:count (rate 0: a burst), e.g. "
