@@ -28,7 +28,8 @@ the agents it starts.
   messages and ``result`` (Claude Code), responses to the recorder's requests, requests for a
   person and ``turn/completed`` (Codex), responses and the agent's requests (ACP). The ACP
   lines take the driver's session id, and Codex's and ACP's tool call ids get the repeat's
-  number, so each repeat's tool calls are new calls. Best of ``--repeats`` runs.
+  number, so each repeat's tool calls are new calls. Best of ``--repeats`` runs, the layers
+  taking turns.
 - **End to end.** A session of a :class:`~tether.sessions.SessionRegistry` (memory store)
   runs a real agent process: for ``claude`` the ``local`` agent, whose ``bench <count> 200
   <rate>`` command writes stamped ``text_delta`` lines (the stamp is ``time.time()`` right
@@ -402,7 +403,9 @@ def layer_turn(settings: Settings) -> Layer:
 
 def translation(cases: list[Case], settings: Settings, lines: int,
                 repeats: int) -> list[dict[str, Any]]:
-    """Every driver's mixes through every layer; the best of ``repeats`` runs each."""
+    """Every driver's mixes through every layer; the best of ``repeats`` runs each, the
+    layers taking turns (a neighbour's burst of CPU then spoils one run of each layer rather
+    than every run of one)."""
     layers: list[tuple[str, Layer]] = [
         ("json.loads", layer_loads), ("+ translate", layer_translate),
         ("+ append", layer_append), ("Turn (runner)", layer_turn(settings))]
@@ -411,21 +414,23 @@ def translation(cases: list[Case], settings: Settings, lines: int,
         print(f"[in process] {case.name}", file=sys.stderr, flush=True)
         for mix, data in case.mixes(lines).items():
             size = sum(len(raw) + 1 for raw in data) / len(data)
-            floor = None
-            for name, layer in layers:
-                best, events = float("inf"), 0
-                for _ in range(repeats):
+            best = {name: float("inf") for name, _ in layers}
+            counted = dict.fromkeys(best, 0)
+            for _ in range(repeats):
+                for name, layer in layers:
                     started = time.perf_counter()
-                    events = layer(case, data)
-                    best = min(best, time.perf_counter() - started)
-                rate = len(data) / best
+                    counted[name] = layer(case, data)
+                    best[name] = min(best[name], time.perf_counter() - started)
+            floor = None
+            for name, _ in layers:
+                events, rate = counted[name], len(data) / best[name]
                 floor = floor or rate
                 rows.append({"driver": case.name, "mix": mix, "layer": name,
                              "lines": len(data), "bytes_per_line": round(size),
-                             "events": events, "seconds": round(best, 4),
+                             "events": events, "seconds": round(best[name], 4),
                              "lines_per_s": round(rate),
-                             "events_per_s": round(events / best) if events else None,
-                             "us_per_line": round(best / len(data) * 1e6, 2),
+                             "events_per_s": round(events / best[name]) if events else None,
+                             "us_per_line": round(best[name] / len(data) * 1e6, 2),
                              "x_floor": round(floor / rate, 2)})
     return rows
 
