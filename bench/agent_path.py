@@ -64,6 +64,7 @@ if GEVENT:  # as gunicorn's gevent worker runs Tether
     monkey.patch_all()
 
 import argparse
+import gc
 import json
 import re
 import shlex
@@ -413,6 +414,7 @@ def translation(cases: list[Case], settings: Settings, lines: int,
     for case in cases:
         print(f"[in process] {case.name}", file=sys.stderr, flush=True)
         for mix, data in case.mixes(lines).items():
+            fresh_heap()
             size = sum(len(raw) + 1 for raw in data) / len(data)
             best = {name: float("inf") for name, _ in layers}
             counted = dict.fromkeys(best, 0)
@@ -450,6 +452,18 @@ def stub_settings(overrides: dict[str, Any], tmp: Path) -> Settings:
                                                "args": [str(STUBS / "acp_stub.py")]}}))
     return Settings.from_env({**overrides, "codex_bin": str(codex),
                               "agent_servers": str(servers)})
+
+
+def fresh_heap() -> None:
+    """Collect, then freeze what is left (as gunicorn.conf.py freezes the worker once the app
+    is loaded): every case starts with the collector's full passes scanning only what the
+    case makes. Else what earlier cases left behind (their registries' cyclic garbage, and the
+    last one's log of 20,000 events: gevent's fork hooks keep a snapshot of the threads alive
+    at the last fork, a turn's timer among them) makes a full pass take 100 ms and more in the
+    middle of a later driver's burst, and the order of the drivers decides their maxima."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def bench_prompt(rate: float, count: int) -> str:
@@ -552,7 +566,9 @@ def end_to_end(cases: list[Case], settings: Settings, workdir: Path,
             label = "burst" if not rate else f"{rate:g}/s"
             print(f"[end to end] {case.name} ({case.agent}) {label} x {count}: pipe, then "
                   "runner", file=sys.stderr, flush=True)
+            fresh_heap()
             floor = pipe_floor(case, settings, workdir, rate, count)
+            fresh_heap()
             path = runner_path(case, settings, rate, count)
             rows.append({"driver": case.name, "agent": case.agent, "rate": rate,
                          "count": count, "pipe": floor, "runner": path,
