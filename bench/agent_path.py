@@ -41,7 +41,8 @@ the agents it starts.
   rounded to the millisecond), so stamp to append is exact; a watcher thread on the log
   (``wait_for``, then ``read_after``: what a stream does) gives stamp to seen. The baseline,
   in the same sitting: the same agent and prompt read straight from its pipe
-  (tether/process.py ``AgentProcess.lines``), with no driver, no runner and no log.
+  (tether/process.py ``AgentProcess.lines``), with no driver, no runner and no log. Each
+  case, and each mix in process, starts collected and frozen (:func:`fresh_heap`).
 
     .venv/bin/python -m bench.agent_path                  # about 2 minutes
     .venv/bin/python -m bench.agent_path --drivers codex --lines 20000 --cases 0:20000
