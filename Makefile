@@ -51,7 +51,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed-test pyproject.toml
 	$(PY) -m pip install --quiet -e . --group bench
 	touch $@
 
-# About 25 minutes; bench/README.md says what each prints. bench.cluster needs Debian's
+# About 26 minutes; bench/README.md says what each prints. bench.cluster needs Debian's
 # redis-server (it starts a private one on a free port; the Redis on 6379 is never touched).
 bench: install-test $(VENV)/.installed-bench
 	$(PY) -m bench.latency
