@@ -3,7 +3,7 @@
 It does what ``tether.runner`` does with a driver's actions, and no more: ``Send`` is written
 to the process's stdin, every stdout line goes to ``receive``, and every action is kept in
 ``actions`` for the test to look at. Everything runs on the test's thread except a reader
-that queues stdout lines.
+that queues stdout lines. :func:`stop` ends such a process (tests/e2e/test_codex_cli.py's too).
 """
 
 from __future__ import annotations
@@ -13,12 +13,29 @@ import queue
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tether.agents.acp import AcpDriver
 from tether.agents.driver import Action, Answer, Ask, DriverContext, Emit, Prompt, Send, TurnOver
+
+
+def stop(p: subprocess.Popen[bytes], readers: Iterable[threading.Thread]) -> None:
+    """Close ``p``'s stdin, wait for it to exit (killing it after 10 s), join ``readers`` and
+    close its output pipes."""
+    if p.stdin and not p.stdin.closed:
+        p.stdin.close()
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(timeout=5)
+    for reader in readers:
+        reader.join(timeout=5)
+    for pipe in (p.stdout, p.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 class AcpProcess:
@@ -51,18 +68,7 @@ class AcpProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.p.stdin and not self.p.stdin.closed:
-            self.p.stdin.close()
-        try:
-            self.p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait(timeout=5)
-        for reader in self._readers:
-            reader.join(timeout=5)
-        for pipe in (self.p.stdout, self.p.stderr):
-            if pipe is not None:
-                pipe.close()
+        stop(self.p, self._readers)
 
     def apply(self, actions: list[Action]) -> list[Action]:
         assert self.p.stdin is not None

@@ -21,41 +21,33 @@ import pytest
 
 from tests.e2e.live import LiveServer, codex_bin
 from tests.e2e.test_claude import processes_in
+from tests.e2e.test_codex_cli import BASH, codex_script
 from tests.e2e.wsclient import WsClient
 from tests.fakes.openai_api import (
     FakeOpenAI,
     Reply,
     all_user_texts,
     command_reply,
-    last_function_output,
     text_reply,
 )
 from tests.fakes.record_codex import codex_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.codex, pytest.mark.timeout(180)]
 
-BASH = "touch created.txt && echo touched"
 SLOW = "python3 -c 'import time; time.sleep(30)'"
 
 
-def script(body: dict[str, Any]) -> Reply:
-    """The fake model: acts on the tag of the newest user text, answers tool results."""
-    texts = all_user_texts(body)
-    latest = texts[-1] if texts else ""
-    output = last_function_output(body)
-    calls = sum(1 for i in body["input"] if i.get("type") == "function_call")
-    if output is not None:
-        if latest.startswith("[twice]") and calls % 2 == 1:
-            return command_reply("Once more.", BASH)
-        return text_reply("Tool said: " + (output.strip().splitlines() or [""])[-1])
-    if latest.startswith(("[bash]", "[twice]")):
-        return command_reply("I'll create the file.", BASH)
+def _other(latest: str, texts: list[str]) -> Reply:
+    """``[slow]`` runs a 30 s sleep; ``[recall]`` repeats the first ``[remember]`` prompt."""
     if latest.startswith("[slow]"):
         return command_reply("Sleeping.", SLOW)
     if latest.startswith("[recall]"):
         earlier = [t for t in texts if t.startswith("[remember]")]
         return text_reply("I remember: " + (earlier[0] if earlier else "nothing"))
     return text_reply(f"Hello from the fake model. You said: {latest}")
+
+
+script = codex_script(_other)  # the fake model: test_codex_cli's, with [slow] and [recall]
 
 
 @pytest.fixture(scope="module")

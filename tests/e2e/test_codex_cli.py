@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from tests.acp_process import stop
 from tests.e2e.live import codex_bin
 from tests.fakes.openai_api import (
+    Body,
     FakeOpenAI,
     Reply,
     all_user_texts,
@@ -49,21 +51,35 @@ WAIT_SECONDS = 30.0
 BASH = "touch created.txt && echo touched"
 
 
-def script(body: dict[str, Any]) -> Reply:
-    """The fake model: acts on the newest tagged prompt, answers tool results."""
-    texts = all_user_texts(body)
-    latest = texts[-1] if texts else ""
-    output = last_function_output(body)
-    calls = sum(1 for i in body["input"] if i.get("type") == "function_call")
-    if output is not None:
-        if latest.startswith("[twice]") and calls % 2 == 1:
-            return command_reply("Once more.", BASH)
-        return text_reply("Tool said: " + (output.strip().splitlines() or [""])[-1])
-    if latest.startswith(("[bash]", "[twice]")):
-        return command_reply("I'll create the file.", BASH)
+def codex_script(otherwise: Callable[[str, list[str]], Reply]) -> Callable[[Body], Reply]:
+    """A fake model for Codex: a tool result is answered ``Tool said: <its last line>`` (after
+    the first call of a ``[twice]`` prompt: the same command again) and a ``[bash]`` or
+    ``[twice]`` prompt runs ``BASH``; any other newest user text ``latest`` gets
+    ``otherwise(latest, texts)`` (``texts``: every user text, in order)."""
+
+    def script(body: Body) -> Reply:
+        texts = all_user_texts(body)
+        latest = texts[-1] if texts else ""
+        output = last_function_output(body)
+        calls = sum(1 for i in body["input"] if i.get("type") == "function_call")
+        if output is not None:
+            if latest.startswith("[twice]") and calls % 2 == 1:
+                return command_reply("Once more.", BASH)
+            return text_reply("Tool said: " + (output.strip().splitlines() or [""])[-1])
+        if latest.startswith(("[bash]", "[twice]")):
+            return command_reply("I'll create the file.", BASH)
+        return otherwise(latest, texts)
+
+    return script
+
+
+def _other(latest: str, texts: list[str]) -> Reply:
     if latest.startswith("[escalate]"):
         return command_reply("", BASH, "May I create created.txt?")
     return text_reply(f"You said: {latest}")
+
+
+script = codex_script(_other)  # the fake model of these tests
 
 
 class CodexProcess:
@@ -129,16 +145,7 @@ class CodexProcess:
         return self.actions[start:]
 
     def close(self) -> None:
-        if self.p.stdin and not self.p.stdin.closed:
-            self.p.stdin.close()
-        try:
-            self.p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait(timeout=5)
-        self.reader.join(timeout=5)
-        if self.p.stdout is not None:
-            self.p.stdout.close()
+        stop(self.p, [self.reader])
 
     @property
     def thread(self) -> str:

@@ -35,12 +35,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import typing as t
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-Body = dict[str, t.Any]
+from .sse_server import Body, Exchange, FakeModelApi
+
 Script = t.Callable[[Body], "Reply"]
 Frame = tuple[str, Body]
 REMINDER = "<system-reminder>"
@@ -168,92 +167,27 @@ def sse_frames(reply: Reply, model: str) -> list[Frame]:
     ]
 
 
-class FakeAnthropic:
-    """Serve ``script`` on a free ``127.0.0.1`` port from a daemon thread, inside ``with``."""
+class FakeAnthropic(FakeModelApi[Reply]):
+    """The Messages API on a free ``127.0.0.1`` port (tests/fakes/sse_server.py), inside
+    ``with``; ``api.requests`` holds the bodies of ``POST /v1/messages``."""
 
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.requests: list[Body] = []  # bodies of POST /v1/messages, in arrival order
-        self.paths: list[str] = []  # path and query of every request, in arrival order
-        self.errors: list[Exception] = []  # what the script raised
-        self.closing = threading.Event()  # set on exit: ends every delay at once
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(  # a short poll keeps __exit__ fast
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    not_found_kind = "not_found_error"
+    error_reply = staticmethod(error_reply)
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+    def post(self, http: Exchange, path: str, raw: bytes) -> None:
+        body = t.cast(Body, json.loads(raw or b"{}"))
+        if path == "/v1/messages/count_tokens":
+            http.send_json(200, {"input_tokens": max(1, len(json.dumps(body)) // 4)})
+        elif path == "/v1/messages":
+            self._messages(http, body, self.answer(body))
+        else:
+            http.send_not_found()
 
-    def __enter__(self) -> FakeAnthropic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.closing.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def answer(self, body: Body) -> Reply:
-        self.requests.append(body)  # list.append is atomic; handlers run in threads
-        try:
-            return self.script(body)
-        except Exception as e:
-            self.errors.append(e)
-            return error_reply(400, f"fake script raised {e!r}")
-
-
-def _handler_for(api: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):  # HTTP/1.0: one request per connection
-        def log_message(self, format: str, *args: t.Any) -> None:
-            pass  # keep test output quiet
-
-        def do_GET(self) -> None:
-            api.paths.append(self.path)
-            self._not_found()
-
-        def do_POST(self) -> None:
-            api.paths.append(self.path)
-            path = self.path.split("?", 1)[0]
-            length = int(self.headers.get("Content-Length") or 0)
-            body = t.cast(Body, json.loads(self.rfile.read(length) or b"{}"))
-            if path == "/v1/messages/count_tokens":
-                self._json(200, {"input_tokens": max(1, len(json.dumps(body)) // 4)})
-            elif path == "/v1/messages":
-                self._messages(body, api.answer(body))
-            else:
-                self._not_found()
-
-        def _not_found(self) -> None:
-            self._json(404, error_reply(404, f"no route {self.path}", "not_found_error").error)
-
-        def _json(self, status: int, payload: t.Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _messages(self, body: Body, reply: Reply) -> None:
-            model = str(body.get("model", "claude-fake"))
-            if reply.status != 200 or body.get("stream") is not True:
-                api.closing.wait(reply.delay_seconds)
-                payload = reply.error if reply.status != 200 else message(reply, model, final=True)
-                return self._json(reply.status, payload)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.end_headers()
-            try:
-                for i, (name, data) in enumerate(sse_frames(reply, model)):
-                    self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
-                    self.wfile.flush()
-                    if i == 0:
-                        api.closing.wait(reply.delay_seconds)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client went away (an interrupt): normal flow
-
-    return Handler
+    def _messages(self, http: Exchange, body: Body, reply: Reply) -> None:
+        model = str(body.get("model", "claude-fake"))
+        if reply.status != 200:
+            http.send_json(reply.status, reply.error, reply.delay_seconds)
+        elif body.get("stream") is not True:
+            http.send_json(200, message(reply, model, final=True), reply.delay_seconds)
+        else:
+            http.send_sse(sse_frames(reply, model), reply.delay_seconds)

@@ -36,12 +36,11 @@ Protocol sources:
 from __future__ import annotations
 
 import json
-import threading
 import typing as t
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-Body = dict[str, t.Any]
+from .sse_server import Body, Exchange, FakeModelApi
+
 Script = t.Callable[[Body], "Reply"]
 
 
@@ -143,91 +142,29 @@ def whole(reply: Reply) -> Body:
     return first
 
 
-class FakeGemini:
-    """Serve ``script`` on a free ``127.0.0.1`` port from a daemon thread, inside ``with``."""
+class FakeGemini(FakeModelApi[Reply]):
+    """The Gemini API on a free ``127.0.0.1`` port (tests/fakes/sse_server.py), inside
+    ``with``; ``api.requests`` holds the bodies of the model POSTs and ``api.models`` the
+    ``<model>`` of each, in the same order."""
+
+    not_found_kind = "NOT_FOUND"
+    error_reply = staticmethod(error_reply)
 
     def __init__(self, script: Script) -> None:
-        self.script = script
-        self.requests: list[Body] = []  # bodies of the model POSTs, in arrival order
-        self.models: list[str] = []  # the <model> of each of those, in the same order
-        self.paths: list[str] = []  # path and query of every request, in arrival order
-        self.errors: list[Exception] = []  # what the script raised
-        self.closing = threading.Event()  # set on exit: ends every delay at once
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(  # a short poll keeps __exit__ fast
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        super().__init__(script)
+        self.models: list[str] = []
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> FakeGemini:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.closing.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def answer(self, model: str, body: Body) -> Reply:
-        self.requests.append(body)  # list.append is atomic; handlers run in threads
-        self.models.append(model)
-        try:
-            return self.script(body)
-        except Exception as e:
-            self.errors.append(e)
-            return error_reply(400, f"fake script raised {e!r}")
-
-
-def _handler_for(api: FakeGemini) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):  # HTTP/1.0: one request per connection
-        def log_message(self, format: str, *args: t.Any) -> None:
-            pass  # keep test output quiet
-
-        def do_GET(self) -> None:
-            api.paths.append(self.path)
-            self._json(404, error_reply(404, f"no route {self.path}", "NOT_FOUND").error)
-
-        def do_POST(self) -> None:
-            api.paths.append(self.path)
-            path = self.path.split("?", 1)[0]
-            length = int(self.headers.get("Content-Length") or 0)
-            body = t.cast(Body, json.loads(self.rfile.read(length) or b"{}"))
-            prefix, _, method = path.rpartition(":")
-            model = prefix.removeprefix("/v1beta/models/")
-            if not prefix.startswith("/v1beta/models/") or method not in (
-                    "streamGenerateContent", "generateContent"):
-                return self.do_GET()
-            reply = api.answer(model, body)
-            if reply.status != 200 or method == "generateContent":
-                api.closing.wait(reply.delay_seconds)
-                return self._json(reply.status, reply.error if reply.status != 200
-                                  else whole(reply))
-            self._stream(reply)
-
-        def _json(self, status: int, payload: t.Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _stream(self, reply: Reply) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.end_headers()
-            try:
-                for i, chunk in enumerate(chunks(reply)):
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                    self.wfile.flush()
-                    if i == 0:
-                        api.closing.wait(reply.delay_seconds)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client went away (a cancel): normal flow
-
-    return Handler
+    def post(self, http: Exchange, path: str, raw: bytes) -> None:
+        body = t.cast(Body, json.loads(raw or b"{}"))
+        prefix, _, method = path.rpartition(":")
+        if not prefix.startswith("/v1beta/models/") or method not in (
+                "streamGenerateContent", "generateContent"):
+            return http.do_GET()
+        reply = self.answer(body)
+        self.models.append(prefix.removeprefix("/v1beta/models/"))
+        if reply.status != 200:
+            http.send_json(reply.status, reply.error, reply.delay_seconds)
+        elif method == "generateContent":
+            http.send_json(200, whole(reply), reply.delay_seconds)
+        else:
+            http.send_sse(((None, chunk) for chunk in chunks(reply)), reply.delay_seconds)

@@ -38,12 +38,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import typing as t
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-Body = dict[str, t.Any]
+from .sse_server import Body, Exchange, FakeModelApi
+
 Script = t.Callable[[Body], "Reply"]
 Frame = tuple[str, Body]
 _ids = itertools.count(1)
@@ -211,42 +210,30 @@ def sse_frames(reply: Reply, model: str) -> list[Frame]:
     ]
 
 
-class FakeOpenAI:
-    """Serve ``script`` on a free ``127.0.0.1`` port from a daemon thread, inside ``with``."""
+class FakeOpenAI(FakeModelApi[Reply]):
+    """The Responses API on a free ``127.0.0.1`` port (tests/fakes/sse_server.py), inside
+    ``with``: Codex's provider ``base_url`` is ``api.base_url + "/v1"``. ``api.requests``
+    holds the bodies of ``POST /v1/responses``; ``api.paths`` the method, path and query of
+    every request."""
 
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.requests: list[Body] = []  # bodies of POST /v1/responses, in arrival order
-        self.paths: list[str] = []  # method, path and query of every request, in order
-        self.errors: list[Exception] = []  # what the script raised
-        self.closing = threading.Event()  # set on exit: ends every delay at once
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(  # a short poll keeps __exit__ fast
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    not_found_kind = "not_found"
+    error_reply = staticmethod(error_reply)
 
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT`` (Codex's provider ``base_url`` is this plus ``/v1``)."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+    def seen(self, method: str, path: str) -> str:
+        return f"{method} {path}"
 
-    def __enter__(self) -> FakeOpenAI:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.closing.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def answer(self, body: Body) -> Reply:
-        self.requests.append(body)  # list.append is atomic; handlers run in threads
+    def post(self, http: Exchange, path: str, raw: bytes) -> None:
+        if path != "/v1/responses":
+            return http.send_not_found()
         try:
-            return self.script(body)
-        except Exception as e:
+            body = t.cast(Body, json.loads(raw or b"{}"))
+        except ValueError as e:  # e.g. a compressed body: say so rather than hang
             self.errors.append(e)
-            return error_reply(400, f"fake script raised {e!r}")
+            return http.send_json(400, error_reply(400, f"fake: body is not JSON: {e}").error)
+        reply = self.answer(body)
+        if reply.status != 200:
+            return http.send_json(reply.status, reply.error, reply.delay_seconds)
+        http.send_sse(sse_frames(reply, str(body.get("model"))), reply.delay_seconds)
 
 
 def codex_config_toml(base_url: str, model: str = "fake-model") -> str:
@@ -256,56 +243,3 @@ def codex_config_toml(base_url: str, model: str = "fake-model") -> str:
     return (f'model = "{model}"\nmodel_provider = "fake"\n\n[analytics]\nenabled = false\n\n'
             f'[model_providers.fake]\nname = "Fake"\nbase_url = "{base_url}/v1"\n'
             'env_key = "FAKE_OPENAI_KEY"\nwire_api = "responses"\nsupports_websockets = false\n')
-
-
-def _handler_for(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):  # HTTP/1.0: one request per connection
-        def log_message(self, format: str, *args: t.Any) -> None:
-            pass  # keep test output quiet
-
-        def do_GET(self) -> None:
-            api.paths.append(f"GET {self.path}")
-            self._not_found()
-
-        def do_POST(self) -> None:
-            api.paths.append(f"POST {self.path}")
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            if self.path.split("?", 1)[0] != "/v1/responses":
-                return self._not_found()
-            try:
-                body = t.cast(Body, json.loads(raw or b"{}"))
-            except ValueError as e:  # e.g. a compressed body: say so rather than hang
-                api.errors.append(e)
-                return self._json(400, error_reply(400, f"fake: body is not JSON: {e}").error)
-            self._responses(body, api.answer(body))
-
-        def _not_found(self) -> None:
-            self._json(404, error_reply(404, f"no route {self.path}", "not_found").error)
-
-        def _json(self, status: int, payload: t.Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _responses(self, body: Body, reply: Reply) -> None:
-            if reply.status != 200:
-                api.closing.wait(reply.delay_seconds)
-                return self._json(reply.status, reply.error)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.end_headers()
-            try:
-                for i, (name, data) in enumerate(sse_frames(reply, str(body.get("model")))):
-                    self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
-                    self.wfile.flush()
-                    if i == 0:
-                        api.closing.wait(reply.delay_seconds)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client went away (an interrupt): normal flow
-
-    return Handler

@@ -17,14 +17,9 @@ answers HTTP 400; anything else gets a plain text reply.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import queue
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import typing as t
 import uuid
@@ -42,6 +37,7 @@ from .anthropic_api import (
     tool_reply,
     tool_result_text,
 )
+from .recording import RecordedProcess, record_main
 
 CLAUDE = "/tmp/cc/node_modules/.bin/claude"
 BASH_INPUT = {"command": "touch created.txt && echo touched", "description": "Create created.txt"}
@@ -52,7 +48,6 @@ INITIALIZE = {"type": "control_request", "request_id": "req_1_0001",
               "request": {"subtype": "initialize", "hooks": None}}
 INTERRUPT = {"type": "control_request", "request_id": "req_2_0002",
              "request": {"subtype": "interrupt"}}
-WAIT_SECONDS = 30.0
 
 
 def script(body: Body) -> Reply:
@@ -95,8 +90,10 @@ def is_type(kind: str, subtype: str | None = None) -> t.Callable[[Body], bool]:
     return match
 
 
-class Claude:
-    """One CLI process: a reader thread records stdout, ``send`` records stdin."""
+class Claude(RecordedProcess):
+    """One ``claude -p`` stream-json process (tests/fakes/recording.py)."""
+
+    finish_seconds = 15.0
 
     def __init__(self, claude: str, api: FakeAnthropic, home: str, cwd: str, args: list[str],
                  records: list[Body], proc: int | None = None) -> None:
@@ -106,73 +103,10 @@ class Claude:
         argv = [claude, "-p", "--output-format", "stream-json", "--input-format", "stream-json",
                 "--verbose", "--permission-prompt-tool", "stdio", "--include-partial-messages",
                 *args]
-        self.records, self.proc_tag, self.lines = records, proc, queue.Queue[Body]()
-        self.started = time.monotonic()
-        self.first_seen: dict[str, float] = {}
-        self.p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.stderr = b""
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        super().__init__(argv, env, cwd, records, proc)
 
-    def _record(self, rec: Body) -> None:
-        self.records.append(rec if self.proc_tag is None else {**rec, "proc": self.proc_tag})
-
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for raw in self.p.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                self._record({"dir": "out", "raw": line})
-                continue
-            key = "/".join(str(msg.get(k)) for k in ("type", "subtype") if msg.get(k))
-            self.first_seen.setdefault(key, round(time.monotonic() - self.started, 3))
-            self._record({"dir": "out", "msg": msg})
-            self.lines.put(msg)
-
-    def _read_stderr(self) -> None:
-        assert self.p.stderr is not None
-        self.stderr = self.p.stderr.read(64_000)
-
-    def send(self, msg: Body) -> None:
-        assert self.p.stdin is not None
-        self._record({"dir": "in", "msg": msg})
-        self.p.stdin.write((json.dumps(msg) + "\n").encode())
-        self.p.stdin.flush()
-
-    def wait_for(self, pred: t.Callable[[Body], bool], timeout: float = WAIT_SECONDS) -> Body:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = self.lines.get(timeout=min(left, 0.5))
-            except queue.Empty:
-                if self.p.poll() is not None and self.lines.empty():
-                    break
-                continue
-            if pred(msg):
-                return msg
-        raise TimeoutError(f"no matching line within {timeout}s (rc={self.p.poll()})")
-
-    def close_stdin(self) -> None:
-        if self.p.stdin and not self.p.stdin.closed:
-            self.p.stdin.close()
-
-    def finish(self, timeout: float = 15.0) -> Body:
-        """Close stdin, wait for exit (kill after ``timeout``), return exit facts."""
-        t0 = time.monotonic()
-        self.close_stdin()
-        try:
-            rc: int | str = self.p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait(timeout=5)
-            rc = "killed"
-        time.sleep(0.1)  # let the readers drain
-        return {"exit_code": rc, "exit_seconds_after_stdin_close": round(time.monotonic() - t0, 3),
-                "stderr": self.stderr.decode("utf-8", "replace")[:2000],
-                "first_seen_seconds": self.first_seen}
+    def first_seen_key(self, msg: Body) -> str:
+        return "/".join(str(msg.get(k)) for k in ("type", "subtype") if msg.get(k))
 
 
 def turn(c: Claude, text: str, *, initialize: bool = False) -> Body:
@@ -354,26 +288,8 @@ def run_resume(claude: str, api: FakeAnthropic, home: str, ws: str, sid: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = [*SCENARIOS, "resume"]
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("scenarios", nargs="+", choices=[*names, "all"])
-    ap.add_argument("--claude", default=CLAUDE, help="path to the claude binary")
-    ap.add_argument("--out", type=Path, default=Path("tests/fixtures/claude"))
-    args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    meta_path = args.out / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    for name in names if "all" in args.scenarios else args.scenarios:
-        records: list[Body] = []
-        try:
-            meta[name] = run(name, args.claude, records)
-        except Exception as e:  # keep what was recorded; the summary shows the failure
-            meta[name] = {"failed": repr(e)}
-        with open(args.out / f"{name}.jsonl", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
-        print(name, json.dumps(meta[name])[:400], file=sys.stderr)
-    meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    return 0
+    return record_main(argv, doc=__doc__, names=[*SCENARIOS, "resume"], run=run, cli="claude",
+                       default_bin=CLAUDE, out="tests/fixtures/claude")
 
 
 if __name__ == "__main__":

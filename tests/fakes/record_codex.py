@@ -23,15 +23,10 @@ folder (exit code 2), ``[patch]`` runs an ``apply_patch`` heredoc that adds ``he
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import queue
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import typing as t
 from pathlib import Path
@@ -50,13 +45,13 @@ from .openai_api import (
     reasoning_item,
     text_reply,
 )
+from .recording import JsonRpcProcess, closed_port, record_main
 
 ROOT = Path(__file__).resolve().parents[2]
 CODEX = str(ROOT / ".tools" / "node_modules" / ".bin" / "codex")
 BASH = "touch created.txt && echo touched"
 PATCH = ("apply_patch <<'EOF'\n*** Begin Patch\n*** Add File: hello.txt\n+hello\n"
          "*** End Patch\nEOF\n")
-WAIT_SECONDS = 30.0
 QUESTION = {"id": "database", "header": "Database", "question": "Which database should we use?",
             "options": [{"label": "PostgreSQL", "description": "Relational"},
                         {"label": "SQLite", "description": "Embedded"}]}
@@ -87,13 +82,6 @@ def script(body: Body) -> Reply:
     return text_reply(f"Hello from the fake API. You said: {latest}")
 
 
-def closed_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def codex_env(api: FakeOpenAI, home: str) -> dict[str, str]:
     """``HOME``/``CODEX_HOME`` under ``home`` (config.toml written), the fake's key, and a
     proxy that refuses every outside connection (PROTOCOLS.md 3.3, 5.2)."""
@@ -106,88 +94,16 @@ def codex_env(api: FakeOpenAI, home: str) -> dict[str, str]:
             "HTTPS_PROXY": proxy, "https_proxy": proxy}
 
 
-class Codex:
-    """One ``codex app-server`` process: a reader thread records stdout, ``send`` records
-    stdin; ``request`` numbers client requests 1, 2, …"""
+class Codex(JsonRpcProcess):
+    """One ``codex app-server`` process (tests/fakes/recording.py); ``request`` numbers client
+    requests 1, 2, …"""
 
     def __init__(self, codex: str, env: dict[str, str], cwd: str, records: list[Body],
                  proc: int | None = None) -> None:
-        self.records, self.proc_tag, self.lines = records, proc, queue.Queue[Body]()
-        self.started = time.monotonic()
-        self.first_seen: dict[str, float] = {}
-        self.next_id = 1
-        self.p = subprocess.Popen([codex, "app-server"], cwd=cwd, env=env,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
-        self.stderr = b""
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        super().__init__([codex, "app-server"], env, cwd, records, proc)
 
-    def _record(self, rec: Body) -> None:
-        self.records.append(rec if self.proc_tag is None else {**rec, "proc": self.proc_tag})
-
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for raw in self.p.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                self._record({"dir": "out", "raw": line})
-                continue
-            key = msg.get("method") or f"response {msg.get('id')}"
-            self.first_seen.setdefault(key, round(time.monotonic() - self.started, 3))
-            self._record({"dir": "out", "msg": msg})
-            self.lines.put(msg)
-
-    def _read_stderr(self) -> None:
-        assert self.p.stderr is not None
-        self.stderr = self.p.stderr.read(64_000)
-
-    def send(self, msg: Body) -> None:
-        assert self.p.stdin is not None
-        self._record({"dir": "in", "msg": msg})
-        self.p.stdin.write((json.dumps(msg) + "\n").encode())
-        self.p.stdin.flush()
-
-    def request(self, method: str, params: Body) -> int:
-        rid, self.next_id = self.next_id, self.next_id + 1
-        self.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
-        return rid
-
-    def call(self, method: str, params: Body) -> Body:
-        """Send a request and wait for its response (``result`` or ``error``)."""
-        rid = self.request(method, params)
-        return self.wait_for(lambda m: m.get("id") == rid and "method" not in m)
-
-    def wait_for(self, pred: t.Callable[[Body], bool], timeout: float = WAIT_SECONDS) -> Body:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = self.lines.get(timeout=min(left, 0.5))
-            except queue.Empty:
-                if self.p.poll() is not None and self.lines.empty():
-                    break
-                continue
-            if pred(msg):
-                return msg
-        raise TimeoutError(f"no matching line within {timeout}s (rc={self.p.poll()})")
-
-    def finish(self, timeout: float = 10.0) -> Body:
-        """Close stdin, wait for exit (kill after ``timeout``), return exit facts."""
-        t0 = time.monotonic()
-        if self.p.stdin and not self.p.stdin.closed:
-            self.p.stdin.close()
-        try:
-            rc: int | str = self.p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait(timeout=5)
-            rc = "killed"
-        time.sleep(0.1)  # let the readers drain
-        return {"exit_code": rc, "exit_seconds_after_stdin_close": round(time.monotonic() - t0, 3),
-                "stderr": self.stderr.decode("utf-8", "replace")[:2000],
-                "first_seen_seconds": self.first_seen}
+    def first_seen_key(self, msg: Body) -> str:
+        return str(msg.get("method") or f"response {msg.get('id')}")
 
 
 def method(name: str) -> t.Callable[[Body], bool]:
@@ -375,29 +291,14 @@ def run_resume(codex: str, api: FakeOpenAI, env: dict[str, str], ws: Path,
             "same_thread_id": resumed == thread, "api_paths": api.paths}
 
 
+def versions(codex: str) -> Body:
+    version = subprocess.run([codex, "--version"], capture_output=True, text=True)
+    return {"codex_version": version.stdout.strip()}
+
+
 def main(argv: list[str] | None = None) -> int:
-    names = [*SCENARIOS, "resume"]
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("scenarios", nargs="+", choices=[*names, "all"])
-    ap.add_argument("--codex", default=CODEX, help="path to the codex binary")
-    ap.add_argument("--out", type=Path, default=Path("tests/fixtures/codex"))
-    args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    meta_path = args.out / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    version = subprocess.run([args.codex, "--version"], capture_output=True, text=True)
-    meta["codex_version"] = version.stdout.strip()
-    for name in names if "all" in args.scenarios else args.scenarios:
-        records: list[Body] = []
-        try:
-            meta[name] = run(name, args.codex, records)
-        except Exception as e:  # keep what was recorded; the summary shows the failure
-            meta[name] = {"failed": repr(e)}
-        with open(args.out / f"{name}.jsonl", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
-        print(name, json.dumps(meta[name])[:400], file=sys.stderr)
-    meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    return 0
+    return record_main(argv, doc=__doc__, names=[*SCENARIOS, "resume"], run=run, cli="codex",
+                       default_bin=CODEX, out="tests/fixtures/codex", versions=versions)
 
 
 if __name__ == "__main__":

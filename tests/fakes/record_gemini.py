@@ -27,16 +27,10 @@ then text, ``[error]`` answers HTTP 400; anything else gets a plain text reply. 
 
 from __future__ import annotations
 
-import argparse
-import itertools
 import json
 import os
-import queue
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import typing as t
 from pathlib import Path
@@ -53,12 +47,12 @@ from .gemini_api import (
     text_reply,
     write_file_reply,
 )
+from .recording import JsonRpcProcess, closed_port, record_main
 
 GEMINI = str(Path(__file__).resolve().parents[2] / ".tools" / "node_modules" / ".bin" / "gemini")
 MODEL = "gemini-2.5-pro"
 SETTINGS = {"security": {"auth": {"selectedType": "gemini-api-key"}},
             "privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False}}
-WAIT_SECONDS = 30.0
 CLIENT_CAPABILITIES = {"fs": {"readTextFile": True, "writeTextFile": True}}
 
 
@@ -82,13 +76,6 @@ def script(body: Body, ws: str = "/nonexistent") -> Reply:
     return text_reply(f"Hello from the fake Gemini. You said: {latest[:80]}")
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def gemini_env(api: FakeGemini, home: str) -> dict[str, str]:
     settings = Path(home) / ".gemini" / "settings.json"
     settings.parent.mkdir(parents=True, exist_ok=True)
@@ -100,45 +87,27 @@ def gemini_env(api: FakeGemini, home: str) -> dict[str, str]:
             "NO_PROXY": "127.0.0.1,localhost"}
 
 
-class Acp:
-    """One ``gemini --acp`` process: a reader thread records stdout (and serves ``fs/*``
-    requests inside ``cwd``), ``send`` records stdin."""
+class Acp(JsonRpcProcess):
+    """One ``gemini --acp`` process (tests/fakes/recording.py) that also serves ``fs/*``
+    requests inside ``cwd``."""
 
     def __init__(self, gemini: str, env: dict[str, str], cwd: str, records: list[Body],
                  proc: int | None = None) -> None:
-        self.records, self.proc_tag, self.cwd = records, proc, Path(cwd)
-        self.lines = queue.Queue[Body]()
-        self.ids = itertools.count(1)
-        self.started = time.monotonic()
-        self.first_seen: dict[str, float] = {}
-        self.lock = threading.Lock()
-        self.p = subprocess.Popen([gemini, "--acp", "-m", MODEL, "--skip-trust"], cwd=cwd,
-                                  env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
-        self.stderr = b""
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self.cwd = Path(cwd)
+        super().__init__([gemini, "--acp", "-m", MODEL, "--skip-trust"], env, cwd, records, proc)
 
-    def _record(self, rec: Body) -> None:
-        self.records.append(rec if self.proc_tag is None else {**rec, "proc": self.proc_tag})
+    def first_seen_key(self, msg: Body) -> str:
+        key = str(msg.get("method") or ("response" if "id" in msg else "?"))
+        if key == "session/update":
+            key += "/" + str(msg["params"]["update"].get("sessionUpdate"))
+        return key
 
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for raw in self.p.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                self._record({"dir": "out", "raw": line})
-                continue
-            key = msg.get("method") or ("response" if "id" in msg else "?")
-            if key == "session/update":
-                key += "/" + str(msg["params"]["update"].get("sessionUpdate"))
-            self.first_seen.setdefault(key, round(time.monotonic() - self.started, 3))
-            self._record({"dir": "out", "msg": msg})
-            if str(msg.get("method", "")).startswith("fs/"):
-                self._serve_fs(msg)
-            self.lines.put(msg)
+    def received(self, msg: Body) -> None:
+        if str(msg.get("method", "")).startswith("fs/"):
+            self._serve_fs(msg)
+
+    def stderr_text(self) -> str:
+        return self.stderr.decode("utf-8", "replace")[-2000:]
 
     def _serve_fs(self, msg: Body) -> None:
         params = msg["params"]
@@ -153,67 +122,6 @@ class Acp:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(params["content"])
             self.respond(msg["id"], None)
-
-    def _read_stderr(self) -> None:
-        assert self.p.stderr is not None
-        self.stderr = self.p.stderr.read(64_000)
-
-    def send(self, msg: Body) -> None:
-        assert self.p.stdin is not None
-        with self.lock:
-            self._record({"dir": "in", "msg": msg})
-            self.p.stdin.write((json.dumps(msg) + "\n").encode())
-            self.p.stdin.flush()
-
-    def request(self, method: str, params: Body) -> int:
-        rid = next(self.ids)
-        self.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
-        return rid
-
-    def notify(self, method: str, params: Body) -> None:
-        self.send({"jsonrpc": "2.0", "method": method, "params": params})
-
-    def respond(self, rid: t.Any, result: t.Any = None, error: Body | None = None) -> None:
-        msg: Body = {"jsonrpc": "2.0", "id": rid}
-        if error is not None:
-            msg["error"] = error
-        else:
-            msg["result"] = result
-        self.send(msg)
-
-    def wait_for(self, pred: t.Callable[[Body], bool], timeout: float = WAIT_SECONDS) -> Body:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = self.lines.get(timeout=min(left, 0.5))
-            except queue.Empty:
-                if self.p.poll() is not None and self.lines.empty():
-                    break
-                continue
-            if pred(msg):
-                return msg
-        raise TimeoutError(f"no matching line within {timeout}s (rc={self.p.poll()})")
-
-    def call(self, method: str, params: Body, timeout: float = WAIT_SECONDS) -> Body:
-        """Send a request and wait for its response (``result`` or ``error``)."""
-        rid = self.request(method, params)
-        return self.wait_for(lambda m: m.get("id") == rid and "method" not in m, timeout)
-
-    def finish(self, timeout: float = 10.0) -> Body:
-        """Close stdin, wait for exit (kill after ``timeout``), return exit facts."""
-        t0 = time.monotonic()
-        if self.p.stdin and not self.p.stdin.closed:
-            self.p.stdin.close()
-        try:
-            rc: int | str = self.p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait(timeout=5)
-            rc = "killed"
-        time.sleep(0.1)  # let the readers drain
-        return {"exit_code": rc, "exit_seconds_after_stdin_close": round(time.monotonic() - t0, 3),
-                "stderr": self.stderr.decode("utf-8", "replace")[-2000:],
-                "first_seen_seconds": self.first_seen}
 
 
 def is_request(method: str) -> t.Callable[[Body], bool]:
@@ -407,27 +315,9 @@ def run_load(gemini: str, env: dict[str, str], api: FakeGemini, ws: str, records
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = [*PLAIN, *WITH_API, *LOADS]
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("scenarios", nargs="+", choices=[*names, "all"])
-    ap.add_argument("--gemini", default=GEMINI,
-                    help="path to the gemini binary")
-    ap.add_argument("--out", type=Path, default=Path("tests/fixtures/gemini"))
-    args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    meta_path = args.out / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    for name in names if "all" in args.scenarios else args.scenarios:
-        records: list[Body] = []
-        try:
-            meta[name] = run(name, args.gemini, records)
-        except Exception as e:  # keep what was recorded; the summary shows the failure
-            meta[name] = {"failed": repr(e)}
-        with open(args.out / f"{name}.jsonl", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
-        print(name, json.dumps(meta[name])[:600], file=sys.stderr)
-    meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    return 0
+    return record_main(argv, doc=__doc__, names=[*PLAIN, *WITH_API, *LOADS], run=run,
+                       cli="gemini", default_bin=GEMINI, out="tests/fixtures/gemini",
+                       summary_chars=600)
 
 
 if __name__ == "__main__":

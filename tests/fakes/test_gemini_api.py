@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -13,7 +11,6 @@ from typing import Any
 from tests.fakes.gemini_api import (
     Body,
     FakeGemini,
-    Reply,
     all_user_texts,
     error_reply,
     last_function_response,
@@ -72,19 +69,12 @@ def test_shell_and_write_file_replies_are_function_calls() -> None:
         "name": "write_file", "args": {"file_path": "/w/a.txt", "content": "hi\n"}}}]]
 
 
-def test_error_reply_and_a_raising_script_answer_json_errors() -> None:
+def test_error_reply_answers_a_json_error() -> None:
     with FakeGemini(lambda body: error_reply(400, "bad")) as api:
         status, ctype, text = post(api, STREAM, {})
     assert status == 400 and ctype == "application/json"
     assert json.loads(text) == {"error": {"code": 400, "message": "bad",
                                           "status": "INVALID_ARGUMENT"}}
-
-    def boom(body: Body) -> Reply:
-        raise RuntimeError("nope")
-
-    with FakeGemini(boom) as api:
-        status, _, text = post(api, STREAM, {})
-    assert status == 400 and "nope" in text and isinstance(api.errors[0], RuntimeError)
 
 
 def test_generate_content_answers_one_object_and_other_paths_404() -> None:
@@ -107,14 +97,3 @@ def test_body_helpers() -> None:
     assert last_function_response(body) == {"name": "x", "response": {"output": "ok"}}
     assert last_function_response({"contents": [user({"text": "t"})]}) is None
     assert last_user_text({}) == ""
-
-
-def test_a_delay_ends_when_the_server_closes() -> None:
-    got: list[Any] = []
-    with FakeGemini(lambda body: text_reply("slow", delay_seconds=30)) as api:
-        thread = threading.Thread(target=lambda: got.append(post(api, STREAM, {})))
-        thread.start()
-        time.sleep(0.3)
-        started = time.monotonic()
-    thread.join(timeout=5)
-    assert time.monotonic() - started < 5 and not thread.is_alive()

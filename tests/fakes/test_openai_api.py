@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 import typing as t
 
 import pytest
@@ -26,8 +25,8 @@ from .openai_api import (
     text_reply,
     tool_names,
 )
+from .sse_client import TIMEOUT, post, sse
 
-TIMEOUT = 10
 Serve = t.Callable[[Script], FakeOpenAI]
 CONTEXT = {"type": "message", "role": "user", "content": [
     {"type": "input_text", "text": "<environment_context>\n</environment_context>"}]}
@@ -40,27 +39,6 @@ def user(text: str) -> Body:
 def body(*items: Body) -> Body:
     return {"model": "fake-model", "stream": True, "store": False, "input": list(items),
             "tools": [{"type": "function", "name": "exec_command"}, {"type": "web_search"}]}
-
-
-def sse(resp: requests.Response) -> list[tuple[str, Body]]:
-    """Parse ``event:``/``data:`` frames separated by blank lines."""
-    frames = []
-    for chunk in resp.text.split("\n\n"):
-        if chunk.strip():
-            lines = dict(line.split(": ", 1) for line in chunk.splitlines())
-            frames.append((lines["event"], json.loads(lines["data"])))
-    return frames
-
-
-def post(api: FakeOpenAI, path: str, payload: Body) -> requests.Response:
-    with requests.post(api.base_url + path, json=payload, timeout=TIMEOUT) as resp:
-        _ = resp.content  # read it all before the connection closes
-        return resp
-
-
-def stream(api: FakeOpenAI) -> requests.Response:
-    return requests.post(api.base_url + "/v1/responses", json=body(user("hi")), stream=True,
-                         timeout=TIMEOUT)
 
 
 @pytest.fixture
@@ -138,17 +116,12 @@ def test_requests_are_recorded_and_helpers_read_them(serve: Serve) -> None:
     assert tool_names(first) == ["exec_command", "web_search"]
 
 
-def test_error_reply_and_raising_script_answer_json_errors(serve: Serve) -> None:
+def test_error_reply_answers_a_json_error(serve: Serve) -> None:
     api = serve(lambda b: error_reply(400, "bad thing"))
     resp = post(api, "/v1/responses", body())
     assert resp.status_code == 400
     assert resp.json()["error"]["message"] == "bad thing"
     assert resp.json()["error"]["type"] == "invalid_request_error"
-
-    broken = serve(lambda b: 1 / 0)
-    resp = post(broken, "/v1/responses", body())
-    assert resp.status_code == 400 and "ZeroDivisionError" in resp.json()["error"]["message"]
-    assert isinstance(broken.errors[0], ZeroDivisionError)
 
 
 def test_unknown_paths_are_404(serve: Serve) -> None:
@@ -157,27 +130,6 @@ def test_unknown_paths_are_404(serve: Serve) -> None:
     with requests.get(api.base_url + "/v1/models", timeout=TIMEOUT) as resp:
         assert resp.status_code == 404 and "error" in resp.json()
     assert api.requests == [] and api.paths == ["POST /v1/chat/completions", "GET /v1/models"]
-
-
-def test_delay_holds_the_stream_open_after_response_created(serve: Serve) -> None:
-    api = serve(lambda b: text_reply("late", delay_seconds=0.5))
-    t0 = time.monotonic()
-    with stream(api) as resp:
-        lines = resp.iter_lines(chunk_size=16)
-        assert next(lines) == b"event: response.created" and time.monotonic() - t0 < 0.4
-        rest = b"\n".join(lines)
-    assert b"response.completed" in rest and time.monotonic() - t0 >= 0.5
-
-
-def test_closing_the_server_cuts_a_delay_short() -> None:
-    with FakeOpenAI(lambda b: text_reply("never", delay_seconds=60)) as api:
-        resp = stream(api)
-        lines = resp.iter_lines(chunk_size=16)
-        assert next(lines) == b"event: response.created"
-    t0 = time.monotonic()
-    with resp:
-        assert b"response.completed" in b"".join(lines)
-    assert time.monotonic() - t0 < 5
 
 
 def test_codex_config_points_at_the_fake() -> None:
