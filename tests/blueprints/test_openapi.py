@@ -323,12 +323,11 @@ class Target:
         endpoint = case.body.get("endpoint")
         if not isinstance(endpoint, str) or zlib.crc32(endpoint.encode("utf-8", "replace")) % 2:
             return
-        from tests.fakes.push_service import FakePushService
+        from tests.fakes.push_service import browser_subscription
 
-        body = FakePushService.__new__(FakePushService)
-        # a name that never resolves: nothing leaves this machine when an approval opens
-        body.origin, body.devices = "https://push.invalid", {}
-        real = body.subscribe(f"fuzz{zlib.crc32(endpoint.encode('utf-8', 'replace'))}")
+        # A name that never resolves: nothing leaves this machine when an approval opens.
+        real = browser_subscription(
+            f"https://push.invalid/{zlib.crc32(endpoint.encode('utf-8', 'replace'))}")
         if case.method.upper() == "POST":
             case.body.update(endpoint=real["endpoint"], keys=real["keys"])
         else:

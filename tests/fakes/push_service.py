@@ -51,6 +51,15 @@ def unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def browser_subscription(endpoint: str) -> dict[str, Any]:
+    """A ``PushSubscription.toJSON()`` for ``endpoint`` with keys made as a browser makes
+    them (for a subscription nothing will be delivered to)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    return {"endpoint": endpoint, "expirationTime": None,
+            "keys": {"p256dh": b64(public), "auth": b64(os.urandom(16))}}
+
+
 @dataclass
 class Device:
     name: str
