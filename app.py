@@ -27,6 +27,7 @@ from tether.addresses import login_urls
 from tether.cluster.registry import ClusterRegistry
 from tether.config import SECRET_SETTINGS, Settings, check_binding, check_user
 from tether.datadir import kept_token, read_or_create
+from tether.push.service import for_registry as push_service
 from tether.sessions import SessionRegistry
 from tether.stores.redis import RedisStore
 from tether.workers import worker_id
@@ -43,6 +44,7 @@ CONTENT_SECURITY_POLICY = {
     "img-src": "'self' blob:",
     "connect-src": "'self'",
     "manifest-src": "'self'",
+    "worker-src": "'self'",
     "object-src": "'none'",
     "base-uri": "'none'",
     "form-action": "'self'",
@@ -103,6 +105,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     Talisman(app, force_https=False, content_security_policy=CONTENT_SECURITY_POLICY,
              frame_options="DENY", referrer_policy="no-referrer", session_cookie_secure=False)
     register_all(app)
+    # Web Push: the VAPID keys (made at the first start), the subscriptions, and the
+    # dispatcher that follows the inbox (tether.push).
+    app.extensions["tether_push"] = push_service(app.extensions["tether"]).start()
     if settings.debug_worker:
         _add_worker_header(app, settings.host_id)
     # A 408 for a body that did not arrive in time closes its connection (blueprints.bodies).

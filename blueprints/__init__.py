@@ -20,7 +20,19 @@ def current_core() -> SessionRegistry:
 
 def register_all(app: Flask) -> None:
     """The one list of blueprints."""
-    from blueprints import api, changes, errors, metrics, openapi, poll, projects, sse, ui, ws
+    from blueprints import (
+        api,
+        changes,
+        errors,
+        metrics,
+        openapi,
+        poll,
+        projects,
+        push,
+        sse,
+        ui,
+        ws,
+    )
 
-    for module in (errors, api, projects, changes, sse, poll, ws, openapi, metrics, ui):
+    for module in (errors, api, projects, changes, sse, poll, ws, push, openapi, metrics, ui):
         app.register_blueprint(module.bp)

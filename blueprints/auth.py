@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 
 #: Endpoints open without the token.
-OPEN_ENDPOINTS = frozenset({"static", "api.healthz", "auth.login"})
+OPEN_ENDPOINTS = frozenset({"static", "api.healthz", "auth.login", "push.service_worker"})
 #: Endpoints open to any ``Host``: a health check names whatever address it probes.
 ANY_HOST_ENDPOINTS = frozenset({"api.healthz"})
 #: Methods that never change state: exempt from the origin check.

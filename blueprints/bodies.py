@@ -89,6 +89,28 @@ class ApprovalAnswer(Body):
     option_id: str | None = Field(None, min_length=1, max_length=200)
 
 
+class PushKeys(Body):
+    #: The device's P-256 public key, uncompressed, URL-safe base64.
+    p256dh: str = Field(max_length=200)
+    #: The device's 16-byte auth secret, URL-safe base64.
+    auth: str = Field(max_length=100)
+
+
+class PushSubscribe(Body):
+    """The browser's ``PushSubscription.toJSON()``, and the events the device wants."""
+
+    #: The push service's URL for this device: ``https://`` on a DNS name.
+    endpoint: str = Field(max_length=2000)
+    keys: PushKeys
+    #: ``prompts``: approvals and questions (the default); ``turn_end``: every finished turn.
+    events: list[Literal["prompts", "turn_end"]] = Field(
+        default_factory=lambda: ["prompts"], max_length=2)
+
+
+class PushUnsubscribe(Body):
+    endpoint: str = Field(max_length=2000)
+
+
 class ClarifyAnswer(Body):
     answers: dict[str, str]
     client: str | None = Field(None, max_length=MAX_CLIENT_CHARS)

@@ -49,7 +49,7 @@ ID_PATTERN = r"^[0-9a-f]{32}$"
 
 #: Request body models, in document order.
 BODY_MODELS = (bodies.CreateSession, bodies.UpdateSession, bodies.Prompt, bodies.ApprovalAnswer,
-               bodies.ClarifyAnswer)
+               bodies.ClarifyAnswer, bodies.PushSubscribe, bodies.PushUnsubscribe)
 
 #: Error responses: status -> (component name, when).
 ERRORS = {
@@ -63,7 +63,10 @@ ERRORS = {
                         "the allowed ones, as `GET /api/agents` lists them); "
                         "`mode_not_allowed`: a permission mode that runs tools without "
                         "asking (`bypassPermissions`, `auto`) on a server started without "
-                        "`TETHER_ALLOW_BYPASS=1`."),
+                        "`TETHER_ALLOW_BYPASS=1`; `endpoint_not_allowed`: a push "
+                        "subscription's endpoint that is not `https://` on a DNS name (an IP "
+                        "literal, `http:`, `file:` …; loopback only with "
+                        "`TETHER_PUSH_ALLOW_LOOPBACK=1`)."),
     401: ("Unauthorized", "No token, or a wrong one (`WWW-Authenticate: Bearer`)."),
     403: ("Forbidden", "`host_not_allowed`: the `Host` is not in `TETHER_ALLOWED_HOSTS` (any "
                        "request); `forbidden`: authenticated by cookie, but `Origin` (or "
@@ -256,6 +259,14 @@ def _schemas() -> dict[str, Any]:
                 "properties": {"code": {"enum": sorted(HTTP_STATUS)},
                                "message": {"type": "string"}}}},
         },
+        "PushKey": {"type": "object", "required": ["vapid_public_key"],
+                    "properties": {"vapid_public_key": {
+                        "type": "string", "pattern": "^[A-Za-z0-9_-]{87}$",
+                        "description": "The uncompressed P-256 point, URL-safe base64."}}},
+        "PushSubscribed": {"type": "object", "required": ["endpoint", "events"],
+                           "properties": {"endpoint": {"type": "string"},
+                                          "events": {"type": "array", "items": {
+                                              "enum": ["prompts", "turn_end"]}}}},
         "Health": {"type": "object", "required": ["status"],
                    "properties": {"status": {"const": "ok"}}},
         "Agents": {
@@ -811,6 +822,25 @@ def _paths() -> dict[str, Any]:
             _sse_response("`retry:`, then `event: inbox` with a snapshot at once and on every "
                           "change, and `event: ping` keepalives."),
             tags=streams)},
+        "/api/push": {"get": _op(
+            "The server's VAPID public key",
+            {"200": _json(_ref("PushKey"), "The `applicationServerKey` to subscribe with.")},
+            tags=("push",))},
+        "/api/push/subscriptions": {
+            "post": _op(
+                "Subscribe this device to Web Push",
+                {"201": _json(_ref("PushSubscribed"), "Kept (a second time: replaced).")},
+                errors=_WITH_BODY, body=_body(bodies.PushSubscribe), tags=("push",),
+                description="The browser's `PushSubscription.toJSON()`, and `events`: "
+                            "`prompts` (approvals and questions, the default) and "
+                            "`turn_end` (every finished turn). The endpoint must be `https://` "
+                            "on a DNS name, else 400 `endpoint_not_allowed`."),
+            "delete": _op(
+                "Unsubscribe a device",
+                {"204": {"description": "Forgotten."}},
+                errors=(*_WITH_BODY, 404), body=_body(bodies.PushUnsubscribe), tags=("push",),
+                description="404: no subscription for that endpoint."),
+        },
         "/api/ws": {
             "description": "WebSocket, JSON-RPC 2.0 (docs/protocol.md): every call above, plus "
                            "attaching several sessions and the inbox on one socket. OpenAPI "

@@ -169,6 +169,19 @@ class Settings(BaseSettings):
     #: (400 ``mode_not_allowed``).
     allow_bypass: bool = Field(False, validation_alias=_env("ALLOW_BYPASS"))
 
+    # Web Push (tether.push)
+    #: The VAPID private key: the raw 32-byte P-256 key in URL-safe base64; None: the one
+    #: kept in the data dir (``vapid.key``, made at the first start). A secret.
+    vapid_private_key: SecretStr | None = Field(None, validation_alias=_env("VAPID_PRIVATE_KEY"))
+    #: The contact push services may write to about this server's pushes (a ``mailto:`` or
+    #: ``https:`` URL); None: ``mailto:tether@localhost``.
+    vapid_subject: str | None = Field(None, max_length=500,
+                                      pattern=r"^(mailto:[^\s@]+@[^\s@]+|https://\S+)$",
+                                      validation_alias=_env("VAPID_SUBJECT"))
+    #: Accept push endpoints on ``http://127.0.0.1`` and ``http://localhost`` (tests, with a
+    #: fake push service); off, only ``https://`` endpoints on DNS names.
+    push_allow_loopback: bool = Field(False, validation_alias=_env("PUSH_ALLOW_LOOPBACK"))
+
     @model_validator(mode="after")
     def _check_lease(self) -> Settings:
         if self.heartbeat_seconds * 2 > self.lease_seconds:
@@ -197,6 +210,22 @@ class Settings(BaseSettings):
                 load_agent_servers(value, BUILTIN_NAMES)
             except ValueError as e:  # pydantic names the variable already
                 raise ValueError(str(e).removeprefix("TETHER_AGENT_SERVERS: ")) from None
+        return value
+
+    @field_validator("vapid_private_key", mode="before")
+    @classmethod
+    def _check_vapid_key(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value is None or value == "":
+            return None  # unset: the one kept in the data dir
+        from tether.push.keys import private_key_from
+
+        try:
+            private_key_from(str(value))
+        except ValueError as exc:
+            raise ValueError(f"{exc} (the raw P-256 private key, as `npx web-push "
+                             "generate-vapid-keys` prints it)") from None
         return value
 
     @field_validator("token", "secret_key", mode="before")

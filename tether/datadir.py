@@ -34,7 +34,7 @@ TOKEN_FILE = "token"
 #: Files of the data dir's top level that are Tether's: the SQLite store, its WAL and
 #: shared-memory files and its lock file, and every key or token file.
 PRIVATE_PATTERNS = ("tether.sqlite3", "tether.sqlite3-wal", "tether.sqlite3-shm",
-                    "tether.sqlite3.lock", "*.key", "*token*")
+                    "tether.sqlite3.lock", "*.key", "*token*", "push-subscriptions.json")
 
 
 def prepare(data_dir: Path) -> list[str]:

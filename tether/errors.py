@@ -143,3 +143,10 @@ class GitFailed(TetherError):
     history rewrite removed, a damaged repository) or ran out of time (:mod:`tether.changes`)."""
 
     code = "git_failed"
+
+
+class EndpointNotAllowed(TetherError):
+    """A push subscription names an endpoint Tether will not post to: not ``https://`` on a
+    DNS name (or loopback with ``TETHER_PUSH_ALLOW_LOOPBACK``)."""
+
+    code = "endpoint_not_allowed"

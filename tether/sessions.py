@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -139,6 +140,7 @@ class Session:
                  on_prompts_changed: Callable[[], None] | None = None,
                  on_record_changed: Callable[[Session], None] | None = None,
                  on_turn_ended: Callable[[str, float], None] | None = None,
+                 on_turn_end: Callable[[int, str], None] | None = None,
                  title_set: bool = True, projects: Projects | None = None,
                  base_commit: str = "", model: str = "", permission_mode: str = "") -> None:
         self.id = session_id
@@ -158,6 +160,7 @@ class Session:
         self._on_prompts_changed = on_prompts_changed or (lambda: None)
         self._on_record_changed = on_record_changed or (lambda session: None)
         self._on_turn_ended = on_turn_ended or (lambda reason, seconds: None)
+        self._on_turn_end = on_turn_end or (lambda turn, reason: None)
         self._settings = settings
         self._host = AgentHost(agent, workspace, settings)
         self._host.transcript = lambda: recap(self.log.read_after(0))
@@ -577,6 +580,7 @@ class Session:
                     logger.exception("session %s: queued prompt not sent", self.id)
                     self._queue.insert(0, item)
         self._on_turn_ended(reason, time.monotonic() - turn.started)
+        self._on_turn_end(turn.number, reason)
         if follow is not None:
             follow.start()
         self._save_record()
@@ -693,7 +697,17 @@ class SessionRegistry:
         #: saw fewer than 1,000 inbox changes a second.
         first_revision = int(clock() * 1000) if self.store.durable else 0
         self.inbox = Inbox(self._pending_by_session, self.store.epoch, first_revision)
+        #: Called with ``(session_id, turn, reason)`` after each turn this process ran ends
+        #: (Web Push's "turn finished": tether.push.dispatch).
+        self.turn_listeners: list[Callable[[str, int, str], None]] = []
         self._restore()
+
+    def _turn_end(self, session_id: str, turn: int, reason: str) -> None:
+        for listener in list(self.turn_listeners):
+            try:
+                listener(session_id, turn, reason)
+            except Exception:  # a listener never breaks a turn's end
+                logger.exception("session %s: a turn listener failed", session_id)
 
     @property
     def epoch(self) -> str:
@@ -756,6 +770,7 @@ class SessionRegistry:
                               on_prompts_changed=self.inbox.changed,
                               on_record_changed=self._save,
                               on_turn_ended=self.metrics.turn_ended,
+                              on_turn_end=partial(self._turn_end, session_id),
                               # A continued conversation keeps its title: its next prompt
                               # is not its first.
                               title_set=title is not None or history is not None,
@@ -935,6 +950,7 @@ class SessionRegistry:
                               record.created_at, on_prompts_changed=self.inbox.changed,
                               on_record_changed=self._save,
                               on_turn_ended=self.metrics.turn_ended,
+                              on_turn_end=partial(self._turn_end, record.id),
                               title_set=record.title_set, base_commit=record.base_commit,
                               projects=None if own else self.projects,
                               model=state.model or record.model,

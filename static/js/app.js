@@ -1410,6 +1410,9 @@ const Settings = {
       });
     }
     $("notify-btn").addEventListener("click", () => Notify.ask());
+    $("push-btn").addEventListener("click", () => (WebPush.subscribed ? WebPush.disable() : WebPush.enable()));
+    $("push-turn-end").addEventListener("change", (e) => WebPush.setTurnEnd(e.target.checked));
+    WebPush.init(() => this.render());
     this.render();
   },
   render() {
@@ -1427,6 +1430,23 @@ const Settings = {
       denied: "Blocked in this browser's site settings.", unsupported: "This browser cannot show notifications.",
       default: "Off."}[p];
     $("notify-btn").hidden = p !== "default";
+    this.renderPush();
+  },
+  renderPush() {
+    const on = WebPush.subscribed;
+    let state = on ? "This device is subscribed: it is told when an agent needs you, even with every Tether tab closed."
+      : "This device is not subscribed.";
+    if (!WebPush.supported) {
+      state = window.isSecureContext ? "This browser cannot receive push notifications."
+        : "Push notifications need HTTPS (or localhost).";
+    } else if (WebPush.busy) state = "Working…";
+    if (WebPush.error) state += ` ${WebPush.error}`;
+    $("push-state").textContent = state;
+    $("push-btn").textContent = on ? "Stop notifying this device" : "Notify me on this device";
+    $("push-btn").hidden = !WebPush.supported;
+    $("push-btn").disabled = WebPush.busy;
+    $("push-turn-end-label").hidden = !on;
+    $("push-turn-end").checked = WebPush.turnEnd;
   },
 };
 

@@ -66,7 +66,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 NEVER_2XX = {"GET /api/ws"}
 
 #: Endpoints that are not API: the page, static files, the login form.
-NOT_API = {"static", "ui.index", "auth.login", "auth.logout"}
+# The service worker (/sw.js) is a static file served from the root, not API.
+NOT_API = {"static", "ui.index", "auth.login", "auth.logout", "push.service_worker"}
 
 
 def _document(client: FlaskClient) -> dict[str, Any]:
@@ -231,8 +232,9 @@ def test_readme_and_protocol_name_the_same_paths(client: FlaskClient) -> None:
 class Target:
     """The real session (and pending requests) the fuzzer's ids are swapped for."""
 
-    def __init__(self, core: SessionRegistry) -> None:
+    def __init__(self, core: SessionRegistry, push: Any = None) -> None:
         self.core = core
+        self.core_push = push
         self.session: Session = core.create(agent="claude", title="fuzz target")
         #: A project folder with a conversation Claude Code saved (fuzz_app writes it).
         self.folder = str(core.projects.roots[0] / "app")
@@ -288,6 +290,7 @@ class Target:
     def aim(self, case: Any) -> None:
         """Swap about half of the generated ids for real ones (deterministically: by CRC)."""
         self._aim_at_conversations(case)
+        self._aim_at_push(case)
         params = case.path_parameters or {}
         sid = params.get("session_id")
         if not isinstance(sid, str) or zlib.crc32(sid.encode("utf-8", "replace")) % 2:
@@ -311,6 +314,25 @@ class Target:
             params["request_id"] = (self.approval_id() if "/approvals/" in case.path
                                     else self.clarify_id())
 
+
+    def _aim_at_push(self, case: Any) -> None:
+        """About half of the subscriptions name a push service's endpoint and real keys;
+        about half of the unsubscribes name a subscribed endpoint."""
+        if case.path != "/api/push/subscriptions" or not isinstance(case.body, dict):
+            return
+        endpoint = case.body.get("endpoint")
+        if not isinstance(endpoint, str) or zlib.crc32(endpoint.encode("utf-8", "replace")) % 2:
+            return
+        from tests.fakes.push_service import browser_subscription
+
+        # A name that never resolves: nothing leaves this machine when an approval opens.
+        real = browser_subscription(
+            f"https://push.invalid/{zlib.crc32(endpoint.encode('utf-8', 'replace'))}")
+        if case.method.upper() == "POST":
+            case.body.update(endpoint=real["endpoint"], keys=real["keys"])
+        else:
+            self.core_push.subscribe(real)
+            case.body["endpoint"] = real["endpoint"]
 
     def _aim_at_conversations(self, case: Any) -> None:
         """About half of the listings ask for the folder with a saved conversation; about
@@ -350,7 +372,7 @@ def fuzz_app(make_app: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 
 @pytest.fixture
 def target(fuzz_app: Flask) -> Iterator[Target]:
-    yield Target(fuzz_app.extensions["tether"])
+    yield Target(fuzz_app.extensions["tether"], fuzz_app.extensions["tether_push"])
 
 
 def _fuzz_params() -> list[Any]:

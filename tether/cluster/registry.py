@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,7 @@ class ClusterRegistry(SessionRegistry):
             self.settings, me=lambda: self.membership.worker_id,
             take_over=self._take_over, stopping=lambda: self._stopping,
             on_turn_ended=self.metrics.turn_ended,
+            on_turn_end=partial(self._turn_end, session_id),
             on_process=self.membership.agent_process, clock=self._clock,
             projects=None if is_own_workspace(Path(workspace), session_id) else self.projects)
         with self._lock:

@@ -90,6 +90,7 @@ class ClusterSession:
                  me: Callable[[], str], take_over: Callable[[str, str], None],
                  stopping: Callable[[], bool],
                  on_turn_ended: Callable[[str, float], None] | None = None,
+                 on_turn_end: Callable[[int, str], None] | None = None,
                  on_process: Callable[[int, bool], None] | None = None,
                  clock: Callable[[], float] = time.time,
                  projects: Projects | None = None) -> None:
@@ -106,6 +107,7 @@ class ClusterSession:
         self._take_over = take_over
         self._stopping = stopping
         self._on_turn_ended = on_turn_ended or (lambda reason, seconds: None)
+        self._on_turn_end = on_turn_end or (lambda turn, reason: None)
         self._on_process = on_process
         self._clock = clock
         self._rec = store.key(session_id, "rec")
@@ -548,6 +550,7 @@ class ClusterSession:
             if self._turn is turn:
                 self._turn = None
         self._on_turn_ended(reason, time.monotonic() - turn.started)
+        self._on_turn_end(turn.number, reason)
         if follow is not None:
             self._run_turn(*follow)
 

@@ -1,0 +1,49 @@
+"""Web Push (docs/protocol.md, "Web Push"): the server's VAPID key, devices' subscriptions,
+and the service worker at the root of the site.
+
+The pushing itself is the domain's (:mod:`tether.push`); this blueprint only parses.
+``/sw.js`` is served from the root with ``Service-Worker-Allowed: /`` so that its scope is
+the whole site, and with no token needed: it holds no secret, and a browser re-fetches it in
+the background to look for updates, when the login may have run out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from blueprints.bodies import PushSubscribe, PushUnsubscribe, json_body
+from tether.push.service import PushService
+
+bp = Blueprint("push", __name__)
+
+
+def current_push() -> PushService:
+    return cast(PushService, current_app.extensions["tether_push"])
+
+
+@bp.get("/api/push")
+def push_key() -> Response:
+    return jsonify(vapid_public_key=current_push().keys.public_key)
+
+
+@bp.post("/api/push/subscriptions")
+def subscribe() -> tuple[Response, int]:
+    body = json_body(PushSubscribe)
+    subscription = current_push().subscribe(body.model_dump())
+    return jsonify(endpoint=subscription.endpoint, events=list(subscription.events)), 201
+
+
+@bp.delete("/api/push/subscriptions")
+def unsubscribe() -> tuple[str, int]:
+    current_push().unsubscribe(json_body(PushUnsubscribe).endpoint)
+    return "", 204
+
+
+@bp.get("/sw.js")
+def service_worker() -> Response:
+    script = Path(current_app.static_folder or "static", "sw.js").read_bytes()
+    return Response(script, mimetype="text/javascript",
+                    headers={"Service-Worker-Allowed": "/"})
