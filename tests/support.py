@@ -21,7 +21,7 @@ AUTH_HEADERS = {"Authorization": f"Bearer {TEST_TOKEN}"}
 #: whatever checks these settings get.
 OTHER_SECRETS = {
     "TETHER_SECRET_KEY": "k3y-Zq9VbT7mWc2LxR4pN8sJ1hD6fG0aYeUoQiKt5Ew",
-    "TETHER_VAPID_PRIVATE_KEY": "vap1d-Hn3Xr8QmZ2cW7bV5tL9pK4sJ6dF1gA0yEuOiRk",
+    "TETHER_VAPID_PRIVATE_KEY": "vap1d-Hn3Xr8QmZ2cW7bV5tL9pK4sJ6dF1gA0yEuOiR",
     "TETHER_REDIS_URL": "redis://:r3dis-Pa55word-Xq7Zm@127.0.0.1:6379/0",
 }
 

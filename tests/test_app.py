@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app import create_app
-from tests.support import AUTH_HEADERS, TEST_TOKEN
+from tests.support import AUTH_HEADERS, OTHER_SECRETS, TEST_TOKEN
 from tether.config import SECRET_SETTINGS
 from tether.workers import worker_id
 
@@ -18,7 +18,7 @@ from tether.workers import worker_id
 def test_the_secret_settings_leave_os_environ_once_read(monkeypatch: pytest.MonkeyPatch,
                                                          tmp_path: Path) -> None:
     for name in SECRET_SETTINGS:
-        monkeypatch.setenv(name, f"value-of-{name.lower()}-0123456789")
+        monkeypatch.setenv(name, OTHER_SECRETS.get(name, f"value-of-{name.lower()}-0123456789"))
     monkeypatch.setenv("TETHER_TOKEN", TEST_TOKEN)
     monkeypatch.setenv("TETHER_PORT", "8123")
     app = create_app({"TESTING": True, "TETHER_DATA_DIR": tmp_path / "data"})
