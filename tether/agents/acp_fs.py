@@ -57,11 +57,14 @@ def confined(workspace: Path, path: Any) -> Path:
 def read_text_file(workspace: Path, params: Mapping[str, Any]) -> dict[str, Any]:
     """``{"content": text}``: the file, or ``limit`` lines from line ``line`` (1-based).
 
-    :raises FsError: outside the workspace, not a file, too big, or unreadable.
+    :raises FsError: outside the workspace, not a regular file (a folder, a FIFO, a device:
+        ``-32602``), too big, or unreadable.
     """
     path = confined(workspace, params.get("path"))
     if not path.exists():
         return {"content": ""}  # see the module docstring
+    if not path.is_file():  # a folder, or a FIFO or device that would block the reader
+        raise FsError(INVALID_PARAMS, f"{path} is not a regular file")
     try:
         if path.stat().st_size > MAX_READ_BYTES:
             raise FsError(INTERNAL_ERROR, f"{path} is larger than {MAX_READ_BYTES} bytes")

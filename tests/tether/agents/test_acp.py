@@ -324,6 +324,17 @@ def test_fs_reads_and_writes_inside_the_workspace(tmp_path: Path) -> None:
     assert (tmp_path / "sub" / "b.txt").read_text() == "hi"
 
 
+def test_fs_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """A FIFO would block the reader for good (nobody writes to it), a folder has no text."""
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "folder").mkdir()
+    r = opened(tmp_path)
+    for name in ("pipe", "folder"):
+        read = fs(r, "fs/read_text_file", path=str(tmp_path / name))
+        assert read["error"]["code"] == -32602 and "not a regular file" in read["error"][
+            "message"]
+
+
 @pytest.mark.parametrize("where", ["outside", "dotdot", "symlink_file", "symlink_dir",
                                    "relative_dotdot"])
 def test_fs_refuses_paths_that_resolve_outside_the_workspace(tmp_path: Path,
