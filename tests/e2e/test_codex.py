@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.live import LiveServer, codex_bin
-from tests.e2e.test_claude import processes_in
+from tests.e2e.test_claude import events_until_turn_end, processes_in, run_turn
 from tests.e2e.test_codex_cli import BASH, codex_script
 from tests.e2e.wsclient import WsClient
 from tests.fakes.openai_api import (
@@ -71,16 +71,6 @@ def server(api: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     workdir = tmp_path_factory.mktemp("codex-e2e")
     with LiveServer(workdir, **codex_settings(api, workdir)) as server:
         yield server
-
-
-def run_turn(server: LiveServer, sid: str, text: str) -> None:
-    assert server.api("POST", f"/api/sessions/{sid}/prompt", json={"text": text}).status_code == 202
-
-
-def events_until_turn_end(server: LiveServer, sid: str, after: int = 0,
-                          timeout: float = 60) -> list[dict[str, Any]]:
-    server.wait_for_event(sid, "turn_end", timeout=timeout, after=after)
-    return list(server.events(sid, after)["events"])
 
 
 def workspace_of(server: LiveServer, sid: str) -> Path:
