@@ -8,7 +8,11 @@ from tether.agents.base import inherited_env
 from tether.agents.catalog import default_catalog
 from tether.config import SECRET_SETTINGS, Settings
 
-SECRETS = {name: f"secret-value-of-{name.lower()}" for name in SECRET_SETTINGS}
+from tests.support import OTHER_SECRETS
+
+#: Each secret setting with a value the settings accept (a VAPID key must be one).
+SECRETS = {name: OTHER_SECRETS.get(name, f"secret-value-of-{name.lower()}")
+           for name in SECRET_SETTINGS}
 
 
 @pytest.fixture
