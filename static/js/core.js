@@ -224,12 +224,60 @@ const Prefs = {
     const asked = new URLSearchParams(location.search).get("transport");
     return this.TRANSPORTS.includes(asked) ? asked : null;
   },
-  /** What to try first; EventSource missing means long-poll. */
-  preferredTransport() {
+  /** The transport asked for (the URL, else the setting); EventSource missing means
+   *  long-poll. */
+  chosenTransport() {
     let mode = this.urlTransport || this.savedTransport;
     if (mode === "ws" && typeof window.WebSocket !== "function") mode = "sse";
     if (mode === "sse" && typeof window.EventSource !== "function") mode = "poll";
     return mode;
+  },
+  /** What to try first: the chosen transport, unless it lately delivered nothing here (a
+   *  proxy that buffers streams, link.js Conn.distrust) and the one it fell back to worked.
+   *  A transport asked for in the URL is tried whatever happened before. */
+  preferredTransport() {
+    let mode = this.chosenTransport();
+    if (this.urlTransport) return mode;
+    const fallbacks = this.fallbacks;
+    for (let hops = 0; fallbacks[mode] && hops < 3; hops++) mode = fallbacks[mode];
+    return mode;
+  },
+
+  // Fallbacks are kept per origin (localStorage is) for FALLBACK_MS, as
+  // {"sse": {"to": "poll", "until": <ms since the epoch>}}.
+  FALLBACK_KEY: "tether-transport-fallback",
+  FALLBACK_MS: 24 * 3600 * 1000,
+  /** {from: to} for each transport that fell back here within the last day. */
+  get fallbacks() {
+    const live = {};
+    for (const [from, entry] of Object.entries(this.keptFallbacks())) {
+      if (entry && this.TRANSPORTS.includes(entry.to) && entry.until > Date.now()) live[from] = entry.to;
+    }
+    return live;
+  },
+  keptFallbacks() {
+    try {
+      const kept = JSON.parse(localStorage.getItem(this.FALLBACK_KEY) || "{}");
+      return kept && typeof kept === "object" && !Array.isArray(kept) ? kept : {};
+    } catch (err) {
+      return {}; // unreadable, or private mode: nothing kept
+    }
+  },
+  /** Remember for a day that `from` delivered nothing here and `to` worked. */
+  rememberFallback(from, to) {
+    this.keepFallbacks((kept) => { kept[from] = {to, until: Date.now() + this.FALLBACK_MS}; });
+  },
+  /** Streaming works here again: forget every fallback. */
+  forgetFallbacks() {
+    this.keepFallbacks((kept) => { for (const from of Object.keys(kept)) delete kept[from]; });
+  },
+  keepFallbacks(change) {
+    const kept = this.keptFallbacks();
+    change(kept);
+    try {
+      if (Object.keys(kept).length) localStorage.setItem(this.FALLBACK_KEY, JSON.stringify(kept));
+      else localStorage.removeItem(this.FALLBACK_KEY);
+    } catch (err) { /* private mode: the fallback lasts for this page only */ }
   },
 };
 

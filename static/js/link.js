@@ -9,7 +9,12 @@
  *                              long-poll when the others fail (or EventSource is missing);
  *                              reconnects with backoff (1 s doubling to 30 s, +-25 % jitter)
  *                              from its cursors; drops half-open connections (no data for 2.5
- *                              keepalives); reconnects at once when the page comes back.
+ *                              keepalives); reconnects at once when the page comes back. A
+ *                              stream that has not caught up within TRUST_MS of opening (a
+ *                              proxy that buffers streams holds it silent, with no error) is
+ *                              not trusted: it moves down the chain at once, remembers that
+ *                              for the origin for a day when the next transport works, and
+ *                              probes the stream quietly in the background to come back.
  *   Link                       who holds the Conn. One tab per origin, the leader (elected
  *                              with Web Locks), holds it and relays what it hears to the other
  *                              tabs over a BroadcastChannel. Without Web Locks or
@@ -340,11 +345,50 @@ class WsFeed {
 
 // ------------------------------------------------------------------ Conn
 
+/** Whether the transport `mode` ("sse" or "ws") delivers here within `withinMs`: the inbox
+ *  stream's first snapshot, or the socket's gateway.ready. Opens its own connection and
+ *  always closes it; resolves a boolean, never rejects. */
+function probeStream(mode, withinMs) {
+  return new Promise((resolve) => {
+    let source = null;
+    let settled = false;
+    const settle = (works) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      try {
+        if (source) source.close();
+      } catch (err) { /* already closed */ }
+      resolve(works);
+    };
+    const timer = setTimeout(() => settle(false), withinMs);
+    try {
+      if (mode === "ws") {
+        const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+        source = new WebSocket(`${scheme}//${location.host}/api/ws`);
+        source.onmessage = () => settle(true);
+        source.onerror = source.onclose = () => settle(false);
+      } else {
+        source = new EventSource("/api/inbox/stream");
+        source.addEventListener("inbox", () => settle(true));
+        source.onerror = () => settle(false);
+      }
+    } catch (err) {
+      settle(false);
+    }
+  });
+}
+
 /** The leader's (or a solo tab's) connection: one feed at a time, along the chain. */
 class Conn {
   static FEEDS = {sse: SseFeed, ws: WsFeed, poll: PollFeed};
   static NEXT = {ws: "sse", sse: "poll", poll: "poll"};
   static FAILURES_BEFORE_NEXT = 3;
+  // A stream answers caught-up within milliseconds on a good connection; one silent this long
+  // after opening is held by something on the way.
+  static TRUST_MS = 5000;
+  // How often a page that fell back tries the transport it fell back from, quietly.
+  static PROBE_MS = 120_000;
 
   constructor(sink) {
     this.sink = sink; // {event, reset, caughtUp, inbox, status, gone}
@@ -362,7 +406,15 @@ class Conn {
     this.lastSeen = Date.now();
     this.timer = null;
     this.stopped = false;
+    this.trustTimer = null;
+    // Transports distrusted on the way to this one, and when the last switch was: remembered
+    // as fallbacks when this one works at once (then plain HTTP worked while they were silent).
+    this.distrusted = [];
+    this.switchedAt = 0;
+    this.probeTimer = null;
+    this.probing = false;
     this.watch = setInterval(() => this.watchdog(), 2000);
+    this.probeLater();
   }
 
   cursorOf(sid) {
@@ -404,9 +456,12 @@ class Conn {
     if (this.feed) this.feed.close();
     this.connected = false;
     this.lastSeen = Date.now();
-    this.feed = new Conn.FEEDS[this.mode](this);
+    const feed = new Conn.FEEDS[this.mode](this);
+    this.feed = feed;
     this.report();
-    this.feed.open();
+    feed.open();
+    clearTimeout(this.trustTimer);
+    if (this.mode !== "poll") this.trustTimer = setTimeout(() => this.distrust(feed), Conn.TRUST_MS);
   }
 
   restart() {
@@ -436,6 +491,15 @@ class Conn {
 
   /** The feed works: forget past failures, say so. */
   ready() {
+    clearTimeout(this.trustTimer);
+    this.trustTimer = null;
+    if (this.distrusted.length) {
+      if (Date.now() - this.switchedAt < Conn.TRUST_MS) {
+        for (const from of this.distrusted) Prefs.rememberFallback(from, this.mode);
+      }
+      this.distrusted = [];
+      this.probeLater();
+    }
     this.attempt = 0;
     this.failuresHere = 0;
     this.succeeded = true;
@@ -523,6 +587,7 @@ class Conn {
       const preferred = Prefs.preferredTransport();
       if (this.mode !== preferred && !this.connected) {
         this.mode = preferred;
+        this.distrusted = [];
         this.failuresHere = 0;
         this.succeeded = false;
       }
@@ -544,10 +609,61 @@ class Conn {
     if (this.feed) this.failed(this.feed);
   }
 
+  /** A stream (SSE or WebSocket) opened TRUST_MS ago has not caught up, and has not failed
+   *  either: a proxy on the way buffers it (README, Behind a proxy) or never upgrades it. Move down
+   *  the chain now, without counting it as a failure or saying "offline". */
+  distrust(feed) {
+    if (feed !== this.feed || this.connected || this.stopped) return;
+    if (navigator.onLine === false) return this.failed(feed);
+    let next = Conn.NEXT[this.mode];
+    if (next === "sse" && typeof window.EventSource !== "function") next = "poll";
+    console.warn(`tether: ${this.mode} delivered nothing in ${Conn.TRUST_MS / 1000} s; switching to ${next}`);
+    this.distrusted.push(this.mode);
+    this.switchedAt = Date.now();
+    this.mode = next;
+    this.failuresHere = 0;
+    this.attempt = 0;
+    this.succeeded = false;
+    this.connect();
+  }
+
+  /** While on a fallback, try the chosen transport again every PROBE_MS, quietly: when it
+   *  delivers, forget the fallbacks and move back to it. */
+  probeLater() {
+    if (this.probeTimer || this.stopped || this.mode === Prefs.chosenTransport()) return;
+    this.probeTimer = setTimeout(() => this.probe(), Conn.PROBE_MS);
+  }
+
+  async probe() {
+    this.probeTimer = null;
+    const chosen = Prefs.chosenTransport();
+    if (this.stopped || this.mode === chosen) return;
+    if (!document.hidden && navigator.onLine !== false && !this.probing) {
+      this.probing = true;
+      let works = false;
+      try {
+        works = await probeStream(chosen, Conn.TRUST_MS);
+      } finally {
+        this.probing = false;
+      }
+      if (works && !this.stopped && this.mode !== chosen) {
+        console.info(`tether: ${chosen} delivers again; switching back from ${this.mode}`);
+        Prefs.forgetFallbacks();
+        this.distrusted = [];
+        this.mode = chosen;
+        this.failuresHere = 0;
+        this.attempt = 0;
+        this.succeeded = false;
+        return this.restart();
+      }
+    }
+    this.probeLater();
+  }
+
   /** No data (events, pings) for 2.5 keepalives: a half-open connection. A long-poll has its
-   *  own timeout instead. */
+   *  own timeout instead; a stream not yet caught up has TRUST_MS (distrust). */
   watchdog() {
-    if (!this.feed || this.mode === "poll") return;
+    if (!this.feed || !this.connected || this.mode === "poll") return;
     if (Date.now() - this.lastSeen > this.keepalive * 2500) {
       console.warn("tether: no data for 2.5 keepalives; reconnecting");
       this.failed(this.feed);
@@ -562,6 +678,8 @@ class Conn {
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.trustTimer);
+    clearTimeout(this.probeTimer);
     clearInterval(this.watch);
     if (this.feed) this.feed.close();
     this.feed = null;

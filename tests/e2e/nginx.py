@@ -11,7 +11,9 @@ file that one of them misses fails loudly instead of testing something else):
   dropped (the test listens on 127.0.0.1 only);
 - the upstream's ``server 127.0.0.1:8000;`` becomes the live server's port;
 - ``server_name tether.example`` becomes :data:`SERVER_NAME`;
-- optionally ``proxy_read_timeout`` (the keepalive test shortens it).
+- optionally ``proxy_read_timeout`` (the keepalive test shortens it);
+- optionally, with ``buffering``, the settings of a proxy that holds streaming responses
+  until they end (:data:`BUFFERING`), as corporate and antivirus proxies behave.
 
 :func:`main_config` wraps the site in the smallest top-level ``nginx.conf`` that runs it in the
 foreground from a temporary directory.
@@ -42,6 +44,11 @@ SHIPPED_CERT = "/etc/letsencrypt/live/tether.example/fullchain.pem"
 SHIPPED_KEY = "/etc/letsencrypt/live/tether.example/privkey.pem"
 SHIPPED_LOG_DIR = "/var/log/nginx/"
 SHIPPED_UPSTREAM = "server 127.0.0.1:8000;"
+#: What makes nginx hold a stream (issue 20, item 4): HTTP/1.0 to the upstream (so no chunks
+#: and no WebSocket upgrade), responses buffered, and Tether's ``X-Accel-Buffering: no``
+#: ignored.
+BUFFERING = ("proxy_http_version 1.0;\n    proxy_buffering on;\n"
+             "    proxy_ignore_headers X-Accel-Buffering;")
 
 
 def nginx_binary() -> str:
@@ -115,9 +122,11 @@ def with_paths(site: str, directory: Path, cert: Path, key: Path) -> str:
 
 
 def render_site(site: str, directory: Path, cert: Path, key: Path, *, http_port: int,
-                https_port: int, upstream_port: int, read_timeout: str | None = None) -> str:
+                https_port: int, upstream_port: int, read_timeout: str | None = None,
+                buffering: bool = False) -> str:
     """The shipped site as the test runs it (module docstring). ``read_timeout``: an nginx
-    time (``3s``) for ``proxy_read_timeout``; None keeps the shipped one."""
+    time (``3s``) for ``proxy_read_timeout``; None keeps the shipped one. ``buffering``: the
+    proxy holds streams (:data:`BUFFERING`) instead of passing each event at once."""
     site = with_paths(site, directory, cert, key)
     site = substitute(site, r"^[ \t]*listen \[::\]:.*\n", "", 4)
     site = substitute(site, r"\blisten 80\b", f"listen 127.0.0.1:{http_port}", 2)
@@ -127,6 +136,9 @@ def render_site(site: str, directory: Path, cert: Path, key: Path, *, http_port:
     if read_timeout is not None:
         site = substitute(site, r"\bproxy_read_timeout \S+;",
                           f"proxy_read_timeout {read_timeout};", 1)
+    if buffering:
+        site = substitute(site, r"^[ \t]*proxy_http_version 1\.1;\n", "", 1)
+        site = substitute(site, r"\bproxy_buffering off;", BUFFERING, 1)
     return site
 
 
@@ -166,7 +178,7 @@ class Nginx:
     rendered site on two free loopback ports (:attr:`http_port`, :attr:`https_port`)."""
 
     def __init__(self, directory: Path, upstream_port: int, cert: Path, key: Path,
-                 read_timeout: str | None = None) -> None:
+                 read_timeout: str | None = None, buffering: bool = False) -> None:
         self.directory = directory
         self.cert, self.key = cert, key
         self.http_port, self.https_port = free_port(), free_port()
@@ -175,7 +187,7 @@ class Nginx:
         self.site.write_text(render_site(SITE.read_text(), directory, cert, key,
                                          http_port=self.http_port, https_port=self.https_port,
                                          upstream_port=upstream_port,
-                                         read_timeout=read_timeout))
+                                         read_timeout=read_timeout, buffering=buffering))
         self.config = directory / "nginx.conf"
         self.config.write_text(main_config(directory, self.site))
         self.access_log = directory / "tether.access.log"

@@ -411,3 +411,111 @@ def test_ui_creates_a_session_and_answers_an_approval(browser: Any, edge: Nginx,
         assert not page.js_errors
     finally:
         page.context.close()
+
+
+# ---------------------------------------------------------------- a proxy that buffers streams
+
+#: Records, from before any page script runs, every state the connection pill and the offline
+#: banner are in: ``window.__seen`` is a list of ``[pill text, banner shown]``, one per change.
+WATCH_CONNECTION = """
+window.__seen = [];
+new MutationObserver(() => {
+  const pill = document.getElementById("conn-text");
+  const banner = document.getElementById("away-banner");
+  if (!pill) return;
+  const now = [pill.textContent, Boolean(banner && !banner.hidden)];
+  const last = window.__seen[window.__seen.length - 1];
+  if (!last || last[0] !== now[0] || last[1] !== now[1]) window.__seen.push(now);
+}).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+"""
+
+
+@pytest.fixture(scope="module")
+def buffering_edge(tmp_path_factory: pytest.TempPathFactory, tether: LiveServer,
+                   certificate: tuple[Path, Path]) -> Iterator[Nginx]:
+    with Nginx(tmp_path_factory.mktemp("buffering-nginx"), tether.port, *certificate,
+               buffering=True) as nginx:
+        yield nginx
+
+
+def test_a_buffering_proxy_holds_the_stream_silent(buffering_edge: Nginx) -> None:
+    """The setup the next test relies on: through this nginx an SSE stream says nothing, not
+    even its status line (nginx holds the whole response), and no error either, while a
+    long-poll answers at once."""
+    session_id = new_session(buffering_edge)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        response = api(buffering_edge, "GET", f"/api/sessions/{session_id}/stream",
+                       stream=True, timeout=(5, 3))
+        next(response.iter_content(chunk_size=None))
+    page = api(buffering_edge, "GET", f"/api/sessions/{session_id}/events", params={"after": 0})
+    assert page.status_code == 200 and "events" in page.json()
+
+
+@pytest.mark.browser
+def test_behind_a_buffering_proxy_the_page_moves_to_long_poll_and_never_says_offline(
+        browser: Any, buffering_edge: Nginx) -> None:
+    """Issue 20, item 4: the page does not wait for a stream that never delivers. Its SSE
+    stream has not caught up 5 s after opening, so it moves to long-poll (said in the pill
+    within 10 s), a turn's output shows within 5 s of Allow, the offline banner never shows,
+    and a reload starts on long-poll, never trying SSE again that day."""
+    page = new_page(browser, ignore_https_errors=True)
+    page.context.add_init_script(WATCH_CONNECTION)
+    try:
+        log_in_page(page, SimpleNamespace(url=buffering_edge.url,
+                                          login_url=f"{buffering_edge.url}/#token={TEST_TOKEN}"))
+        opened = time.monotonic()
+        start_session(page, SimpleNamespace(url=buffering_edge.url))
+        expect(page.locator("#conn-text")).to_have_text("Connected · long-poll")
+        assert time.monotonic() - opened < 10, "long-poll came later than 10 s"
+        send(page, "$ echo hi")
+        card = pending_card(page)
+        expect(card).to_contain_text("Allow Bash?")
+        card.get_by_role("button", name="Allow", exact=True).click()
+        allowed = time.monotonic()
+        expect(page.locator(".tool-output").filter(has_text="hi")).to_have_count(1)
+        assert time.monotonic() - allowed < 5, "the output came later than 5 s after Allow"
+        wait_turn_finished(page)
+        seen = page.evaluate("window.__seen")
+        assert not [state for state in seen if state[1]], f"the offline banner showed: {seen}"
+        kept = page.evaluate("JSON.parse(localStorage.getItem('tether-transport-fallback'))")
+        assert kept["sse"]["to"] == "poll"
+        assert 23 * 3600_000 < kept["sse"]["until"] - page.evaluate("Date.now()") <= 24 * 3600_000
+        screenshot(page, "nginx-buffering")
+
+        page.reload()
+        expect(page.locator("#conn-text")).to_have_text("Connected · long-poll")
+        seen = page.evaluate("window.__seen")
+        assert all("SSE" not in state[0] for state in seen), f"SSE was tried again: {seen}"
+        assert not [state for state in seen if state[1]], f"the offline banner showed: {seen}"
+        wait_turn_finished(page)  # the reload replayed the turn, once
+        expect(page.locator(".tool-output").filter(has_text="hi")).to_have_count(1)
+        assert not page.js_errors
+    finally:
+        page.context.close()
+
+
+@pytest.mark.browser
+def test_a_remembered_fallback_is_probed_and_left_when_the_stream_delivers(
+        browser: Any, edge: Nginx) -> None:
+    """A page that fell back to long-poll yesterday behind a buffering proxy, now behind one
+    that streams: it starts on long-poll, its quiet background probe finds SSE delivering,
+    and it moves back to SSE and forgets the fallback."""
+    page = new_page(browser, ignore_https_errors=True)
+    page.context.add_init_script(
+        "localStorage.setItem('tether-transport-fallback', JSON.stringify("
+        "{sse: {to: 'poll', until: Date.now() + 3600000}}))")
+    try:
+        log_in_page(page, SimpleNamespace(url=edge.url,
+                                          login_url=f"{edge.url}/#token={TEST_TOKEN}"))
+        expect(page.locator("#conn-text")).to_have_text("Connected · long-poll")
+        page.evaluate("""() => {  // probe now, not in Conn.PROBE_MS
+            const conn = Link.conn;
+            clearTimeout(conn.probeTimer);
+            conn.probeTimer = null;
+            conn.probe();
+        }""")
+        expect(page.locator("#conn-text")).to_have_text("Connected · SSE")
+        assert page.evaluate("localStorage.getItem('tether-transport-fallback')") is None
+        assert not page.js_errors
+    finally:
+        page.context.close()

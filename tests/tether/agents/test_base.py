@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support import OTHER_SECRETS
 from tether.agents.base import inherited_env
 from tether.agents.catalog import default_catalog
 from tether.config import SECRET_SETTINGS, Settings
-
-from tests.support import OTHER_SECRETS
 
 #: Each secret setting with a value the settings accept (a VAPID key must be one).
 SECRETS = {name: OTHER_SECRETS.get(name, f"secret-value-of-{name.lower()}")
