@@ -296,3 +296,27 @@ def test_tabs_without_web_locks_connect_on_their_own(browser: Any, server: LiveS
         assert not page.js_errors
     finally:
         page.context.close()
+
+
+def test_a_websocket_that_never_delivers_moves_the_page_to_sse(browser: Any,
+                                                                server: LiveServer) -> None:
+    """A proxy that accepts the WebSocket and then passes nothing (the socket opens, no
+    gateway.ready ever comes): within Conn.TRUST_MS (5 s) the page moves to SSE, never says
+    offline, remembers the fallback for the origin, and the next visit starts on SSE."""
+    page = new_page(browser, server)
+    page.route_web_socket(re.compile(r"/api/ws$"), lambda ws: None)  # opens, never answers
+    try:
+        page.evaluate("localStorage.setItem('tether-transport', 'ws')")
+        started = time.monotonic()
+        echo_hello_flow(page, server)
+        assert time.monotonic() - started < 20
+        expect(page.locator("#conn-text")).to_have_text("Connected · SSE")
+        expect(page.locator("#away-banner")).to_be_hidden()
+        kept = page.evaluate("JSON.parse(localStorage.getItem('tether-transport-fallback'))")
+        assert kept["ws"]["to"] == "sse", kept
+        page.reload()
+        expect(page.locator("#conn-text")).to_have_text("Connected · SSE")
+        assert_rendered_once(page)
+        assert not page.js_errors
+    finally:
+        page.context.close()
