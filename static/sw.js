@@ -6,10 +6,10 @@
  * a hash of their content: the server fills both in, so a release that changes any of them
  * is a new sw.js, a new worker and a new cache, and the old cache is deleted when the new
  * worker takes over. That cache is the only one it writes, and it writes it only then.
- * - A page (a navigation) always comes from the network; when it cannot be fetched, the
- *   answer is the kept offline page, at the same URL, which reloads it once the server
- *   answers again: never the browser's error page. The page itself is never kept: it needs
- *   the login.
+ * - A page (a navigation) always comes from the network; when it cannot be fetched (or a
+ *   proxy says Tether behind it is down), the answer is the kept offline page, at the same
+ *   URL, which reloads it once the server answers again: never the browser's error page.
+ *   The page itself is never kept: it needs the login.
  * - A shell file comes from the network too, as if the worker were not here, and from the
  *   cache only when the network fails: a release is never half old, half new.
  * - Everything else (the API, streams, the WebSocket, /sw.js, anything sent with a token)
@@ -46,6 +46,7 @@ async function dropOldShells() {
 self.addEventListener("install", (event) => {
   event.waitUntil(keepShell().then(() => self.skipWaiting()));
 });
+
 /* Navigation preload: the browser asks for a page while this worker starts, rather than
  * after, so that passing through it costs a page no time. */
 async function preloadPages() {
@@ -57,15 +58,19 @@ self.addEventListener("activate", (event) => {
     .then(() => self.clients.claim()));
 });
 
+/* What a reverse proxy (deploy/nginx.conf) answers while Tether behind it is down. */
+const GATEWAY_DOWN = new Set([502, 504]);
+
 /** A page from the network; the offline page when the network or the server is down. */
 async function navigate(event) {
+  let response = null;
   try {
-    return (await event.preloadResponse) || await fetch(event.request);
+    response = (await event.preloadResponse) || await fetch(event.request);
   } catch (err) {
-    const page = await caches.match(OFFLINE_PAGE, {cacheName: CACHE});
-    if (page) return page;
-    throw err;
+    response = null;
   }
+  if (response && !GATEWAY_DOWN.has(response.status)) return response;
+  return (await caches.match(OFFLINE_PAGE, {cacheName: CACHE})) || response || Response.error();
 }
 
 /** A shell file from the network; the kept copy when the network fails. */
