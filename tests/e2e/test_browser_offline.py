@@ -9,10 +9,12 @@ The turn that runs while the browser is offline goes through the HTTP API from t
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import pytest
+import requests
 from playwright.sync_api import expect
 
 from tests.e2e.browser import new_page, screenshot
@@ -40,6 +42,14 @@ SHELL = """async () => {
   return {scope: registration.scope, active: registration.active.state,
           controlled: !!navigator.serviceWorker.controller, caches: names, kept};
 }"""
+
+
+def shell_files(server: LiveServer) -> list[str]:
+    """The files /sw.js says it keeps."""
+    script = requests.get(server.url + "/sw.js", timeout=10).text
+    found = re.search(r"^const SHELL_FILES = (\[.*\]);$", script, re.M)
+    assert found, "no SHELL_FILES in /sw.js"
+    return list(json.loads(found[1]))
 
 
 def run_turn_on_the_server(server: LiveServer, sid: str, command: str) -> None:
@@ -72,6 +82,9 @@ def test_offline_reload_shows_tethers_page_and_reattaches(browser: Any,
     shell = wait_controlled(page)
     assert shell["scope"] == server.url + "/" and shell["active"] == "activated"
     assert len(shell["caches"]) == 1 and shell["caches"][0].startswith("tether-shell-")
+    # It kept exactly the shell /sw.js names, though the page has used the API and a stream
+    # since: nothing is kept at run time.
+    assert sorted(shell["kept"]) == sorted(shell_files(server))
     assert "/offline" in shell["kept"] and "/static/js/app.js" in shell["kept"]
     assert not [path for path in shell["kept"] if path == "/" or path.startswith("/api/")]
     session_url = page.url
