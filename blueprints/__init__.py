@@ -29,10 +29,12 @@ def register_all(app: Flask) -> None:
         poll,
         projects,
         push,
+        shell,
         sse,
         ui,
         ws,
     )
 
-    for module in (errors, api, projects, changes, sse, poll, ws, push, openapi, metrics, ui):
+    for module in (errors, api, projects, changes, sse, poll, ws, push, shell, openapi,
+                   metrics, ui):
         app.register_blueprint(module.bp)

@@ -11,7 +11,8 @@ Server does: ``Authorization: Bearer <token>`` from programs, or in a browser a 
 (:mod:`blueprints.logins`) that the login page trades the token for. The login URL carries the
 token in its fragment (``/#token=…``), which browsers never send: the page posts it to
 ``/login`` and drops it from the address bar and the history. ``/?token=…`` still works for
-old links. Open without the token: ``/healthz``, static files, and the login form.
+old links. Open without the token: ``/healthz``, static files, the login form, and the
+service worker with its offline page (:mod:`blueprints.shell`).
 
 - Tokens are compared in constant time (:func:`hmac.compare_digest`).
 - Only failures are throttled (:mod:`blueprints.throttle`), never a right credential: per
@@ -55,7 +56,8 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 
 #: Endpoints open without the token.
-OPEN_ENDPOINTS = frozenset({"static", "api.healthz", "auth.login", "push.service_worker"})
+OPEN_ENDPOINTS = frozenset({"static", "api.healthz", "auth.login", "shell.service_worker",
+                            "shell.offline"})
 #: Endpoints open to any ``Host``: a health check names whatever address it probes.
 ANY_HOST_ENDPOINTS = frozenset({"api.healthz"})
 #: Methods that never change state: exempt from the origin check.

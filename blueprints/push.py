@@ -1,15 +1,13 @@
-"""Web Push (docs/protocol.md, "Web Push"): the server's VAPID key, devices' subscriptions,
-and the service worker at the root of the site.
+"""Web Push (docs/protocol.md, "Web Push"): the server's VAPID key and devices'
+subscriptions.
 
-The pushing itself is the domain's (:mod:`tether.push`); this blueprint only parses.
-``/sw.js`` is served from the root with ``Service-Worker-Allowed: /`` so that its scope is
-the whole site, and with no token needed: it holds no secret, and a browser re-fetches it in
-the background to look for updates, when the login may have run out.
+The pushing itself is the domain's (:mod:`tether.push`); this blueprint only parses. The
+service worker that shows the pushes, ``/sw.js``, is :mod:`blueprints.shell`'s: it keeps the
+offline shell too.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import cast
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -40,10 +38,3 @@ def subscribe() -> tuple[Response, int]:
 def unsubscribe() -> tuple[str, int]:
     current_push().unsubscribe(json_body(PushUnsubscribe).endpoint)
     return "", 204
-
-
-@bp.get("/sw.js")
-def service_worker() -> Response:
-    script = Path(current_app.static_folder or "static", "sw.js").read_bytes()
-    return Response(script, mimetype="text/javascript",
-                    headers={"Service-Worker-Allowed": "/"})

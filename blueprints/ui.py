@@ -8,6 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 
 from blueprints import current_core
+from blueprints.shell import MODERN_SCRIPTS
 from tether.agents.modes import UNATTENDED_MODES
 
 bp = Blueprint("ui", __name__)
@@ -26,6 +27,8 @@ def index() -> str:
                            # Modes that ask nobody are offered only where the server allows
                            # them (TETHER_ALLOW_BYPASS).
                            allow_bypass=core.settings.allow_bypass,
+                           # One list for the page and the service worker that keeps them.
+                           modern_scripts=MODERN_SCRIPTS,
                            # Every agent's (Gemini's yolo, Codex's full-access …): the page
                            # holds no list of its own.
                            unattended_modes=" ".join(sorted(UNATTENDED_MODES)))

@@ -1,5 +1,7 @@
-/* Tether browser UI: Web Push on this device, "Notify me on this device" (docs/protocol.md,
- * "Web Push"). The permission is asked from a click, never on load. */
+/* Tether browser UI: the service worker, and Web Push on this device, "Notify me on this
+ * device" (docs/protocol.md, "Web Push"). The worker is registered on load wherever the
+ * browser has service workers, for the offline shell (static/sw.js), which asks no
+ * permission; the notification permission is asked from a click, never on load. */
 "use strict";
 
 const WebPush = {
@@ -27,21 +29,27 @@ const WebPush = {
     } catch (err) { /* private mode: the option lasts for this page */ }
   },
 
-  /** Registers the service worker; a device subscribed before is subscribed again (the
-   *  server may have forgotten it: a restart of the memory store, a push service's 410). */
+  /** Registers the service worker (for the offline shell, with or without push); a device
+   *  subscribed before is subscribed again (the server may have forgotten it: a restart of
+   *  the memory store, a push service's 410). */
   async init(render) {
     this.render = render || this.render;
-    if (navigator.serviceWorker) {
-      navigator.serviceWorker.addEventListener("message", (event) => {
-        const message = event.data || {};
-        if (message.type !== "open") return;
-        const url = new URL(message.url, location.origin);
-        if (url.origin === location.origin) location.hash = url.hash;
-      });
-    }
-    if (!this.supported) return this.render();
+    if (!navigator.serviceWorker) return this.render();
+    navigator.serviceWorker.addEventListener("message", (event) => {
+      const message = event.data || {};
+      if (message.type !== "open") return;
+      const url = new URL(message.url, location.origin);
+      if (url.origin === location.origin) location.hash = url.hash;
+    });
     try {
       this.registration = await navigator.serviceWorker.register("/sw.js", {scope: "/"});
+    } catch (err) {
+      // No offline shell and no push; the page works on, and says why where push is offered.
+      if (this.supported) this.error = err.message || String(err);
+      else console.warn("tether: service worker", err);
+    }
+    if (!this.supported || !this.registration) return this.render();
+    try {
       const subscription = await this.registration.pushManager.getSubscription();
       if (subscription && Notification.permission === "granted") {
         await this.send(subscription);

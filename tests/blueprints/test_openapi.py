@@ -66,8 +66,9 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 NEVER_2XX = {"GET /api/ws"}
 
 #: Endpoints that are not API: the page, static files, the login form.
-# The service worker (/sw.js) is a static file served from the root, not API.
-NOT_API = {"static", "ui.index", "auth.login", "auth.logout", "push.service_worker"}
+# The service worker (/sw.js) and the offline page it keeps are the page's, not API.
+NOT_API = {"static", "ui.index", "auth.login", "auth.logout", "shell.service_worker",
+           "shell.offline"}
 
 
 def _document(client: FlaskClient) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The ECMAScript level of every script the pages load (README, Browsers), checked with es-check
 (npm; ``make test`` installs the pinned version into .tools/, as ``make es-check`` does).
 
-- Classic scripts in the pages (``/``, ``/?client=basic``, the login page) run in any browser,
-  before any check of what it can do: ES5, syntax and built-ins (``--checkFeatures``).
+- Classic scripts in the pages (``/``, ``/?client=basic``, the login page, the offline page)
+  run in any browser, before any check of what it can do: ES5, syntax and built-ins
+  (``--checkFeatures``).
 - Module scripts (``type="module"``) run only in browsers with ES modules: the modern floor.
 - The modern client's scripts, which ``static/js/boot.js`` (a module) loads once it found
   what they need, listed on its ``data-scripts``: the modern floor too, as classic scripts.
@@ -48,7 +49,8 @@ def static_file(url: str) -> str:
 def scripts_by_level(client: FlaskClient, anonymous: FlaskClient) -> dict[str, set[str]]:
     """{"es5": classic scripts, "module": module scripts, "modern": what boot.js loads}."""
     levels: dict[str, set[str]] = {"es5": set(), "module": set(), "modern": set()}
-    pages = [client.get("/"), client.get("/?client=basic"), anonymous.get("/")]
+    pages = [client.get("/"), client.get("/?client=basic"), anonymous.get("/"),
+             anonymous.get("/offline")]
     assert pages[2].status_code == 401 and b'name="token"' in pages[2].data  # the login page
     for page in pages:
         parser = Scripts()
@@ -59,7 +61,8 @@ def scripts_by_level(client: FlaskClient, anonymous: FlaskClient) -> dict[str, s
                 for url in (attributes.get("data-scripts") or "").split():
                     levels["modern"].add(static_file(url))
             else:
-                assert "nomodule" in attributes or "/basic/" in src or "login" in src, (
+                assert ("nomodule" in attributes or "/basic/" in src or "login" in src
+                        or "offline" in src), (
                     f"{src}: a classic script runs before the modern client's check")
                 levels["es5"].add(static_file(src))
     return levels
@@ -85,7 +88,7 @@ def es_check_installed() -> None:
 @pytest.mark.usefixtures("es_check_installed")
 def test_every_script_at_its_level(app: Flask, client: FlaskClient) -> None:
     levels = scripts_by_level(client, FlaskClient(app))
-    assert {"static/basic/basic.js", "static/js/login.js"} <= levels["es5"]
+    assert {"static/basic/basic.js", "static/js/login.js", "static/js/offline.js"} <= levels["es5"]
     assert levels["module"] == {"static/js/boot.js"}
     assert {"static/js/app.js", "static/vendor/marked/marked.umd.js"} <= levels["modern"]
     for level, files, module in [("es5", levels["es5"], False), (MODERN, levels["module"], True),
