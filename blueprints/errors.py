@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from tether.errors import TetherError
+from tether.errors import StoreUnavailable, TetherError
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +97,26 @@ def error_response(code: str, message: str, status: int | None = None) -> tuple[
     return response, status or HTTP_STATUS[code]
 
 
+#: Seconds a browser is told to wait (``Retry-After``) while the store does not answer.
+STORE_RETRY_SECONDS = 5
+
+
 @bp.app_errorhandler(TetherError)
 def tether_error(error: TetherError) -> tuple[Response, int]:
+    if isinstance(error, StoreUnavailable) and request.endpoint == "ui.index":
+        return store_unavailable_page(), 503
     return error_response(error.code, error.message)
+
+
+def store_unavailable_page() -> Response:
+    """The page (``/``) asked for while the Redis store does not answer (a logged-in
+    browser's cookie is checked against it): Tether's offline page saying so, which asks the
+    API until the store answers and then reloads, never a JSON body in the browser window."""
+    response = Response(render_template("offline.html", unavailable=True,
+                                        check_url="/api/sessions"), mimetype="text/html")
+    response.headers["Retry-After"] = str(STORE_RETRY_SECONDS)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.app_errorhandler(HTTPException)

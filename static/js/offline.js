@@ -4,7 +4,11 @@
  * replays what it missed from the server's log. Asked at once when the browser says it is
  * back online, when the tab comes back to the foreground or on "Try now"; otherwise every few
  * seconds, less often the longer it lasts. ES5 and XMLHttpRequest, as login.js: any browser
- * may open /offline itself. */
+ * may open /offline itself.
+ *
+ * The server renders the same page, with a 503, for a page asked for while its store (Redis)
+ * does not answer (blueprints/errors.py); it then asks the API (body data-check) rather than
+ * /healthz, which answers all along. */
 (function () {
   "use strict";
   var FIRST_DELAY = 2;  // seconds
@@ -33,17 +37,24 @@
     timer = setTimeout(function () { wait(seconds - 1); }, 1000);
   }
 
+  /** The server (and, on the store's page, its store) answers: any status but none at all,
+   *  a gateway's "down" or a 503. A 401 counts: the reload then shows the login page. */
+  function answered(code) {
+    return code >= 200 && code < 500 && code !== 408 && code !== 429;
+  }
+
   function check() {
     if (checking) return;
     checking = true;
     clearTimeout(timer);
     say("Trying…");
     var xhr = new XMLHttpRequest();
-    xhr.open("GET", "/healthz?t=" + new Date().getTime());
+    var url = document.body.getAttribute("data-check") || "/healthz";
+    xhr.open("GET", url + (url.indexOf("?") < 0 ? "?" : "&") + "t=" + new Date().getTime());
     xhr.timeout = 5000;
     xhr.onloadend = function () {
       checking = false;
-      if (xhr.status === 200) {
+      if (answered(xhr.status)) {
         say("Back online: reconnecting…");
         comeBack();
         return;

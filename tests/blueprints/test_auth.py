@@ -706,3 +706,28 @@ def test_the_old_proxy_count_and_names_are_refused(value: str, message: str) -> 
 def test_a_malformed_allowed_host_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="TETHER_ALLOWED_HOSTS"):
         Settings.from_env({"TETHER_ALLOWED_HOSTS": value})
+
+
+def test_with_redis_away_a_logged_in_page_is_tethers_503_page_that_retries(
+        make_app: Any, tmp_path: Any) -> None:
+    # The login cookie's revocation check needs Redis. A person who opens the page then gets
+    # Tether's own page saying so, which retries by itself, never a JSON body in the browser
+    # window; the API's answer is unchanged.
+    with RedisServer(tmp_path / "redis") as server:  # its own: it is stopped
+        app = make_app(TETHER_STORE="redis", TETHER_REDIS_URL=server.url,
+                       TETHER_REDIS_PREFIX="away-page")
+        browser = logged_in(app, "10.0.0.14")
+        assert browser.get("/").status_code == 200
+        server.stop()
+        for query in ("", "?client=basic"):
+            page = browser.get("/" + query, headers={"Sec-Fetch-Dest": "document",
+                                                     "Sec-Fetch-Mode": "navigate"})
+            assert page.status_code == 503 and page.mimetype == "text/html"
+            assert page.headers["Retry-After"].isdigit()
+            assert page.headers["Cache-Control"] == "no-store"
+            text = page.get_data(as_text=True)
+            assert "cannot reach its store (Redis)" in text
+            assert 'data-check="/api/sessions"' in text  # it asks again by itself
+            assert TEST_TOKEN not in text
+        api = browser.get("/api/sessions")
+        assert api.status_code == 503 and api.json["error"]["code"] == "store_unavailable"

@@ -293,3 +293,37 @@ def test_a_page_through_the_proxy_shows_every_event_once_while_connections_are_c
     finally:
         shot(page, tmp_path, f"proxy-{transport}")
         page.context.close()
+
+
+# -- Redis away while a person has the page open ------------------------------------------
+
+def test_a_page_opened_while_redis_is_away_says_so_and_comes_back_by_itself(
+        browser: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """Issue 14: a logged-in browser that opens (or reloads) the page while Redis does not
+    answer gets Tether's own 503 page saying the store is unavailable, not a JSON body; once
+    Redis is back the page reloads itself into the session, which shows its log, each event
+    once."""
+    with Cluster(tmp_path_factory.mktemp("redis-away")) as cluster:
+        front = proxy_front(cluster)
+        page = cluster_page(browser, front)
+        try:
+            sid = start_session(page, front)
+            send(page, "$ echo before")
+            pending_card(page).get_by_role("button", name="Allow", exact=True).click()
+            wait_turn_finished(page)
+            cluster.redis.stop()
+            page.reload()
+            expect(page.get_by_role("heading", name="Tether is unavailable")).to_be_visible()
+            expect(page.locator("body")).to_contain_text("cannot reach its store (Redis)")
+            shot(page, tmp_path, "redis-away")
+            cluster.redis.start()
+            expect(page.locator("#conn")).to_have_attribute("data-state", "connected",
+                                                           timeout=40_000)
+            assert page.url.endswith(f"#s={sid}")
+            wait_turn_finished(page)
+            expect(page.locator(".tool-output").filter(has_text="before")).to_have_count(1)
+            assert_shows_log(page, log_of(next(iter(cluster.hosts.values())), sid))
+            shot(page, tmp_path, "redis-back")
+            assert not page.js_errors
+        finally:
+            page.context.close()
