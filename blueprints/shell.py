@@ -35,9 +35,10 @@ MODERN_SCRIPTS = ("vendor/marked/marked.umd.js", "vendor/dompurify/purify.min.js
 #: Static files the service worker keeps: what the modern page and the offline page load,
 #: and the icons the manifest and notifications name. The basic client's files are not
 #: kept: a browser that runs it has no service worker.
-SHELL_STATIC = ("style.css", "manifest.webmanifest", "icon.svg", "icons/apple-touch-icon.png",
-                "icons/icon-192.png", "icons/icon-512.png", "icons/icon-maskable-192.png",
-                "icons/icon-maskable-512.png", "js/boot.js", *MODERN_SCRIPTS, "js/offline.js")
+SHELL_STATIC = ("style.css", "noscript.css", "manifest.webmanifest", "icon.svg",
+                "icons/apple-touch-icon.png", "icons/icon-192.png", "icons/icon-512.png",
+                "icons/icon-maskable-192.png", "icons/icon-maskable-512.png", "js/boot.js",
+                *MODERN_SCRIPTS, "js/offline.js")
 #: In sw.js, replaced when it is served.
 VERSION_PLACEHOLDER = b'"__SHELL_VERSION__"'
 FILES_PLACEHOLDER = b'["__SHELL_FILES__"]'

@@ -206,6 +206,12 @@ def test_noscript_says_what_the_page_needs(server: LiveServer) -> None:
         html = server.api("GET", path).text
         needs = r"<noscript>\s*<p class=\"(noscript|note)\">Tether needs JavaScript"
         assert re.search(needs, html), path
+    # The modern page's inert shell is hidden then, by a style sheet only <noscript> loads.
+    html = server.api("GET", "/").text
+    sheet = re.search(r'<noscript><link rel="stylesheet" href="([^"]+)"></noscript>', html)
+    assert sheet and "noscript.css" in sheet[1]
+    css = server.api("GET", sheet[1]).text
+    assert re.search(r"\.app\b[^{]*\{\s*display:\s*none", css)
 
 
 def test_basic_client_replays_on_reset_and_new_epoch(browser: Any, server: LiveServer) -> None:
