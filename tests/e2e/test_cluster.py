@@ -16,6 +16,9 @@ the help text.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -41,6 +44,7 @@ from tests.e2e.cluster import (
     other_than,
     worker_of,
 )
+from tests.e2e.live import ROOT
 from tests.support import Tally
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -644,6 +648,56 @@ def test_a_flushed_redis_means_a_new_epoch_and_no_client_trusts_its_old_cursor(
     finally:
         for follower in followers:
             follower.halt()
+
+
+# -- (8b) a host drained, then stopped --------------------------------------------------
+
+def test_a_drained_host_finishes_its_turn_hands_its_sessions_over_and_stops_interrupting_none(
+        fresh: Cluster, tally: Tally) -> None:
+    """``python -m tether.cluster.drain hostA --wait`` (README, Several hosts): while it waits,
+    a prompt given to a host A worker runs on host B, host A's running turn (waiting on an
+    approval) finishes normally; the command returns once host A owns nothing; host A is then
+    stopped (SIGTERM) and the session's next turn resumes its conversation on host B. No
+    turn ends ``interrupted``."""
+    cluster = fresh
+    sid, owner, _ = session_owned_by(cluster, on_host("hostA"), "$ echo drained",
+                                     has("approval_request"))
+    request = wait_approval(cluster, sid)
+    other = create(cluster, "asked of a drained host")
+    drain = subprocess.Popen(
+        [sys.executable, "-m", "tether.cluster.drain", "hostA", "--wait", "--timeout", "60"],
+        cwd=ROOT, env={**os.environ, **{k: str(v) for k, v in cluster.env.items()}},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert drain.stdout is not None
+        assert drain.stdout.readline().startswith("hostA: draining, 1 session(s) owned")
+        time.sleep(float(cluster.env["TETHER_HEARTBEAT_SECONDS"]) * 2)  # every worker read it
+        taken = prompt(cluster, other, "hello", wanted=on_host("hostA"), turn=1)
+        assert host_of(worker_of(taken) or "") == "hostA"
+        cluster.wait_log(other, has("turn_end", turn=1), 30)
+        assert host_of(cluster.owner_of(other)) == "hostB"
+        assert drain.poll() is None, "drained while a turn still ran on host A"
+        answer(cluster, sid, request["request_id"])
+        events, _ = cluster.wait_log(sid, has("turn_end", turn=1), 30)
+        out, err = drain.communicate(timeout=30)
+        assert drain.returncode == 0, err
+        assert "hostA: drained (owns no session)" in out
+    finally:
+        if drain.poll() is None:
+            drain.kill()
+    assert turn_ends(events) == [(1, "completed")]
+    cluster.hosts["hostA"].stop()
+    taken = prompt(cluster, sid, "$ echo after", turn=2)
+    assert host_of(worker_of(taken) or "") == "hostB"
+    request = wait_approval(cluster, sid, after=events[-1]["id"])
+    resumed_with(cluster, sid, events)
+    answer(cluster, sid, request["request_id"])
+    events, _ = cluster.wait_log(sid, has("turn_end", turn=2), 30)
+    assert turn_ends(events) == [(1, "completed"), (2, "completed")]
+    other_events, _ = cluster.wait_log(other, has("turn_end", turn=1), 5)
+    assert turn_ends(other_events) == [(1, "completed")]
+    check_log(tally, events)
+    check_log(tally, other_events)
 
 
 # -- (9) one session, two hosts ----------------------------------------------------------

@@ -8,6 +8,11 @@ Keys (``P`` is ``TETHER_REDIS_PREFIX``)
     ``P:w:<wid>:pgids``   set: its agents' process groups (for gunicorn's master).
     ``P:reaper``          string, 1 s: one reaper pass at a time (an efficiency lock only:
                           takeover is a compare-and-set, safe to race).
+    ``P:draining``        set: the hosts (``TETHER_HOST_ID``) being drained
+                          (``python -m tether.cluster.drain``). Their workers claim no
+                          session: a turn asked of one starts on a live worker of another
+                          host; and they give each session up as soon as no turn runs in it.
+                          Each worker reads it at every heartbeat.
 
 A worker whose ``XX`` renewal finds its heartbeat gone was declared dead: it stops every
 agent it runs and forgets its sessions (another worker took them over), then registers
@@ -71,9 +76,55 @@ class Membership:
         #: ``(session_id, turn, fence)``: this worker adopted a turn a dead worker never
         #: started (:meth:`take_over`); None: turns are never adopted, always ended.
         self.on_adopt: Callable[[str, int, str], None] | None = None
+        #: Whether this worker's host is being drained (``P:draining``), as of the last
+        #: heartbeat.
+        self.draining = False
+        #: Called with no argument at every heartbeat while this worker's host drains.
+        self.on_drain: Callable[[], None] | None = None
 
     def heartbeat_key(self, wid: str) -> str:
         return f"{self._prefix}:w:{wid}"
+
+    # -- draining ------------------------------------------------------------------------
+
+    def check_drain(self) -> bool:
+        """Read whether this worker's host is being drained; while it is, run
+        :attr:`on_drain` (at every heartbeat: what could not be given up at one pass is at
+        the next). Returns :attr:`draining`.
+
+        :raises redis.exceptions.ConnectionError: Redis is unreachable.
+        """
+        draining = bool(self._client.sismember(draining_key(self._prefix), self._host_id))
+        if draining and not self.draining:
+            logger.warning("host %s is being drained: worker %s claims no session and gives "
+                           "each one up once no turn runs in it", self._host_id,
+                           self.worker_id)
+        elif self.draining and not draining:
+            logger.warning("host %s is no longer drained", self._host_id)
+        self.draining = draining
+        if draining and self.on_drain is not None:
+            self.on_drain()
+        return draining
+
+    def claimant(self) -> str:
+        """The worker that claims a session this worker is asked to start a turn in (when
+        it has no live owner): this one, or while its host drains, a live worker of a host
+        that does not, at random (this one when there is none).
+
+        :raises redis.exceptions.ConnectionError: Redis is unreachable.
+        """
+        if not self.draining:
+            return self.worker_id
+        drained = {h.decode() for h in self._client.smembers(draining_key(self._prefix))}
+        wids = [w.decode() for w in self._client.smembers(f"{self._prefix}:workers")]
+        candidates = [w for w in wids if w.rsplit(":", 2)[0] not in drained]
+        if not candidates:
+            return self.worker_id
+        pipe = self._client.pipeline(transaction=False)
+        for wid in candidates:
+            pipe.exists(self.heartbeat_key(wid))
+        alive = [w for w, beating in zip(candidates, pipe.execute(), strict=True) if beating]
+        return random.choice(alive) if alive else self.worker_id
 
     # -- lifetime ------------------------------------------------------------------------
 
@@ -83,6 +134,7 @@ class Membership:
         before it serves anyone (their processes are gone, so no lease is waited for)."""
         self._register()
         try:
+            self.check_drain()
             self.reap()
         except Exception:  # the periodic passes retry
             logger.exception("worker %s: the first reaper pass failed", self.worker_id)
@@ -121,6 +173,7 @@ class Membership:
         while not self._stop.wait(self._interval * random.uniform(0.8, 1.0)):
             try:
                 self._renew()
+                self.check_drain()
                 self.reap()
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 silent = time.monotonic() - self._last_renewal
@@ -283,6 +336,11 @@ class Membership:
         if isinstance(reply, list):
             return reply
         return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+def draining_key(prefix: str) -> str:
+    """The set of the hosts being drained (module docstring)."""
+    return f"{prefix}:draining"
 
 
 def kill_groups(client: redis.Redis, heartbeat_key: str) -> None:

@@ -114,6 +114,7 @@ class ClusterRegistry(SessionRegistry):
         self.membership = Membership(store, self.settings, self._lost_all, self._worker)
         self.inbox = ClusterInbox(self._pending_by_session, store)
         self.membership.on_adopt = self._adopt
+        self.membership.on_drain = self._drain
         store.on_control = self._control
         store.on_resync = self._resync
         self.membership.start()
@@ -221,7 +222,8 @@ class ClusterRegistry(SessionRegistry):
             on_turn_ended=self.metrics.turn_ended,
             on_turn_end=partial(self._turn_end, session_id),
             on_process=self.membership.agent_process, clock=self._clock,
-            projects=None if is_own_workspace(Path(workspace), session_id) else self.projects)
+            projects=None if is_own_workspace(Path(workspace), session_id) else self.projects,
+            claimant=self.membership.claimant, draining=lambda: self.membership.draining)
         with self._lock:
             current = self._sessions.get(session_id)
             if current is not None and not current.log.closed:
@@ -314,6 +316,9 @@ class ClusterRegistry(SessionRegistry):
         if name == "inbox":
             self.inbox.advance(int(value))  # type: ignore[attr-defined]
             return
+        if name == "own":
+            self._claimed(session_id, value)
+            return
         with self._lock:
             session = self._sessions.get(session_id)
             if name == "closed":
@@ -325,14 +330,65 @@ class ClusterRegistry(SessionRegistry):
         elif name == "closed":
             threading.Thread(target=session.closed_elsewhere, daemon=True).start()
 
+    def _claimed(self, session_id: str, value: str) -> None:
+        """An ``own <worker> <turn> <fence>`` control: a prompt made ``worker`` the owner
+        of ``session_id`` to run ``turn``. The worker that asked for it starts the turn
+        itself; when that was another worker (a draining host hands its claims over), this
+        starts it here."""
+        wid, turn, fence = value.split(" ")
+        if wid != self.membership.worker_id:
+            return
+        with self._lock:
+            session = self._sessions.get(session_id)
+        if isinstance(session, ClusterSession) and session.owned:
+            return  # claimed here, by this worker's own prompt: it starts the turn
+        threading.Thread(target=self._adopt, args=(session_id, int(turn), fence),
+                         daemon=True).start()
+
+    def _drain(self) -> None:
+        """At each heartbeat while this worker's host drains (on the heartbeat's thread):
+        give up every session it owns where no turn runs (one with a turn is given up when
+        the turn ends), and those Redis says it owns unknown to it (:meth:`_audit_owned`)."""
+        with self._lock:
+            owned = [s for s in self._sessions.values()
+                     if isinstance(s, ClusterSession) and s.owned]
+        for session in owned:
+            session.give_up_if_idle()
+        self._audit_owned()
+
     def _resync(self) -> None:
-        """Controls may have been missed: the inbox's revision, and Stops of owned turns."""
+        """Controls may have been missed: the inbox's revision, Stops of owned turns, and
+        claims made for this worker by another (:meth:`_audit_owned`)."""
         self.inbox.advance(self.inbox._read_revision())  # type: ignore[attr-defined]
         with self._lock:
             owned = [s for s in self._sessions.values()
                      if isinstance(s, ClusterSession) and s.owned]
         for session in owned:
             threading.Thread(target=session.check_cancel, daemon=True).start()
+        threading.Thread(target=self._audit_owned, daemon=True).start()
+
+    def _audit_owned(self) -> None:
+        """The sessions Redis says this worker owns that it does not know it owns (their
+        ``own`` control was missed): run the turn claimed for it, or, with none, give the
+        session up, so that no turn waits on an owner that does not know it is one."""
+        me = self.membership.worker_id
+        store = self.redis_store
+        try:
+            listed = store.client.smembers(f"{self.membership.heartbeat_key(me)}:owned")
+            with self._lock:
+                known = {sid for sid, s in self._sessions.items()
+                         if isinstance(s, ClusterSession) and s.owned}
+            for sid in sorted(s.decode() for s in listed if s.decode() not in known):
+                owner, fence, active, started = store.client.hmget(
+                    store.key(sid, "rec"), ["owner", "fence", "turn_active", "started"])
+                if owner is None or owner.decode() != me:
+                    continue
+                if active not in (None, b"0") and active != started:
+                    self._adopt(sid, int(active), str(int(fence or 0)))
+                elif active in (None, b"0"):
+                    store.call("release", sid, me, str(int(fence or 0)))
+        except Exception as exc:  # Redis away, or the session deleted: the next resync
+            logger.warning("worker %s: owned sessions not audited: %r", me, exc)
 
     def _lost_all(self) -> None:
         with self._lock:

@@ -83,6 +83,11 @@ class ClusterSession:
     :param stopping: True once this worker shuts down (its refusals say so).
     :param projects: the project roots, for a session opened in a project folder (see
         :class:`tether.sessions.Session`); None: its own workspace.
+    :param claimant: the worker that claims the session for a turn asked here when it has
+        no live owner (:meth:`tether.cluster.membership.Membership.claimant`); by default
+        this one.
+    :param draining: True while this worker's host is drained: the session is given up as
+        soon as no turn runs in it (:meth:`give_up_if_idle`).
     """
 
     def __init__(self, session_id: str, agent: AgentSpec, workspace: Path, created_at: float,
@@ -93,7 +98,9 @@ class ClusterSession:
                  on_turn_end: Callable[[int, str], None] | None = None,
                  on_process: Callable[[int, bool], None] | None = None,
                  clock: Callable[[], float] = time.time,
-                 projects: Projects | None = None) -> None:
+                 projects: Projects | None = None,
+                 claimant: Callable[[], str] | None = None,
+                 draining: Callable[[], bool] | None = None) -> None:
         self.id = session_id
         self.agent = agent
         self.workspace = workspace
@@ -104,6 +111,8 @@ class ClusterSession:
         self._store = store
         self._settings = settings
         self._me = me
+        self._claimant = claimant or me
+        self._draining = draining or (lambda: False)
         self._take_over = take_over
         self._stopping = stopping
         self._on_turn_ended = on_turn_ended or (lambda reason, seconds: None)
@@ -246,7 +255,8 @@ class ClusterSession:
             now = self._clock()
             user_head, user_tail = template(self.id, now, "user",
                                             user_payload(HOLE, text, images))
-            args: list[Any] = [self._me(), title_from_prompt(text, ""), user_head, user_tail]
+            args: list[Any] = [self._claimant(), title_from_prompt(text, ""), user_head,
+                               user_tail]
             if queue:
                 queue_id = secrets.token_hex(16)
                 queued: dict[str, Any] = {"queue_id": queue_id, "position": HOLE, "text": text}
@@ -279,7 +289,7 @@ class ClusterSession:
                              "reason": "sent"})
             user_head, user_tail = template(self.id, now, "user",
                                             user_payload(HOLE, queued.text, queued.images))
-            reply = self._call("dequeue", position, item, dequeued, self._me(), "",
+            reply = self._call("dequeue", position, item, dequeued, self._claimant(), "",
                                user_head, user_tail, queue_position=position)
             if reply[0].decode() == "takeover":
                 self._take_over(self.id, reply[1].decode())
@@ -396,7 +406,8 @@ class ClusterSession:
     def _started_elsewhere_or_here(self, number: int, text: str, reply: list[Any],
                                    images: tuple[ImageRef, ...] = ()) -> None:
         """After ``begin_turn``/``dequeue``: the owner it names starts turn ``number``; when
-        that is this worker, now (else its view of the log brings the ``user`` event)."""
+        that is this worker, now (else its view of the log brings the ``user`` event, or, to
+        a worker that has just claimed the session for this one, an ``own`` control)."""
         owner, fence = reply[2].decode(), str(int(reply[3]))
         if owner == self._me():
             self.own(fence)
@@ -553,6 +564,8 @@ class ClusterSession:
         self._on_turn_end(turn.number, reason)
         if follow is not None:
             self._run_turn(*follow)
+        elif self._draining():
+            self.give_up_if_idle()
 
     def _owner_call(self, function: str, *args: Any) -> Any:
         """A write only the owner makes (a turn's start or end): retried while Redis does not
@@ -694,6 +707,32 @@ class ClusterSession:
                 self._store.call("release", self.id, self._me(), fence)
             except Exception as exc:
                 logger.info("session %s: not released: %r", self.id, exc)
+
+    def give_up_if_idle(self) -> bool:
+        """While this worker's host drains: give the session up if no turn runs in it, so
+        that its next turn is claimed by a worker of another host; its agent is stopped
+        (the next owner resumes the conversation). True when given up.
+
+        Under the lock throughout: a ``user`` event the follower takes meanwhile waits for
+        the answer, then starts its turn here if the session was kept (the release refuses
+        while a turn runs) and leaves it to its new owner if not.
+        """
+        with self._lock:
+            if self._turn is not None or not self._fence:
+                return False
+            try:
+                released = self._store.call("release", self.id, self._me(), self._fence)
+            except Exception as exc:  # Redis away: the next heartbeat's pass tries again
+                logger.info("session %s: not given up: %r", self.id, exc)
+                return False
+            if not released:
+                return False
+            host = self._host
+            self._fence, self._host = "", None
+        logger.info("session %s: given up by a draining worker", self.id)
+        if host is not None:  # on a thread: a stop may take the cancel grace
+            threading.Thread(target=host.stop, daemon=True).start()
+        return True
 
     def closed_elsewhere(self) -> None:
         """The session was deleted (by any worker): stop what runs here."""

@@ -106,7 +106,7 @@ READER_MAX_BACKOFF = 5.0
 MAX_CONNECTIONS = 64
 
 #: Version of the Redis Function library below: bump it with every change of the Lua code.
-LIBRARY_VERSION = 3
+LIBRARY_VERSION = 4
 LIBRARY = f"tether_v{LIBRARY_VERSION}"
 #: Codes of the functions' refusals (:class:`Refused`).
 REFUSALS = frozenset({"CLOSED", "BUSY", "QUEUE_FULL", "TOO_MANY", "NOT_FOUND",

@@ -134,7 +134,9 @@ local function update(keys, args)
 end
 
 -- Claims the session for `me` when it has no live owner; starts turn turns+1 with its
--- `user` event. Returns {n, owner, fence, claimed}.
+-- `user` event. Returns {n, owner, fence, claimed}. A claim is also told to every worker
+-- as the control `own <me> <n> <fence>`: `me` may be another worker than the caller (a
+-- draining host hands new turns to a live one), which then starts the turn.
 local function start_turn(p, sid, rec, me, title, user_head, user_tail)
   local st = redis.call('HMGET', rec, 'owner', 'fence', 'turns', 'title_set')
   local owner, fence, claimed = st[1] or '', tonumber(st[2]) or 0, 0
@@ -150,6 +152,9 @@ local function start_turn(p, sid, rec, me, title, user_head, user_tail)
   end
   redis.call('HSET', rec, 'turns', n, 'turn_active', n, 'cancel', 0)
   add(p, sid, rec, user_head .. string.format('%d', n) .. user_tail)
+  if claimed == 1 then
+    wake(p, sid, 'c', string.format('own %s %d %d', me, n, fence))
+  end
   return {n, owner, fence, claimed}
 end
 
