@@ -11,8 +11,8 @@ connection, until both of host A's workers have answered.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -69,15 +69,17 @@ def scrapes(host: Host, workers: int, least: int = 6) -> dict[str, list[Figures]
     raise AssertionError(f"only {sorted(answered)} answered 200 scrapes of {host.host_id}")
 
 
-def open_stream(cluster: Cluster, wid: str, sid: str) -> requests.Response:
+def open_stream(cluster: Cluster, wid: str, sid: str) -> tuple[requests.Response, Iterator[Any]]:
     """An SSE stream of ``sid`` from the start, served by worker ``wid``, read up to its
-    ``caught-up`` (every event delivered): then it stays open, idle."""
+    ``caught-up`` (every event delivered): then it stays open, unread. Keep the events
+    iterator as long as the stream: once it is collected, urllib3 closes the connection."""
     response = cluster.request_on(is_worker(wid), "GET", f"/api/sessions/{sid}/stream?after=0",
                                   headers={"Accept": "text/event-stream"}, stream=True)
     assert response.status_code == 200, response.text
-    for event in sseclient.SSEClient(response).events():
+    events = sseclient.SSEClient(response).events()
+    for event in events:
         if event.event == "caught-up":
-            return response
+            return response, events
     raise AssertionError(f"the stream on {wid} ended before caught-up")
 
 
@@ -111,13 +113,11 @@ def test_every_scrape_of_a_host_reports_its_workers_summed_and_the_cluster_once(
     events = log_length(cluster, sid)
     appended = events + log_length(cluster, quiet)
 
-    streams: Counter[str] = Counter()
-    opened: list[requests.Response] = []
+    opened: list[tuple[requests.Response, Iterator[Any]]] = []
     try:
         for wid in [*a_wids, b_wid]:
             for _ in range(STREAMS_PER_WORKER):
                 opened.append(open_stream(cluster, wid, sid))
-                streams[wid] += 1
 
         # Host A: every scrape, by either worker, reports both workers' streams, deliveries
         # and the agent the owner keeps; the cluster's sessions and events, not doubled.
@@ -153,5 +153,5 @@ def test_every_scrape_of_a_host_reports_its_workers_summed_and_the_cluster_once(
                 assert figures[AGENTS] == 1 and figures[TURNS] == 1, wid
                 assert figures[SESSIONS] == 2 and figures[APPENDED] == appended, wid
     finally:
-        for response in opened:
+        for response, _ in opened:
             response.close()
