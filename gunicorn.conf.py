@@ -7,7 +7,9 @@ Read by ``make run`` (``gunicorn -c gunicorn.conf.py``). Host and port come from
 
 import errno
 import os
+import shutil
 import socket
+import tempfile
 
 from gunicorn import glogging
 
@@ -93,6 +95,36 @@ if _token_kept:
     for _warning in prepare(_settings.data_dir):
         print(f"Tether: {_warning}")
     os.environ["TETHER_TOKEN"] = kept_token(_settings.data_dir)
+
+
+#: Names the master that made PROMETHEUS_MULTIPROC_DIR (a re-exec on SIGUSR2 makes its own).
+_METRICS_MASTER = "TETHER_METRICS_MASTER"
+
+
+def _metrics_dir(settings):
+    """The directory the workers of this master share their /metrics figures in
+    (``PROMETHEUS_MULTIPROC_DIR``, tether.metrics), or None: a lone worker keeps its own.
+
+    With the Redis store, a fresh empty one made for this master (prometheus-client requires
+    it empty at start: files left by an earlier run would be added in), set in the environment
+    here, before any worker is forked and imports prometheus-client, which reads it then. Made
+    even for one worker, since SIGTTIN may add more. A reload (SIGHUP) runs this file again in
+    the same master: the directory stays, or the workers would count apart. With another
+    store, any inherited value is dropped: one worker's figures are its own.
+    """
+    if settings.store != "redis":
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        return None
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if os.environ.get(_METRICS_MASTER) == str(os.getpid()) and path and os.path.isdir(path):
+        return path
+    path = tempfile.mkdtemp(prefix="tether-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    os.environ[_METRICS_MASTER] = str(os.getpid())
+    return path
+
+
+_metrics = _metrics_dir(_settings)
 
 # Server socket
 _host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
@@ -245,10 +277,19 @@ def post_worker_init(worker):
 
 
 def child_exit(server, worker):
-    # In the master, just after a worker exited (a crash, SIGKILL, or a graceful stop): with
-    # the Redis store its sessions are released at once (its heartbeats deleted, its agents'
-    # process groups killed) instead of when its lease runs out. Whatever fails here is
-    # logged: the master must go on managing the other workers.
+    # In the master, just after a worker exited (a crash, SIGKILL, or a graceful stop): its
+    # live /metrics gauges (clients, agent processes) leave the host's sum, its counters stay.
+    # With the Redis store its sessions are released at once (its heartbeats deleted, its
+    # agents' process groups killed) instead of when its lease runs out. Whatever fails here
+    # is logged: the master must go on managing the other workers.
+    if _metrics is not None:
+        try:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(worker.pid, _metrics)
+        except Exception:
+            server.log.exception("Tether: the /metrics gauges of worker %s were not dropped",
+                                 worker.pid)
     if _settings.store != "redis":
         return
     try:
@@ -263,3 +304,9 @@ def child_exit(server, worker):
 def worker_int(worker):
     # SIGINT / SIGQUIT (Ctrl-C on `make run`): the worker exits right after this hook.
     worker.wsgi.extensions["tether"].shutdown()
+
+
+def on_exit(server):
+    # The master stops: the workers' /metrics files go with it.
+    if _metrics is not None:
+        shutil.rmtree(_metrics, ignore_errors=True)

@@ -975,13 +975,18 @@ class SessionRegistry:
         sessions = self.list()
         pending = [p for _, _, requests in self._pending_by_session() for p in requests]
         approvals = sum(p.kind == "approval" for p in pending)
-        with self._lock:
-            deleted = self._deleted_events
         return {"sessions": len(sessions),
-                "events_appended": deleted + sum(s.log.last_id for s in sessions),
+                "events_appended": self._events_appended(sessions),
                 "approvals_pending": approvals,
                 "questions_pending": len(pending) - approvals,
                 "agent_processes": sum(s.agent_running for s in sessions)}
+
+    def _events_appended(self, sessions: list[Session]) -> int:
+        """Events in the logs of ``sessions`` (those held) plus those of the sessions deleted
+        since start."""
+        with self._lock:
+            deleted = self._deleted_events
+        return deleted + sum(s.log.last_id for s in sessions)
 
     def _pending_by_session(self) -> list[tuple[str, str, list[PendingRequest]]]:
         return [(s.id, s.title, s.prompts.pending()) for s in self.list()]

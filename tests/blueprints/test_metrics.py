@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from tether.metrics import Metrics
 from tether.sessions import SessionRegistry
 
 
@@ -85,3 +88,14 @@ def test_pending_prompts_are_reported(client: FlaskClient, core: SessionRegistry
     figures = scrape(client)
     assert figures[("tether_pending_prompts", (("kind", "approval"),))] == 1
     assert figures[("tether_pending_prompts", (("kind", "clarify"),))] == 1
+
+
+def test_a_shared_directory_named_after_prometheus_client_was_imported_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its values would stay in this process while the scrape claims the host's figures
+    (gunicorn.conf.py sets the variable before the workers import anything)."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with pytest.raises(RuntimeError, match="PROMETHEUS_MULTIPROC_DIR was set after"):
+        Metrics()
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    assert not Metrics().shared

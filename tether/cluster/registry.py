@@ -32,6 +32,7 @@ from tether.images import ImageStore
 from tether.inbox import Inbox
 from tether.prompts import PendingRequest
 from tether.sessions import (
+    Session,
     SessionRegistry,
     check_title,
     continuation_events,
@@ -221,7 +222,7 @@ class ClusterRegistry(SessionRegistry):
             take_over=self._take_over, stopping=lambda: self._stopping,
             on_turn_ended=self.metrics.turn_ended,
             on_turn_end=partial(self._turn_end, session_id),
-            on_process=self.membership.agent_process, clock=self._clock,
+            on_process=self._agent_process, clock=self._clock,
             projects=None if is_own_workspace(Path(workspace), session_id) else self.projects,
             claimant=self.membership.claimant, draining=lambda: self.membership.draining)
         with self._lock:
@@ -431,6 +432,17 @@ class ClusterRegistry(SessionRegistry):
                 logger.warning("session %s: turn %s not ended: %r", session_id, turn, exc)
 
     # -- figures -----------------------------------------------------------------------
+
+    def _agent_process(self, pid: int, started: bool) -> None:
+        """One of this worker's agents started or was stopped: recorded for gunicorn's master
+        (which kills a dead worker's agents) and counted for ``/metrics``."""
+        self.membership.agent_process(pid, started)
+        self.metrics.agent_process(pid, started)
+
+    def _events_appended(self, sessions: list[Session]) -> int:
+        """The cluster's count, from Redis (``P:events``): this worker neither sees every
+        log up to date nor hears of every deletion."""
+        return self.redis_store.events_appended()
 
     def _pending_by_session(self) -> list[tuple[str, str, list[PendingRequest]]]:
         sessions = self.list()

@@ -14,6 +14,8 @@ Keys (``P`` is ``TETHER_REDIS_PREFIX``; ``{sid}`` is a hash tag, literally in br
                         event's bytes when at most 1 KiB, else empty), or ``c`` (a control:
                         ``closed`` when the session was deleted).
     ``P:wake:seq``      string: the wake counter.
+    ``P:events``        string: events appended to any log since Redis first held the store
+                        (deleted sessions' included): ``tether_events_appended_total``.
 
 Appends
     Every append is one call of the Redis Function ``tether_v<N>_append`` (library
@@ -446,6 +448,15 @@ class RedisStore:
                     f["permission_mode"]))
         return records
 
+    def events_appended(self) -> int:
+        """Events appended to any log of this store, deleted sessions' included, since Redis
+        first held it (``P:events``, counted by the functions' every append): the cluster's
+        figure, which no worker could sum from the logs it sees.
+
+        :raises redis.exceptions.ConnectionError: Redis is unreachable.
+        """
+        return int(self._redis.get(self._keys.events) or 0)
+
     # -- lifetime ----------------------------------------------------------------------
 
     @property
@@ -770,6 +781,7 @@ class _Keys:
         self.sessions = f"{prefix}:sessions"
         self.wake = f"{prefix}:wake"
         self.wake_seq = f"{prefix}:wake:seq"
+        self.events = f"{prefix}:events"
 
     def rec(self, session_id: str) -> str:
         return f"{self.prefix}:{{{session_id}}}:rec"

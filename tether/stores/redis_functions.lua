@@ -51,6 +51,7 @@ local function add(p, sid, rec, rest)
   local data = '{"id":' .. id .. rest
   redis.call('XADD', key(p, sid, 'log'), id .. '-0', 'd', data)  -- refuses id <= top
   redis.call('HSET', rec, 'last', id)
+  redis.call('INCR', p .. ':events')  -- every event of every session, ever (/metrics)
   if #data > @WAKE_DATA_BYTES@ then data = '' end
   wake(p, sid, 'n', id, 'd', data)
   return n

@@ -208,6 +208,28 @@ def test_delete_on_a_worker_that_does_not_run_the_turn(workers: Workers) -> None
     assert a.list() == []
 
 
+def test_the_figures_are_the_clusters_but_agent_processes_each_workers(
+        workers: Workers) -> None:
+    """/metrics's scrape-time figures (tether.metrics): sessions, events appended (counted in
+    Redis, a deletion through either worker included) and pending prompts read the same on
+    every worker; agent processes are the worker's own."""
+    a, b = workers
+    kept, dropped = a.create().id, a.create().id
+    b.get(kept).submit("$ echo figures")
+    pending_approval(a, kept)
+    a.get(dropped).submit("hello")
+    turn_end(b, dropped, 1)
+    appended = len(events(a, kept)) + len(events(a, dropped))
+    cluster = {"sessions": 2, "events_appended": appended, "approvals_pending": 1,
+               "questions_pending": 0}
+    for registry in (a, b):  # each worker runs one of the two agents
+        assert registry.figures() == cluster | {"agent_processes": 1}
+    b.delete(dropped)  # its events stay counted, on the worker that did not delete it too
+    assert wait_until(lambda: a.figures()["sessions"] == 1)
+    assert a.figures()["events_appended"] == b.figures()["events_appended"] == appended
+    assert a.figures()["agent_processes"] == 0  # a ran the deleted session's agent
+
+
 def _gone(registry: ClusterRegistry, sid: str) -> bool:
     try:
         registry.get(sid)

@@ -358,9 +358,10 @@ def test_open_store_builds_the_redis_store_from_the_settings(
         store.create_log("s").append("text", {"text": "x"})
         with redis_server.client() as client:
             keys = sorted(k.decode() for k in client.keys(f"{redis_prefix}:*"))
-        assert keys == [f"{redis_prefix}:epoch", f"{redis_prefix}:wake",
-                        f"{redis_prefix}:wake:seq", f"{redis_prefix}:{{s}}:log",
-                        f"{redis_prefix}:{{s}}:rec"]
+        assert keys == [f"{redis_prefix}:epoch", f"{redis_prefix}:events",
+                        f"{redis_prefix}:wake", f"{redis_prefix}:wake:seq",
+                        f"{redis_prefix}:{{s}}:log", f"{redis_prefix}:{{s}}:rec"]
+        assert store.events_appended() == 1
     finally:
         store.close()
 
