@@ -38,7 +38,7 @@ class CoreFigures(Protocol):
 
     def figures(self) -> dict[str, int]:
         """``sessions``, ``events_appended``, ``approvals_pending``, ``questions_pending``,
-        ``agent_processes``."""
+        ``agent_processes``, ``session_views``."""
 
 
 class Metrics:
@@ -119,3 +119,7 @@ class _CoreCollector:
         yield pending
         yield GaugeMetricFamily("tether_agent_processes", "Agent processes running",
                                 value=figures["agent_processes"])
+        yield GaugeMetricFamily(
+            "tether_session_views", "Session logs this worker holds in memory and keeps up to "
+            "date (with TETHER_STORE=redis, those of the sessions its clients followed lately "
+            "and those it owns)", value=figures["session_views"])

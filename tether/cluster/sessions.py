@@ -83,6 +83,8 @@ class ClusterSession:
     :param stopping: True once this worker shuts down (its refusals say so).
     :param projects: the project roots, for a session opened in a project folder (see
         :class:`tether.sessions.Session`); None: its own workspace.
+    :param on_own: called with this session once this worker owns it (after the fence is
+        set): the registry keeps an owned session, whatever its idle sweep decided.
     """
 
     def __init__(self, session_id: str, agent: AgentSpec, workspace: Path, created_at: float,
@@ -93,8 +95,10 @@ class ClusterSession:
                  on_turn_end: Callable[[int, str], None] | None = None,
                  on_process: Callable[[int, bool], None] | None = None,
                  clock: Callable[[], float] = time.time,
-                 projects: Projects | None = None) -> None:
+                 projects: Projects | None = None,
+                 on_own: Callable[[ClusterSession], None] | None = None) -> None:
         self.id = session_id
+        self._on_own = on_own or (lambda session: None)
         self.agent = agent
         self.workspace = workspace
         self.project = projects is not None
@@ -420,10 +424,19 @@ class ClusterSession:
                 self._follower = threading.Thread(target=self._follow, daemon=True,
                                                   name=f"owner-{self.id[:8]}")
                 self._follower.start()
+        self._on_own(self)  # after the fence is set: the registry's sweep reads it
 
     @property
     def owned(self) -> bool:
         return self._fence != ""
+
+    @property
+    def busy_here(self) -> bool:
+        """Whether this worker does anything for the session beyond serving reads: it owns
+        it, runs (or ends) a turn of it, holds its agent or follows its log. Such a session
+        and its view are never dropped as idle."""
+        return (self._fence != "" or self._turn is not None or self._host is not None
+                or self._follower is not None)
 
     def _load_agent_state(self) -> None:
         # Under _lock: the agent's conversation and spend as the previous owner left them.
