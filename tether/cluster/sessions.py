@@ -17,6 +17,7 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -115,8 +116,10 @@ class ClusterSession:
         self._on_process = on_process
         self._clock = clock
         self._rec = store.key(session_id, "rec")
+        # The fence through a weak reference: no cycle, so a session the registry forgets
+        # (sweep_idle) is freed at once, not at the next full collection.
         self.prompts = ClusterPrompts(store, session_id, settings.prompt_timeout_seconds,
-                                      lambda: self._fence, clock,
+                                      partial(_fence_of, weakref.ref(self)), clock,
                                       auto_allowed=settings.allow_auto_approve)
         # What this worker does as the owner, under _lock.
         self._lock = threading.Lock()
@@ -712,6 +715,12 @@ class ClusterSession:
         """The session was deleted (by any worker): stop what runs here."""
         self._let_go("cancelled", "The session was deleted.")
         self.log.close()
+
+
+def _fence_of(session: weakref.ref[ClusterSession]) -> str:
+    """The fence of ``session`` ("" once it is gone)."""
+    held = session()
+    return "" if held is None else held._fence
 
 
 def _item(queue_id: str, text: str, images: Sequence[ImageRef] = ()) -> str:

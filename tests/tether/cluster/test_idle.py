@@ -10,6 +10,7 @@ interest), so nothing here waits for time to pass.
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +82,17 @@ def test_a_forgotten_session_a_request_holds_is_taken_back_and_kept_once_owned(
     assert b.sweep_idle(idle_seconds=0) == 0
     assert a.get(sid).cancel()  # a Stop from the other worker reaches it
     assert turn_end(a, sid, 1)["reason"] == "cancelled"
+
+
+def test_a_forgotten_session_and_its_view_are_freed_without_waiting_for_the_collector(
+        workers: Workers) -> None:
+    a, b = workers
+    sid = a.create().id
+    session = weakref.ref(b.get(sid))
+    view = weakref.ref(b.get(sid).log)
+    gc.disable()  # freed by reference counting alone: no cycle keeps them for a full pass
+    try:
+        assert b.sweep_idle(idle_seconds=0) == 1
+        assert session() is None and view() is None
+    finally:
+        gc.enable()
