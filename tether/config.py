@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     #: per host, as gunicorn's process ids are only unique on one host.
     host_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=100,
                          pattern=r"^[A-Za-z0-9_.-]+$", validation_alias=_env("HOST_ID"))
+    #: TETHER_STORE=redis: seconds a worker keeps its view of a session nobody on it follows
+    #: (no stream, long-poll or owned turn) after its last use; a test knob (the e2e tests
+    #: shorten it), 60 by default as SCALE-OUT.md says (tether.stores.redis.drop_idle).
+    mirror_idle_seconds: float = Field(60.0, gt=0, le=86400, allow_inf_nan=False,
+                                       validation_alias=_env("MIRROR_IDLE_SECONDS"))
     #: Adds ``X-Tether-Worker: <worker id>`` to every response (for tests and debugging).
     debug_worker: bool = Field(False, validation_alias=_env("DEBUG_WORKER"))
 

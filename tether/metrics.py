@@ -85,7 +85,7 @@ class CoreFigures(Protocol):
 
     def figures(self) -> dict[str, int]:
         """``sessions``, ``events_appended``, ``approvals_pending``, ``questions_pending``,
-        ``agent_processes``."""
+        ``agent_processes``, ``session_views``."""
 
 
 class Metrics:
@@ -196,3 +196,7 @@ class _CoreCollector:
         if self._agents:
             yield GaugeMetricFamily("tether_agent_processes", _AGENTS_HELP,
                                     value=figures["agent_processes"])
+        yield GaugeMetricFamily(
+            "tether_session_views", "Session logs the worker answering this scrape holds in "
+            "memory and keeps up to date (with TETHER_STORE=redis, those of the sessions its "
+            "clients followed lately and those it owns)", value=figures["session_views"])

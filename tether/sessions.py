@@ -971,7 +971,8 @@ class SessionRegistry:
     def figures(self) -> dict[str, int]:
         """Scrape-time figures for :mod:`tether.metrics`: ``sessions``, ``events_appended``
         (in the logs held, plus those of sessions deleted since start), ``approvals_pending``,
-        ``questions_pending``, ``agent_processes``."""
+        ``questions_pending``, ``agent_processes``, ``session_views`` (logs held in memory:
+        here, every session's)."""
         sessions = self.list()
         pending = [p for _, _, requests in self._pending_by_session() for p in requests]
         approvals = sum(p.kind == "approval" for p in pending)
@@ -979,7 +980,8 @@ class SessionRegistry:
                 "events_appended": self._events_appended(sessions),
                 "approvals_pending": approvals,
                 "questions_pending": len(pending) - approvals,
-                "agent_processes": sum(s.agent_running for s in sessions)}
+                "agent_processes": sum(s.agent_running for s in sessions),
+                "session_views": len(sessions)}
 
     def _events_appended(self, sessions: list[Session]) -> int:
         """Events in the logs of ``sessions`` (those held) plus those of the sessions deleted

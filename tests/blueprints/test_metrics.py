@@ -47,10 +47,12 @@ def test_a_turn_and_its_deliveries_show_in_the_figures(client: FlaskClient,
     assert figures[("tether_turns_total", (("reason", "completed"),))] == 1
     assert figures[("tether_turn_duration_seconds_count", ())] == 1
     assert figures[("tether_agent_processes", ())] == 1  # kept for the next turn
+    assert figures[("tether_session_views", ())] == 1  # one process: every session's log
     client.delete(f"/api/sessions/{sid}")
     after = scrape(client)
     assert after[("tether_sessions", ())] == 0
     assert after[("tether_agent_processes", ())] == 0
+    assert after[("tether_session_views", ())] == 0
     assert after[("tether_events_appended_total", ())] == last  # a counter never goes down
 
 

@@ -81,6 +81,9 @@ class Membership:
         self.draining = False
         #: Called with no argument at every heartbeat while this worker's host drains.
         self.on_drain: Callable[[], None] | None = None
+        #: Called with no argument after every heartbeat (on the heartbeat's thread): local
+        #: housekeeping that must not block, such as dropping idle session views.
+        self.on_tick: Callable[[], None] | None = None
 
     def heartbeat_key(self, wid: str) -> str:
         return f"{self._prefix}:w:{wid}"
@@ -186,6 +189,16 @@ class Membership:
                     logger.warning("worker %s: heartbeat failed: %r", self.worker_id, exc)
             except Exception:  # a bug must not end the heartbeat
                 logger.exception("worker %s: heartbeat pass failed", self.worker_id)
+            self._tick()
+
+    def _tick(self) -> None:
+        if self.on_tick is None:
+            return
+        try:
+            self.on_tick()
+        except Exception:  # housekeeping's bug must not end the heartbeat
+            logger.exception("worker %s: housekeeping after the heartbeat failed",
+                             self.worker_id)
 
     def _renew(self) -> None:
         renewed = self._client.set(self.heartbeat_key(self.worker_id), os.getpid(),

@@ -2,7 +2,10 @@
 
 The same surface as :class:`tether.sessions.SessionRegistry`; sessions live in Redis, so
 any worker serves any session: one this worker has not seen yet is loaded on first use,
-one deleted on another worker is forgotten when its ``closed`` control arrives. The inbox's
+one deleted on another worker is forgotten when its ``closed`` control arrives, and one
+nobody on this worker followed for ``TETHER_MIRROR_IDLE_SECONDS`` (60 s) is forgotten with
+its view of the log (:meth:`ClusterRegistry.sweep_idle`, after every heartbeat), so a
+worker's memory does not grow with every session it ever served. The inbox's
 revision is the cluster's (``P:inbox:rev``), so every worker's clients see the same
 revisions, and a change on any worker wakes the inbox streams of all.
 """
@@ -13,6 +16,7 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -32,7 +36,6 @@ from tether.images import ImageStore
 from tether.inbox import Inbox
 from tether.prompts import PendingRequest
 from tether.sessions import (
-    Session,
     SessionRegistry,
     check_title,
     continuation_events,
@@ -112,10 +115,15 @@ class ClusterRegistry(SessionRegistry):
         if not isinstance(store, RedisStore):
             raise TypeError("the cluster registry needs the Redis store (TETHER_STORE=redis)")
         self._stopping = False
+        #: Sessions the idle sweep forgot that some caller still holds: get() takes such a
+        #: session back instead of making a second one (one object per session, the owner's).
+        self._idle: weakref.WeakValueDictionary[str, ClusterSession] = (
+            weakref.WeakValueDictionary())
         self.membership = Membership(store, self.settings, self._lost_all, self._worker)
         self.inbox = ClusterInbox(self._pending_by_session, store)
         self.membership.on_adopt = self._adopt
         self.membership.on_drain = self._drain
+        self.membership.on_tick = self.sweep_idle
         store.on_control = self._control
         store.on_resync = self._resync
         self.membership.start()
@@ -195,10 +203,11 @@ class ClusterRegistry(SessionRegistry):
     @available
     def get(self, session_id: str) -> ClusterSession:
         """:raises NotFound: unknown (or deleted) session."""
-        with self._lock:
-            session = self._sessions.get(session_id)
-        if session is not None and not session.log.closed:
-            return session  # type: ignore[return-value]
+        session = self._held(session_id)
+        if session is not None:
+            session.log.touch()  # a view the sweep dropped is taken back here
+            if not session.log.closed:
+                return session
         values = self.redis_store.client.hmget(
             self.redis_store.key(session_id, "rec"), ["agent", "workspace", "created_at",
                                                       "closed"])
@@ -207,6 +216,17 @@ class ClusterRegistry(SessionRegistry):
         if agent is None or closed == "1" or workspace is None:
             raise NotFound(f"no session {session_id[:80]!r}")
         return self._build(session_id, agent, workspace, float(created_at or 0))
+
+    def _held(self, session_id: str) -> ClusterSession | None:
+        """The session object this worker holds for ``session_id``, if any: registered, or
+        forgotten by the idle sweep but still held by a caller (registered again)."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                session = self._idle.pop(session_id, None)
+                if session is not None:
+                    self._sessions[session_id] = session
+        return session  # type: ignore[return-value]
 
     def _build(self, session_id: str, agent: str, workspace: str,
                created_at: float) -> ClusterSession:
@@ -224,13 +244,50 @@ class ClusterRegistry(SessionRegistry):
             on_turn_end=partial(self._turn_end, session_id),
             on_process=self._agent_process, clock=self._clock,
             projects=None if is_own_workspace(Path(workspace), session_id) else self.projects,
-            claimant=self.membership.claimant, draining=lambda: self.membership.draining)
+            claimant=self.membership.claimant, draining=lambda: self.membership.draining,
+            on_own=self._owned)
         with self._lock:
-            current = self._sessions.get(session_id)
+            current = self._sessions.get(session_id) or self._idle.pop(session_id, None)
             if current is not None and not current.log.closed:
+                self._sessions[session_id] = current
                 return current  # type: ignore[return-value]
             self._sessions[session_id] = session  # type: ignore[assignment]
         return session
+
+    def _owned(self, session: ClusterSession) -> None:
+        """``session`` is owned here now: registered, even if the idle sweep had forgotten it
+        while a request held it (the owner's object is the one controls reach)."""
+        with self._lock:
+            if self._idle.get(session.id) is session:
+                del self._idle[session.id]
+            self._sessions.setdefault(session.id, session)  # type: ignore[arg-type]
+
+    def sweep_idle(self, idle_seconds: float | None = None) -> int:
+        """Forget the sessions nobody on this worker follows: those it does nothing for
+        (:attr:`ClusterSession.busy_here`) whose view of the log had no watcher, waiter or
+        follower and no use for ``idle_seconds`` (default ``TETHER_MIRROR_IDLE_SECONDS``).
+        The store stops feeding their views; the registry lets go of their session objects.
+        The next request for one loads it again from Redis (or takes back the object a
+        caller still holds); its ids and epoch are Redis's, so a cursor resumes exactly.
+        Runs after every heartbeat (Membership.on_tick); no Redis call.
+
+        :returns: how many views were dropped.
+        """
+        idle = self.settings.mirror_idle_seconds if idle_seconds is None else idle_seconds
+        with self._lock:
+            busy = {sid for sid, s in self._sessions.items()
+                    if isinstance(s, ClusterSession) and s.busy_here}
+        dropped = self.redis_store.drop_idle(idle, keep=busy)
+        with self._lock:
+            for session_id in dropped:
+                session = self._sessions.get(session_id)
+                # Owned since the first look (own() sets the fence, then registers): kept.
+                if not isinstance(session, ClusterSession) or session.busy_here:
+                    continue
+                del self._sessions[session_id]
+                if not session.log.closed:
+                    self._idle[session_id] = session
+        return len(dropped)
 
     @available
     def list(self) -> list[ClusterSession]:  # type: ignore[override]
@@ -283,7 +340,7 @@ class ClusterRegistry(SessionRegistry):
                            session_id)
         with self._lock:
             self._sessions.pop(session_id, None)
-            self._deleted_events += session.log.last_id
+            self._idle.pop(session_id, None)
         self.redis_store.drop_log(session_id)
         session.closed_elsewhere()
         self._remove_workspace(session)  # type: ignore[arg-type]
@@ -321,9 +378,10 @@ class ClusterRegistry(SessionRegistry):
             self._claimed(session_id, value)
             return
         with self._lock:
-            session = self._sessions.get(session_id)
+            session = self._sessions.get(session_id) or self._idle.get(session_id)
             if name == "closed":
                 self._sessions.pop(session_id, None)
+                self._idle.pop(session_id, None)
         if not isinstance(session, ClusterSession):
             return
         if name == "cancel" and session.owned:
@@ -439,24 +497,41 @@ class ClusterRegistry(SessionRegistry):
         self.membership.agent_process(pid, started)
         self.metrics.agent_process(pid, started)
 
-    def _events_appended(self, sessions: list[Session]) -> int:
-        """The cluster's count, from Redis (``P:events``): this worker neither sees every
-        log up to date nor hears of every deletion."""
-        return self.redis_store.events_appended()
+    def figures(self) -> dict[str, int]:
+        """See :meth:`tether.sessions.SessionRegistry.figures`: the session figures are the
+        cluster's, read from Redis without loading a session here (a scrape must not keep
+        every session's view alive), ``events_appended`` from ``P:events`` (this worker
+        neither sees every log up to date nor hears of every deletion); ``agent_processes``
+        and ``session_views`` are this worker's."""
+        ids = self._session_ids()
+        pending = [p for _, _, requests in self._pending_by_session() for p in requests]
+        approvals = sum(p.kind == "approval" for p in pending)
+        with self._lock:
+            held = list(self._sessions.values())
+        return {"sessions": len(ids), "events_appended": self.redis_store.events_appended(),
+                "approvals_pending": approvals, "questions_pending": len(pending) - approvals,
+                "agent_processes": sum(s.agent_running for s in held),
+                "session_views": self.redis_store.views}
+
+    def _session_ids(self) -> list[str]:
+        """Every session id of the cluster, oldest first."""
+        return [raw.decode() for raw in
+                self.redis_store.client.zrange(f"{self.store.prefix}:sessions", 0, -1)]
 
     def _pending_by_session(self) -> list[tuple[str, str, list[PendingRequest]]]:
-        sessions = self.list()
+        ids = self._session_ids()
+        ids.reverse()  # newest first, as list() orders them
         client = self.redis_store.client
         found: list[tuple[str, str, list[PendingRequest]]] = []
-        for start in range(0, len(sessions), LIST_PAGE):
-            page = sessions[start:start + LIST_PAGE]
+        for start in range(0, len(ids), LIST_PAGE):
+            page = ids[start:start + LIST_PAGE]
             pipe = client.pipeline(transaction=False)
-            for session in page:
-                pipe.hget(self.redis_store.key(session.id, "rec"), "title")
-                pipe.hgetall(self.redis_store.key(session.id, "pending"))
+            for sid in page:
+                pipe.hget(self.redis_store.key(sid, "rec"), "title")
+                pipe.hgetall(self.redis_store.key(sid, "pending"))
             replies = pipe.execute()
-            for i, session in enumerate(page):
+            for i, sid in enumerate(page):
                 title, pending = replies[2 * i], replies[2 * i + 1]
                 if pending:
-                    found.append((session.id, (title or b"").decode(), pending_from(pending)))
+                    found.append((sid, (title or b"").decode(), pending_from(pending)))
         return found

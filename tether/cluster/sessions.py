@@ -17,6 +17,7 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -88,6 +89,8 @@ class ClusterSession:
         this one.
     :param draining: True while this worker's host is drained: the session is given up as
         soon as no turn runs in it (:meth:`give_up_if_idle`).
+    :param on_own: called with this session once this worker owns it (after the fence is
+        set): the registry keeps an owned session, whatever its idle sweep decided.
     """
 
     def __init__(self, session_id: str, agent: AgentSpec, workspace: Path, created_at: float,
@@ -100,8 +103,10 @@ class ClusterSession:
                  clock: Callable[[], float] = time.time,
                  projects: Projects | None = None,
                  claimant: Callable[[], str] | None = None,
-                 draining: Callable[[], bool] | None = None) -> None:
+                 draining: Callable[[], bool] | None = None,
+                 on_own: Callable[[ClusterSession], None] | None = None) -> None:
         self.id = session_id
+        self._on_own = on_own or (lambda session: None)
         self.agent = agent
         self.workspace = workspace
         self.project = projects is not None
@@ -120,8 +125,10 @@ class ClusterSession:
         self._on_process = on_process
         self._clock = clock
         self._rec = store.key(session_id, "rec")
+        # The fence through a weak reference: no cycle, so a session the registry forgets
+        # (sweep_idle) is freed at once, not at the next full collection.
         self.prompts = ClusterPrompts(store, session_id, settings.prompt_timeout_seconds,
-                                      lambda: self._fence, clock,
+                                      partial(_fence_of, weakref.ref(self)), clock,
                                       auto_allowed=settings.allow_auto_approve)
         # What this worker does as the owner, under _lock.
         self._lock = threading.Lock()
@@ -431,10 +438,19 @@ class ClusterSession:
                 self._follower = threading.Thread(target=self._follow, daemon=True,
                                                   name=f"owner-{self.id[:8]}")
                 self._follower.start()
+        self._on_own(self)  # after the fence is set: the registry's sweep reads it
 
     @property
     def owned(self) -> bool:
         return self._fence != ""
+
+    @property
+    def busy_here(self) -> bool:
+        """Whether this worker does anything for the session beyond serving reads: it owns
+        it, runs (or ends) a turn of it, holds its agent or follows its log. Such a session
+        and its view are never dropped as idle."""
+        return (self._fence != "" or self._turn is not None or self._host is not None
+                or self._follower is not None)
 
     def _load_agent_state(self) -> None:
         # Under _lock: the agent's conversation and spend as the previous owner left them.
@@ -738,6 +754,12 @@ class ClusterSession:
         """The session was deleted (by any worker): stop what runs here."""
         self._let_go("cancelled", "The session was deleted.")
         self.log.close()
+
+
+def _fence_of(session: weakref.ref[ClusterSession]) -> str:
+    """The fence of ``session`` ("" once it is gone)."""
+    held = session()
+    return "" if held is None else held._fence
 
 
 def _item(queue_id: str, text: str, images: Sequence[ImageRef] = ()) -> str:

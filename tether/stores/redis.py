@@ -41,6 +41,17 @@ Delivery
     own event at once, so its clients pay one round trip and nothing more. Wake entries are
     only hints (DESIGN.md rule 2): the log streams are the truth.
 
+Views come and go
+    A view with no local interest (no watcher, no waiter in ``wait_for``, no follower) that
+    nobody used for :data:`MIRROR_IDLE_SECONDS` is dropped by :meth:`RedisStore.drop_idle`,
+    which the cluster's registry calls on every heartbeat: the wake reader stops applying
+    wakes to it, and memory stays bounded however many sessions the worker ever served. A
+    dropped view is kept only weakly: as long as some caller still holds it, the next
+    :meth:`RedisStore.open_log` of that session returns it again, and any use of it (a read,
+    a wait, a watch, a sync, an append, a follow) takes it back first: registered again,
+    then brought up to Redis, as a fresh open is. So one session never has two live views in
+    a process, and no caller ever waits on a view the wake reader no longer feeds.
+
 A cursor ahead of this process's view
     Another process may have served a client events this one has not heard of yet. Callers
     that would treat a cursor past ``last_id`` as a reset first call
@@ -69,7 +80,8 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -106,6 +118,9 @@ READER_SOCKET_TIMEOUT = WAKE_BLOCK_MS / 1000 + 5.0
 READER_MAX_BACKOFF = 5.0
 #: Connections in the command pool (the wake reader has its own).
 MAX_CONNECTIONS = 64
+#: Seconds a view with no local interest stays after its last use (SCALE-OUT.md section 5,
+#: "Mirror lifetime"); :meth:`RedisStore.drop_idle` drops it after that.
+MIRROR_IDLE_SECONDS = 60.0
 
 #: Version of the Redis Function library below: bump it with every change of the Lua code.
 LIBRARY_VERSION = 4
@@ -167,6 +182,12 @@ class RedisEventLog(WakeupSource):
         self._closed = False
         # One append of this process at a time: its own event is applied in id order.
         self._append_lock = threading.Lock()
+        # Interest, under the wakeup lock: callers inside wait_for; when it was last used
+        # (the store's monotonic clock, seconds); dropped by RedisStore.drop_idle, so the wake
+        # reader no longer feeds it until it is taken back (_in_use).
+        self._waiters = 0
+        self._used = store._monotonic()
+        self._dropped = False
 
     @property
     def last_id(self) -> int:
@@ -195,6 +216,8 @@ class RedisEventLog(WakeupSource):
         """
         with self._wakeup.lock:
             self._followed, self._deliver = kinds, deliver
+        self._in_use()
+        with self._wakeup.lock:
             return self._last_id
 
     def unfollow(self) -> None:
@@ -215,6 +238,7 @@ class RedisEventLog(WakeupSource):
         :raises redis.exceptions.ConnectionError: Redis is unreachable; the event may or
             may not be in the log (the wake reader brings it in if it is).
         """
+        self._in_use()
         with self._append_lock:
             if self._closed:
                 raise RuntimeError(f"log of session {self.session_id} is closed")
@@ -246,6 +270,7 @@ class RedisEventLog(WakeupSource):
         """
         if not drafts:
             return []
+        self._in_use()
         with self._append_lock:
             if self._closed:
                 raise RuntimeError(f"log of session {self.session_id} is closed")
@@ -255,6 +280,7 @@ class RedisEventLog(WakeupSource):
         return events
 
     def read_after(self, after: int, limit: int | None = None) -> list[Event]:
+        self._in_use()
         with self._wakeup.lock:
             start, older, cached = split_read(after, limit, self._last_id, self._tail)
         if older <= start:
@@ -263,7 +289,24 @@ class RedisEventLog(WakeupSource):
         return self._store._read(self, start, older) + cached
 
     def wait_for(self, after: int, timeout: float | None) -> bool:
-        return self._wakeup.wait_for(lambda: self._closed or self._last_id > after, timeout)
+        """See :meth:`tether.stores.base.EventLog.wait_for`. A waiter is interest: the view
+        is not dropped while one waits (nor the time it waited counted as idle)."""
+        with self._wakeup.lock:
+            self._waiters += 1
+        try:
+            self._in_use()
+            return self._wakeup.wait_for(lambda: self._closed or self._last_id > after,
+                                         timeout)
+        finally:
+            with self._wakeup.lock:
+                self._waiters -= 1
+                self._used = self._store._monotonic()
+
+    def watch(self, flag: threading.Event) -> None:
+        """See :meth:`tether.stores.base.EventLog.watch`. A watcher is interest: the view is
+        not dropped while ``flag`` is registered."""
+        self._wakeup.watch(flag)
+        self._in_use()
 
     def sync(self, after: int) -> int:
         """Make sure this process's view holds every event up to ``after`` that Redis holds:
@@ -273,9 +316,43 @@ class RedisEventLog(WakeupSource):
 
         :raises redis.exceptions.ConnectionError: Redis is unreachable.
         """
+        self._in_use()
         if after > self._last_id and not self._closed:
             self._store._refresh([self])
         return self._last_id
+
+    def touch(self) -> None:
+        """Count now as a use (the view's idle time starts again), without reading."""
+        self._in_use()
+
+    # -- lifetime in the store (RedisStore.drop_idle) --------------------------------------
+
+    def _in_use(self) -> None:
+        """A caller uses this view: stamp the time, and if the store dropped it, take it back
+        (registered again, then brought up to Redis: :meth:`RedisStore._take_back`) before
+        the caller reads or waits. Interest already registered (a watcher, a waiter, a
+        follower) comes first, under the same lock the drop decides under, so either the
+        drop saw it and kept the view, or this sees the drop.
+
+        :raises redis.exceptions.ConnectionError: Redis is unreachable (the view is
+            registered again all the same: the wake reader's next resync brings it up).
+        """
+        with self._wakeup.lock:
+            self._used = self._store._monotonic()
+            dropped = self._dropped
+        if dropped:
+            self._store._take_back(self)
+
+    def _drop_if_idle(self, now: float, idle_seconds: float) -> bool:
+        """Under the store's lock: mark this view dropped if nothing holds interest in it
+        and it was not used for ``idle_seconds`` (``now`` on the store's monotonic clock).
+        Returns whether it was."""
+        with self._wakeup.lock:
+            if (self._wakeup.watchers or self._waiters or self._deliver is not None
+                    or now - self._used < idle_seconds):
+                return False
+            self._dropped = True
+            return True
 
     # -- for RedisStore ----------------------------------------------------------------
 
@@ -314,6 +391,8 @@ class RedisStore:
     :param url: ``redis://[[user]:password@]host:port/db`` (``TETHER_REDIS_URL``).
     :param prefix: the start of every key (``TETHER_REDIS_PREFIX``).
     :param tail: events each log keeps in memory.
+    :param monotonic: the clock (seconds) views' idle times are measured by
+        (:meth:`drop_idle`); tests pass their own.
     :raises redis.exceptions.ConnectionError: Redis is unreachable.
     :raises RuntimeError: Redis is older than 7.0 (no Functions).
     """
@@ -321,14 +400,21 @@ class RedisStore:
     durable = True
 
     def __init__(self, url: str, prefix: str = "tether", clock: Callable[[], float] = time.time,
-                 tail: int = DEFAULT_TAIL) -> None:
+                 tail: int = DEFAULT_TAIL,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.prefix = prefix
         self._clock = clock
+        self._monotonic = monotonic
         self._tail = tail
         self._url = url
         self._keys = _Keys(prefix)
-        self._lock = threading.Lock()  # the dict of open logs
+        self._lock = threading.Lock()  # the dicts of open and dropped logs
+        #: The views the wake reader feeds.
         self._logs: dict[str, RedisEventLog] = {}
+        #: Views dropped for idleness (drop_idle) that some caller may still hold: the next
+        #: open or use takes such a view back rather than make a second one.
+        self._dropped: weakref.WeakValueDictionary[str, RedisEventLog] = (
+            weakref.WeakValueDictionary())
         self._closed = False
         self._pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT,
@@ -388,8 +474,14 @@ class RedisStore:
         """
         with self._lock:
             log = self._logs.get(session_id)
+            dropped = self._dropped.get(session_id) if log is None else None
         if log is not None:
+            log.touch()
             return log
+        if dropped is not None:  # still held by someone: the same view, taken back
+            dropped.touch()
+            if not dropped.closed:
+                return dropped
         # One read: the turn's state as of the last id (the view follows it from there).
         last, active = self._redis.hmget(self._keys.rec(session_id), ["last", "turn_active"])
         fresh = RedisEventLog(self, session_id, int(last or 0), self._tail,
@@ -408,10 +500,74 @@ class RedisStore:
         ``P:sessions``, and a ``closed`` wake closes its log in every process (here at once).
         Unknown ids are ignored."""
         with self._lock:
-            log = self._logs.pop(session_id, None)
+            log = self._logs.pop(session_id, None) or self._dropped.pop(session_id, None)
         if log is not None:
             log.close()
         self.call("drop", session_id)
+
+    # -- idle views ----------------------------------------------------------------------
+
+    @property
+    def views(self) -> int:
+        """How many views the wake reader feeds now (the ``tether_session_views`` gauge)."""
+        with self._lock:
+            return len(self._logs)
+
+    def drop_idle(self, idle_seconds: float = MIRROR_IDLE_SECONDS,
+                  keep: Collection[str] = ()) -> list[str]:
+        """Stop feeding the views nobody is interested in: no watcher, no waiter, no
+        follower, not in ``keep`` (the sessions this worker owns or runs a turn of), and not
+        used for ``idle_seconds`` (by the store's monotonic clock). Each leaves the map the
+        wake reader feeds; it is freed once nobody holds it, and taken back (registered,
+        then brought up to Redis) if anyone uses it first. O(views held), no Redis call.
+
+        :returns: the session ids whose views were dropped.
+        """
+        now = self._monotonic()
+        dropped: list[str] = []
+        with self._lock:
+            for session_id, log in list(self._logs.items()):
+                if session_id in keep or not (log.closed or log._drop_if_idle(now, idle_seconds)):
+                    continue
+                del self._logs[session_id]
+                if not log.closed:
+                    self._dropped[session_id] = log
+                dropped.append(session_id)
+        return dropped
+
+    def _take_back(self, log: RedisEventLog) -> None:
+        """``log`` was dropped and someone uses it: register it again, then bring it up to
+        Redis (the wakes it missed meanwhile), in the order a fresh open follows, so that a
+        wake racing this is either applied or fetched again. A view of a deleted session, or
+        one this store no longer knows (its data was lost), is closed instead.
+
+        :raises redis.exceptions.ConnectionError: Redis is unreachable; the view is dropped
+            again (the next use tries again), never left registered but behind.
+        """
+        session_id = log.session_id
+        with self._lock:
+            with log._wakeup.lock:
+                if not log._dropped:
+                    return  # taken back by another caller meanwhile
+                log._dropped = False
+            known = self._dropped.get(session_id) is log and not self._closed
+            if known:
+                del self._dropped[session_id]
+                # open_log makes a view only when neither map holds one: no other is here.
+                known = self._logs.setdefault(session_id, log) is log
+        if not known:  # lost with the data, or the store closed: never a view no wake reaches
+            log.close()
+            return
+        try:
+            self._refresh([log])
+        except BaseException:
+            with self._lock:
+                if self._logs.get(session_id) is log:
+                    del self._logs[session_id]
+                    self._dropped[session_id] = log
+                    with log._wakeup.lock:
+                        log._dropped = True
+            raise
 
     # -- session records ---------------------------------------------------------------
 
@@ -470,7 +626,8 @@ class RedisStore:
             if self._closed:
                 return
             self._closed = True
-            logs = list(self._logs.values())
+            logs = list(self._logs.values()) + list(self._dropped.values())
+            self._dropped.clear()
         for log in logs:
             log.close()
         self._stop.set()
@@ -603,8 +760,9 @@ class RedisStore:
         process has yet), so that every client's next request gets ``reset``. The wake
         reader starts again from the new wake stream."""
         with self._lock:
-            logs = list(self._logs.values())
+            logs = list(self._logs.values()) + list(self._dropped.values())
             self._logs.clear()
+            self._dropped.clear()
         for log in logs:
             log.close()
         old = self.epoch

@@ -222,8 +222,8 @@ def test_the_figures_are_the_clusters_but_agent_processes_each_workers(
     appended = len(events(a, kept)) + len(events(a, dropped))
     cluster = {"sessions": 2, "events_appended": appended, "approvals_pending": 1,
                "questions_pending": 0}
-    for registry in (a, b):  # each worker runs one of the two agents
-        assert registry.figures() == cluster | {"agent_processes": 1}
+    for registry in (a, b):  # each worker runs one of the two agents, and holds both views
+        assert registry.figures() == cluster | {"agent_processes": 1, "session_views": 2}
     b.delete(dropped)  # its events stay counted, on the worker that did not delete it too
     assert wait_until(lambda: a.figures()["sessions"] == 1)
     assert a.figures()["events_appended"] == b.figures()["events_appended"] == appended
