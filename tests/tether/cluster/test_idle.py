@@ -11,30 +11,14 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from tests.redis_server import RedisServer
 from tests.tether.cluster.test_registry import (
     Workers,
     events,
-    settings_for,
     turn_end,
     wait_until,
-    worker,
 )
 from tether.cluster.registry import ClusterRegistry
-
-
-@pytest.fixture
-def workers(tmp_path: Path, redis_server: RedisServer, redis_prefix: str) -> Iterator[Workers]:
-    settings = settings_for(tmp_path, redis_server, redis_prefix)
-    a, b = worker(settings, "1"), worker(settings, "2")
-    yield a, b
-    for registry in (a, b):
-        registry.shutdown()
 
 
 def held(registry: ClusterRegistry, sid: str) -> bool:

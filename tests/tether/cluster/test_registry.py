@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +34,6 @@ def settings_for(tmp_path: Path, redis_server: RedisServer, prefix: str,
 def worker(settings: Settings, name: str) -> ClusterRegistry:
     return ClusterRegistry(settings, agents=AgentCatalog([LocalAgent(settings)]),
                            worker=f"{settings.host_id}:{name}:0")
-
-
-@pytest.fixture
-def workers(tmp_path: Path, redis_server: RedisServer, redis_prefix: str) -> Iterator[Workers]:
-    settings = settings_for(tmp_path, redis_server, redis_prefix)
-    a, b = worker(settings, "1"), worker(settings, "2")
-    yield a, b
-    for registry in (a, b):
-        registry.shutdown()
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
