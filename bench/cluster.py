@@ -413,9 +413,13 @@ class ClusterTarget(TetherTarget):
 
     # -- figures
     def scrape(self) -> Samples:
-        """Every worker's ``/metrics``, summed (the cluster-wide gauges: the largest)."""
+        """Every host's ``/metrics``, summed (the cluster-wide gauges: the largest). One
+        worker of each host answers for all of that host's workers (prometheus-client's
+        multiprocess directory, gunicorn.conf.py), so a scrape per worker would count each
+        host as many times as it has workers."""
         total: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        for worker in self.workers:
+        for host in self.hosts:
+            worker = host.workers[0]
             status, body = self.on(worker, "GET", "/metrics")
             if status != 200:
                 raise RuntimeError(f"/metrics on {worker.wid}: {status}")
