@@ -26,6 +26,11 @@ def worker_id(host_id: str) -> str:
         return wid
 
 
+def host_of(wid: str) -> str:
+    """The ``TETHER_HOST_ID`` part of worker id ``wid``."""
+    return wid.rsplit(":", 2)[0]
+
+
 def renamed(wid: str) -> str:
     """A fresh id for the same process (a worker that was declared dead registers again
     under a new id: the old one's sessions were taken over)."""

@@ -29,29 +29,36 @@ import redis
 
 from tether.cluster.membership import draining_key
 from tether.config import Settings
+from tether.workers import host_of
 
 #: Seconds between two looks at the host's sessions with ``--wait``.
 WAIT_POLL_SECONDS = 1.0
 
 
+def owned_by_worker(client: redis.Redis, prefix: str) -> dict[str, int]:
+    """``{worker id: sessions it owns}`` for every registered worker, live or dead."""
+    wids = sorted(w.decode() for w in client.smembers(f"{prefix}:workers"))
+    pipe = client.pipeline(transaction=False)
+    for wid in wids:
+        pipe.scard(f"{prefix}:w:{wid}:owned")
+    return dict(zip(wids, (int(n) for n in pipe.execute()), strict=True))
+
+
 def owned_by_host(client: redis.Redis, prefix: str, host_id: str) -> int:
     """How many sessions the live and dead workers of ``host_id`` still own."""
-    wids = [w.decode() for w in client.smembers(f"{prefix}:workers")]
-    mine = [w for w in wids if w.rsplit(":", 2)[0] == host_id]
-    pipe = client.pipeline(transaction=False)
-    for wid in mine:
-        pipe.scard(f"{prefix}:w:{wid}:owned")
-    return sum(int(n) for n in pipe.execute())
+    return sum(n for wid, n in owned_by_worker(client, prefix).items()
+               if host_of(wid) == host_id)
 
 
 def hosts(client: redis.Redis, prefix: str) -> dict[str, tuple[int, int, bool]]:
     """Every host with a registered worker, or drained: ``{host: (workers, sessions owned,
     draining)}``."""
-    wids = [w.decode() for w in client.smembers(f"{prefix}:workers")]
+    owned = owned_by_worker(client, prefix)
     drained = {h.decode() for h in client.smembers(draining_key(prefix))}
-    names = sorted({w.rsplit(":", 2)[0] for w in wids} | drained)
-    return {name: (sum(1 for w in wids if w.rsplit(":", 2)[0] == name),
-                   owned_by_host(client, prefix, name), name in drained) for name in names}
+    names = sorted({host_of(w) for w in owned} | drained)
+    return {name: (sum(1 for w in owned if host_of(w) == name),
+                   sum(n for w, n in owned.items() if host_of(w) == name), name in drained)
+            for name in names}
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -40,7 +40,7 @@ from tether.cluster.envelopes import rest
 from tether.config import Settings
 from tether.prompts import Resolution, resolved_payload
 from tether.stores.redis import RedisStore, Refused
-from tether.workers import ids_of_process, renamed, worker_id
+from tether.workers import host_of, ids_of_process, renamed, worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Membership:
             return self.worker_id
         drained = {h.decode() for h in self._client.smembers(draining_key(self._prefix))}
         wids = [w.decode() for w in self._client.smembers(f"{self._prefix}:workers")]
-        candidates = [w for w in wids if w.rsplit(":", 2)[0] not in drained]
+        candidates = [w for w in wids if host_of(w) not in drained]
         if not candidates:
             return self.worker_id
         pipe = self._client.pipeline(transaction=False)
