@@ -33,7 +33,7 @@ Delivery
     Each process serves the logs it opened from memory (a mirror: ``last_id``, ``closed`` and
     the newest ``tail`` events), reads older events from the stream in pages, and wakes its
     waiters on a local :class:`~tether.wakeup.Wakeup`. One wake reader per store (a daemon
-    thread; a greenlet under gevent), on a connection of its own, follows ``P:wake`` with a
+    thread; a greenlet under gevent), on one connection of its own, follows ``P:wake`` with a
     blocking ``XREAD`` and brings each open log up to date: it applies an event carried in the
     wake entry when it is the next one, fetches the rest with ``XRANGE``, and wakes each
     changed log once per batch. A jump in the wake ids (a reconnect, or a reader that fell
@@ -116,7 +116,9 @@ COMMAND_TIMEOUT = 10.0
 POOL_TIMEOUT = 5.0
 READER_SOCKET_TIMEOUT = WAKE_BLOCK_MS / 1000 + 5.0
 READER_MAX_BACKOFF = 5.0
-#: Connections in the command pool (the wake reader has its own).
+#: Connections in the command pool (the wake reader has one of its own): a worker holds at
+#: most ``MAX_CONNECTIONS + 1``, whatever its clients. ``CLIENT LIST`` names them
+#: ``<prefix>:commands`` and ``<prefix>:wake-reader``.
 MAX_CONNECTIONS = 64
 #: Seconds a view with no local interest stays after its last use (SCALE-OUT.md section 5,
 #: "Mirror lifetime"); :meth:`RedisStore.drop_idle` drops it after that.
@@ -419,7 +421,7 @@ class RedisStore:
         self._pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT,
             socket_timeout=COMMAND_TIMEOUT, socket_connect_timeout=POOL_TIMEOUT,
-            socket_keepalive=True)
+            socket_keepalive=True, client_name=f"{prefix}:commands")
         self._redis = redis.Redis(connection_pool=self._pool)
         try:
             self._check_server()
@@ -443,7 +445,6 @@ class RedisStore:
         self._stop = threading.Event()
         #: The reader's own stop signal: a stream only this store writes, at close.
         self._stop_key = f"{prefix}:stop:{secrets.token_hex(8)}"
-        self._reader_client: redis.Redis | None = None
         self._reader = threading.Thread(target=self._read_wakes, daemon=True,
                                         name=f"tether-redis-wake-{prefix}")
         self._reader.start()
@@ -823,11 +824,13 @@ class RedisStore:
     def _read_wakes(self) -> None:
         """The reader's loop (its own thread or greenlet, its own connection): follow
         ``P:wake`` and bring every open log up to date; survive Redis going away."""
-        client = redis.Redis.from_url(self._url, single_connection_client=True,
-                                      socket_timeout=READER_SOCKET_TIMEOUT,
-                                      socket_connect_timeout=POOL_TIMEOUT,
-                                      socket_keepalive=True)
-        self._reader_client = client
+        # A pool of one, not ``single_connection_client``: redis-py runs a pipeline (the
+        # resync's) on a connection of the client's pool, which would be a second one.
+        pool = redis.BlockingConnectionPool.from_url(
+            self._url, max_connections=1, timeout=POOL_TIMEOUT,
+            socket_timeout=READER_SOCKET_TIMEOUT, socket_connect_timeout=POOL_TIMEOUT,
+            socket_keepalive=True, client_name=f"{self.prefix}:wake-reader")
+        client = redis.Redis(connection_pool=pool)
         seen: int | None = None  # the newest wake id handled; None: resync first
         backoff = 0.0
         failing = False
@@ -868,7 +871,7 @@ class RedisStore:
                     seen = None
                     self._stop.wait(1.0)
         finally:
-            client.close()
+            pool.disconnect()
 
     def _handle(self, client: redis.Redis, seen: int, entries: list[Any]) -> int:
         """One batch of wake entries: apply what is carried and next, fetch the rest, close
