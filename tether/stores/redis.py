@@ -93,6 +93,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tether.errors import Fenced
 from tether.events import Event, make_event
 from tether.stores.base import SessionRecord, StoredPayload, split_read
+from tether.stores.redis_connection import Connection
 from tether.wakeup import Wakeup, WakeupSource
 
 logger = logging.getLogger(__name__)
@@ -421,7 +422,7 @@ class RedisStore:
         self._pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT,
             socket_timeout=COMMAND_TIMEOUT, socket_connect_timeout=POOL_TIMEOUT,
-            socket_keepalive=True, client_name=f"{prefix}:commands")
+            socket_keepalive=True, client_name=f"{prefix}:commands", **_connection_class(url))
         self._redis = redis.Redis(connection_pool=self._pool)
         try:
             self._check_server()
@@ -829,7 +830,8 @@ class RedisStore:
         pool = redis.BlockingConnectionPool.from_url(
             self._url, max_connections=1, timeout=POOL_TIMEOUT,
             socket_timeout=READER_SOCKET_TIMEOUT, socket_connect_timeout=POOL_TIMEOUT,
-            socket_keepalive=True, client_name=f"{self.prefix}:wake-reader")
+            socket_keepalive=True, client_name=f"{self.prefix}:wake-reader",
+            **_connection_class(self._url))
         client = redis.Redis(connection_pool=pool)
         seen: int | None = None  # the newest wake id handled; None: resync first
         backoff = 0.0
@@ -931,6 +933,12 @@ class RedisStore:
 
 
 _ID0 = b'{"id":0'
+
+
+def _connection_class(url: str) -> dict[str, Any]:
+    """``connection_class=`` for a pool of ``url``: ours (a cheap idle check) for plain TCP;
+    redis-py's own choice for ``rediss://`` (TLS) and ``unix://``."""
+    return {"connection_class": Connection} if url.startswith("redis://") else {}
 
 
 class _Keys:
