@@ -858,6 +858,9 @@ class RedisStore:
                     for stream, entries in reply:
                         if stream.decode() == self._keys.wake:
                             seen = self._handle(client, seen, entries)
+                    # Let the clients' writers this batch woke run before the next XREAD is
+                    # sent: under gevent they would otherwise wait for the whole command.
+                    time.sleep(0)
                 except (RedisConnectionError, RedisTimeoutError, ResponseError, OSError) as exc:
                     if self._stop.is_set():
                         break
