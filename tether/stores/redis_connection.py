@@ -15,16 +15,24 @@ stay redis-py's own.
 from __future__ import annotations
 
 import select
+import sys
 from typing import Any
 
 import redis.connection
 
-try:  # the unpatched poll when gevent patched select; select.poll itself otherwise
-    from gevent.monkey import get_original
+_poll: Any = None
 
-    _poll: Any = get_original("select", "poll")
-except ImportError:  # pragma: no cover - gevent is a dependency of the app
-    _poll = select.poll
+
+def real_poll() -> Any:
+    """``select.poll`` as the OS gives it: the one gevent saved if it patched ``select``
+    (asked of ``gevent.monkey`` only when the process loaded it: the domain does not import
+    gevent, DESIGN.md rule 9), ``select.poll`` otherwise."""
+    global _poll
+    if _poll is None:
+        monkey = sys.modules.get("gevent.monkey")
+        patched = monkey is not None and monkey.is_module_patched("select")
+        _poll = monkey.get_original("select", "poll") if patched else select.poll
+    return _poll
 
 
 class Connection(redis.connection.Connection):
@@ -42,7 +50,7 @@ class Connection(redis.connection.Connection):
             return super().can_read(timeout)
         if reader.has_data():
             return True
-        poller = _poll()
+        poller = real_poll()()
         poller.register(sock.fileno(), select.POLLIN)
         if not poller.poll(0):
             return False

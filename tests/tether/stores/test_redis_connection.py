@@ -70,3 +70,18 @@ def test_plain_tcp_urls_get_the_cheap_check_and_others_keep_redis_pys_classes() 
     assert _connection_class("redis://127.0.0.1:6379/0") == {"connection_class": Connection}
     assert _connection_class("rediss://example:6380/0") == {}
     assert _connection_class("unix:///run/redis.sock") == {}
+
+
+def test_under_gevent_the_check_uses_the_poll_gevent_saved() -> None:
+    """Run in a process of its own, patched as gunicorn's gevent worker patches it."""
+    import subprocess
+    import sys
+
+    code = ("from gevent import monkey; monkey.patch_all()\n"
+            "import select\n"
+            "from tether.stores.redis_connection import real_poll\n"
+            "assert select.poll is not monkey.get_original('select', 'poll')\n"
+            "assert real_poll() is monkey.get_original('select', 'poll')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=BOUND)
+    assert done.returncode == 0, done.stderr
