@@ -54,8 +54,7 @@ def create_session() -> tuple[Response, int]:
 
 @bp.get("/api/sessions")
 def list_sessions() -> Response:
-    return jsonify(sessions=[s.to_dict() for s in current_core().list()],
-                   epoch=current_core().epoch)
+    return jsonify(sessions=current_core().summaries(), epoch=current_core().epoch)
 
 
 @bp.get("/api/sessions/<session_id>")

@@ -446,7 +446,7 @@ class Connection:
                                 resume=params.resume).to_dict()
 
     def session_list(self, params: NoParams) -> dict[str, Any]:
-        return {"sessions": [s.to_dict() for s in self.core.list()], "epoch": self.core.epoch}
+        return {"sessions": self.core.summaries(), "epoch": self.core.epoch}
 
     def session_get(self, params: SessionRef) -> dict[str, Any]:
         return self._session(params).to_dict()

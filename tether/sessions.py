@@ -845,6 +845,11 @@ class SessionRegistry:
         # the order survives a restart.
         return sorted(sessions, key=lambda s: (s.created_at, s.id), reverse=True)
 
+    def summaries(self) -> list[dict[str, Any]]:
+        """Every session's object (DESIGN.md section 4: :meth:`Session.to_dict`), newest
+        first: ``GET /api/sessions`` and the WebSocket's ``sessions.list``."""
+        return [s.to_dict() for s in self.list()]
+
     def delete(self, session_id: str) -> None:
         """Stop the session's turn and agent, forget it, and remove its own workspace
         (``<TETHER_DATA_DIR>/sessions/<id>/``, see :meth:`_remove_workspace`).

@@ -28,7 +28,7 @@ from tether.cluster.envelopes import rest
 from tether.cluster.errors import available
 from tether.cluster.membership import Membership
 from tether.cluster.prompts import pending_from
-from tether.cluster.sessions import ClusterSession
+from tether.cluster.sessions import ClusterSession, summary, summary_reads
 from tether.config import Settings
 from tether.conversations import History
 from tether.errors import NotFound, ShuttingDown, TooManySessions
@@ -293,13 +293,11 @@ class ClusterRegistry(SessionRegistry):
     def list(self) -> list[ClusterSession]:  # type: ignore[override]
         """Every session of the cluster, newest first (ties by id, as the other stores)."""
         client = self.redis_store.client
-        listed = client.zrange(f"{self.store.prefix}:sessions", 0, -1,  # type: ignore[attr-defined]
-                               withscores=True)
-        ordered = sorted(((score, raw.decode()) for raw, score in listed), reverse=True)
+        ordered = self._ordered_ids()
         sessions: list[ClusterSession] = []
         with self._lock:
             known = dict(self._sessions)
-        missing = [sid for _, sid in ordered if sid not in known or known[sid].log.closed]
+        missing = [sid for sid in ordered if sid not in known or known[sid].log.closed]
         loaded: dict[str, ClusterSession] = {}
         for start in range(0, len(missing), LIST_PAGE):
             page = missing[start:start + LIST_PAGE]
@@ -316,11 +314,56 @@ class ClusterRegistry(SessionRegistry):
                     loaded[sid] = self._build(sid, agent, workspace, float(created_at or 0))
                 except NotFound as exc:
                     logger.warning("%s; not listed", exc.message)
-        for _, sid in ordered:
+        for sid in ordered:
             session = loaded.get(sid) or known.get(sid)
             if session is not None and not session.log.closed:
                 sessions.append(session)  # type: ignore[arg-type]
         return sessions
+
+    def _ordered_ids(self) -> list[str]:
+        """Every session id of the cluster, newest first (ties by id, as the other stores)."""
+        listed = self.redis_store.client.zrange(f"{self.redis_store.prefix}:sessions", 0, -1,
+                                                withscores=True)
+        return [sid for _, sid in sorted(((score, raw.decode()) for raw, score in listed),
+                                         reverse=True)]
+
+    @available
+    def summaries(self) -> list[dict[str, Any]]:
+        """Every session's object (DESIGN.md section 4), newest first, as :meth:`list`
+        with ``to_dict`` each, but read in one round trip per :data:`LIST_PAGE` sessions
+        (a snapshot of each page: ``MULTI``), without loading a session object or a view of
+        its log on this worker."""
+        client = self.redis_store.client
+        ordered = self._ordered_ids()
+        with self._lock:
+            known = dict(self._sessions)
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(ordered), LIST_PAGE):
+            page = ordered[start:start + LIST_PAGE]
+            pipe = client.pipeline(transaction=True)
+            for sid in page:
+                summary_reads(pipe, self.redis_store, sid)
+            replies = pipe.execute()
+            for i, sid in enumerate(page):
+                raw_rec, raw_pending, raw_queue = replies[3 * i:3 * i + 3]
+                agent, workspace, created_at, closed = (
+                    None if v is None else v.decode()
+                    for v in (raw_rec.get(k) for k in (b"agent", b"workspace", b"created_at",
+                                                       b"closed")))
+                if agent is None or workspace is None or closed == "1":
+                    continue  # deleted meanwhile
+                try:
+                    spec = self.agents.get(agent)
+                except NotFound:
+                    logger.warning("session %r runs agent %r, which this server does not "
+                                   "offer; not listed", sid[:80], agent)
+                    continue
+                held = known.get(sid)
+                out.append(summary(
+                    sid, spec, Path(workspace), float(created_at or 0),
+                    not is_own_workspace(Path(workspace), sid), raw_rec, raw_pending,
+                    raw_queue, held.log.last_id if held is not None else 0))
+        return out
 
     @available
     def delete(self, session_id: str) -> None:

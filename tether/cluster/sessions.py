@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -209,39 +209,10 @@ class ClusterSession:
     def to_dict(self) -> dict[str, Any]:
         """The session object of DESIGN.md section 4, read from Redis in one round trip."""
         pipe = self._store.client.pipeline(transaction=True)
-        pipe.hgetall(self._rec)
-        pipe.hgetall(self._store.key(self.id, "pending"))
-        pipe.lrange(self._store.key(self.id, "queue"), 0, -1)
+        summary_reads(pipe, self._store, self.id)
         raw_rec, raw_pending, raw_queue = pipe.execute()
-        rec = {k.decode(): v.decode() for k, v in raw_rec.items()}
-        pending = pending_from(raw_pending)
-        active = rec.get("turn_active", "0") != "0"
-        closed = rec.get("closed") == "1" or not rec
-        state: State = ("ended" if closed else "idle" if not active
-                        else "waiting" if pending else "running")
-        queue = [_queued(item) for item in raw_queue]
-        return {
-            "id": self.id,
-            "agent": self.agent.name,
-            "title": rec.get("title", ""),
-            "cwd": str(self.workspace),
-            "project": self.project,
-            "created_at": self.created_at,
-            "state": state,
-            "turn_active": active,
-            "turn": int(rec.get("turns", 0)),
-            "last_event_id": max(int(rec.get("last", 0)), self.log.last_id),
-            "agent_session_id": rec.get("agent_session_id", ""),
-            "auto_approve": rec.get("auto_approve") == "1",
-            "usage": _usage(rec.get("session_usage")),
-            "model": rec.get("model") or default_options(self.agent)[0],
-            "permission_mode": rec.get("permission_mode") or default_options(self.agent)[1],
-            "queue": [item.summary(n) for n, item in enumerate(queue, 1)],
-            "pending": {
-                "approvals": [p.summary() for p in pending if p.kind == "approval"],
-                "clarify": [p.summary() for p in pending if p.kind == "clarify"],
-            },
-        }
+        return summary(self.id, self.agent, self.workspace, self.created_at, self.project,
+                       raw_rec, raw_pending, raw_queue, self.log.last_id)
 
     # -- commands (any worker) ---------------------------------------------------------
 
@@ -768,6 +739,51 @@ def _item(queue_id: str, text: str, images: Sequence[ImageRef] = ()) -> str:
     if images:
         held["images"] = [ref.as_dict() for ref in images]
     return json.dumps(held, separators=(",", ":"))
+
+
+def summary_reads(pipe: Any, store: RedisStore, session_id: str) -> None:
+    """Queue on ``pipe`` (a redis-py pipeline) the three reads :func:`summary` takes, in its
+    order: the record (``HGETALL``), the pending requests (``HGETALL``), the queue
+    (``LRANGE``)."""
+    pipe.hgetall(store.key(session_id, "rec"))
+    pipe.hgetall(store.key(session_id, "pending"))
+    pipe.lrange(store.key(session_id, "queue"), 0, -1)
+
+
+def summary(session_id: str, agent: AgentSpec, workspace: Path, created_at: float,
+            project: bool, raw_rec: Mapping[bytes, bytes], raw_pending: Mapping[bytes, bytes],
+            raw_queue: list[bytes], last_seen: int = 0) -> dict[str, Any]:
+    """The session object of DESIGN.md section 4 from the replies of :func:`summary_reads`
+    (``last_seen``: the newest event id a view of the log here holds, if any)."""
+    rec = {k.decode(): v.decode() for k, v in raw_rec.items()}
+    pending = pending_from(raw_pending)
+    active = rec.get("turn_active", "0") != "0"
+    closed = rec.get("closed") == "1" or not rec
+    state: State = ("ended" if closed else "idle" if not active
+                    else "waiting" if pending else "running")
+    queue = [_queued(item) for item in raw_queue]
+    return {
+        "id": session_id,
+        "agent": agent.name,
+        "title": rec.get("title", ""),
+        "cwd": str(workspace),
+        "project": project,
+        "created_at": created_at,
+        "state": state,
+        "turn_active": active,
+        "turn": int(rec.get("turns", 0)),
+        "last_event_id": max(int(rec.get("last", 0)), last_seen),
+        "agent_session_id": rec.get("agent_session_id", ""),
+        "auto_approve": rec.get("auto_approve") == "1",
+        "usage": _usage(rec.get("session_usage")),
+        "model": rec.get("model") or default_options(agent)[0],
+        "permission_mode": rec.get("permission_mode") or default_options(agent)[1],
+        "queue": [item.summary(n) for n, item in enumerate(queue, 1)],
+        "pending": {
+            "approvals": [p.summary() for p in pending if p.kind == "approval"],
+            "clarify": [p.summary() for p in pending if p.kind == "clarify"],
+        },
+    }
 
 
 def _usage(raw: str | None) -> dict[str, Any]:

@@ -99,6 +99,30 @@ def test_a_prompt_on_either_worker_runs_on_the_owner(workers: Workers) -> None:
     assert results[-1]["output_tokens"] > results[0]["output_tokens"] > 0
 
 
+def test_the_listing_reads_every_session_as_its_own_object_does_without_loading_them(
+        tmp_path: Path, redis_server: RedisServer, redis_prefix: str,
+        workers: Workers) -> None:
+    a, b = workers
+    idle = a.create(title="idle").id
+    waiting = a.create(title="waiting").id
+    a.get(waiting).submit("$ echo waiting")  # an approval open
+    pending_approval(a, waiting)
+    assert a.get(waiting).prompt("later", queue=True) == {"queued": 1}
+    gone = a.create(title="gone").id
+    a.delete(gone)
+    expected = [a.get(sid).to_dict() for sid in (waiting, idle)]  # newest first
+    assert a.summaries() == expected == [s.to_dict() for s in a.list()]
+    assert expected[0]["state"] == "waiting" and expected[0]["queue"][0]["text"] == "later"
+    # A third worker that never served these sessions lists them as they are, and holds
+    # no session object or view of a log afterwards.
+    c = worker(settings_for(tmp_path, redis_server, redis_prefix), "3")
+    try:
+        assert c.summaries() == expected
+        assert c._sessions == {} and c.redis_store._logs == {}
+    finally:
+        c.shutdown()
+
+
 def test_busy_is_decided_for_the_whole_cluster(workers: Workers) -> None:
     a, b = workers
     sid = a.create().id
