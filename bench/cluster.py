@@ -34,7 +34,9 @@ Figures (bench/README.md says more), each with the baseline and the ratio:
 6. ``kill``: kill -9 of the owner worker mid-turn -> ``turn_end`` ``interrupted`` seen by a
    client on another worker (<= 2 s); kill -9 of host B (its master's process group and its
    agents) -> seen on host A (<= TETHER_LEASE_SECONDS + 1 s). Baseline: a Stop on one worker.
-7. ``conns``: Redis connections per worker (``CLIENT LIST`` on the private Redis, each
+7. ``list``: ``GET /api/sessions`` of ``--list-sessions`` sessions (300), p50 over the
+   cluster's workers against the baseline's (a reference, no target).
+8. ``conns``: Redis connections per worker (``CLIENT LIST`` on the private Redis, each
    connection's pid found through /proc/net/tcp and /proc/<pid>/fd), sampled during every
    cluster case: at most 1 blocking reader + 64 pooled, however many clients.
 
@@ -82,7 +84,7 @@ from bench.scrape import Samples, connected, parse
 from tests.e2e.live import LiveServer
 from tests.support import AUTH_HEADERS
 
-PARTS = ("hop", "mix", "wide", "poll", "store", "kill", "conns")
+PARTS = ("hop", "mix", "wide", "poll", "store", "kill", "list", "conns")
 #: SCALE-OUT.md section 11 and issue 14's Benchmark.
 TARGETS = {"hop_p50_ms": 0.5, "hop_p99_ms": 2.0, "mix_p99_ms": 50.0, "wide_p99_ms": 100.0,
            "poll_ratio": 1.7, "pollers_p99_ms": 500.0, "appends_per_s": 5000.0,
@@ -1105,8 +1107,39 @@ def kill_trial(cluster: ClusterTarget, victim: Worker, survivor: Worker, kill: A
 
 # -- conns ----------------------------------------------------------------------------------
 
+def part_list(s: Sitting) -> None:
+    """Figure 7: the session list (``GET /api/sessions``) with ``--list-sessions`` sessions,
+    each server topped up to that many (earlier parts made some), on fresh connections (on
+    the cluster, the kernel spreads them over the workers)."""
+    want, requests_each = s.args.list_sessions, 20
+    p50s: dict[str, float] = {}
+    for name, target in ((BASELINE, s.baseline), (f"rds-{s.args.workers}w", s.cluster)):
+        print(f"[list] {name} {want} sessions", file=sys.stderr, flush=True)
+        base = f"http://127.0.0.1:{target.port}"
+        with requests.Session() as http:
+            http.headers.update(AUTH_HEADERS)
+            have = len(http.get(f"{base}/api/sessions", timeout=60).json()["sessions"])
+            for i in range(max(0, want - have)):
+                made = http.post(f"{base}/api/sessions", json={"title": f"list {i}"},
+                                 timeout=60)
+                made.raise_for_status()
+        times, counts = [], set()
+        for _ in range(requests_each):
+            start = time.perf_counter()
+            answer = requests.get(f"{base}/api/sessions", headers=AUTH_HEADERS, timeout=60)
+            times.append((time.perf_counter() - start) * 1000)
+            answer.raise_for_status()
+            counts.add(len(answer.json()["sessions"]))
+        p50s[name] = statistics.median(times)
+        s.extra.setdefault("list", []).append({"setup": name, "sessions": sorted(counts),
+                                               "p50_ms": round(p50s[name], 2),
+                                               "max_ms": round(max(times), 2)})
+    s.figure("7 list", f"GET /api/sessions, {want} sessions, p50", p50s[f"rds-{s.args.workers}w"],
+             "ms", p50s[BASELINE], "reference", None)
+
+
 def part_conns(s: Sitting) -> None:
-    """Figure 7: the largest count per worker in every cluster case, against an idle worker
+    """Figure 8: the largest count per worker in every cluster case, against an idle worker
     (sampled at the start of the sitting). A pool never closes a connection it opened, so a
     case's count includes what earlier cases opened."""
     idle = s.idle
@@ -1125,7 +1158,7 @@ def part_conns(s: Sitting) -> None:
     for r in cases:
         conns = r["redis_conns"]
         value = conns.get("max_per_worker", 0)
-        s.figure("7 conns", f"{r['label']} {r['setup']} {r['transport']} N="
+        s.figure("8 conns", f"{r['label']} {r['setup']} {r['transport']} N="
                  f"{r['total_clients']}: per worker, most", value, "conns",
                  idle.get("max_per_worker"), "<= 1 + 64, bounded",
                  value <= TARGETS["redis_conns"])
@@ -1244,6 +1277,8 @@ def main() -> None:
     parser.add_argument("--append-session-events", type=int, default=10_000)
     parser.add_argument("--replay-events", type=int, default=100_000)
     parser.add_argument("--kills", type=int, default=3, help="worker kills (and Stops)")
+    parser.add_argument("--list-sessions", type=int, default=300,
+                        help="sessions listed by the list part")
     parser.add_argument("--host-kills", type=int, default=1)
     args = parser.parse_args()
     if not (1 <= args.workers <= 8 and 1 <= args.hosts <= 2 and 1 <= args.kills <= 10
@@ -1275,7 +1310,8 @@ def main() -> None:
                     continue
                 try:
                     {"hop": part_hop, "mix": part_mix, "wide": part_wide, "poll": part_poll,
-                     "store": part_store, "kill": part_kill, "conns": part_conns}[part](s)
+                     "store": part_store, "kill": part_kill, "list": part_list,
+                     "conns": part_conns}[part](s)
                 except Exception as exc:  # the other parts still run; reported at the end
                     traceback.print_exc()
                     failed.append({"part": part, "error": repr(exc)[:500]})
