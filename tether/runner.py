@@ -135,7 +135,10 @@ class AgentHost:
         """The live process and its driver, or a new process whose driver has sent its first
         messages (:meth:`~tether.agents.driver.Driver.start`).
 
-        :raises OSError: the agent's executable cannot be started.
+        :raises OSError: the agent's executable cannot be started, or its pipe broke before
+            the driver's first messages were written.
+        :raises Exception: what the driver's start raised. Either way a process started here
+            is stopped first, and ``on_process(pid, False)`` follows its ``(pid, True)``.
         """
         with self._lock:
             self._cancel_idle_timer()
@@ -152,14 +155,19 @@ class AgentHost:
         process = AgentProcess(argv, self.workspace, self.spec.env())
         logger.info("started agent %s pid %s", self.spec.name, process.pid)
         self._tell(process.pid, True)
-        driver = make_driver(self.spec, DriverContext(
-            agent=self.spec.name, workspace=self.workspace, model=self.model,
-            permission_mode=self.permission_mode,
-            refused_commands=getattr(self.spec, "refused_commands", {}),
-            transcript=self.transcript))
-        for action in self.call(driver.start, self.agent_session_id, self.started):
-            if isinstance(action, Send):
-                process.send(action.message)
+        try:
+            driver = make_driver(self.spec, DriverContext(
+                agent=self.spec.name, workspace=self.workspace, model=self.model,
+                permission_mode=self.permission_mode,
+                refused_commands=getattr(self.spec, "refused_commands", {}),
+                transcript=self.transcript))
+            for action in self.call(driver.start, self.agent_session_id, self.started):
+                if isinstance(action, Send):
+                    process.send(action.message)
+        except BaseException:  # no turn will use it: stopped, and said so
+            process.stop(0)
+            self._tell(process.pid, False)
+            raise
         with self._lock:
             self._process, self._driver = process, driver
         return process, driver

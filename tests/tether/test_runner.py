@@ -409,3 +409,32 @@ def test_a_queueing_sink_is_flushed_before_a_request_and_before_the_turn_ends(
     assert seen.index("approval_request") > max(i for i, k in enumerate(seen[:4]) if k == "text")
     assert seen[-1] == "result" and seen.count("text") == 4
     host.stop()
+
+
+def test_a_driver_that_fails_to_start_leaves_no_process_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster counts agent processes by what ``on_process`` says: a start that fails
+    after the process was reported must report its stop too, and the process must go."""
+    import tether.runner
+    from tether.runner import AgentHost
+
+    class Refusing:
+        def start(self, *args: Any) -> list[Any]:
+            raise RuntimeError("the driver refused to start")
+
+    monkeypatch.setattr(tether.runner, "make_driver", lambda *args: Refusing())
+    settings = Settings.from_env({"data_dir": tmp_path, "cancel_grace_seconds": 1})
+    host = AgentHost(ScriptAgent("script", "import time; time.sleep(60)"),  # type: ignore[arg-type]
+                     tmp_path, settings)
+    told: list[tuple[int, bool]] = []
+    host.on_process = lambda pid, started: told.append((pid, started))
+    with pytest.raises(RuntimeError, match="refused"):
+        host.acquire()
+    assert [started for _, started in told] == [True, False]
+    assert told[0][0] == told[1][0]
+    assert not host.running
+    deadline = time.monotonic() + 10
+    while pids_of_group(told[0][0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pids_of_group(told[0][0]) == []
+    host.stop()
