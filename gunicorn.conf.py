@@ -118,10 +118,30 @@ def _metrics_dir(settings):
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if os.environ.get(_METRICS_MASTER) == str(os.getpid()) and path and os.path.isdir(path):
         return path
-    path = tempfile.mkdtemp(prefix="tether-metrics-")
+    _sweep_metrics_dirs()
+    path = tempfile.mkdtemp(prefix=f"tether-metrics-{os.getpid()}-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     os.environ[_METRICS_MASTER] = str(os.getpid())
     return path
+
+
+def _sweep_metrics_dirs():
+    """Remove what masters killed before their ``on_exit`` (SIGKILL) left: this user's
+    ``tether-metrics-<pid>-*`` directories in the temp dir whose master ``<pid>`` is gone."""
+    top = tempfile.gettempdir()
+    for name in os.listdir(top):
+        parts = name.split("-")
+        if len(parts) < 4 or parts[:2] != ["tether", "metrics"] or not parts[2].isdigit():
+            continue
+        path = os.path.join(top, name)
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # gone meanwhile, or another user's process: left as it is
+            continue
 
 
 _metrics = _metrics_dir(_settings)
