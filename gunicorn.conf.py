@@ -119,7 +119,7 @@ def _metrics_dir(settings):
     if os.environ.get(_METRICS_MASTER) == str(os.getpid()) and path and os.path.isdir(path):
         return path
     _sweep_metrics_dirs()
-    path = tempfile.mkdtemp(prefix=f"tether-metrics-{os.getpid()}-")
+    path = tempfile.mkdtemp(prefix=f"tether-metrics-{os.getpid()}.{socket.gethostname()}.")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     os.environ[_METRICS_MASTER] = str(os.getpid())
     return path
@@ -127,17 +127,20 @@ def _metrics_dir(settings):
 
 def _sweep_metrics_dirs():
     """Remove what masters killed before their ``on_exit`` (SIGKILL) left: this user's
-    ``tether-metrics-<pid>-*`` directories in the temp dir whose master ``<pid>`` is gone."""
+    ``tether-metrics-<pid>.<hostname>.*`` directories in the temp dir whose master ``<pid>``
+    is gone. Only this host name's: a temp dir shared by containers (other pid namespaces)
+    keeps the others'."""
     top = tempfile.gettempdir()
     for name in os.listdir(top):
-        parts = name.split("-")
-        if len(parts) < 4 or parts[:2] != ["tether", "metrics"] or not parts[2].isdigit():
+        pid, _, rest = name.removeprefix("tether-metrics-").partition(".")
+        if (not name.startswith("tether-metrics-") or not pid.isdigit()
+                or not rest.startswith(f"{socket.gethostname()}.")):
             continue
         path = os.path.join(top, name)
         try:
             if os.stat(path).st_uid != os.getuid():
                 continue
-            os.kill(int(parts[2]), 0)
+            os.kill(int(pid), 0)
         except ProcessLookupError:
             shutil.rmtree(path, ignore_errors=True)
         except OSError:  # gone meanwhile, or another user's process: left as it is

@@ -93,6 +93,7 @@ def test_a_worker_exit_asks_nothing_of_the_memory_store(
 def test_the_metrics_directories_of_dead_masters_are_swept_and_a_fresh_one_made(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_server: RedisServer) -> None:
     import os
+    import socket
     import subprocess
     import sys
     import tempfile
@@ -102,21 +103,24 @@ def test_the_metrics_directories_of_dead_masters_are_swept_and_a_fresh_one_made(
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    left = temp / f"tether-metrics-{dead}-x1"  # a master SIGKILLed: no on_exit ran
+    host = socket.gethostname()
+    left = temp / f"tether-metrics-{dead}.{host}.x1"  # a master SIGKILLed: no on_exit ran
     left.mkdir()
     (left / "counter_1.db").write_bytes(b"\0" * 8)
-    alive = temp / f"tether-metrics-{os.getpid()}-x2"  # a running master's (here: this one)
-    alive.mkdir()
+    alive = temp / f"tether-metrics-{os.getpid()}.{host}.x2"  # a running master's (this)
+    elsewhere = temp / f"tether-metrics-{dead}.other-container.x3"  # another pid namespace
     other = temp / "tether-metrics-oldname"  # no pid in its name: not ours to judge
-    other.mkdir()
+    for kept in (alive, elsewhere, other):
+        kept.mkdir()
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)  # restored afterwards
     monkeypatch.delenv("TETHER_METRICS_MASTER", raising=False)
     conf = load_conf(monkeypatch, tmp_path, TETHER_STORE="redis",
                      TETHER_REDIS_URL=redis_server.url)
     try:
         made = Path(conf["_metrics"])
-        assert made.parent == temp and made.name.startswith(f"tether-metrics-{os.getpid()}-")
-        assert not left.exists() and alive.is_dir() and other.is_dir()
+        assert made.parent == temp
+        assert made.name.startswith(f"tether-metrics-{os.getpid()}.{host}.")
+        assert not left.exists() and alive.is_dir() and elsewhere.is_dir() and other.is_dir()
     finally:
         conf["on_exit"](None)
     assert not made.exists()
