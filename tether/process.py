@@ -22,7 +22,7 @@ import re
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -68,6 +68,9 @@ class AgentProcess:
         self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True,
                                                name=f"stderr-{self.pid}")
         self._stderr_thread.start()
+        self._exit_lock = threading.Lock()
+        self._exited = False
+        self._exit_callbacks: list[Callable[[int], None]] = []
         # When the agent exits, its group goes too (see the module docstring).
         threading.Thread(target=self._reap, daemon=True, name=f"reaper-{self.pid}").start()
 
@@ -146,6 +149,27 @@ class AgentProcess:
         logger.info("agent pid %s exited with code %s", self.pid, code)
         # Tools it left behind in its group would hold its pipes (and the turn) open.
         self._signal_group(signal.SIGKILL)
+        with self._exit_lock:
+            self._exited = True
+            callbacks, self._exit_callbacks = self._exit_callbacks, []
+        for callback in callbacks:
+            self._call_exit(callback)
+
+    def on_exit(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(pid)`` once the agent has exited and its group was killed,
+        whatever ended it: at once if that already happened, else on the reaper's thread
+        (it must not block)."""
+        with self._exit_lock:
+            if not self._exited:
+                self._exit_callbacks.append(callback)
+                return
+        self._call_exit(callback)
+
+    def _call_exit(self, callback: Callable[[int], None]) -> None:
+        try:
+            callback(self.pid)
+        except Exception:
+            logger.exception("agent pid %s: an exit callback failed", self.pid)
 
     # -- lifetime ------------------------------------------------------------------------
 

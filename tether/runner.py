@@ -99,10 +99,14 @@ class AgentHost:
         self.usage = UsageMeter()
         #: The agent's slash commands as last appended (a ``commands`` event).
         self.commands: list[dict[str, Any]] | None = None
-        #: Called with ``(pid, True)`` when an agent process starts and ``(pid, False)`` when
-        #: it is stopped (the cluster records its agents' process groups, so that gunicorn's
-        #: master can kill them if this worker dies: tether.cluster.membership).
+        #: Called with ``(pid, True)`` when an agent process starts and once with
+        #: ``(pid, False)`` when it is stopped or exits by itself, a crash between turns
+        #: included (the cluster records its agents' process groups, so that gunicorn's
+        #: master can kill them if this worker dies: tether.cluster.membership; and counts
+        #: them for /metrics).
         self.on_process: Callable[[int, bool], None] | None = None
+        self._live_pids: set[int] = set()  # told started, not yet told stopped
+        self._live_lock = threading.Lock()
         #: The conversation so far from the session's log, for an agent that cannot restore
         #: its own (:attr:`tether.agents.driver.DriverContext.transcript`).
         self.transcript: Callable[[], str | None] = lambda: None
@@ -155,6 +159,7 @@ class AgentHost:
         process = AgentProcess(argv, self.workspace, self.spec.env())
         logger.info("started agent %s pid %s", self.spec.name, process.pid)
         self._tell(process.pid, True)
+        process.on_exit(lambda pid: self._tell(pid, False))  # a crash between turns too
         try:
             driver = make_driver(self.spec, DriverContext(
                 agent=self.spec.name, workspace=self.workspace, model=self.model,
@@ -260,6 +265,15 @@ class AgentHost:
             self._tell(process.pid, False)
 
     def _tell(self, pid: int, started: bool) -> None:
+        """Tell :attr:`on_process`; a stop only of a pid told started and not yet told
+        stopped (:meth:`stop` and the process's own exit both tell it, in either order)."""
+        with self._live_lock:
+            if started:
+                self._live_pids.add(pid)
+            elif pid in self._live_pids:
+                self._live_pids.discard(pid)
+            else:
+                return
         if self.on_process is not None:
             try:
                 self.on_process(pid, started)

@@ -438,3 +438,28 @@ def test_a_driver_that_fails_to_start_leaves_no_process_and_says_so(
         time.sleep(0.05)
     assert pids_of_group(told[0][0]) == []
     host.stop()
+
+
+def test_an_agent_that_dies_between_turns_is_told_stopped_once(tmp_path: Path) -> None:
+    """A crash while no turn runs is reported by the process's own exit, not at the next
+    turn (the cluster's count of agent processes would keep it until then); the host's stop
+    afterwards says nothing more."""
+    import signal
+
+    from tether.runner import AgentHost
+
+    settings = Settings.from_env({"data_dir": tmp_path, "cancel_grace_seconds": 1})
+    host = AgentHost(ScriptAgent("script", "import time; time.sleep(60)"),  # type: ignore[arg-type]
+                     tmp_path, settings)
+    told: list[tuple[int, bool]] = []
+    host.on_process = lambda pid, started: told.append((pid, started))
+    process, _ = host.acquire()
+    assert told == [(process.pid, True)]
+    os.killpg(process.pid, signal.SIGKILL)  # the agent crashes while idle
+    deadline = time.monotonic() + 10
+    while len(told) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert told == [(process.pid, True), (process.pid, False)]
+    host.stop()
+    host.stop()
+    assert told == [(process.pid, True), (process.pid, False)]
