@@ -139,9 +139,8 @@ class AgentHost:
         """The live process and its driver, or a new process whose driver has sent its first
         messages (:meth:`~tether.agents.driver.Driver.start`).
 
-        :raises OSError: the agent's executable cannot be started, or its pipe broke before
-            the driver's first messages were written.
-        :raises Exception: what the driver's start raised. Either way a process started here
+        :raises OSError: the agent's executable cannot be started.
+        :raises Exception: what the driver raised while starting; the process started for it
             is stopped first, and ``on_process(pid, False)`` follows its ``(pid, True)``.
         """
         with self._lock:
