@@ -21,6 +21,13 @@ from tests.support import TEST_TOKEN
 def load_conf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> dict[str, Any]:
     """gunicorn.conf.py's globals, run with ``env`` as gunicorn would run it."""
     monkeypatch.delenv("GEVENT_TRACK_GREENLET_TREE", raising=False)  # the conf sets it
+    # With the Redis store the conf sets these in os.environ, for the workers it forks. Set
+    # here first so that monkeypatch puts back their absence (it records nothing for a
+    # delenv of an unset name): a PROMETHEUS_MULTIPROC_DIR left set breaks every later test
+    # that builds the app's metrics.
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "TETHER_METRICS_MASTER"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     settings = {"TETHER_DATA_DIR": str(tmp_path / "data"), "TETHER_PORT": str(free_port()),
                 "TETHER_ALLOW_ROOT": "1", "TETHER_TOKEN": TEST_TOKEN, **env}
     for name, value in settings.items():
@@ -112,8 +119,6 @@ def test_the_metrics_directories_of_dead_masters_are_swept_and_a_fresh_one_made(
     other = temp / "tether-metrics-oldname"  # no pid in its name: not ours to judge
     for kept in (alive, elsewhere, other):
         kept.mkdir()
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)  # restored afterwards
-    monkeypatch.delenv("TETHER_METRICS_MASTER", raising=False)
     conf = load_conf(monkeypatch, tmp_path, TETHER_STORE="redis",
                      TETHER_REDIS_URL=redis_server.url)
     try:
