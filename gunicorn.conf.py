@@ -132,9 +132,10 @@ def _sweep_metrics_dirs():
     keeps the others'."""
     top = tempfile.gettempdir()
     for name in os.listdir(top):
+        if not name.startswith("tether-metrics-"):
+            continue
         pid, _, rest = name.removeprefix("tether-metrics-").partition(".")
-        if (not name.startswith("tether-metrics-") or not pid.isdigit()
-                or not rest.startswith(f"{socket.gethostname()}.")):
+        if not pid.isdigit() or not rest.startswith(f"{socket.gethostname()}."):
             continue
         path = os.path.join(top, name)
         try:

@@ -17,7 +17,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 #: Sessions read per pipeline when listing.
 LIST_PAGE = 500
+#: The record fields that place a session on a worker (:func:`_placement`).
+_PLACEMENT = ["agent", "workspace", "created_at", "closed"]
 
 
 class ClusterInbox(Inbox):
@@ -208,14 +210,11 @@ class ClusterRegistry(SessionRegistry):
             session.log.touch()  # a view the sweep dropped is taken back here
             if not session.log.closed:
                 return session
-        values = self.redis_store.client.hmget(
-            self.redis_store.key(session_id, "rec"), ["agent", "workspace", "created_at",
-                                                      "closed"])
-        agent, workspace, created_at, closed = (None if v is None else v.decode()
-                                                for v in values)
-        if agent is None or closed == "1" or workspace is None:
+        placed = _placement(self.redis_store.client.hmget(
+            self.redis_store.key(session_id, "rec"), _PLACEMENT))
+        if placed is None:
             raise NotFound(f"no session {session_id[:80]!r}")
-        return self._build(session_id, agent, workspace, float(created_at or 0))
+        return self._build(session_id, *placed)
 
     def _held(self, session_id: str) -> ClusterSession | None:
         """The session object this worker holds for ``session_id``, if any: registered, or
@@ -293,7 +292,7 @@ class ClusterRegistry(SessionRegistry):
     def list(self) -> list[ClusterSession]:  # type: ignore[override]
         """Every session of the cluster, newest first (ties by id, as the other stores)."""
         client = self.redis_store.client
-        ordered = self._ordered_ids()
+        ordered = self._session_ids()[::-1]
         sessions: list[ClusterSession] = []
         with self._lock:
             known = dict(self._sessions)
@@ -303,15 +302,13 @@ class ClusterRegistry(SessionRegistry):
             page = missing[start:start + LIST_PAGE]
             pipe = client.pipeline(transaction=False)
             for sid in page:
-                pipe.hmget(self.redis_store.key(sid, "rec"), ["agent", "workspace",
-                                                              "created_at", "closed"])
+                pipe.hmget(self.redis_store.key(sid, "rec"), _PLACEMENT)
             for sid, values in zip(page, pipe.execute(), strict=True):
-                agent, workspace, created_at, closed = (None if v is None else v.decode()
-                                                        for v in values)
-                if agent is None or workspace is None or closed == "1":
+                placed = _placement(values)
+                if placed is None:
                     continue
                 try:
-                    loaded[sid] = self._build(sid, agent, workspace, float(created_at or 0))
+                    loaded[sid] = self._build(sid, *placed)
                 except NotFound as exc:
                     logger.warning("%s; not listed", exc.message)
         for sid in ordered:
@@ -320,13 +317,6 @@ class ClusterRegistry(SessionRegistry):
                 sessions.append(session)  # type: ignore[arg-type]
         return sessions
 
-    def _ordered_ids(self) -> list[str]:
-        """Every session id of the cluster, newest first (ties by id, as the other stores)."""
-        listed = self.redis_store.client.zrange(f"{self.redis_store.prefix}:sessions", 0, -1,
-                                                withscores=True)
-        return [sid for _, sid in sorted(((score, raw.decode()) for raw, score in listed),
-                                         reverse=True)]
-
     @available
     def summaries(self) -> list[dict[str, Any]]:
         """Every session's object (DESIGN.md section 4), newest first, as :meth:`list`
@@ -334,7 +324,7 @@ class ClusterRegistry(SessionRegistry):
         (a snapshot of each page: ``MULTI``), without loading a session object or a view of
         its log on this worker."""
         client = self.redis_store.client
-        ordered = self._ordered_ids()
+        ordered = self._session_ids()[::-1]
         with self._lock:
             known = dict(self._sessions)
         out: list[dict[str, Any]] = []
@@ -346,12 +336,10 @@ class ClusterRegistry(SessionRegistry):
             replies = pipe.execute()
             for i, sid in enumerate(page):
                 raw_rec, raw_pending, raw_queue = replies[3 * i:3 * i + 3]
-                agent, workspace, created_at, closed = (
-                    None if v is None else v.decode()
-                    for v in (raw_rec.get(k) for k in (b"agent", b"workspace", b"created_at",
-                                                       b"closed")))
-                if agent is None or workspace is None or closed == "1":
+                placed = _placement(raw_rec.get(name.encode()) for name in _PLACEMENT)
+                if placed is None:
                     continue  # deleted meanwhile
+                agent, workspace, created_at = placed
                 try:
                     spec = self.agents.get(agent)
                 except NotFound:
@@ -360,7 +348,7 @@ class ClusterRegistry(SessionRegistry):
                     continue
                 held = known.get(sid)
                 out.append(summary(
-                    sid, spec, Path(workspace), float(created_at or 0),
+                    sid, spec, Path(workspace), created_at,
                     not is_own_workspace(Path(workspace), sid), raw_rec, raw_pending,
                     raw_queue, held.log.last_id if held is not None else 0))
         return out
@@ -557,7 +545,8 @@ class ClusterRegistry(SessionRegistry):
                 "session_views": self.redis_store.views}
 
     def _session_ids(self) -> list[str]:
-        """Every session id of the cluster, oldest first."""
+        """Every session id of the cluster, oldest first (Redis orders equal scores by id,
+        so reversed it is the other stores' order: newest first, ties by id)."""
         return [raw.decode() for raw in
                 self.redis_store.client.zrange(f"{self.store.prefix}:sessions", 0, -1)]
 
@@ -578,3 +567,12 @@ class ClusterRegistry(SessionRegistry):
                 if pending:
                     found.append((sid, (title or b"").decode(), pending_from(pending)))
         return found
+
+
+def _placement(values: Iterable[bytes | None]) -> tuple[str, str, float] | None:
+    """``(agent, workspace, created_at)`` from a record's :data:`_PLACEMENT` fields, in
+    order; None for a session that is gone or closed."""
+    agent, workspace, created_at, closed = (None if v is None else v.decode() for v in values)
+    if agent is None or workspace is None or closed == "1":
+        return None
+    return agent, workspace, float(created_at or 0)
